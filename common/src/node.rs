@@ -1,0 +1,179 @@
+//! One replica node's place in its service: who it is, the view it holds, its store, and
+//! the fan-out of written states to its peers.
+//!
+//! The primary of a key applies a write locally as a conditional put, then sends the
+//! resulting state (record with version) to every other full member and learner of the view
+//! and answers only after all of them acknowledged. Peers apply a state only if its version
+//! is higher than what they hold.
+
+use crate::storage::{DynStore, Expect, Put, Record, StoreError};
+use crate::topology::Service;
+use crate::wire::{View, EPOCH, SECRET};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How long a primary waits for a peer's acknowledgement of a fan-out.
+pub const FANOUT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a node could not complete a write.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The node's own store failed: its own failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A conditional put found another version than the one read under the key's lock:
+    /// another writer touched the key, which the view protocol is there to prevent.
+    #[error("write conflict on {0}")]
+    Conflict(String),
+    /// The write could not reach the replicas it must reach before it is acknowledged.
+    #[error("replication unavailable: {0}")]
+    Unavailable(String),
+    /// The request was not for this node: stale epoch or not the key's primary.
+    #[error("misdirected: {}", .0.reason)]
+    Misdirected(Misdirected),
+}
+
+/// A batch of replicated states, as a primary sends it to a peer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicateBatch {
+    /// The sender's view epoch; peers refuse older epochs.
+    pub epoch: u64,
+    /// The states, each with its version.
+    pub records: Vec<Record>,
+}
+
+/// Why a request was not for this node (a 421 carrying the view).
+#[derive(Debug, Clone)]
+pub struct Misdirected {
+    /// This node's current view.
+    pub view: View,
+    /// Short explanation for logs.
+    pub reason: &'static str,
+}
+
+/// One replica node.
+pub struct Node {
+    /// This replica's id (its index in the topology's replica list).
+    pub me: u32,
+    /// The service it belongs to.
+    pub service: Service,
+    store: DynStore,
+    view: RwLock<View>,
+    /// Peer replica id → base URL (`http://host:port`).
+    peers: HashMap<u32, String>,
+    secret: String,
+    http: reqwest::Client,
+}
+
+impl Node {
+    /// A node with its peers' addresses and the view it starts from.
+    pub fn new(
+        me: u32,
+        service: Service,
+        store: DynStore,
+        peers: HashMap<u32, String>,
+        secret: String,
+        view: View,
+    ) -> Node {
+        let http =
+            reqwest::Client::builder().timeout(FANOUT_TIMEOUT).pool_max_idle_per_host(64).build().expect("http client");
+        Node { me, service, store, view: RwLock::new(view), peers, secret, http }
+    }
+
+    /// A single-replica node with no peers (unit tests).
+    pub fn standalone(store: DynStore) -> Node {
+        Node::new(0, Service::Stock, store, HashMap::new(), String::new(), View::initial(1))
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.view.read().unwrap().clone()
+    }
+
+    /// The current view's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.view.read().unwrap().epoch
+    }
+
+    /// Whether this node is the key's primary in its view.
+    pub fn is_primary(&self, key: &str) -> bool {
+        self.view.read().unwrap().primary(key) == Some(self.me)
+    }
+
+    /// Accepts a request for `key` routed under `epoch` only if the epoch is not older than
+    /// ours and we are the key's primary.
+    pub fn check_routed(&self, key: &str, epoch: Option<u64>) -> Result<(), Misdirected> {
+        let view = self.view.read().unwrap();
+        if epoch.is_some_and(|e| e < view.epoch) {
+            return Err(Misdirected { view: view.clone(), reason: "stale epoch" });
+        }
+        if view.primary(key) != Some(self.me) {
+            return Err(Misdirected { view: view.clone(), reason: "not primary" });
+        }
+        Ok(())
+    }
+
+    /// Applies puts as the keys' primary, then fans the new states out; returns when every
+    /// peer acknowledged.
+    pub async fn write_primary(&self, puts: Vec<Put>) -> Result<(), NodeError> {
+        let records: Vec<Record> = puts.iter().map(|p| p.record.clone()).collect();
+        let applied = self.store.write(puts).await?;
+        if let Some(i) = applied.iter().position(|a| !a) {
+            return Err(NodeError::Conflict(records[i].key.clone()));
+        }
+        self.fan_out(records).await
+    }
+
+    /// Sends states to every peer of the view and waits for all acknowledgements.
+    async fn fan_out(&self, records: Vec<Record>) -> Result<(), NodeError> {
+        let view = self.view();
+        let peers = view.peers_of(self.me);
+        if peers.is_empty() {
+            return Ok(());
+        }
+        let batch = Arc::new(ReplicateBatch { epoch: view.epoch, records });
+        let sends = peers.into_iter().map(|id| {
+            let batch = batch.clone();
+            async move {
+                let Some(base) = self.peers.get(&id) else {
+                    return Err(NodeError::Unavailable(format!("replica {id} has no address")));
+                };
+                let resp = self
+                    .http
+                    .post(format!("{base}/internal/replicate"))
+                    .header(SECRET, &self.secret)
+                    .header(EPOCH, batch.epoch)
+                    .json(&*batch)
+                    .send()
+                    .await
+                    .map_err(|e| NodeError::Unavailable(format!("replica {id}: {e}")))?;
+                if resp.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(NodeError::Unavailable(format!("replica {id} answered {}", resp.status())))
+                }
+            }
+        });
+        futures::future::try_join_all(sends).await.map(|_| ())
+    }
+
+    /// Applies states sent by a primary: each only if its version is higher than ours.
+    pub async fn apply_replicated(&self, batch: ReplicateBatch) -> Result<usize, NodeError> {
+        {
+            let view = self.view.read().unwrap();
+            if batch.epoch < view.epoch {
+                return Err(NodeError::Misdirected(Misdirected { view: view.clone(), reason: "stale epoch" }));
+            }
+        }
+        let puts = batch.records.into_iter().map(|record| Put { expect: Expect::Older, record }).collect();
+        let applied = self.store.write(puts).await?;
+        Ok(applied.iter().filter(|a| **a).count())
+    }
+}

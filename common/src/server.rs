@@ -1,0 +1,270 @@
+//! The HTTP side every replica shares: the one dispatcher that parses a request, checks the
+//! secret and the routing, and hands the service a parsed [`Target`]; the mapping of errors to
+//! statuses (in one place); the internal endpoints of replication; `/health` and `/metrics`.
+//!
+//! A service supplies only a [`Handler`]: what each route does.
+
+use crate::metrics::{labels, Metrics};
+use crate::node::{Misdirected, Node, NodeError, ReplicateBatch};
+use crate::reply::Reply;
+use crate::routing::{resolve, KeySource, Method, RouteError, Target};
+use crate::table::TableError;
+use crate::wire::{BatchKeys, EPOCH, MINTED_KEY, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use async_trait::async_trait;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Largest request body a replica accepts: a batch_init of the largest batch's keys, or a
+/// replication batch.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// What a request carries besides its path.
+#[derive(Clone, Debug, Default)]
+pub struct RequestCtx {
+    /// The gateway's request id: writes are deduplicated by it.
+    pub request_id: Option<String>,
+    /// The key a coordinator minted (create calls).
+    pub key: Option<String>,
+}
+
+/// Why a handler could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// This node failed to store or replicate.
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// Another service did not answer; not this node's failure.
+    #[error("dependency unavailable: {0}")]
+    Dependency(String),
+}
+
+/// A service's routes.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Answers a routed request for one key (or a create with a minted key).
+    async fn handle(&self, target: Target, ctx: RequestCtx) -> Result<Reply, HandlerError>;
+    /// Writes this primary's share of a batch_init.
+    async fn batch_init(&self, target: Target, keys: Vec<String>) -> Result<Reply, HandlerError>;
+}
+
+/// Everything a replica's HTTP handlers share.
+pub struct ReplicaApp {
+    /// This node.
+    pub node: Arc<Node>,
+    /// The service's routes.
+    pub handler: Arc<dyn Handler>,
+    /// This process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The cluster secret.
+    pub secret: String,
+}
+
+/// Whether a request carries the cluster secret.
+pub fn authorized(req: &HttpRequest, secret: &str) -> bool {
+    let given = req.headers().get(SECRET).map(|v| v.as_bytes()).unwrap_or(b"");
+    // Compare without an early exit so the time taken says nothing about the secret.
+    given.len() == secret.len() && given.iter().zip(secret.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// The refusal of a request without the secret.
+pub fn forbidden() -> HttpResponse {
+    HttpResponse::Forbidden().body("missing or wrong cluster secret")
+}
+
+fn header(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// A service reply as an HTTP response.
+pub fn reply_response(r: &Reply) -> HttpResponse {
+    let mut b = HttpResponse::build(StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    if r.json {
+        b.content_type("application/json");
+    } else {
+        b.content_type("text/plain; charset=utf-8");
+    }
+    b.body(r.body.clone())
+}
+
+/// A 421 carrying this node's view: the coordinator adopts it and retries elsewhere.
+pub fn misdirected_response(m: &Misdirected) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(STATUS_MISDIRECTED).unwrap())
+        .insert_header(("x-webshop-reason", m.reason))
+        .json(&m.view)
+}
+
+/// The one mapping from failures to statuses: a dependency or the quorum being unavailable
+/// is a 503 marked as not this node's fault; a failed store or a conflict is this node's
+/// own failure (500).
+pub fn error_response(e: &HandlerError) -> HttpResponse {
+    match e {
+        HandlerError::Dependency(msg) => {
+            HttpResponse::ServiceUnavailable().insert_header((UNAVAILABLE_CAUSE, "dependency")).body(msg.clone())
+        }
+        HandlerError::Table(TableError::Node(NodeError::Misdirected(m))) => misdirected_response(m),
+        HandlerError::Table(TableError::Node(NodeError::Unavailable(msg))) => {
+            HttpResponse::ServiceUnavailable().insert_header((UNAVAILABLE_CAUSE, "quorum")).body(msg.clone())
+        }
+        HandlerError::Table(e) => {
+            log::warn!("own failure: {e}");
+            HttpResponse::InternalServerError().body(e.to_string())
+        }
+    }
+}
+
+/// The response to a path that does not resolve.
+pub fn route_error_response(e: RouteError) -> HttpResponse {
+    match e {
+        RouteError::NotFound => HttpResponse::NotFound().body("no such endpoint"),
+        RouteError::MethodNotAllowed => HttpResponse::MethodNotAllowed().body("method not allowed"),
+        RouteError::Bad(msg) => HttpResponse::BadRequest().body(msg),
+    }
+}
+
+/// The method of a request as the route table knows it.
+pub fn method_of(req: &HttpRequest) -> Option<Method> {
+    match *req.method() {
+        actix_web::http::Method::GET => Some(Method::Get),
+        actix_web::http::Method::POST => Some(Method::Post),
+        _ => None,
+    }
+}
+
+async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
+    let start = Instant::now();
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    let Some(method) = method_of(&req) else {
+        return HttpResponse::MethodNotAllowed().body("method not allowed");
+    };
+    let target = match resolve(app.node.service, method, req.path()) {
+        Ok(t) => t,
+        Err(e) => return route_error_response(e),
+    };
+    let route = target.route.name;
+    let epoch = header(&req, EPOCH).and_then(|e| e.parse().ok());
+    let ctx = RequestCtx { request_id: header(&req, REQUEST_ID), key: header(&req, MINTED_KEY) };
+    let result = match target.route.key {
+        KeySource::Arg(_) | KeySource::Mint => {
+            let key = match (target.key(), &ctx.key) {
+                (Some(k), _) => k.to_string(),
+                (None, Some(k)) => k.clone(),
+                (None, None) => return HttpResponse::BadRequest().body("create call without a minted key"),
+            };
+            if let Err(m) = app.node.check_routed(&key, epoch) {
+                return misdirected_response(&m);
+            }
+            app.handler.handle(target, RequestCtx { key: Some(key), ..ctx }).await
+        }
+        KeySource::Batch(_) => {
+            let keys: BatchKeys = match serde_json::from_slice(&body) {
+                Ok(k) => k,
+                Err(e) => return HttpResponse::BadRequest().body(format!("batch body: {e}")),
+            };
+            if let Some(k) = keys.keys.iter().find(|k| !app.node.is_primary(k)) {
+                log::debug!("batch key {k} is not ours");
+                return misdirected_response(&Misdirected { view: app.node.view(), reason: "not primary" });
+            }
+            app.handler.batch_init(target, keys.keys).await
+        }
+    };
+    let resp = match &result {
+        Ok(r) => reply_response(r),
+        Err(e) => error_response(e),
+    };
+    let status = resp.status().as_u16().to_string();
+    app.metrics.inc("replica_requests_total", labels(&[("route", route), ("status", &status)]));
+    app.metrics.observe("replica_request_seconds", labels(&[("route", route)]), start.elapsed());
+    resp
+}
+
+async fn replicate(req: HttpRequest, batch: web::Json<ReplicateBatch>, app: web::Data<ReplicaApp>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    let n = batch.records.len() as u64;
+    match app.node.apply_replicated(batch.into_inner()).await {
+        Ok(applied) => {
+            app.metrics.add("replicated_states_total", labels(&[("applied", "true")]), applied as u64);
+            app.metrics.add("replicated_states_total", labels(&[("applied", "false")]), n - applied as u64);
+            HttpResponse::Ok().json(serde_json::json!({ "applied": applied }))
+        }
+        Err(e) => error_response(&HandlerError::Table(TableError::Node(e))),
+    }
+}
+
+async fn view(req: HttpRequest, app: web::Data<ReplicaApp>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    HttpResponse::Ok().json(app.node.view())
+}
+
+async fn digest(req: HttpRequest, app: web::Data<ReplicaApp>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    match app.node.store().digests().await {
+        Ok(d) => HttpResponse::Ok().json(serde_json::json!({ "root": d.root().to_hex(), "epoch": app.node.epoch() })),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+/// `/health`: the process is up and serving.
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+/// Renders a metrics registry at `/metrics`.
+pub fn metrics_response(m: &Metrics) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(m.render())
+}
+
+async fn metrics(app: web::Data<ReplicaApp>) -> HttpResponse {
+    metrics_response(&app.metrics)
+}
+
+/// Registers a replica's routes: health, metrics, internal endpoints, and the dispatcher for
+/// everything else. Tests reuse it.
+pub fn configure_replica(app: web::Data<ReplicaApp>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(app.clone())
+            .app_data(web::JsonConfig::default().limit(MAX_BODY))
+            .app_data(web::PayloadConfig::new(MAX_BODY))
+            .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(metrics))
+            .route("/internal/replicate", web::post().to(replicate))
+            .route("/internal/view", web::get().to(view))
+            .route("/internal/digest", web::get().to(digest))
+            .default_service(web::to(dispatch));
+    }
+}
+
+/// Serves `configure` on an already bound listener until `shutdown` completes.
+pub async fn serve<F, S>(
+    listener: std::net::TcpListener,
+    workers: usize,
+    configure: F,
+    shutdown: S,
+) -> std::io::Result<()>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+    S: Future<Output = ()> + Send + 'static,
+{
+    let server = HttpServer::new(move || App::new().configure(configure.clone()))
+        .workers(workers)
+        .backlog(4096)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+    let handle = server.handle();
+    tokio::spawn(async move {
+        shutdown.await;
+        handle.stop(true).await;
+    });
+    server.await
+}

@@ -1,0 +1,209 @@
+//! The conformance suite every storage engine passes.
+//!
+//! `run_all` takes a factory of fresh, empty stores and checks the contract of [`Store`]:
+//! conditional puts, version ordering, digests kept in step with the data, bucket listings,
+//! ordered scans, meta values, and atomicity of concurrent compare-and-set writers.
+//! Engines call it from their own tests; durability across a reopen is checked by
+//! [`run_reopen`] for engines that persist.
+
+use super::{DynStore, Expect, Put, Record, Store};
+use crate::digest::{bucket_of, Digests};
+use crate::version::Version;
+use std::future::Future;
+
+fn v(epoch: u64, seq: u64) -> Version {
+    Version { epoch, seq }
+}
+
+fn rec(key: &str, version: Version, body: &str) -> Record {
+    Record::new(key.to_string(), version, body.to_string())
+}
+
+fn put(expect: Expect, r: Record) -> Put {
+    Put { expect, record: r }
+}
+
+/// Digests recomputed from a full scan: what the incrementally kept digests must equal.
+pub async fn digests_by_scan(store: &dyn Store) -> Digests {
+    let mut d = Digests::default();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.scan(after.as_deref(), 1000).await.unwrap();
+        if page.is_empty() {
+            return d;
+        }
+        for r in &page {
+            d.replace(&r.key, None, &r.hash);
+        }
+        after = Some(page.last().unwrap().key.clone());
+    }
+}
+
+/// Runs every conformance check, each on a fresh store from `make`.
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = DynStore>,
+{
+    conditional_puts(make().await).await;
+    replicated_states(make().await).await;
+    digests_follow_writes(make().await).await;
+    buckets_and_scans(make().await).await;
+    meta_values(make().await).await;
+    concurrent_compare_and_set(make().await).await;
+}
+
+async fn conditional_puts(s: DynStore) {
+    assert_eq!(s.get("a").await.unwrap(), None);
+    let r1 = rec("a", v(1, 1), r#"{"n":1}"#);
+    assert_eq!(s.write(vec![put(Expect::Exactly(Version::ZERO), r1.clone())]).await.unwrap(), vec![true]);
+    assert_eq!(s.get("a").await.unwrap(), Some(r1.clone()));
+    // Creating again fails: the key is no longer absent.
+    let r1b = rec("a", v(1, 1), r#"{"n":9}"#);
+    assert_eq!(s.write(vec![put(Expect::Exactly(Version::ZERO), r1b)]).await.unwrap(), vec![false]);
+    // A put expecting a stale version fails and changes nothing.
+    let r2 = rec("a", v(1, 2), r#"{"n":2}"#);
+    assert_eq!(s.write(vec![put(Expect::Exactly(v(1, 5)), r2.clone())]).await.unwrap(), vec![false]);
+    assert_eq!(s.get("a").await.unwrap(), Some(r1));
+    assert_eq!(s.write(vec![put(Expect::Exactly(v(1, 1)), r2.clone())]).await.unwrap(), vec![true]);
+    assert_eq!(s.get("a").await.unwrap(), Some(r2.clone()));
+    // Several puts in one call are decided one by one.
+    let got = s
+        .write(vec![
+            put(Expect::Exactly(v(1, 2)), rec("a", v(1, 3), "3")),
+            put(Expect::Exactly(v(1, 2)), rec("b", v(1, 1), "x")),
+            put(Expect::Exactly(Version::ZERO), rec("c", v(1, 1), "y")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![true, false, true]);
+    let many = s.get_many(&["c".into(), "zz".into(), "a".into()]).await.unwrap();
+    assert_eq!(many[0].as_ref().unwrap().body, "y");
+    assert_eq!(many[1], None);
+    assert_eq!(many[2].as_ref().unwrap().version, v(1, 3));
+    assert!(many[2].as_ref().unwrap().hash_ok());
+}
+
+async fn replicated_states(s: DynStore) {
+    let r = rec("k", v(2, 5), "five");
+    assert_eq!(s.write(vec![put(Expect::Older, r.clone())]).await.unwrap(), vec![true]);
+    // Same version, lower seq, lower epoch: all refused.
+    let refused = vec![
+        put(Expect::Older, rec("k", v(2, 5), "five")),
+        put(Expect::Older, rec("k", v(2, 4), "four")),
+        put(Expect::Older, rec("k", v(1, 9), "old epoch")),
+    ];
+    assert_eq!(s.write(refused).await.unwrap(), vec![false, false, false]);
+    assert_eq!(s.get("k").await.unwrap(), Some(r));
+    let newer = rec("k", v(3, 1), "newer epoch");
+    assert_eq!(s.write(vec![put(Expect::Older, newer.clone())]).await.unwrap(), vec![true]);
+    assert_eq!(s.get("k").await.unwrap(), Some(newer));
+}
+
+async fn digests_follow_writes(s: DynStore) {
+    let empty = s.digests().await.unwrap();
+    assert_eq!(empty.root(), Digests::default().root());
+    let mut puts = Vec::new();
+    for i in 0..300 {
+        puts.push(put(Expect::Exactly(Version::ZERO), rec(&i.to_string(), v(1, 1), "a")));
+    }
+    s.write(puts).await.unwrap();
+    for i in (0..300).step_by(3) {
+        s.write(vec![put(Expect::Exactly(v(1, 1)), rec(&i.to_string(), v(1, 2), "b"))]).await.unwrap();
+    }
+    // A refused put leaves the digests alone.
+    s.write(vec![put(Expect::Older, rec("5", v(1, 1), "stale"))]).await.unwrap();
+    let kept = s.digests().await.unwrap();
+    assert!(kept == digests_by_scan(&*s).await, "incremental digests differ from a full scan");
+    assert_ne!(kept.root(), empty.root());
+}
+
+async fn buckets_and_scans(s: DynStore) {
+    let keys: Vec<String> = (0..200).map(|i| format!("key-{i:03}")).collect();
+    s.write(keys.iter().map(|k| put(Expect::Older, rec(k, v(1, 1), k))).collect()).await.unwrap();
+    let b = bucket_of(&keys[0]);
+    let listed = s.bucket(b).await.unwrap();
+    let want: Vec<&String> = keys.iter().filter(|k| bucket_of(k) == b).collect();
+    assert_eq!(listed.len(), want.len());
+    for kv in &listed {
+        assert_eq!(bucket_of(&kv.key), b);
+        let r = s.get(&kv.key).await.unwrap().unwrap();
+        assert_eq!((kv.version, kv.hash), (r.version, r.hash));
+    }
+    // Scans are in key order and page without gaps or repeats.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.scan(after.as_deref(), 37).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 37);
+        after = Some(page.last().unwrap().key.clone());
+        seen.extend(page.into_iter().map(|r| r.key));
+    }
+    assert_eq!(seen, keys);
+}
+
+async fn meta_values(s: DynStore) {
+    assert_eq!(s.get_meta("view").await.unwrap(), None);
+    s.put_meta("view", b"one".to_vec()).await.unwrap();
+    s.put_meta("view", b"two".to_vec()).await.unwrap();
+    s.put_meta("other", b"x".to_vec()).await.unwrap();
+    assert_eq!(s.get_meta("view").await.unwrap(), Some(b"two".to_vec()));
+    // Meta values are not documents.
+    assert_eq!(s.scan(None, 10).await.unwrap(), vec![]);
+}
+
+/// Many tasks increment one counter by compare-and-set; with atomic conditional puts no
+/// increment is lost and none is applied twice.
+async fn concurrent_compare_and_set(s: DynStore) {
+    const TASKS: u64 = 8;
+    const EACH: u64 = 25;
+    let mut handles = Vec::new();
+    for _ in 0..TASKS {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut done = 0;
+            while done < EACH {
+                let cur = s.get("ctr").await.unwrap();
+                let (ver, n) = match &cur {
+                    Some(r) => (r.version, r.body.parse::<u64>().unwrap()),
+                    None => (Version::ZERO, 0),
+                };
+                let next = rec("ctr", ver.next(1), &(n + 1).to_string());
+                if s.write(vec![put(Expect::Exactly(ver), next)]).await.unwrap()[0] {
+                    done += 1;
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let r = s.get("ctr").await.unwrap().unwrap();
+    assert_eq!(r.body, (TASKS * EACH).to_string());
+    assert_eq!(r.version, v(1, TASKS * EACH));
+}
+
+/// For durable engines: what was written before `reopen` is there after it, digests too.
+/// `open` opens the engine at the same place each time it is called.
+pub async fn run_reopen<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = DynStore>,
+{
+    let s = open().await;
+    let puts = (0..500).map(|i| put(Expect::Older, rec(&format!("k{i}"), v(1, 1), "body"))).collect();
+    s.write(puts).await.unwrap();
+    s.write(vec![put(Expect::Exactly(v(1, 1)), rec("k7", v(1, 2), "changed"))]).await.unwrap();
+    s.put_meta("view", b"7".to_vec()).await.unwrap();
+    let root = s.digests().await.unwrap().root();
+    drop(s);
+    let s = open().await;
+    assert_eq!(s.get("k7").await.unwrap().unwrap().body, "changed");
+    assert_eq!(s.scan(None, 10_000).await.unwrap().len(), 500);
+    assert_eq!(s.get_meta("view").await.unwrap(), Some(b"7".to_vec()));
+    assert_eq!(s.digests().await.unwrap().root(), root);
+}

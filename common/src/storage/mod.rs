@@ -1,0 +1,176 @@
+//! Storage: one trait, several engines, one conformance suite.
+//!
+//! A store keeps [`Record`]s (key, version, hash, body) and the bucket [`Digests`] of what it
+//! holds, updated in the same write as the record. Every write is a conditional put
+//! ([`Put`]), atomic per record, and durable when `write` returns: that is what the
+//! replicated layer needs for "the primary applies a write as one atomic conditional update"
+//! and "replicas apply a state only if its version is higher".
+//!
+//! Engines: [`mem::MemStore`] (tests), [`redb_engine::RedbStore`] (embedded, durable, the
+//! default for local runs). Every engine passes [`conformance`].
+
+pub mod conformance;
+pub mod mem;
+pub mod redb_engine;
+
+use crate::digest::{record_hash, Digests, Hash};
+use crate::version::Version;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// One stored document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The document's key (item, user or order id).
+    pub key: String,
+    /// Its version.
+    pub version: Version,
+    /// blake3 of (key, version, body); see [`record_hash`].
+    pub hash: Hash,
+    /// The document, serialized as JSON.
+    pub body: String,
+}
+
+impl Record {
+    /// A record with its hash computed.
+    pub fn new(key: String, version: Version, body: String) -> Record {
+        let hash = record_hash(&key, version, &body);
+        Record { key, version, hash, body }
+    }
+
+    /// Whether the stored hash matches the content (false means corruption).
+    pub fn hash_ok(&self) -> bool {
+        self.hash == record_hash(&self.key, self.version, &self.body)
+    }
+}
+
+/// The condition a put is applied under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Apply only if the stored version equals this one (`Version::ZERO`: the key is absent).
+    Exactly(Version),
+    /// Apply only if the stored version is lower than the record's (a replicated state).
+    Older,
+}
+
+/// A conditional put.
+#[derive(Clone, Debug)]
+pub struct Put {
+    /// The condition.
+    pub expect: Expect,
+    /// The record to store.
+    pub record: Record,
+}
+
+/// A key's version and hash, without its body (what anti-entropy compares).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVersion {
+    /// The key.
+    pub key: String,
+    /// Its stored version.
+    pub version: Version,
+    /// Its stored hash.
+    pub hash: Hash,
+}
+
+/// A storage failure: the node's own failure (a 500, and a reason to evict it).
+#[derive(Debug, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    /// Wraps any displayable error.
+    pub fn of(e: impl std::fmt::Display) -> StoreError {
+        StoreError(e.to_string())
+    }
+}
+
+/// Result of a storage call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage trait every engine implements.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The engine's name, for logs and status.
+    fn engine(&self) -> &'static str;
+
+    /// The record stored under `key`.
+    async fn get(&self, key: &str) -> StoreResult<Option<Record>>;
+
+    /// The records stored under `keys`, in the same order.
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Record>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?);
+        }
+        Ok(out)
+    }
+
+    /// Applies each put whose condition holds, each atomically with its digest update;
+    /// returns per put whether it was applied. Durable when it returns: engines group-commit
+    /// concurrent calls into one sync.
+    async fn write(&self, puts: Vec<Put>) -> StoreResult<Vec<bool>>;
+
+    /// The bucket digests (kept up to date by every write; never scans data).
+    async fn digests(&self) -> StoreResult<Digests>;
+
+    /// Keys, versions and hashes of one bucket.
+    async fn bucket(&self, bucket: u8) -> StoreResult<Vec<KeyVersion>>;
+
+    /// Up to `limit` records with keys greater than `after`, in key order (dumps, scans).
+    async fn scan(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Record>>;
+
+    /// A small named value outside the documents (membership and Paxos state); durable.
+    async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Stores a named value; durable when it returns.
+    async fn put_meta(&self, name: &str, value: Vec<u8>) -> StoreResult<()>;
+}
+
+/// A shared handle to any engine.
+pub type DynStore = Arc<dyn Store>;
+
+/// Whether a put's condition holds against the currently stored version.
+pub fn condition_holds(expect: Expect, stored: Version, new: Version) -> bool {
+    match expect {
+        Expect::Exactly(v) => stored == v,
+        Expect::Older => stored < new,
+    }
+}
+
+/// Logs loudly when a replicated state arrives with the version of a different stored state:
+/// two states under one version means two primaries wrote in one epoch, which is a bug.
+pub fn check_same_version(stored: &Record, incoming: &Record) {
+    if stored.version == incoming.version && stored.hash != incoming.hash {
+        log::error!(
+            "BUG: key {} has two different states at version {} (stored {:?}, incoming {:?})",
+            stored.key,
+            stored.version,
+            stored.hash,
+            incoming.hash
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions() {
+        let v = |e, s| Version { epoch: e, seq: s };
+        let cases = [
+            (Expect::Exactly(Version::ZERO), Version::ZERO, v(1, 1), true),
+            (Expect::Exactly(Version::ZERO), v(1, 1), v(1, 2), false),
+            (Expect::Exactly(v(1, 1)), v(1, 1), v(1, 2), true),
+            (Expect::Older, v(1, 1), v(1, 2), true),
+            (Expect::Older, v(1, 2), v(1, 2), false),
+            (Expect::Older, v(2, 1), v(1, 9), false),
+            (Expect::Older, Version::ZERO, v(1, 1), true),
+        ];
+        for (expect, stored, new, want) in cases {
+            assert_eq!(condition_holds(expect, stored, new), want, "{expect:?} {stored} {new}");
+        }
+    }
+}
