@@ -1,0 +1,1 @@
+//! nginx config rendering (work in progress).
