@@ -8,6 +8,7 @@
 pub mod balancer;
 pub mod client;
 pub mod digest;
+pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod node;

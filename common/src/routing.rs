@@ -39,7 +39,8 @@ pub enum KeySource {
     Batch(usize),
 }
 
-/// A route of a service's API.
+/// A route of a service's API. Stock and payment share their route names (`credit`,
+/// `debit`, `tx_debit`, `tx_compensate`): both are ledgers of one balance per key.
 #[derive(Debug)]
 pub struct Route {
     /// Name the replica dispatches on.
@@ -69,20 +70,20 @@ const fn internal(name: &'static str, segs: &'static [Seg], key: KeySource) -> R
 static STOCK: &[Route] = &[
     r("create", Post, &[Lit("item"), Lit("create"), Int], Mint),
     r("find", Get, &[Lit("find"), Id], Arg(0)),
-    r("add", Post, &[Lit("add"), Id, Int], Arg(0)),
-    r("subtract", Post, &[Lit("subtract"), Id, Int], Arg(0)),
+    r("credit", Post, &[Lit("add"), Id, Int], Arg(0)),
+    r("debit", Post, &[Lit("subtract"), Id, Int], Arg(0)),
     r("batch_init", Post, &[Lit("batch_init"), Int, Int, Int], Batch(0)),
-    internal("tx_subtract", &[Lit("tx"), Lit("subtract"), Id, Int, Id], Arg(0)),
+    internal("tx_debit", &[Lit("tx"), Lit("subtract"), Id, Int, Id], Arg(0)),
     internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0)),
 ];
 
 static PAYMENT: &[Route] = &[
     r("create", Post, &[Lit("create_user")], Mint),
     r("find", Get, &[Lit("find_user"), Id], Arg(0)),
-    r("add_funds", Post, &[Lit("add_funds"), Id, Int], Arg(0)),
-    r("pay", Post, &[Lit("pay"), Id, Int], Arg(0)),
+    r("credit", Post, &[Lit("add_funds"), Id, Int], Arg(0)),
+    r("debit", Post, &[Lit("pay"), Id, Int], Arg(0)),
     r("batch_init", Post, &[Lit("batch_init"), Int, Int], Batch(0)),
-    internal("tx_pay", &[Lit("tx"), Lit("pay"), Id, Int, Id], Arg(0)),
+    internal("tx_debit", &[Lit("tx"), Lit("pay"), Id, Int, Id], Arg(0)),
     internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0)),
 ];
 
@@ -273,7 +274,7 @@ mod tests {
     #[test]
     fn keys_of_public_routes() {
         let t = resolve(Service::Stock, Method::Post, "/stock/add/item-1/5").unwrap();
-        assert_eq!((t.route.name, t.key(), t.int(1)), ("add", Some("item-1"), 5));
+        assert_eq!((t.route.name, t.key(), t.int(1)), ("credit", Some("item-1"), 5));
         let t = resolve(Service::Order, Method::Post, "/orders/addItem/o1/i2/3").unwrap();
         assert_eq!((t.route.name, t.key(), t.id(1), t.int(2)), ("add_item", Some("o1"), "i2", 3));
         let t = resolve(Service::Payment, Method::Post, "/payment/create_user").unwrap();

@@ -268,3 +268,35 @@ where
     });
     server.await
 }
+
+/// Runs a replica of `settings.service` on `listener` until `shutdown` completes: opens the
+/// store the settings name, builds the node with its peers from the topology, lets the
+/// service build its handler, and serves.
+pub async fn run_replica<F, S>(
+    settings: crate::settings::ReplicaSettings,
+    topology: crate::topology::Topology,
+    listener: std::net::TcpListener,
+    shutdown: S,
+    make_handler: F,
+) -> std::io::Result<()>
+where
+    F: FnOnce(Arc<Node>) -> Arc<dyn Handler>,
+    S: Future<Output = ()> + Send + 'static,
+{
+    let store = crate::storage::open_engine(&settings.engine, &settings.data_dir).map_err(std::io::Error::other)?;
+    let replicas = &topology.nodes(settings.service).replicas;
+    let peers = replicas.iter().enumerate().map(|(i, a)| (i as u32, format!("http://{a}"))).collect();
+    let view = crate::wire::View::initial(replicas.len() as u32);
+    let node = Arc::new(Node::new(settings.id, settings.service, store, peers, settings.secret.clone(), view));
+    log::info!(
+        "{} replica {} serving on {} ({} engine, data in {})",
+        settings.service,
+        settings.id,
+        listener.local_addr()?,
+        node.store().engine(),
+        settings.data_dir.display()
+    );
+    let handler = make_handler(node.clone());
+    let app = web::Data::new(ReplicaApp { node, handler, metrics: Arc::new(Metrics::new()), secret: settings.secret });
+    serve(listener, settings.workers, configure_replica(app), shutdown).await
+}

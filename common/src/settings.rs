@@ -70,7 +70,7 @@ fn load<T: DeserializeOwned>(defaults: &[(&str, &str)]) -> Result<T, SettingsErr
     b.build().map_err(e)?.try_deserialize().map_err(e)
 }
 
-fn check_common(topology: &PathBuf, secret: &str, workers: usize) -> Result<Topology, SettingsError> {
+fn check_common(topology: &std::path::Path, secret: &str, workers: usize) -> Result<Topology, SettingsError> {
     if secret.is_empty() {
         return Err(SettingsError("the cluster secret (APP__SECRET) is empty".into()));
     }

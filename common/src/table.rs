@@ -129,6 +129,14 @@ impl<D: Doc> Table<D> {
         Ok(self.load(key).await?.map(|(_, env)| env.doc))
     }
 
+    /// The first answer to `request_id`, if the key's document remembers it.
+    pub async fn recent_reply(&self, key: &str, request_id: &str) -> Result<Option<Reply>, TableError> {
+        Ok(self
+            .load(key)
+            .await?
+            .and_then(|(_, env)| env.recent.into_iter().find(|(id, _)| id == request_id).map(|(_, r)| r)))
+    }
+
     /// Reads, decides and writes under the key's lock.
     pub async fn write<F>(&self, key: &str, request_id: Option<&str>, decide: F) -> Result<Reply, TableError>
     where

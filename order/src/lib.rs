@@ -1,16 +1,37 @@
-//! The order service (work in progress).
+//! The order service: orders, addItem (which reads the item's price from stock) and the
+//! checkout saga across payment and stock.
+//!
+//! Code map: `domain` (the document and its pure rules), `saga` (the checkout driver),
+//! `clients` (payment and stock through their coordinators), `routes` (what each request
+//! does).
 
+pub mod clients;
+pub mod domain;
+pub mod routes;
+pub mod saga;
+
+use common::client::ServiceClient;
 use common::settings::ReplicaSettings;
-use common::topology::Topology;
+use common::topology::{Service, Topology};
+use routes::{OrderHandler, Orders};
 use std::future::Future;
+use std::sync::Arc;
 
-/// Runs a order replica on `listener` until `shutdown` completes.
+/// Runs an order replica on `listener` until `shutdown` completes. At start it resumes
+/// every checkout it finds in flight among the orders it is primary of.
 pub async fn run(
     settings: ReplicaSettings,
     topology: Topology,
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let _ = (settings, topology, listener, shutdown);
-    unimplemented!("order replica")
+    let client =
+        |s: Service| ServiceClient::new(&topology.nodes(s).coordinators, &settings.secret, clients::CALL_TIMEOUT);
+    let remote = clients::Remote { payment: client(Service::Payment), stock: client(Service::Stock) };
+    common::server::run_replica(settings, topology.clone(), listener, shutdown, move |node| {
+        let orders = Arc::new(Orders { table: common::table::Table::new(node), remote });
+        tokio::spawn(orders.clone().resume_all());
+        Arc::new(OrderHandler(orders))
+    })
+    .await
 }

@@ -1,8 +1,47 @@
-//! The payment service (work in progress).
+//! The payment service: one ledger document per user, its balance the user's credit. The
+//! rules and routes are the shared ledger's ([`common::ledger`]); this crate supplies the
+//! reply shapes.
 
+use common::ledger::{Account, LedgerHandler, LedgerKind};
+use common::reply::Reply;
+use common::routing::Target;
 use common::settings::ReplicaSettings;
 use common::topology::Topology;
+use serde_json::json;
 use std::future::Future;
+use std::sync::Arc;
+
+/// The payment ledger. Users have no fields besides their credit.
+pub struct Payment;
+
+impl LedgerKind for Payment {
+    type Extra = ();
+    const NOT_FOUND: &'static str = "user not found";
+    const INSUFFICIENT: &'static str = "not enough credit";
+
+    fn created(_: &Target) {}
+
+    fn create_reply(key: &str) -> Reply {
+        Reply::ok_json(&json!({ "user_id": key }))
+    }
+
+    fn find_reply(key: &str, doc: &Account<()>) -> Reply {
+        Reply::ok_json(&json!({ "user_id": key, "credit": doc.balance }))
+    }
+
+    fn credit_reply(_key: &str, _doc: &Account<()>) -> Reply {
+        Reply::ok_json(&json!({ "done": true }))
+    }
+
+    fn debit_reply(key: &str, doc: &Account<()>) -> Reply {
+        Reply::ok_text(format!("User: {key} credit updated to: {}", doc.balance))
+    }
+
+    fn batch_doc(t: &Target) -> Account<()> {
+        // batch_init/{n}/{starting_money}
+        Account { balance: t.int(1), extra: (), txs: Default::default() }
+    }
+}
 
 /// Runs a payment replica on `listener` until `shutdown` completes.
 pub async fn run(
@@ -11,6 +50,8 @@ pub async fn run(
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let _ = (settings, topology, listener, shutdown);
-    unimplemented!("payment replica")
+    common::server::run_replica(settings, topology, listener, shutdown, |node| {
+        Arc::new(LedgerHandler::<Payment>::new(node))
+    })
+    .await
 }

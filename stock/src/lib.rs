@@ -1,8 +1,57 @@
-//! The stock service (work in progress).
+//! The stock service: one ledger document per item, its balance the item's stock, plus
+//! the item's price. The rules and routes are the shared ledger's ([`common::ledger`]);
+//! this crate supplies the item's fields and reply shapes.
 
+use common::ledger::{Account, LedgerHandler, LedgerKind};
+use common::reply::Reply;
+use common::routing::Target;
 use common::settings::ReplicaSettings;
 use common::topology::Topology;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::future::Future;
+use std::sync::Arc;
+
+/// An item's fields besides its stock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemInfo {
+    /// Price per unit.
+    pub price: i64,
+}
+
+/// The stock ledger.
+pub struct Stock;
+
+impl LedgerKind for Stock {
+    type Extra = ItemInfo;
+    const NOT_FOUND: &'static str = "item not found";
+    const INSUFFICIENT: &'static str = "not enough stock";
+
+    fn created(t: &Target) -> ItemInfo {
+        ItemInfo { price: t.int(0) }
+    }
+
+    fn create_reply(key: &str) -> Reply {
+        Reply::ok_json(&json!({ "item_id": key }))
+    }
+
+    fn find_reply(_key: &str, doc: &Account<ItemInfo>) -> Reply {
+        Reply::ok_json(&json!({ "stock": doc.balance, "price": doc.extra.price }))
+    }
+
+    fn credit_reply(key: &str, doc: &Account<ItemInfo>) -> Reply {
+        Reply::ok_text(format!("Item: {key} stock updated to: {}", doc.balance))
+    }
+
+    fn debit_reply(key: &str, doc: &Account<ItemInfo>) -> Reply {
+        Reply::ok_text(format!("Item: {key} stock updated to: {}", doc.balance))
+    }
+
+    fn batch_doc(t: &Target) -> Account<ItemInfo> {
+        // batch_init/{n}/{starting_stock}/{item_price}
+        Account { balance: t.int(1), extra: ItemInfo { price: t.int(2) }, txs: Default::default() }
+    }
+}
 
 /// Runs a stock replica on `listener` until `shutdown` completes.
 pub async fn run(
@@ -11,6 +60,8 @@ pub async fn run(
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let _ = (settings, topology, listener, shutdown);
-    unimplemented!("stock replica")
+    common::server::run_replica(settings, topology, listener, shutdown, |node| {
+        Arc::new(LedgerHandler::<Stock>::new(node))
+    })
+    .await
 }

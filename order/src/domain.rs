@@ -1,0 +1,214 @@
+//! The order's document and its pure rules: adding items, and the checkout saga's states.
+//!
+//! Checkout state lives in the order document, so every transition is a fenced, replicated
+//! write and whichever node is the order's primary next can resume from it.
+
+use common::reply::Reply;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Where a checkout attempt stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Charging the user.
+    Paying,
+    /// Taking each item's stock.
+    Reserving,
+    /// Done: paid and stock taken.
+    Paid,
+    /// Undoing the attempt: stock put back, then the payment refunded.
+    Compensating,
+    /// Undone; the order may be checked out again with a new attempt.
+    Failed,
+}
+
+impl Phase {
+    /// Whether a saga is under way in this phase (and must be driven to its end before
+    /// anything else happens to the order).
+    pub fn in_flight(self) -> bool {
+        matches!(self, Phase::Paying | Phase::Reserving | Phase::Compensating)
+    }
+}
+
+/// The current (or last) checkout attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    /// Attempt number, from 1; the transaction id is `order_id#attempt`.
+    pub attempt: u32,
+    /// Where the attempt stands.
+    pub phase: Phase,
+    /// Whether stock steps were sent (compensation then puts stock back too).
+    #[serde(default)]
+    pub reserved: bool,
+    /// Why the attempt failed (the client's 400 text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// The user it is for (checked at checkout, not at create).
+    pub user_id: String,
+    /// Item lines: item id and quantity, one line per item.
+    pub items: Vec<(String, i64)>,
+    /// Sum of price × quantity over the lines, at the prices when they were added.
+    pub total_cost: i64,
+    /// Whether checkout completed.
+    pub paid: bool,
+    /// The last checkout attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<Checkout>,
+}
+
+impl Order {
+    /// A new, empty order for `user_id`.
+    pub fn new(user_id: &str) -> Order {
+        Order { user_id: user_id.to_string(), items: vec![], total_cost: 0, paid: false, checkout: None }
+    }
+
+    /// The phase of the last attempt, if any.
+    pub fn phase(&self) -> Option<Phase> {
+        self.checkout.as_ref().map(|c| c.phase)
+    }
+
+    /// Whether a saga is under way.
+    pub fn in_flight(&self) -> bool {
+        self.phase().is_some_and(Phase::in_flight)
+    }
+
+    /// The `find` reply.
+    pub fn find_reply(&self, order_id: &str) -> Reply {
+        Reply::ok_json(&json!({
+            "order_id": order_id,
+            "paid": self.paid,
+            "items": self.items,
+            "user_id": self.user_id,
+            "total_cost": self.total_cost,
+        }))
+    }
+
+    /// Adds `quantity` of an item at `price`: an item already in the order gets its quantity
+    /// added to its line. Refused on a paid order and on overflow.
+    pub fn add_item(&self, item_id: &str, quantity: i64, price: i64) -> Result<Order, String> {
+        if self.paid {
+            return Err("order already paid".into());
+        }
+        let overflow = || "order total would overflow".to_string();
+        let cost = price.checked_mul(quantity).ok_or_else(overflow)?;
+        let total_cost = self.total_cost.checked_add(cost).ok_or_else(overflow)?;
+        let mut next = self.clone();
+        next.total_cost = total_cost;
+        match next.items.iter_mut().find(|(id, _)| id == item_id) {
+            Some(line) => line.1 = line.1.checked_add(quantity).ok_or_else(overflow)?,
+            None => next.items.push((item_id.to_string(), quantity)),
+        }
+        Ok(next)
+    }
+
+    /// The order with a new checkout attempt in `Paying`.
+    pub fn start_attempt(&self) -> Order {
+        let attempt = self.checkout.as_ref().map(|c| c.attempt).unwrap_or(0) + 1;
+        self.with(Checkout { attempt, phase: Phase::Paying, reserved: false, reason: None })
+    }
+
+    /// The order with its attempt moved to `phase`.
+    pub fn moved(&self, phase: Phase) -> Order {
+        let mut c = self.checkout.clone().expect("a checkout is under way");
+        c.phase = phase;
+        if phase == Phase::Reserving {
+            c.reserved = true;
+        }
+        let mut next = self.with(c);
+        if phase == Phase::Paid {
+            next.paid = true;
+        }
+        next
+    }
+
+    /// The order with its attempt compensating, for `reason`.
+    pub fn compensating(&self, reason: &str) -> Order {
+        let mut next = self.moved(Phase::Compensating);
+        next.checkout.as_mut().unwrap().reason = Some(reason.to_string());
+        next
+    }
+
+    fn with(&self, c: Checkout) -> Order {
+        Order { checkout: Some(c), ..self.clone() }
+    }
+}
+
+/// The transaction id of an order's checkout attempt.
+pub fn tx_id(order_id: &str, attempt: u32) -> String {
+    format!("{order_id}#{attempt}")
+}
+
+/// A batch_init order: two random items (one line of quantity 2 when both draws are the same
+/// item, so that one transaction per item and line holds), quantity 1 each, for `user`.
+pub fn batch_order(user: u64, item_a: u64, item_b: u64, item_price: i64) -> Result<Order, String> {
+    let mut o = Order::new(&user.to_string());
+    o = o.add_item(&item_a.to_string(), 1, item_price)?;
+    o = o.add_item(&item_b.to_string(), 1, item_price)?;
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adding_items_merges_lines_and_sums_cost() {
+        let o =
+            Order::new("u").add_item("a", 2, 10).unwrap().add_item("b", 1, 5).unwrap().add_item("a", 3, 10).unwrap();
+        assert_eq!(o.items, vec![("a".to_string(), 5), ("b".to_string(), 1)]);
+        assert_eq!(o.total_cost, 55);
+    }
+
+    #[test]
+    fn adding_to_a_paid_order_or_overflowing_is_refused() {
+        let mut o = Order::new("u");
+        o.paid = true;
+        assert_eq!(o.add_item("a", 1, 1), Err("order already paid".into()));
+        let o = Order::new("u");
+        assert!(o.add_item("a", i64::MAX, 2).is_err());
+        let o = o.add_item("a", 1, i64::MAX).unwrap();
+        assert!(o.add_item("b", 1, 1).is_err());
+        assert!(o.add_item("a", i64::MAX, 0).is_err(), "quantity overflow");
+    }
+
+    #[test]
+    fn attempts_and_phases() {
+        let o = Order::new("u").add_item("a", 1, 3).unwrap();
+        assert!(!o.in_flight());
+        let o = o.start_attempt();
+        assert_eq!(o.checkout.as_ref().unwrap().attempt, 1);
+        assert!(o.in_flight());
+        let o = o.moved(Phase::Reserving);
+        assert!(o.checkout.as_ref().unwrap().reserved);
+        let failed = o.compensating("not enough stock").moved(Phase::Failed);
+        assert!(!failed.in_flight());
+        assert!(!failed.paid);
+        assert_eq!(failed.checkout.as_ref().unwrap().reason.as_deref(), Some("not enough stock"));
+        // A new attempt after a failure has a new transaction id.
+        let again = failed.start_attempt();
+        assert_eq!(again.checkout.as_ref().unwrap().attempt, 2);
+        assert!(!again.checkout.as_ref().unwrap().reserved);
+        let paid = again.moved(Phase::Reserving).moved(Phase::Paid);
+        assert!(paid.paid && !paid.in_flight());
+    }
+
+    #[test]
+    fn batch_orders_cost_two_prices() {
+        let o = batch_order(7, 1, 2, 5).unwrap();
+        assert_eq!((o.user_id.as_str(), o.total_cost, o.items.len()), ("7", 10, 2));
+        let same = batch_order(7, 3, 3, 5).unwrap();
+        assert_eq!(same.items, vec![("3".to_string(), 2)]);
+        assert_eq!(same.total_cost, 10);
+    }
+
+    #[test]
+    fn tx_ids() {
+        assert_eq!(tx_id("o1", 2), "o1#2");
+    }
+}

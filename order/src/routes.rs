@@ -1,0 +1,164 @@
+//! The order service's routes: what each parsed request does.
+
+use crate::clients::Remote;
+use crate::domain::{batch_order, Order};
+use crate::saga::{drive, Mode};
+use async_trait::async_trait;
+use common::reply::Reply;
+use common::routing::Target;
+use common::server::{Handler, HandlerError, RequestCtx};
+use common::table::{Decision, Table};
+use rand::Rng;
+use serde_json::json;
+use std::sync::Arc;
+
+/// How many orders are resumed at once after a start: enough to overlap their network
+/// waits, few enough not to flood the other services while they may be recovering too.
+const RESUME_PARALLELISM: usize = 16;
+
+/// The order service's state shared by its handlers and background tasks.
+pub struct Orders {
+    /// The order documents.
+    pub table: Table<Order>,
+    /// The payment and stock services.
+    pub remote: Remote,
+}
+
+/// The routes, over shared state (saga tasks outlive the request that started them).
+pub struct OrderHandler(pub Arc<Orders>);
+
+impl Orders {
+    /// Drives the order's in-flight saga, if any, to its end (the caller holds the lock).
+    async fn finish_in_flight(&self, guard: &common::table::KeyGuard) -> Result<(), HandlerError> {
+        if self.table.read(guard.key()).await?.is_some_and(|o| o.in_flight()) {
+            drive(&self.table, guard, &self.remote, None, Mode::Resume).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_item(&self, key: &str, item: &str, qty: i64, rid: Option<&str>) -> Result<Reply, HandlerError> {
+        match self.table.read(key).await? {
+            None => return Ok(Reply::bad("order not found")),
+            Some(o) if o.paid => return Ok(Reply::bad("order already paid")),
+            Some(_) => {}
+        }
+        let price = match self.remote.price(item).await.map_err(|e| HandlerError::Dependency(e.to_string()))? {
+            Ok(p) => p,
+            Err(text) => return Ok(Reply::bad(text)),
+        };
+        let guard = self.table.lock(key).await;
+        self.finish_in_flight(&guard).await?;
+        let reply = self
+            .table
+            .write_locked(&guard, rid, |cur| match cur {
+                None => Decision::Answer(Reply::bad("order not found")),
+                Some(o) => match o.add_item(item, qty, price) {
+                    Ok(next) => {
+                        let text = format!("Item: {item} added to: {key} price updated to: {}", next.total_cost);
+                        Decision::Write(next, Reply::ok_text(text))
+                    }
+                    Err(msg) => Decision::Answer(Reply::bad(msg)),
+                },
+            })
+            .await?;
+        Ok(reply)
+    }
+
+    /// Resumes every checkout found in flight among the orders this node is primary of.
+    pub async fn resume_all(self: Arc<Self>) {
+        let mut after: Option<String> = None;
+        let mut resumed = 0usize;
+        loop {
+            let page = match self.table.scan(after.as_deref(), 1000).await {
+                Ok(p) => p,
+                Err(e) => {
+                    log::warn!("scanning orders to resume failed: {e}");
+                    return;
+                }
+            };
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let node = self.table.node().clone();
+            let todo: Vec<String> =
+                page.into_iter().filter(|(k, o)| o.in_flight() && node.is_primary(k)).map(|(k, _)| k).collect();
+            for chunk in todo.chunks(RESUME_PARALLELISM) {
+                let runs = chunk.iter().map(|key| {
+                    let me = self.clone();
+                    async move {
+                        let g = me.table.lock(key).await;
+                        if let Err(e) = me.finish_in_flight(&g).await {
+                            log::warn!("resuming checkout of {key} failed: {e}");
+                        }
+                    }
+                });
+                futures::future::join_all(runs).await;
+                resumed += chunk.len();
+            }
+        }
+        if resumed > 0 {
+            log::info!("resumed {resumed} checkouts found in flight");
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for OrderHandler {
+    async fn handle(&self, t: Target, ctx: RequestCtx) -> Result<Reply, HandlerError> {
+        let key = ctx.key.clone().expect("dispatcher sets the key");
+        let rid = ctx.request_id.clone();
+        let orders = &self.0;
+        match t.route.name {
+            "find" => Ok(match orders.table.read(&key).await? {
+                Some(o) => o.find_reply(&key),
+                None => Reply::bad("order not found"),
+            }),
+            "create" => {
+                let order = Order::new(t.id(0));
+                let reply = Reply::ok_json(&json!({ "order_id": key }));
+                Ok(orders
+                    .table
+                    .write(&key, rid.as_deref(), |cur| match cur {
+                        Some(_) => Decision::Answer(reply.clone()),
+                        None => Decision::Write(order, reply.clone()),
+                    })
+                    .await?)
+            }
+            "add_item" => orders.add_item(&key, t.id(1), t.int(2), rid.as_deref()).await,
+            "checkout" => {
+                // The saga runs in its own task: a client that goes away does not cut it
+                // short between two steps.
+                let orders = orders.clone();
+                let task = tokio::spawn(async move {
+                    let g = orders.table.lock(&key).await;
+                    drive(&orders.table, &g, &orders.remote, rid.as_deref(), Mode::Checkout).await
+                });
+                task.await.map_err(|e| HandlerError::Dependency(format!("checkout task: {e}")))?
+            }
+            other => unreachable!("order route {other} is not dispatched here"),
+        }
+    }
+
+    async fn batch_init(&self, t: Target, keys: Vec<String>) -> Result<Reply, HandlerError> {
+        // batch_init/{n}/{n_items}/{n_users}/{item_price}
+        let (n_items, n_users, price) = (t.int(1), t.int(2), t.int(3));
+        if n_items == 0 || n_users == 0 {
+            return Ok(Reply::bad("batch_init needs at least one item and one user"));
+        }
+        let docs: Result<Vec<(String, Order)>, String> = {
+            let mut rng = rand::thread_rng();
+            keys.into_iter()
+                .map(|k| {
+                    let (u, a, b) = (rng.gen_range(0..n_users), rng.gen_range(0..n_items), rng.gen_range(0..n_items));
+                    batch_order(u as u64, a as u64, b as u64, price).map(|o| (k, o))
+                })
+                .collect()
+        };
+        let docs = match docs {
+            Ok(d) => d,
+            Err(msg) => return Ok(Reply::bad(msg)),
+        };
+        let n = docs.len();
+        self.0.table.replace_many(docs).await?;
+        Ok(Reply::ok_json(&json!({ "msg": format!("Batch init for {n} orders successful") })))
+    }
+}

@@ -1,0 +1,346 @@
+//! The checkout saga, driven by the order's primary while it holds the order's lock.
+//!
+//! Every transition is first written to the order document through the normal replicated
+//! write; if that write fails the driver stops at once, so a deposed primary never acts on
+//! stale state, and whoever holds the order next resumes from the recorded phase. Steps are
+//! retried with the same transaction id until the participant gives a business answer;
+//! only a refusal leads to compensation, and after the last stock step the saga only rolls
+//! forward.
+
+use crate::domain::{tx_id, Order, Phase};
+use async_trait::async_trait;
+use common::client::Unavailable;
+use common::reply::Reply;
+use common::server::HandlerError;
+use common::table::{Decision, KeyGuard, Table};
+use std::time::Duration;
+
+/// A participant's business answer to a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Applied (or applied before under the same transaction).
+    Done,
+    /// Refused, with the participant's text (not enough credit, item not found, ...).
+    Refused(String),
+}
+
+/// The other services, as the saga sees them.
+#[async_trait]
+pub trait Participants: Send + Sync + 'static {
+    /// Takes `amount` from the user's credit under `tx`.
+    async fn pay(&self, user: &str, amount: i64, tx: &str) -> Result<Step, Unavailable>;
+    /// Undoes `tx` at the user (or fences it if it never arrived).
+    async fn refund(&self, user: &str, tx: &str) -> Result<Step, Unavailable>;
+    /// Takes `qty` of the item's stock under `tx`.
+    async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Step, Unavailable>;
+    /// Undoes `tx` at the item (or fences it).
+    async fn release(&self, item: &str, tx: &str) -> Result<Step, Unavailable>;
+}
+
+/// First pause before retrying a step whose participant was unavailable.
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+/// Longest pause between retries: a participant recovering from a failover answers within
+/// a second of its new view, so waiting longer only delays the checkout.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Repeats a step until it gets a business answer.
+async fn answered<F, Fut>(what: &str, mut step: F) -> Step
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Step, Unavailable>>,
+{
+    let mut pause = RETRY_FIRST;
+    loop {
+        match step().await {
+            Ok(answer) => return answer,
+            Err(e) => {
+                log::warn!("saga step {what}: {e}; retrying in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Why the saga is driven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A client's checkout: start a new attempt unless the order is paid.
+    Checkout,
+    /// Finish a saga found in flight (at start or before another write); start nothing.
+    Resume,
+}
+
+/// The reply to a successful checkout.
+pub const SUCCESS: &str = "Checkout successful";
+/// The reply to checking out a paid order (nothing is charged).
+pub const ALREADY_PAID: &str = "Order is already paid";
+
+/// Drives the order's checkout to its end and returns the client's reply. The caller holds
+/// the order's lock (`guard`). `request_id` is remembered with the final answer.
+pub async fn drive(
+    table: &Table<Order>,
+    guard: &KeyGuard,
+    participants: &dyn Participants,
+    request_id: Option<&str>,
+    mode: Mode,
+) -> Result<Reply, HandlerError> {
+    let key = guard.key().to_string();
+    if let Some(rid) = request_id {
+        if let Some(first) = table.recent_reply(&key, rid).await? {
+            return Ok(first);
+        }
+    }
+    // Each transition is a write of the whole next document under the lock.
+    let write = |next: Order, reply: Reply, rid: Option<&str>| {
+        let rid = rid.map(str::to_string);
+        async move { table.write_locked(guard, rid.as_deref(), move |_| Decision::Write(next, reply)).await }
+    };
+    let progress = Reply::ok_text("in progress");
+    loop {
+        let Some(order) = table.read(&key).await? else {
+            return Ok(Reply::bad("order not found"));
+        };
+        if order.paid {
+            return Ok(Reply::ok_text(ALREADY_PAID));
+        }
+        let attempt = order.checkout.as_ref().map(|c| c.attempt).unwrap_or(0);
+        let tx = tx_id(&key, attempt);
+        match order.phase() {
+            None | Some(Phase::Failed) | Some(Phase::Paid) => {
+                if mode == Mode::Resume {
+                    let reason = order.checkout.and_then(|c| c.reason).unwrap_or_else(|| "checkout failed".into());
+                    return Ok(Reply::bad(reason));
+                }
+                let next = order.start_attempt();
+                log::debug!("{key}: checkout attempt {}", attempt + 1);
+                write(next, progress.clone(), None).await?;
+            }
+            Some(Phase::Paying) => {
+                let user = order.user_id.clone();
+                let step = answered("pay", || participants.pay(&user, order.total_cost, &tx)).await;
+                let next = match step {
+                    Step::Done => order.moved(Phase::Reserving),
+                    Step::Refused(reason) => order.compensating(&reason),
+                };
+                write(next, progress.clone(), None).await?;
+            }
+            Some(Phase::Reserving) => {
+                let mut refused = None;
+                for (item, qty) in &order.items {
+                    if let Step::Refused(reason) = answered("reserve", || participants.reserve(item, *qty, &tx)).await {
+                        refused = Some(reason);
+                        break;
+                    }
+                }
+                match refused {
+                    Some(reason) => {
+                        write(order.compensating(&reason), progress.clone(), None).await?;
+                    }
+                    None => {
+                        let reply = Reply::ok_text(SUCCESS);
+                        write(order.moved(Phase::Paid), reply.clone(), request_id).await?;
+                        return Ok(reply);
+                    }
+                }
+            }
+            Some(Phase::Compensating) => {
+                let c = order.checkout.clone().expect("compensating has a checkout");
+                if c.reserved {
+                    // Every item gets a compensation, also those never reached: it fences
+                    // a late step of this transaction.
+                    for (item, _) in &order.items {
+                        answered("release", || participants.release(item, &tx)).await;
+                    }
+                }
+                answered("refund", || participants.refund(&order.user_id, &tx)).await;
+                let reply = Reply::bad(c.reason.unwrap_or_else(|| "checkout failed".into()));
+                write(order.moved(Phase::Failed), reply.clone(), request_id).await?;
+                return Ok(reply);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::node::Node;
+    use common::storage::mem::MemStore;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    /// In-memory participants with real ledger rules: credit and stock per key, transaction
+    /// records, and a number of calls to fail as unavailable before answering.
+    #[derive(Default)]
+    struct Fake {
+        credit: Mutex<HashMap<String, i64>>,
+        stock: Mutex<HashMap<String, i64>>,
+        txs: Mutex<HashMap<(String, String), (bool, i64)>>,
+        unavailable: Mutex<u32>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn flaky(&self) -> Result<(), Unavailable> {
+            let mut n = self.unavailable.lock().unwrap();
+            if *n > 0 {
+                *n -= 1;
+                return Err(Unavailable("down".into()));
+            }
+            Ok(())
+        }
+
+        fn debit(&self, book: &Mutex<HashMap<String, i64>>, key: &str, amount: i64, tx: &str, low: &str) -> Step {
+            let mut txs = self.txs.lock().unwrap();
+            match txs.get(&(key.to_string(), tx.to_string())) {
+                Some((true, _)) => return Step::Done,
+                Some((false, _)) => return Step::Refused("compensated".into()),
+                None => {}
+            }
+            let mut book = book.lock().unwrap();
+            let Some(bal) = book.get_mut(key) else { return Step::Refused("not found".into()) };
+            if *bal < amount {
+                return Step::Refused(low.into());
+            }
+            *bal -= amount;
+            txs.insert((key.to_string(), tx.to_string()), (true, amount));
+            Step::Done
+        }
+
+        fn compensate(&self, book: &Mutex<HashMap<String, i64>>, key: &str, tx: &str) -> Step {
+            let mut txs = self.txs.lock().unwrap();
+            let k = (key.to_string(), tx.to_string());
+            if let Some((true, amount)) = txs.get(&k).copied() {
+                *book.lock().unwrap().get_mut(key).unwrap() += amount;
+            }
+            let amount = txs.get(&k).map(|e| e.1).unwrap_or(0);
+            txs.insert(k, (false, amount));
+            Step::Done
+        }
+    }
+
+    #[async_trait]
+    impl Participants for Fake {
+        async fn pay(&self, user: &str, amount: i64, tx: &str) -> Result<Step, Unavailable> {
+            self.flaky()?;
+            self.calls.lock().unwrap().push(format!("pay {user} {amount} {tx}"));
+            Ok(self.debit(&self.credit, user, amount, tx, "not enough credit"))
+        }
+        async fn refund(&self, user: &str, tx: &str) -> Result<Step, Unavailable> {
+            self.flaky()?;
+            self.calls.lock().unwrap().push(format!("refund {user} {tx}"));
+            Ok(self.compensate(&self.credit, user, tx))
+        }
+        async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Step, Unavailable> {
+            self.flaky()?;
+            self.calls.lock().unwrap().push(format!("reserve {item} {qty} {tx}"));
+            Ok(self.debit(&self.stock, item, qty, tx, "not enough stock"))
+        }
+        async fn release(&self, item: &str, tx: &str) -> Result<Step, Unavailable> {
+            self.flaky()?;
+            self.calls.lock().unwrap().push(format!("release {item} {tx}"));
+            Ok(self.compensate(&self.stock, item, tx))
+        }
+    }
+
+    async fn setup(credit: i64, stock_a: i64, stock_b: i64) -> (Table<Order>, Fake) {
+        let table = Table::new(Arc::new(Node::standalone(Arc::new(MemStore::new()))));
+        let order = Order::new("u").add_item("a", 1, 3).unwrap().add_item("b", 2, 5).unwrap();
+        table.write("o", None, |_| Decision::Write(order, Reply::ok_text(""))).await.unwrap();
+        let fake = Fake::default();
+        fake.credit.lock().unwrap().insert("u".into(), credit);
+        fake.stock.lock().unwrap().insert("a".into(), stock_a);
+        fake.stock.lock().unwrap().insert("b".into(), stock_b);
+        (table, fake)
+    }
+
+    async fn checkout(table: &Table<Order>, fake: &Fake, rid: &str) -> Reply {
+        let g = table.lock("o").await;
+        drive(table, &g, fake, Some(rid), Mode::Checkout).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn success_takes_credit_then_stock() {
+        let (table, fake) = setup(100, 5, 5).await;
+        let r = checkout(&table, &fake, "r1").await;
+        assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
+        assert_eq!(fake.credit.lock().unwrap()["u"], 87);
+        assert_eq!(fake.stock.lock().unwrap()["a"], 4);
+        assert_eq!(fake.stock.lock().unwrap()["b"], 3);
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(calls, vec!["pay u 13 o#1", "reserve a 1 o#1", "reserve b 2 o#1"]);
+        assert!(table.read("o").await.unwrap().unwrap().paid);
+    }
+
+    #[tokio::test]
+    async fn a_paid_order_is_not_charged_again() {
+        let (table, fake) = setup(100, 5, 5).await;
+        checkout(&table, &fake, "r1").await;
+        let r = checkout(&table, &fake, "r2").await;
+        assert_eq!((r.status, r.body.as_str()), (200, ALREADY_PAID));
+        // The same request id gets its first answer.
+        assert_eq!(checkout(&table, &fake, "r1").await.body, SUCCESS);
+        assert_eq!(fake.credit.lock().unwrap()["u"], 87);
+    }
+
+    #[tokio::test]
+    async fn not_enough_stock_compensates_everything() {
+        let (table, fake) = setup(100, 5, 1).await;
+        let r = checkout(&table, &fake, "r1").await;
+        assert_eq!((r.status, r.body.as_str()), (400, "not enough stock"));
+        assert_eq!(fake.credit.lock().unwrap()["u"], 100);
+        assert_eq!(fake.stock.lock().unwrap()["a"], 5);
+        assert_eq!(fake.stock.lock().unwrap()["b"], 1);
+        let o = table.read("o").await.unwrap().unwrap();
+        assert!(!o.paid);
+        assert_eq!(o.phase(), Some(Phase::Failed));
+        // Both items were fenced, then the payment refunded.
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(&calls[3..], &["release a o#1", "release b o#1", "refund u o#1"]);
+    }
+
+    #[tokio::test]
+    async fn not_enough_credit_fences_the_payment_only() {
+        let (table, fake) = setup(10, 5, 5).await;
+        let r = checkout(&table, &fake, "r1").await;
+        assert_eq!((r.status, r.body.as_str()), (400, "not enough credit"));
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(calls, vec!["pay u 13 o#1", "refund u o#1"]);
+        // A later checkout is a new attempt with a new transaction.
+        fake.credit.lock().unwrap().insert("u".into(), 13);
+        let r = checkout(&table, &fake, "r2").await;
+        assert_eq!(r.body, SUCCESS);
+        assert_eq!(fake.calls.lock().unwrap()[2], "pay u 13 o#2");
+        assert_eq!(fake.credit.lock().unwrap()["u"], 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unavailable_participants_are_retried_with_the_same_tx() {
+        let (table, fake) = setup(100, 5, 5).await;
+        *fake.unavailable.lock().unwrap() = 5;
+        let r = checkout(&table, &fake, "r1").await;
+        assert_eq!(r.body, SUCCESS);
+        assert_eq!(fake.credit.lock().unwrap()["u"], 87);
+    }
+
+    #[tokio::test]
+    async fn resume_finishes_an_attempt_recorded_in_flight() {
+        let (table, fake) = setup(100, 5, 5).await;
+        // A primary died after recording Reserving and taking the payment and item a.
+        let o = table.read("o").await.unwrap().unwrap().start_attempt().moved(Phase::Reserving);
+        table.write("o", None, |_| Decision::Write(o, Reply::ok_text(""))).await.unwrap();
+        fake.debit(&fake.credit, "u", 13, "o#1", "");
+        fake.debit(&fake.stock, "a", 1, "o#1", "");
+        let g = table.lock("o").await;
+        let r = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
+        assert_eq!(r.body, SUCCESS);
+        // Nothing was taken twice.
+        assert_eq!(fake.credit.lock().unwrap()["u"], 87);
+        assert_eq!(fake.stock.lock().unwrap()["a"], 4);
+        assert_eq!(fake.stock.lock().unwrap()["b"], 3);
+        // Resuming a finished order starts nothing.
+        let r = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
+        assert_eq!(r.body, ALREADY_PAID);
+    }
+}
