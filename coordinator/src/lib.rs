@@ -1,16 +1,77 @@
-//! The coordinator (work in progress).
+//! The coordinator: one per service instance (order, payment or stock), between nginx and
+//! the service's replicas (DESIGN sections 2-4).
+//!
+//! It checks every public request against the route table, finds the request's routing key
+//! (an argument, a freshly minted id, or a batch_init's keys "0".."n-1"), and forwards it to
+//! the key's primary in the current view, following misdirected rejections to the new
+//! primary with the same request id. Replicas' answers pass through unchanged.
+//!
+//! Code map:
+//! - [`routes`]: the HTTP surface, registered by [`routes::configure`].
+//! - [`state`]: the shared [`state::Coordinator`] and the forwarding loops.
+//! - [`forward`]: one hop to a replica, and [`forward::classify`], the one classification of
+//!   its result (the hook for eviction).
+//! - [`batch`]: splitting a batch_init by primary and combining the answers (pure).
+//! - [`view`]: the view the coordinator routes by and when a reported view is adopted (pure).
+//! - [`status`]: `/admin/status` as JSON and HTML.
+//! - [`error`]: failures to answer and their statuses.
+
+pub mod batch;
+pub mod error;
+pub mod forward;
+pub mod routes;
+pub mod state;
+pub mod status;
+pub mod view;
 
 use common::settings::CoordinatorSettings;
 use common::topology::Topology;
+use state::Coordinator;
 use std::future::Future;
 
-/// Runs a coordinator on `listener` until `shutdown` completes.
+/// Runs a coordinator on `listener` until `shutdown` completes: learns the current view from
+/// the replicas (keeping the initial view if none answers), then serves.
 pub async fn run(
     settings: CoordinatorSettings,
     topology: Topology,
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let _ = (settings, topology, listener, shutdown);
-    unimplemented!("coordinator")
+    let coordinator = Coordinator::new(&settings, &topology);
+    coordinator.learn_view().await;
+    log::info!(
+        "{} coordinator {} serving on {} for replicas {:?}",
+        settings.service,
+        settings.id,
+        listener.local_addr()?,
+        coordinator.replica_addrs
+    );
+    let app = actix_web::web::Data::new(coordinator);
+    common::server::serve(listener, settings.workers, routes::configure(app), shutdown).await
+}
+
+/// Completes on Ctrl-C or SIGTERM: the shutdown of a process run by a terminal, the local
+/// launcher, docker or Kubernetes.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                log::warn!("cannot listen for SIGTERM ({e}); stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    log::info!("shutting down");
 }

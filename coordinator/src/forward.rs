@@ -1,0 +1,218 @@
+//! The hop from a coordinator to one replica: sending a request over the pooled HTTP client,
+//! and the one classification of what came back ([`classify`]).
+//!
+//! The classification is pure so that eviction (DESIGN section 4) can hook into it later:
+//! an [`Outcome::Unavailable`] is the only outcome that may ever lead to evicting a replica;
+//! an answer (including a business 400) and a misdirected rejection never do.
+
+use actix_web::web::Bytes;
+use common::wire::{View, EPOCH, MINTED_KEY, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE};
+use std::time::Duration;
+
+/// Idle keep-alive connections kept per replica: enough for the gateway's concurrency (the
+/// benchmark keeps a few hundred requests in flight) without reconnecting under load.
+pub const POOL_IDLE_PER_HOST: usize = 256;
+
+/// Longest wait for a TCP connection to a replica: replicas sit on the same network, so a
+/// connection that takes longer than this is to a host that is gone.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A replica's complete answer, body read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaReply {
+    /// HTTP status.
+    pub status: u16,
+    /// Its `Content-Type`, passed on to the client unchanged.
+    pub content_type: Option<String>,
+    /// Its `x-webshop-unavailable` marker (a 503 that is not the replica's own failure).
+    pub unavailable_cause: Option<String>,
+    /// The body, copied as bytes.
+    pub body: Bytes,
+}
+
+impl ReplicaReply {
+    /// A plain-text reply (tests, and answers the coordinator makes up itself).
+    pub fn text(status: u16, body: impl Into<String>) -> ReplicaReply {
+        ReplicaReply {
+            status,
+            content_type: Some("text/plain; charset=utf-8".into()),
+            unavailable_cause: None,
+            body: Bytes::from(body.into()),
+        }
+    }
+}
+
+/// Why no answer came back from a replica.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No answer within the request's timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The connection could not be made (refused, unreachable).
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The connection broke, or the answer could not be read.
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl From<reqwest::Error> for SendError {
+    fn from(e: reqwest::Error) -> SendError {
+        if e.is_timeout() {
+            SendError::Timeout
+        } else if e.is_connect() {
+            SendError::Connect(root_cause(&e))
+        } else {
+            SendError::Broken(root_cause(&e))
+        }
+    }
+}
+
+/// The innermost cause of an error: for reqwest the useful part ("Connection refused"),
+/// without the URL and layers of wrapping, so the client's 503 text stays short.
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(s) = cur.source() {
+        cur = s;
+    }
+    cur.to_string()
+}
+
+/// What the coordinator does with the result of one forwarded request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Pass this answer on to the client: success, business rejection, or a failure the
+    /// replica reported itself.
+    Answer(ReplicaReply),
+    /// The replica is not the key's primary (or our epoch is stale): adopt its view and retry.
+    Misdirected(View),
+    /// The replica did not answer: the client gets a 503. The one outcome eviction may act on.
+    Unavailable(String),
+}
+
+/// Classifies the result of forwarding a request to a replica.
+pub fn classify(result: Result<ReplicaReply, SendError>) -> Outcome {
+    match result {
+        Err(e) => Outcome::Unavailable(e.to_string()),
+        Ok(r) if r.status == STATUS_MISDIRECTED => match serde_json::from_slice::<View>(&r.body) {
+            Ok(view) => Outcome::Misdirected(view),
+            // Only a replica speaking another protocol answers this: not a usable answer.
+            Err(e) => Outcome::Unavailable(format!("misdirected reply without a view: {e}")),
+        },
+        Ok(r) => Outcome::Answer(r),
+    }
+}
+
+/// One request to send to a replica.
+#[derive(Clone, Debug)]
+pub struct Outgoing<'a> {
+    /// GET or POST.
+    pub method: reqwest::Method,
+    /// The original path and query, unchanged.
+    pub path_and_query: &'a str,
+    /// The gateway's request id.
+    pub request_id: &'a str,
+    /// The epoch of the view the request was routed by.
+    pub epoch: u64,
+    /// The key minted for a create call.
+    pub minted: Option<&'a str>,
+    /// The body to send.
+    pub body: Bytes,
+    /// The body's content type, if any.
+    pub content_type: Option<&'a str>,
+    /// Longest wait for the answer.
+    pub timeout: Duration,
+}
+
+/// Sends requests to the service's replicas over one pooled client.
+pub struct Forwarder {
+    /// The pooled, keep-alive HTTP client.
+    http: reqwest::Client,
+    /// Base URL (`http://host:port`) per replica id.
+    bases: Vec<String>,
+    /// The cluster secret, sent on every request.
+    secret: String,
+}
+
+impl Forwarder {
+    /// A forwarder to the replicas at `addrs` (`host:port`, id = index).
+    pub fn new(addrs: &[String], secret: &str) -> Forwarder {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .expect("http client");
+        Forwarder { http, bases: addrs.iter().map(|a| format!("http://{a}")).collect(), secret: secret.to_string() }
+    }
+
+    /// Number of configured replicas.
+    pub fn replicas(&self) -> u32 {
+        self.bases.len() as u32
+    }
+
+    /// Forwards a request to replica `id` and reads its whole answer.
+    pub async fn send(&self, id: u32, out: &Outgoing<'_>) -> Result<ReplicaReply, SendError> {
+        let base = self.base(id)?;
+        let mut req = self
+            .http
+            .request(out.method.clone(), format!("{base}{}", out.path_and_query))
+            .timeout(out.timeout)
+            .header(REQUEST_ID, out.request_id)
+            .header(SECRET, &self.secret)
+            .header(EPOCH, out.epoch)
+            .body(out.body.clone());
+        if let Some(key) = out.minted {
+            req = req.header(MINTED_KEY, key);
+        }
+        if let Some(ct) = out.content_type {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        read(req.send().await?).await
+    }
+
+    /// Calls an internal GET endpoint (`/internal/view`, `/internal/digest`) of replica `id`.
+    pub async fn get_internal(&self, id: u32, path: &str, timeout: Duration) -> Result<ReplicaReply, SendError> {
+        let base = self.base(id)?;
+        let resp = self.http.get(format!("{base}{path}")).timeout(timeout).header(SECRET, &self.secret).send().await?;
+        read(resp).await
+    }
+
+    fn base(&self, id: u32) -> Result<&str, SendError> {
+        self.bases.get(id as usize).map(String::as_str).ok_or_else(|| SendError::Connect(format!("no replica {id}")))
+    }
+}
+
+async fn read(resp: reqwest::Response) -> Result<ReplicaReply, SendError> {
+    let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let status = resp.status().as_u16();
+    let content_type = header(reqwest::header::CONTENT_TYPE.as_str());
+    let unavailable_cause = header(UNAVAILABLE_CAUSE);
+    let body = resp.bytes().await?;
+    Ok(ReplicaReply { status, content_type, unavailable_cause, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> ReplicaReply {
+        ReplicaReply { status, content_type: None, unavailable_cause: None, body: Bytes::from(body.to_string()) }
+    }
+
+    #[test]
+    fn classification() {
+        let view = View { epoch: 4, members: vec![0, 2], learners: vec![1] };
+        let view_json = serde_json::to_string(&view).unwrap();
+        let answers = [200, 400, 403, 404, 500, 503];
+        for status in answers {
+            let r = reply(status, "x");
+            assert_eq!(classify(Ok(r.clone())), Outcome::Answer(r), "{status}");
+        }
+        assert_eq!(classify(Ok(reply(421, &view_json))), Outcome::Misdirected(view));
+        assert!(matches!(classify(Ok(reply(421, "not a view"))), Outcome::Unavailable(_)));
+        for e in [SendError::Timeout, SendError::Connect("refused".into()), SendError::Broken("reset".into())] {
+            assert_eq!(classify(Err(e.clone())), Outcome::Unavailable(e.to_string()));
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The coordinator's HTTP surface, registered by [`configure`]: `/health`, `/metrics`,
+//! `/admin/status`, and every public request of its service, which is checked against the
+//! route table (DESIGN section 1) before anything is forwarded.
+
+use crate::forward::ReplicaReply;
+use crate::state::{Coordinator, Forward};
+use crate::status::{gather, render_html, wants_html};
+use actix_web::http::header::{ACCEPT, CONTENT_TYPE};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use common::metrics::labels;
+use common::routing::{resolve, KeySource, Method, RouteError};
+use common::server::{authorized, forbidden, health, method_of, metrics_response, route_error_response};
+use common::wire::{REQUEST_ID, UNAVAILABLE_CAUSE};
+use std::time::Instant;
+
+/// Largest request body accepted: public and saga requests carry everything in the path, so
+/// a body is never needed; the bound keeps a client from making us buffer much.
+pub const MAX_PUBLIC_BODY: usize = 64 * 1024;
+
+/// The route label of requests that match no route.
+const UNMATCHED: &str = "unmatched";
+
+/// Registers the coordinator's routes. `run` and the tests both use it.
+pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(app.clone())
+            .app_data(web::PayloadConfig::new(MAX_PUBLIC_BODY))
+            .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(metrics))
+            .route("/admin/status", web::get().to(admin_status))
+            .default_service(web::to(public));
+    }
+}
+
+async fn metrics(app: web::Data<Coordinator>) -> HttpResponse {
+    metrics_response(&app.metrics)
+}
+
+async fn admin_status(req: HttpRequest, app: web::Data<Coordinator>) -> HttpResponse {
+    let status = gather(&app).await;
+    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    if wants_html(accept, req.query_string()) {
+        HttpResponse::Ok().content_type("text/html; charset=utf-8").body(render_html(&status))
+    } else {
+        HttpResponse::Ok().json(&status)
+    }
+}
+
+/// Every other path: a public request of the service (or a 404).
+async fn public(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) -> HttpResponse {
+    let start = Instant::now();
+    let (route, resp) = route_and_forward(&req, body, &app).await;
+    let status = resp.status().as_u16().to_string();
+    app.metrics.inc("coordinator_requests_total", labels(&[("route", route), ("status", &status)]));
+    app.metrics.observe("coordinator_request_seconds", labels(&[("route", route)]), start.elapsed());
+    log::debug!("{} {} -> {status} in {:?}", req.method(), req.path(), start.elapsed());
+    resp
+}
+
+/// Resolves the request's route, refuses what must not be forwarded, and forwards the rest;
+/// returns the route's name (for metrics) and the response.
+async fn route_and_forward(req: &HttpRequest, body: web::Bytes, app: &Coordinator) -> (&'static str, HttpResponse) {
+    let resolved = match method_of(req) {
+        Some(m) => resolve(app.service, m, req.path()),
+        None if in_service(app, req.path()) => Err(RouteError::MethodNotAllowed),
+        None => Err(RouteError::NotFound),
+    };
+    let target = match resolved {
+        Ok(t) => t,
+        Err(e) => return (UNMATCHED, route_error_response(e)),
+    };
+    let route = target.route;
+    if route.internal && !authorized(req, &app.secret) {
+        return (route.name, forbidden());
+    }
+    let request_id = match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => uuid::Uuid::new_v4().to_string(),
+    };
+    let fwd = Forward {
+        route: route.name,
+        method: match route.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+        },
+        path_and_query: req.uri().path_and_query().map_or(req.path(), |p| p.as_str()),
+        request_id: &request_id,
+        body,
+        content_type: req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        timeout: app.timeout_for(route),
+    };
+    let result = match route.key {
+        KeySource::Arg(_) => {
+            let key = target.key().expect("an argument-keyed route has its key");
+            app.forward_keyed(&fwd, key, None).await
+        }
+        KeySource::Mint => {
+            let key = uuid::Uuid::new_v4().to_string();
+            app.forward_keyed(&fwd, &key, Some(&key)).await
+        }
+        // `resolve` accepted the number: non-negative and at most MAX_BATCH.
+        KeySource::Batch(i) => app.forward_batch(&fwd, target.int(i) as u64).await,
+    };
+    let resp = match result {
+        Ok(reply) => reply_response(&reply),
+        Err(e) => e.response(),
+    };
+    (route.name, resp)
+}
+
+fn in_service(app: &Coordinator, path: &str) -> bool {
+    path.strip_prefix('/').and_then(|p| p.strip_prefix(app.service.prefix())).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// A replica's answer as the client gets it: status, content type and body unchanged.
+pub fn reply_response(r: &ReplicaReply) -> HttpResponse {
+    // reqwest parsed the status, so it is a valid code.
+    let mut b = HttpResponse::build(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY));
+    if let Some(ct) = &r.content_type {
+        b.insert_header((CONTENT_TYPE, ct.as_str()));
+    }
+    if let Some(cause) = &r.unavailable_cause {
+        b.insert_header((UNAVAILABLE_CAUSE, cause.as_str()));
+    }
+    b.body(r.body.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::{call_service, init_service, read_body, TestRequest};
+    use actix_web::App;
+    use common::settings::CoordinatorSettings;
+    use common::topology::{Service, Topology};
+
+    /// A coordinator whose replicas are unreachable: every case below must be answered
+    /// without forwarding (a forward would be a 503).
+    fn app() -> web::Data<Coordinator> {
+        let settings = CoordinatorSettings {
+            service: Service::Stock,
+            id: 0,
+            topology: "unused".into(),
+            listen: None,
+            secret: "s3cret".into(),
+            workers: 1,
+            request_timeout_ms: 100,
+            long_timeout_ms: 100,
+        };
+        // Ports 1.. on loopback: nothing listens there, and no case below may forward anyway.
+        let topology = Topology::local(1, 1, &mut (1..));
+        web::Data::new(Coordinator::new(&settings, &topology))
+    }
+
+    #[actix_web::test]
+    async fn answered_without_forwarding() {
+        let svc = init_service(App::new().configure(configure(app()))).await;
+        let cases: &[(&str, &str, u16, &str)] = &[
+            ("GET", "/health", 200, "ok"),
+            ("GET", "/stock/nothing/x", 404, "no such endpoint"),
+            ("GET", "/orders/find/x", 404, "no such endpoint"),
+            ("POST", "/stock/find/x", 405, "method not allowed"),
+            ("PUT", "/stock/find/x", 405, "method not allowed"),
+            ("PUT", "/elsewhere", 404, "no such endpoint"),
+            ("POST", "/stock/add/x/-1", 400, "not a non-negative integer: '-1'"),
+            ("POST", "/stock/add/x/1.5", 400, "not a non-negative integer: '1.5'"),
+            ("POST", "/stock/tx/subtract/i/2/o%231", 403, "missing or wrong cluster secret"),
+        ];
+        for (method, path, status, body) in cases {
+            let req = TestRequest::default()
+                .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
+                .uri(path)
+                .to_request();
+            let resp = call_service(&svc, req).await;
+            assert_eq!(resp.status().as_u16(), *status, "{method} {path}");
+            let got = read_body(resp).await;
+            assert_eq!(std::str::from_utf8(&got).unwrap(), *body, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn service_paths() {
+        let app = app();
+        assert!(in_service(&app, "/stock/x"));
+        assert!(!in_service(&app, "/stockx/x"));
+        assert!(!in_service(&app, "/stock"));
+    }
+
+    #[test]
+    fn replies_pass_through() {
+        let r = ReplicaReply {
+            status: 503,
+            content_type: Some("application/json".into()),
+            unavailable_cause: Some("dependency".into()),
+            body: web::Bytes::from_static(b"{}"),
+        };
+        let resp = reply_response(&r);
+        assert_eq!(resp.status().as_u16(), 503);
+        assert_eq!(resp.headers().get(CONTENT_TYPE).unwrap(), "application/json");
+        assert_eq!(resp.headers().get(UNAVAILABLE_CAUSE).unwrap(), "dependency");
+    }
+}

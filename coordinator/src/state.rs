@@ -1,0 +1,251 @@
+//! The state every request handler of a coordinator shares, and the two forwarding loops:
+//! one key to its primary ([`Coordinator::forward_keyed`]) and a batch_init split over the
+//! primaries ([`Coordinator::forward_batch`]). Both route by the current view, adopt the view a
+//! misdirected rejection carries and retry with the same request id, a bounded number of times.
+
+use crate::batch::{batch_keys, combine, partition, Part};
+use crate::error::CoordError;
+use crate::forward::{classify, Forwarder, Outcome, Outgoing, ReplicaReply};
+use crate::view::ViewCell;
+use actix_web::web::Bytes;
+use common::metrics::{labels, Metrics};
+use common::routing::Route;
+use common::settings::CoordinatorSettings;
+use common::topology::{Service, Topology};
+use common::wire::{BatchKeys, View};
+use std::time::Duration;
+
+/// How many times a request rejected as misdirected is retried at the new primary. A view
+/// change moves a key once; more than a few rejections in a row mean the replicas disagree
+/// about the view, which waiting here will not fix.
+pub const MISDIRECTED_RETRIES: u32 = 3;
+
+/// Pause before a retry whose rejection taught us no newer view (the replica is behind us):
+/// long enough for it to learn the view, short against a client's patience.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Longest wait for a replica's view at start: a replica that is up answers in milliseconds;
+/// one that is down must not hold up the coordinator (it keeps the initial view, and every
+/// misdirected rejection teaches it the current one).
+pub const STARTUP_VIEW_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Routes that wait for more than one replica's write and get the long timeout: a checkout
+/// waits for its saga, a batch_init writes many keys.
+pub const LONG_ROUTES: &[&str] = &["checkout", "batch_init"];
+
+/// A public request, as the forwarding loops pass it on.
+#[derive(Clone, Debug)]
+pub struct Forward<'a> {
+    /// The matched route's name (metrics and logs).
+    pub route: &'static str,
+    /// GET or POST.
+    pub method: reqwest::Method,
+    /// The original path and query, forwarded unchanged.
+    pub path_and_query: &'a str,
+    /// The gateway's request id (or one we generated).
+    pub request_id: &'a str,
+    /// The request body (public requests have none but it is passed on as it came).
+    pub body: Bytes,
+    /// The request's content type, if any.
+    pub content_type: Option<&'a str>,
+    /// Longest wait for the replica's answer.
+    pub timeout: Duration,
+}
+
+/// One coordinator: what it routes for and the state its handlers share.
+pub struct Coordinator {
+    /// The service it routes for.
+    pub service: Service,
+    /// Its id (index in the topology's coordinator list).
+    pub id: u32,
+    /// The cluster secret internal routes require.
+    pub secret: String,
+    /// Replica addresses (`host:port`), id = index.
+    pub replica_addrs: Vec<String>,
+    /// The view it routes by.
+    pub view: ViewCell,
+    /// The pooled client to the replicas.
+    pub forwarder: Forwarder,
+    /// This process's metrics.
+    pub metrics: Metrics,
+    /// Timeout of an ordinary request.
+    pub request_timeout: Duration,
+    /// Timeout of a checkout or batch_init.
+    pub long_timeout: Duration,
+}
+
+impl Coordinator {
+    /// A coordinator for `settings.service`, starting from the initial view of the topology's
+    /// replicas.
+    pub fn new(settings: &CoordinatorSettings, topology: &Topology) -> Coordinator {
+        let replica_addrs = topology.nodes(settings.service).replicas.clone();
+        Coordinator {
+            service: settings.service,
+            id: settings.id,
+            secret: settings.secret.clone(),
+            view: ViewCell::new(replica_addrs.len() as u32),
+            forwarder: Forwarder::new(&replica_addrs, &settings.secret),
+            replica_addrs,
+            metrics: Metrics::new(),
+            request_timeout: Duration::from_millis(settings.request_timeout_ms),
+            long_timeout: Duration::from_millis(settings.long_timeout_ms),
+        }
+    }
+
+    /// The timeout for a request on `route`.
+    pub fn timeout_for(&self, route: &Route) -> Duration {
+        if LONG_ROUTES.contains(&route.name) {
+            self.long_timeout
+        } else {
+            self.request_timeout
+        }
+    }
+
+    /// Asks every replica for its view and adopts the newest; replicas that do not answer are
+    /// skipped (the initial view stays if none does).
+    pub async fn learn_view(&self) {
+        let asks = (0..self.forwarder.replicas()).map(|id| async move {
+            (id, self.forwarder.get_internal(id, "/internal/view", STARTUP_VIEW_TIMEOUT).await)
+        });
+        for (id, result) in futures::future::join_all(asks).await {
+            match result {
+                Ok(r) if r.status == 200 => match serde_json::from_slice::<View>(&r.body) {
+                    Ok(view) => {
+                        self.view.offer(view);
+                    }
+                    Err(e) => log::warn!("replica {id} sent an unreadable view: {e}"),
+                },
+                Ok(r) => log::warn!("replica {id} answered {} for its view", r.status),
+                Err(e) => log::info!("replica {id} did not tell its view at start: {e}"),
+            }
+        }
+        let view = self.view.get();
+        log::info!("routing by view epoch {}: members {:?}, learners {:?}", view.epoch, view.members, view.learners);
+    }
+
+    /// Forwards a request to the primary of `key`, sending `minted` as the minted key of a
+    /// create call; follows misdirected rejections to the new primary.
+    pub async fn forward_keyed(
+        &self,
+        req: &Forward<'_>,
+        key: &str,
+        minted: Option<&str>,
+    ) -> Result<ReplicaReply, CoordError> {
+        let mut retries = 0;
+        loop {
+            let view = self.view.get();
+            let primary = view.primary(key).ok_or(CoordError::NoPrimary)?;
+            let out = self.outgoing(req, view.epoch, minted, req.body.clone(), req.content_type);
+            match classify(self.forwarder.send(primary, &out).await) {
+                Outcome::Answer(reply) => return Ok(reply),
+                Outcome::Unavailable(reason) => {
+                    self.note_unavailable(primary, req, &reason);
+                    return Err(CoordError::Unavailable { replica: primary, reason });
+                }
+                Outcome::Misdirected(offered) => {
+                    if retries == MISDIRECTED_RETRIES {
+                        log::warn!("{} {}: still misdirected after {retries} retries", req.request_id, req.route);
+                        return Err(CoordError::Misdirected(retries));
+                    }
+                    retries += 1;
+                    self.retry_after(req, offered).await;
+                }
+            }
+        }
+    }
+
+    /// Forwards a batch_init of `n` keys: each primary gets the keys it owns, all at once.
+    /// Keys rejected as misdirected are split again by the adopted view and resent.
+    pub async fn forward_batch(&self, req: &Forward<'_>, n: u64) -> Result<ReplicaReply, CoordError> {
+        // The keys still to send; `None` until the first round builds "0".."n-1".
+        let mut pending: Option<Vec<String>> = None;
+        let mut done = Vec::new();
+        let mut retries = 0;
+        loop {
+            let view = self.view.get();
+            let routed = view.clone();
+            let keys = pending.take();
+            // Building and hashing up to a million keys takes a while: off the request threads.
+            let parts = tokio::task::spawn_blocking(move || partition(keys.unwrap_or_else(|| batch_keys(n)), &routed))
+                .await
+                .map_err(|e| CoordError::Internal(format!("batch partition: {e}")))?
+                .ok_or(CoordError::NoPrimary)?;
+            let sends = parts.into_iter().map(|(id, keys)| {
+                let view = &view;
+                async move {
+                    let batch = BatchKeys { keys };
+                    let body = Bytes::from(serde_json::to_vec(&batch).expect("keys serialize"));
+                    let out = self.outgoing(req, view.epoch, None, body, Some("application/json"));
+                    (id, batch.keys, classify(self.forwarder.send(id, &out).await))
+                }
+            });
+            let mut misdirected = Vec::new();
+            let mut newest: Option<View> = None;
+            for (id, keys, outcome) in futures::future::join_all(sends).await {
+                match outcome {
+                    Outcome::Answer(reply) => done.push(Part::Answered(reply)),
+                    Outcome::Unavailable(reason) => {
+                        self.note_unavailable(id, req, &reason);
+                        done.push(Part::Unavailable(format!("replica {id}: {reason}")));
+                    }
+                    Outcome::Misdirected(offered) => {
+                        misdirected.extend(keys);
+                        if newest.as_ref().is_none_or(|v| offered.epoch > v.epoch) {
+                            newest = Some(offered);
+                        }
+                    }
+                }
+            }
+            let Some(offered) = newest else { break };
+            if retries == MISDIRECTED_RETRIES {
+                log::warn!("{} {}: batch still misdirected after {retries} retries", req.request_id, req.route);
+                done.push(Part::Unavailable(format!("keys still misdirected after {retries} retries")));
+                break;
+            }
+            retries += 1;
+            self.retry_after(req, offered).await;
+            pending = Some(misdirected);
+        }
+        match combine(done) {
+            Some(Part::Answered(reply)) => Ok(reply),
+            Some(Part::Unavailable(reason)) => Err(CoordError::Batch(reason)),
+            None => Err(CoordError::Internal("batch with no parts".into())),
+        }
+    }
+
+    fn outgoing<'a>(
+        &self,
+        req: &'a Forward<'a>,
+        epoch: u64,
+        minted: Option<&'a str>,
+        body: Bytes,
+        content_type: Option<&'a str>,
+    ) -> Outgoing<'a> {
+        Outgoing {
+            method: req.method.clone(),
+            path_and_query: req.path_and_query,
+            request_id: req.request_id,
+            epoch,
+            minted,
+            body,
+            content_type,
+            timeout: req.timeout,
+        }
+    }
+
+    /// Adopts the view a rejection carried, counts the retry, and waits a moment if the view
+    /// taught us nothing new.
+    async fn retry_after(&self, req: &Forward<'_>, offered: View) {
+        self.metrics.inc("coordinator_retries_total", labels(&[("route", req.route), ("reason", "misdirected")]));
+        log::debug!("{} {}: misdirected, retrying under epoch {}", req.request_id, req.route, offered.epoch);
+        if !self.view.offer(offered) {
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        }
+    }
+
+    fn note_unavailable(&self, replica: u32, req: &Forward<'_>, reason: &str) {
+        let id = replica.to_string();
+        self.metrics.inc("coordinator_replica_unavailable_total", labels(&[("replica", &id)]));
+        log::warn!("{} {}: replica {replica} unavailable: {reason}", req.request_id, req.route);
+    }
+}

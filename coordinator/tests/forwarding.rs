@@ -1,0 +1,437 @@
+//! The coordinator booted in-process on port 0 against fake replicas: small actix-web servers
+//! on port 0 that record every request they receive and answer as each test scripts.
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use common::placement::primary;
+use common::settings::CoordinatorSettings;
+use common::topology::{Service, ServiceNodes, Topology};
+use common::wire::{BatchKeys, View, EPOCH, MINTED_KEY, REQUEST_ID, SECRET};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+const SECRET_VALUE: &str = "s3cret";
+
+/// One request a fake replica received.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// GET or POST.
+    method: String,
+    /// Path and query as received.
+    path: String,
+    /// `x-request-id`.
+    request_id: Option<String>,
+    /// The cluster secret header.
+    secret: Option<String>,
+    /// The view epoch header.
+    epoch: Option<String>,
+    /// The minted key header.
+    minted: Option<String>,
+    /// `content-type`.
+    content_type: Option<String>,
+    /// The body.
+    body: Vec<u8>,
+}
+
+/// A scripted answer.
+struct Answer {
+    /// HTTP status.
+    status: u16,
+    /// JSON or plain text.
+    json: bool,
+    /// Body text.
+    body: String,
+}
+
+/// Decides a fake's answer from its id and the request; `None` gives the default: a JSON echo
+/// for public requests, 404 for `/internal/view`, a root for `/internal/digest`.
+type Script = Arc<dyn Fn(u32, &Seen) -> Option<Answer> + Send + Sync>;
+
+struct Fake {
+    /// Where it listens (`host:port`).
+    addr: String,
+    /// Every request it received, in order.
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Fake {
+    /// The public (non-`/internal/`) requests it received.
+    fn public(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().iter().filter(|s| !s.path.starts_with("/internal/")).cloned().collect()
+    }
+}
+
+fn header(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn default_answer(id: u32, seen: &Seen) -> Answer {
+    match seen.path.as_str() {
+        "/internal/view" => Answer { status: 404, json: false, body: "no view here".into() },
+        "/internal/digest" => {
+            Answer { status: 200, json: true, body: json!({"root": format!("root-{id}")}).to_string() }
+        }
+        _ => Answer { status: 200, json: true, body: json!({"replica": id, "path": seen.path}).to_string() },
+    }
+}
+
+async fn start_fake(id: u32, script: Script) -> Fake {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let server = HttpServer::new(move || {
+        let record = record.clone();
+        let script = script.clone();
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let s = Seen {
+                method: req.method().to_string(),
+                path: req.uri().path_and_query().unwrap().to_string(),
+                request_id: header(&req, REQUEST_ID),
+                secret: header(&req, SECRET),
+                epoch: header(&req, EPOCH),
+                minted: header(&req, MINTED_KEY),
+                content_type: header(&req, "content-type"),
+                body: body.to_vec(),
+            };
+            record.lock().unwrap().push(s.clone());
+            let a = script(id, &s).unwrap_or_else(|| default_answer(id, &s));
+            let mut resp = HttpResponse::build(actix_web::http::StatusCode::from_u16(a.status).unwrap());
+            resp.content_type(if a.json { "application/json" } else { "text/plain; charset=utf-8" });
+            async move { resp.body(a.body) }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_web::rt::spawn(server);
+    Fake { addr, seen }
+}
+
+async fn start_fakes(n: u32, script: Script) -> Vec<Fake> {
+    let mut fakes = Vec::new();
+    for id in 0..n {
+        fakes.push(start_fake(id, script.clone()).await);
+    }
+    fakes
+}
+
+fn defaults() -> Script {
+    Arc::new(|_, _| None)
+}
+
+/// A coordinator running in-process; stops when dropped.
+struct Coord {
+    /// Its base URL.
+    base: String,
+    /// A client for the test's requests.
+    http: reqwest::Client,
+    /// Dropping it completes the coordinator's shutdown future.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Coord {
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+        (status, ct, resp.text().await.unwrap())
+    }
+}
+
+/// Boots a coordinator of `service` over the replicas at `replicas`, and waits until it serves.
+async fn boot(service: Service, replicas: Vec<String>, request_timeout_ms: u64) -> Coord {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // The other services' addresses are never used: low ports nothing listens on.
+    let mut topology = Topology::local(1, 1, &mut (1..));
+    let nodes = ServiceNodes { replicas, coordinators: vec![addr.clone()] };
+    match service {
+        Service::Order => topology.order = nodes,
+        Service::Payment => topology.payment = nodes,
+        Service::Stock => topology.stock = nodes,
+    }
+    let settings = CoordinatorSettings {
+        service,
+        id: 0,
+        topology: "unused".into(),
+        listen: None,
+        secret: SECRET_VALUE.into(),
+        workers: 1,
+        request_timeout_ms,
+        long_timeout_ms: request_timeout_ms,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    actix_web::rt::spawn(coordinator::run(settings, topology, listener, async move {
+        let _ = stopped.await;
+    }));
+    let coord = Coord { base: format!("http://{addr}"), http: reqwest::Client::new(), _stop: stop };
+    // The listener is bound, so this waits in its backlog until the coordinator serves.
+    let (status, _, body) = coord.send("GET", "/health", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    coord
+}
+
+fn addrs(fakes: &[Fake]) -> Vec<String> {
+    fakes.iter().map(|f| f.addr.clone()).collect()
+}
+
+/// The fakes that received public requests, with how many each.
+fn receivers(fakes: &[Fake]) -> Vec<(u32, usize)> {
+    (0..fakes.len() as u32).map(|i| (i, fakes[i as usize].public().len())).filter(|(_, n)| *n > 0).collect()
+}
+
+/// A key whose primary among `members` is `want`.
+fn key_with_primary(want: u32, members: &[u32]) -> String {
+    (0..).map(|i| format!("key-{i}")).find(|k| primary(k, members) == Some(want)).unwrap()
+}
+
+#[actix_web::test]
+async fn create_sends_a_minted_key_to_its_primary() {
+    let fakes = start_fakes(3, defaults()).await;
+    let coord = boot(Service::Stock, addrs(&fakes), 5000).await;
+    let (status, ct, body) = coord.send("POST", "/stock/item/create/5", &[("X-Request-Id", "req-create")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ct.as_deref(), Some("application/json"));
+    let [(id, 1)] = receivers(&fakes)[..] else { panic!("one request to one replica: {:?}", receivers(&fakes)) };
+    let seen = &fakes[id as usize].public()[0];
+    let minted = seen.minted.clone().expect("minted key header");
+    assert_eq!(uuid::Uuid::parse_str(&minted).unwrap().get_version_num(), 4);
+    assert_eq!(primary(&minted, &[0, 1, 2]), Some(id));
+    assert_eq!((seen.method.as_str(), seen.path.as_str()), ("POST", "/stock/item/create/5"));
+    assert_eq!(seen.request_id.as_deref(), Some("req-create"));
+    assert_eq!(seen.secret.as_deref(), Some(SECRET_VALUE));
+    assert_eq!(seen.epoch.as_deref(), Some("1"));
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"replica": id, "path": "/stock/item/create/5"}));
+}
+
+#[actix_web::test]
+async fn keys_go_to_their_primary() {
+    let fakes = start_fakes(3, defaults()).await;
+    let coord = boot(Service::Stock, addrs(&fakes), 5000).await;
+    let mut expected = [0usize; 3];
+    let keys: Vec<String> = (0..12).map(|i| format!("item-{i}")).chain(["a b#c".to_string()]).collect();
+    for key in &keys {
+        let path = format!("/stock/find/{}?x=1", common::routing::percent_encode(key));
+        let (status, _, body) = coord.send("GET", &path, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        let p = primary(key, &[0, 1, 2]).unwrap();
+        expected[p as usize] += 1;
+        let last = fakes[p as usize].public().last().cloned().unwrap();
+        assert_eq!(last.path, path, "forwarded unchanged to replica {p}");
+        assert_eq!(last.minted, None);
+        let rid = last.request_id.expect("a request id is generated when the client sent none");
+        assert!(uuid::Uuid::parse_str(&rid).is_ok(), "{rid}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["replica"], p);
+    }
+    let got: Vec<usize> = fakes.iter().map(|f| f.public().len()).collect();
+    assert_eq!(got, expected.to_vec());
+}
+
+#[actix_web::test]
+async fn replica_answers_pass_through() {
+    let script: Script = Arc::new(|_, s: &Seen| match s.path.as_str() {
+        "/stock/subtract/k/99" => Some(Answer { status: 400, json: false, body: "not enough stock".into() }),
+        "/stock/find/broken" => Some(Answer { status: 500, json: false, body: "store failed".into() }),
+        _ => None,
+    });
+    let fakes = start_fakes(1, script).await;
+    let coord = boot(Service::Stock, addrs(&fakes), 5000).await;
+    let (status, ct, body) = coord.send("POST", "/stock/subtract/k/99", &[]).await;
+    assert_eq!((status, body.as_str()), (400, "not enough stock"));
+    assert_eq!(ct.as_deref(), Some("text/plain; charset=utf-8"));
+    let (status, _, body) = coord.send("GET", "/stock/find/broken", &[]).await;
+    assert_eq!((status, body.as_str()), (500, "store failed"));
+}
+
+#[actix_web::test]
+async fn batch_init_is_split_by_primary() {
+    let fakes = start_fakes(3, defaults()).await;
+    let coord = boot(Service::Stock, addrs(&fakes), 5000).await;
+    let (status, ct, body) = coord.send("POST", "/stock/batch_init/100/5/3", &[("X-Request-Id", "req-batch")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ct.as_deref(), Some("application/json"));
+    for (id, fake) in fakes.iter().enumerate() {
+        let want: Vec<String> =
+            (0..100).map(|i| i.to_string()).filter(|k| primary(k, &[0, 1, 2]) == Some(id as u32)).collect();
+        assert!(!want.is_empty(), "every replica owns some of 100 keys");
+        let [seen] = &fake.public()[..] else { panic!("replica {id}: one request") };
+        assert_eq!(seen.path, "/stock/batch_init/100/5/3");
+        assert_eq!(seen.request_id.as_deref(), Some("req-batch"));
+        assert_eq!(seen.content_type.as_deref(), Some("application/json"));
+        let got: BatchKeys = serde_json::from_slice(&seen.body).unwrap();
+        assert_eq!(got.keys, want, "replica {id}");
+    }
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["replica"], 0, "the first replica's answer");
+}
+
+#[actix_web::test]
+async fn batch_init_passes_a_400_through() {
+    let script: Script =
+        Arc::new(|id, _: &Seen| (id == 1).then(|| Answer { status: 400, json: false, body: "bad batch".into() }));
+    let fakes = start_fakes(3, script).await;
+    let coord = boot(Service::Payment, addrs(&fakes), 5000).await;
+    let (status, _, body) = coord.send("POST", "/payment/batch_init/30/100", &[]).await;
+    assert_eq!((status, body.as_str()), (400, "bad batch"));
+}
+
+#[actix_web::test]
+async fn misdirected_is_retried_at_the_new_primary() {
+    let key = key_with_primary(1, &[0, 1, 2]);
+    let newer = View { epoch: 2, members: vec![0, 2], learners: vec![] };
+    let reject = serde_json::to_string(&newer).unwrap();
+    let script: Script = Arc::new(move |id, s: &Seen| {
+        (id == 1 && !s.path.starts_with("/internal/")).then(|| Answer { status: 421, json: true, body: reject.clone() })
+    });
+    let fakes = start_fakes(3, script).await;
+    let coord = boot(Service::Order, addrs(&fakes), 5000).await;
+    let path = format!("/orders/checkout/{key}");
+    let (status, _, body) = coord.send("POST", &path, &[("X-Request-Id", "req-421")]).await;
+    assert_eq!(status, 200, "{body}");
+    let new_primary = primary(&key, &[0, 2]).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["replica"], new_primary);
+    let rejected = fakes[1].public();
+    let retried = fakes[new_primary as usize].public();
+    assert_eq!((rejected.len(), retried.len()), (1, 1));
+    assert_eq!((rejected[0].epoch.as_deref(), retried[0].epoch.as_deref()), (Some("1"), Some("2")));
+    assert_eq!(rejected[0].request_id.as_deref(), Some("req-421"));
+    assert_eq!(retried[0].request_id.as_deref(), Some("req-421"));
+    assert_eq!(retried[0].path, path);
+
+    let (_, _, status) = coord.send("GET", "/admin/status", &[]).await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["epoch"], 2);
+    assert_eq!(status["members"][1]["state"], "evicted");
+    let (_, _, metrics) = coord.send("GET", "/metrics", &[]).await;
+    assert!(metrics.contains("coordinator_retries_total{route=\"checkout\",reason=\"misdirected\"} 1"), "{metrics}");
+    assert!(metrics.contains("coordinator_requests_total{route=\"checkout\",status=\"200\"} 1"), "{metrics}");
+}
+
+#[actix_web::test]
+async fn batch_keys_rejected_as_misdirected_are_resent() {
+    let newer = View { epoch: 3, members: vec![0, 1], learners: vec![] };
+    let reject = serde_json::to_string(&newer).unwrap();
+    let script: Script = Arc::new(move |id, s: &Seen| {
+        (id == 2 && !s.path.starts_with("/internal/")).then(|| Answer { status: 421, json: true, body: reject.clone() })
+    });
+    let fakes = start_fakes(3, script).await;
+    let coord = boot(Service::Stock, addrs(&fakes), 5000).await;
+    let (status, _, body) = coord.send("POST", "/stock/batch_init/60/1/1", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let mut written: Vec<(String, u32)> = Vec::new();
+    for id in [0u32, 1] {
+        for seen in fakes[id as usize].public() {
+            let keys: BatchKeys = serde_json::from_slice(&seen.body).unwrap();
+            written.extend(keys.keys.into_iter().map(|k| (k, id)));
+        }
+    }
+    written.sort();
+    let mut want: Vec<(String, u32)> = (0..60).map(|i| i.to_string()).map(|k| (k.clone(), 0)).collect();
+    for (k, id) in &mut want {
+        *id = primary(k, &[0, 1]).unwrap();
+    }
+    want.sort();
+    assert_eq!(written, want, "every key written once, by its primary in the new view");
+}
+
+#[actix_web::test]
+async fn bad_requests_are_refused_before_forwarding() {
+    let fakes = start_fakes(3, defaults()).await;
+    let coord = boot(Service::Stock, addrs(&fakes), 5000).await;
+    let cases = [
+        ("POST", "/stock/add/x/-1", 400),
+        ("POST", "/stock/add/x/abc", 400),
+        ("POST", "/stock/add/x/99999999999999999999", 400),
+        ("POST", "/stock/item/create/1.5", 400),
+        ("POST", "/stock/batch_init/1000001/1/1", 400),
+        ("POST", "/stock/nothing", 404),
+        ("GET", "/payment/find_user/u", 404),
+        ("POST", "/stock/find/x", 405),
+        ("DELETE", "/stock/find/x", 405),
+    ];
+    for (method, path, want) in cases {
+        let (status, _, body) = coord.send(method, path, &[]).await;
+        assert_eq!(status, want, "{method} {path}: {body}");
+    }
+    assert_eq!(receivers(&fakes), vec![], "nothing was forwarded");
+}
+
+#[actix_web::test]
+async fn internal_routes_need_the_secret() {
+    let fakes = start_fakes(3, defaults()).await;
+    let coord = boot(Service::Payment, addrs(&fakes), 5000).await;
+    let path = "/payment/tx/pay/user-7/10/o1%232";
+    for headers in [&[][..], &[(SECRET, "wrong")][..]] {
+        let (status, _, _) = coord.send("POST", path, headers).await;
+        assert_eq!(status, 403);
+    }
+    assert_eq!(receivers(&fakes), vec![], "nothing was forwarded");
+    let (status, _, _) = coord.send("POST", path, &[(SECRET, SECRET_VALUE)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(receivers(&fakes), vec![(primary("user-7", &[0, 1, 2]).unwrap(), 1)]);
+}
+
+#[actix_web::test]
+async fn unreachable_replica_is_503() {
+    // A port that was just free: connections are refused.
+    let refused = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let coord = boot(Service::Stock, vec![refused], 5000).await;
+    let (status, _, body) = coord.send("GET", "/stock/find/x", &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("service unavailable: replica 0: connection failed: "), "{body}");
+
+    // A listener that never accepts: the connection is made but no answer comes.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let coord = boot(Service::Stock, vec![silent.local_addr().unwrap().to_string()], 300).await;
+    let (status, _, body) = coord.send("POST", "/stock/add/x/1", &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("timed out"), "{body}");
+}
+
+#[actix_web::test]
+async fn view_is_learned_at_start_and_shown_in_status() {
+    let view = View { epoch: 5, members: vec![0, 2], learners: vec![1] };
+    let view_json = serde_json::to_string(&view).unwrap();
+    let script: Script = Arc::new(move |id, s: &Seen| match s.path.as_str() {
+        "/internal/view" => Some(Answer { status: 200, json: true, body: view_json.clone() }),
+        "/internal/digest" if id == 2 => Some(Answer { status: 500, json: false, body: "no".into() }),
+        _ => None,
+    });
+    let fakes = start_fakes(3, script).await;
+    let coord = boot(Service::Stock, addrs(&fakes), 5000).await;
+    for f in &fakes {
+        let asked = f.seen.lock().unwrap().iter().any(|s| s.path == "/internal/view" && s.secret.is_some());
+        assert!(asked, "every replica was asked for its view with the secret");
+    }
+
+    let (status, ct, body) = coord.send("GET", "/admin/status", &[]).await;
+    assert_eq!((status, ct.as_deref()), (200, Some("application/json")));
+    let a = &fakes;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"service": "stock", "coordinator": 0, "epoch": 5, "members": [
+            {"id": 0, "addr": a[0].addr, "state": "up", "root": "root-0"},
+            {"id": 1, "addr": a[1].addr, "state": "learner", "root": "root-1"},
+            {"id": 2, "addr": a[2].addr, "state": "up", "root": null},
+        ]})
+    );
+    let (status, ct, page) = coord.send("GET", "/admin/status", &[("Accept", "text/html")]).await;
+    assert_eq!((status, ct.as_deref()), (200, Some("text/html; charset=utf-8")));
+    assert!(page.contains("<td>learner</td>") && page.contains(&a[2].addr), "{page}");
+    let (_, ct, _) = coord.send("GET", "/admin/status?format=html", &[]).await;
+    assert_eq!(ct.as_deref(), Some("text/html; charset=utf-8"));
+
+    // Requests are routed by the learned view and carry its epoch.
+    let key = key_with_primary(2, &[0, 2]);
+    let (status, _, _) = coord.send("GET", &format!("/stock/find/{key}"), &[]).await;
+    assert_eq!(status, 200);
+    let seen = fakes[2].public();
+    assert_eq!((seen.len(), seen[0].epoch.as_deref()), (1, Some("5")));
+}
