@@ -96,7 +96,7 @@ async fn route_and_forward(req: &HttpRequest, body: web::Bytes, app: &Coordinato
             app.forward_keyed(&fwd, key, None).await
         }
         KeySource::Mint => {
-            let key = uuid::Uuid::new_v4().to_string();
+            let key = common::routing::mint_key(app.service, &request_id);
             app.forward_keyed(&fwd, &key, Some(&key)).await
         }
         // `resolve` accepted the number: non-negative and at most MAX_BATCH.
