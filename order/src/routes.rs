@@ -108,10 +108,19 @@ impl Handler for OrderHandler {
         let rid = ctx.request_id.clone();
         let orders = &self.0;
         match t.route.name {
-            "find" => Ok(match orders.table.read(&key).await? {
-                Some(o) => o.find_reply(&key),
-                None => Reply::bad("order not found"),
-            }),
+            "find" => {
+                let mut order = orders.table.read(&key).await?;
+                if order.as_ref().is_some_and(Order::in_flight) {
+                    // A read never shows a checkout half done: wait for (or finish) it.
+                    let g = orders.table.lock(&key).await;
+                    orders.finish_in_flight(&g).await?;
+                    order = orders.table.read(&key).await?;
+                }
+                Ok(match order {
+                    Some(o) => o.find_reply(&key),
+                    None => Reply::bad("order not found"),
+                })
+            }
             "create" => {
                 let order = Order::new(t.id(0));
                 let reply = Reply::ok_json(&json!({ "order_id": key }));
