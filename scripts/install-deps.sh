@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building and testing the project needs besides the Rust toolchain (cargo,
+# rustfmt, clippy; cargo-nextest is used when present):
+#   - nginx, the gateway that `cluster up` and the whole-cluster tests start.
+# Idempotent: installs only what is missing, so it is cheap to run before every test run.
+# Uses apt-get (Debian/Ubuntu), through sudo unless already root.
+set -euo pipefail
+
+have_nginx() {
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]
+}
+
+apt_updated=""
+
+apt_install() {
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "install-deps: need root or sudo to install: $*" >&2
+            exit 1
+        fi
+        sudo=(sudo)
+    fi
+    if [ -z "$apt_updated" ]; then
+        ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+if have_nginx; then
+    echo "install-deps: nginx present"
+else
+    echo "install-deps: installing nginx"
+    apt_install nginx
+    have_nginx || { echo "install-deps: nginx still not found after installing it" >&2; exit 1; }
+fi
