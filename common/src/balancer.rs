@@ -188,7 +188,7 @@ mod tests {
             "listen 127.0.0.1:8000 backlog=4096;",
             "proxy_http_version 1.1;",
             "proxy_set_header Connection \"\";",
-            "proxy_set_header X-Request-Id $request_id;",
+            "proxy_set_header X-Request-Id $webshop_request_id;",
             "proxy_set_header x-webshop-secret \"\";",
             "proxy_next_upstream error timeout non_idempotent;",
             "proxy_next_upstream_tries 2;",

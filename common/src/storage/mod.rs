@@ -153,6 +153,19 @@ pub fn check_same_version(stored: &Record, incoming: &Record) {
     }
 }
 
+/// Opens the engine a replica's settings name: `redb` (a file `store.redb` in `data_dir`,
+/// created with its folder if missing) or `memory`.
+pub fn open_engine(engine: &str, data_dir: &std::path::Path) -> StoreResult<DynStore> {
+    match engine {
+        "memory" => Ok(Arc::new(mem::MemStore::new())),
+        "redb" => {
+            std::fs::create_dir_all(data_dir).map_err(StoreError::of)?;
+            Ok(Arc::new(redb_engine::RedbStore::open(&data_dir.join("store.redb"))?))
+        }
+        other => Err(StoreError(format!("unknown engine '{other}'"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,18 +185,5 @@ mod tests {
         for (expect, stored, new, want) in cases {
             assert_eq!(condition_holds(expect, stored, new), want, "{expect:?} {stored} {new}");
         }
-    }
-}
-
-/// Opens the engine a replica's settings name: `redb` (a file `store.redb` in `data_dir`,
-/// created with its folder if missing) or `memory`.
-pub fn open_engine(engine: &str, data_dir: &std::path::Path) -> StoreResult<DynStore> {
-    match engine {
-        "memory" => Ok(Arc::new(mem::MemStore::new())),
-        "redb" => {
-            std::fs::create_dir_all(data_dir).map_err(StoreError::of)?;
-            Ok(Arc::new(redb_engine::RedbStore::open(&data_dir.join("store.redb"))?))
-        }
-        other => Err(StoreError(format!("unknown engine '{other}'"))),
     }
 }

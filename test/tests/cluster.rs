@@ -1,0 +1,262 @@
+//! Whole-cluster scenarios: real processes (replicas, coordinators, nginx) on loopback,
+//! driven through the gateway. They start many processes on a 2-core machine, so they run
+//! one at a time (the nextest group `cluster`).
+
+mod support;
+
+use common::topology::Service;
+use serde_json::Value;
+use support::{start, Node};
+use webshop_tests::{run_parallel, Api};
+
+fn id_of(v: &Value, field: &str) -> String {
+    v[field].as_str().unwrap_or_else(|| panic!("no {field} in {v}")).to_string()
+}
+
+/// The public API end to end, every bad input answered with 400 and no change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_contract_and_bad_input() {
+    let c = start(1).await;
+    let api = Api::new(&c.gateway_url());
+
+    // Stock.
+    let r = api.post("/stock/item/create/7").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type.as_deref(), Some("application/json"));
+    let item = id_of(&r.json(), "item_id");
+    assert_eq!(api.post(&format!("/stock/add/{item}/10")).await.status, 200);
+    assert_eq!(api.post(&format!("/stock/subtract/{item}/3")).await.status, 200);
+    assert_eq!(api.item(&item).await, (7, 7));
+    let find = api.get(&format!("/stock/find/{item}")).await;
+    assert_eq!(find.content_type.as_deref(), Some("application/json"));
+    for bad in [
+        format!("/stock/subtract/{item}/8"),
+        format!("/stock/add/{item}/-1"),
+        format!("/stock/add/{item}/abc"),
+        format!("/stock/add/{item}/1.5"),
+        format!("/stock/add/{item}/99999999999999999999"),
+        format!("/stock/add/{item}/{}", i64::MAX),
+        "/stock/add/no-such-item/1".to_string(),
+        "/stock/item/create/-5".to_string(),
+    ] {
+        let r = api.post(&bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(!r.body.is_empty());
+    }
+    assert_eq!(api.item(&item).await, (7, 7), "rejected requests changed nothing");
+    assert_eq!(api.get("/stock/find/no-such-item").await.status, 400);
+
+    // Payment.
+    let user = id_of(&api.post_ok("/payment/create_user").await, "user_id");
+    let u = api.get_ok(&format!("/payment/find_user/{user}")).await;
+    assert_eq!((u["user_id"].as_str(), u["credit"].as_i64()), (Some(user.as_str()), Some(0)));
+    assert_eq!(api.post_ok(&format!("/payment/add_funds/{user}/50")).await, serde_json::json!({ "done": true }));
+    assert_eq!(api.post(&format!("/payment/pay/{user}/20")).await.status, 200);
+    for bad in
+        [format!("/payment/pay/{user}/31"), format!("/payment/add_funds/{user}/-1"), "/payment/pay/nobody/1".into()]
+    {
+        assert_eq!(api.post(&bad).await.status, 400, "{bad}");
+    }
+    assert_eq!(api.credit(&user).await, 30);
+
+    // Orders.
+    let order = id_of(&api.post_ok(&format!("/orders/create/{user}")).await, "order_id");
+    let o = api.order(&order).await;
+    assert_eq!(o["paid"], false);
+    assert_eq!(o["items"], serde_json::json!([]));
+    assert_eq!(o["user_id"].as_str(), Some(user.as_str()));
+    assert_eq!(o["total_cost"], 0);
+    assert_eq!(api.post(&format!("/orders/addItem/{order}/{item}/2")).await.status, 200);
+    assert_eq!(api.post(&format!("/orders/addItem/{order}/{item}/1")).await.status, 200);
+    for bad in [
+        format!("/orders/addItem/{order}/no-such-item/1"),
+        format!("/orders/addItem/{order}/{item}/-1"),
+        format!("/orders/addItem/no-such-order/{item}/1"),
+        "/orders/checkout/no-such-order".to_string(),
+    ] {
+        assert_eq!(api.post(&bad).await.status, 400, "{bad}");
+    }
+    let o = api.order(&order).await;
+    assert_eq!(o["items"], serde_json::json!([[item.clone(), 3]]), "lines merge");
+    assert_eq!(o["total_cost"], 21);
+
+    let r = api.post(&format!("/orders/checkout/{order}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.credit(&user).await, 9);
+    assert_eq!(api.item(&item).await.0, 4);
+    assert_eq!(api.order(&order).await["paid"], true);
+    // A paid order checks out again with 200 and is not charged again.
+    assert_eq!(api.post(&format!("/orders/checkout/{order}")).await.status, 200);
+    assert_eq!(api.credit(&user).await, 9);
+    assert_eq!(api.post(&format!("/orders/addItem/{order}/{item}/1")).await.status, 400);
+
+    // Not enough credit: 400, nothing taken.
+    let poor = id_of(&api.post_ok(&format!("/orders/create/{user}")).await, "order_id");
+    assert_eq!(api.post(&format!("/orders/addItem/{poor}/{item}/2")).await.status, 200);
+    assert_eq!(api.post(&format!("/orders/checkout/{poor}")).await.status, 400);
+    assert_eq!((api.credit(&user).await, api.item(&item).await.0), (9, 4));
+    // Not enough stock: 400, the payment refunded.
+    let big = id_of(&api.post_ok(&format!("/orders/create/{user}")).await, "order_id");
+    assert_eq!(api.post(&format!("/orders/addItem/{big}/{item}/0")).await.status, 200);
+    let cheap = id_of(&api.post_ok("/stock/item/create/0").await, "item_id");
+    assert_eq!(api.post(&format!("/orders/addItem/{big}/{cheap}/1")).await.status, 200);
+    let r = api.post(&format!("/orders/checkout/{big}")).await;
+    assert_eq!((r.status, r.body.as_str()), (400, "not enough stock"));
+    assert_eq!((api.credit(&user).await, api.item(&item).await.0), (9, 4));
+    // An order of a user who does not exist: 400 at checkout.
+    let ghost = id_of(&api.post_ok("/orders/create/no-such-user").await, "order_id");
+    assert_eq!(api.post(&format!("/orders/addItem/{ghost}/{item}/1")).await.status, 200);
+    assert_eq!(api.post(&format!("/orders/checkout/{ghost}")).await.status, 400);
+    assert_eq!(api.item(&item).await.0, 4);
+
+    // batch_init replies.
+    for (path, n) in
+        [("/stock/batch_init/10/5/2", 10), ("/payment/batch_init/10/3", 10), ("/orders/batch_init/10/10/10/2", 10)]
+    {
+        let v = api.post_ok(path).await;
+        assert!(v["msg"].is_string(), "{v}");
+        let _ = n;
+    }
+    assert_eq!(api.item("9").await, (5, 2));
+    assert_eq!(api.credit("9").await, 3);
+    let o = api.order("9").await;
+    assert_eq!(o["total_cost"], 4);
+    assert_eq!(api.post("/orders/batch_init/1/0/1/1").await.status, 400);
+
+    // The internal surface is closed: saga steps need the secret, internal paths are not routed.
+    let r = api.post(&format!("/stock/tx/subtract/{item}/1/x%231")).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(api.item(&item).await.0, 4);
+    for path in ["/internal/replicate", "/internal/view", "/admin/status", "/stock/internal/view", "/nothing"] {
+        let r = api.get(path).await;
+        assert!(r.status == 404 || r.status == 405, "{path} answered {}", r.status);
+    }
+}
+
+/// A write repeated with the same request id (a client or nginx retry) is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_request_id_is_applied_once() {
+    let c = start(1).await;
+    let api = Api::new(&c.gateway_url());
+    let item = id_of(&api.post_ok("/stock/item/create/1").await, "item_id");
+    for _ in 0..3 {
+        let r = api.try_send("POST", &format!("/stock/add/{item}/5"), Some("add-once")).await.unwrap();
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(api.item(&item).await.0, 5);
+    // A create retried with its request id answers the same id and creates nothing new.
+    let a = api.try_send("POST", "/payment/create_user", Some("create-once")).await.unwrap().json();
+    let b = api.try_send("POST", "/payment/create_user", Some("create-once")).await.unwrap().json();
+    assert_eq!(a, b);
+    // Sent straight to the other coordinator, as nginx does when it retries: still once.
+    let other = Api::new(&format!("http://{}", c.topology().stock.coordinators[1]));
+    let r = other.try_send("POST", &format!("/stock/add/{item}/5"), Some("add-once")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(api.item(&item).await.0, 5);
+}
+
+/// The course consistency scenario: 1 item with stock 100, 1000 users with credit 1, 1000
+/// orders of that item for random users, all checkouts fired at once (100 in flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistency_scenario() {
+    let c = start(1).await;
+    let api = Api::new(&c.gateway_url());
+    let (successes, failures) = consistency_run(&api).await;
+    assert_eq!(successes, 100);
+    assert_eq!(failures, 900);
+}
+
+/// Runs the consistency scenario; returns (successes, business failures) after checking
+/// stock 0 and total credit 900.
+pub async fn consistency_run(api: &Api) -> (usize, usize) {
+    const USERS: usize = 1000;
+    api.post_ok(&format!("/payment/batch_init/{USERS}/1")).await;
+    let item = id_of(&api.post_ok("/stock/item/create/1").await, "item_id");
+    assert_eq!(api.post(&format!("/stock/add/{item}/100")).await.status, 200);
+    let orders: Vec<String> = run_parallel(1000, 32, |i| {
+        let (api, item) = (api.clone(), item.clone());
+        async move {
+            // A fixed spread of users: some have several orders, most one.
+            let user = (i * 7919 + 13) % USERS;
+            let o = id_of(&api.post_ok(&format!("/orders/create/{user}")).await, "order_id");
+            assert_eq!(api.post(&format!("/orders/addItem/{o}/{item}/1")).await.status, 200);
+            o
+        }
+    })
+    .await;
+    let statuses = run_parallel(orders.len(), 100, |i| {
+        let (api, o) = (api.clone(), orders[i].clone());
+        async move { api.post(&format!("/orders/checkout/{o}")).await.status }
+    })
+    .await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let bad = statuses.iter().filter(|s| **s == 400).count();
+    assert_eq!(ok + bad, statuses.len(), "only 200 and 400 answers: {statuses:?}");
+    assert_eq!(api.item(&item).await.0, 0);
+    assert_eq!(api.total_credit(USERS, 32).await, (USERS - 100) as i64);
+    (ok, bad)
+}
+
+/// A replica of order (the saga driver) and then one of stock are killed while checkouts
+/// run, and restarted. Afterwards every order is either paid with its stock and credit
+/// taken, or unpaid with nothing taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_killed_during_checkouts() {
+    const ITEMS: i64 = 20;
+    const USERS: i64 = 100;
+    const ORDERS: usize = 300;
+    const STOCK: i64 = 1_000;
+    const CREDIT: i64 = 1_000;
+    let mut c = start(1).await;
+    let api = Api::new(&c.gateway_url());
+    api.post_ok(&format!("/stock/batch_init/{ITEMS}/{STOCK}/1")).await;
+    api.post_ok(&format!("/payment/batch_init/{USERS}/{CREDIT}")).await;
+    api.post_ok(&format!("/orders/batch_init/{ORDERS}/{ITEMS}/{USERS}/1")).await;
+
+    let fire = |from: usize, to: usize| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            run_parallel(to - from, 16, |i| {
+                let api = api.clone();
+                async move { api.try_send("POST", &format!("/orders/checkout/{}", from + i), None).await.map(|r| r.status) }
+            })
+            .await
+        })
+    };
+    // Kill the order replica while the first third runs, then bring it back.
+    let first = fire(0, ORDERS / 3);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    c.kill(Node::Replica(Service::Order, 0));
+    c.start_again(Node::Replica(Service::Order, 0)).await;
+    first.await.unwrap();
+    // Kill the stock replica while the second third runs: sagas wait for it to return.
+    let second = fire(ORDERS / 3, 2 * ORDERS / 3);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    c.kill(Node::Replica(Service::Stock, 0));
+    c.start_again(Node::Replica(Service::Stock, 0)).await;
+    second.await.unwrap();
+    let third = fire(2 * ORDERS / 3, ORDERS).await.unwrap();
+    assert!(third.iter().all(|s| matches!(s, Ok(200) | Ok(400))), "{third:?}");
+
+    // Reconcile: what was taken equals what the paid orders hold.
+    let mut stock_taken = vec![0i64; ITEMS as usize];
+    let mut credit_taken = vec![0i64; USERS as usize];
+    let mut paid = 0;
+    for o in 0..ORDERS {
+        let v = api.order(&o.to_string()).await;
+        if v["paid"] == true {
+            paid += 1;
+            credit_taken[v["user_id"].as_str().unwrap().parse::<usize>().unwrap()] += v["total_cost"].as_i64().unwrap();
+            for line in v["items"].as_array().unwrap() {
+                stock_taken[line[0].as_str().unwrap().parse::<usize>().unwrap()] += line[1].as_i64().unwrap();
+            }
+        }
+    }
+    assert!(paid > ORDERS / 3, "most checkouts succeed ({paid} paid)");
+    for (i, taken) in stock_taken.iter().enumerate() {
+        assert_eq!(api.item(&i.to_string()).await.0, STOCK - taken, "item {i}");
+    }
+    for (u, taken) in credit_taken.iter().enumerate() {
+        assert_eq!(api.credit(&u.to_string()).await, CREDIT - taken, "user {u}");
+    }
+}

@@ -1,0 +1,90 @@
+//! Starting a cluster for a test: real processes on free loopback ports, files and data in a
+//! temporary folder that is removed with the cluster, logs quoted when a start fails.
+
+use cluster::launcher::{Cluster, ClusterSpec};
+use cluster::manifest::ProcId;
+use common::topology::{Service, Topology};
+use std::sync::Arc;
+
+/// A process of the cluster, as the scenarios name it.
+#[derive(Clone, Copy, Debug)]
+#[allow(dead_code)]
+pub enum Node {
+    /// A service's replica.
+    Replica(Service, u32),
+    /// A service's coordinator.
+    Coordinator(Service, u32),
+}
+
+impl Node {
+    fn proc_id(self) -> ProcId {
+        match self {
+            Node::Replica(s, i) => ProcId::replica(s, i),
+            Node::Coordinator(s, i) => ProcId::coordinator(s, i),
+        }
+    }
+}
+
+/// A running cluster and its temporary folder; dropping it stops every process.
+pub struct TestCluster {
+    cluster: Arc<Cluster>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a cluster with `replicas` replicas and 2 coordinators per service, on the durable
+/// engine, with dead processes kept down (the scenarios restart them themselves).
+pub async fn start(replicas: usize) -> TestCluster {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_path_buf();
+    let cluster = tokio::task::spawn_blocking(move || {
+        let mut spec = ClusterSpec::local(replicas, 2, env!("CARGO_BIN_EXE_webshop-node"), path).expect("free ports");
+        spec.keep_dead = true;
+        Cluster::start(spec)
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cluster did not start: {e:#}"));
+    TestCluster { cluster: Arc::new(cluster), _dir: dir }
+}
+
+#[allow(dead_code)]
+impl TestCluster {
+    /// The gateway's URL.
+    pub fn gateway_url(&self) -> String {
+        self.cluster.gateway_url()
+    }
+
+    /// The cluster's topology.
+    pub fn topology(&self) -> &Topology {
+        self.cluster.topology()
+    }
+
+    /// The cluster secret.
+    pub fn secret(&self) -> &str {
+        self.cluster.secret()
+    }
+
+    /// Kills a process with SIGKILL.
+    pub fn kill(&mut self, n: Node) {
+        self.cluster.kill(n.proc_id()).unwrap_or_else(|e| panic!("kill {n:?}: {e:#}"));
+    }
+
+    /// Starts a killed process again and waits until it answers.
+    pub async fn start_again(&mut self, n: Node) {
+        let c = self.cluster.clone();
+        tokio::task::spawn_blocking(move || c.start_again(n.proc_id()))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("start {n:?} again: {e:#}"));
+    }
+
+    /// Pauses a process with SIGSTOP.
+    pub fn pause(&mut self, n: Node) {
+        self.cluster.pause(n.proc_id()).unwrap_or_else(|e| panic!("pause {n:?}: {e:#}"));
+    }
+
+    /// Resumes a paused process with SIGCONT.
+    pub fn resume(&mut self, n: Node) {
+        self.cluster.resume(n.proc_id()).unwrap_or_else(|e| panic!("resume {n:?}: {e:#}"));
+    }
+}
