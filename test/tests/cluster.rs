@@ -260,3 +260,43 @@ async fn replicas_killed_during_checkouts() {
         assert_eq!(api.credit(&u.to_string()).await, CREDIT - taken, "user {u}");
     }
 }
+
+/// Concurrent checkouts of one order charge it once; all of them answer 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checkouts_of_one_order_charge_once() {
+    let c = start(1).await;
+    let api = Api::new(&c.gateway_url());
+    let user = id_of(&api.post_ok("/payment/create_user").await, "user_id");
+    api.post_ok(&format!("/payment/add_funds/{user}/100")).await;
+    let item = id_of(&api.post_ok("/stock/item/create/10").await, "item_id");
+    assert_eq!(api.post(&format!("/stock/add/{item}/5")).await.status, 200);
+    let order = id_of(&api.post_ok(&format!("/orders/create/{user}")).await, "order_id");
+    assert_eq!(api.post(&format!("/orders/addItem/{order}/{item}/2")).await.status, 200);
+    let statuses = run_parallel(20, 20, |_| {
+        let (api, order) = (api.clone(), order.clone());
+        async move { api.post(&format!("/orders/checkout/{order}")).await.status }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(api.credit(&user).await, 80);
+    assert_eq!(api.item(&item).await.0, 3);
+}
+
+/// Every acknowledged write survives a kill -9 of the replica that stored it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    let mut c = start(1).await;
+    let api = Api::new(&c.gateway_url());
+    let item = id_of(&api.post_ok("/stock/item/create/1").await, "item_id");
+    // Concurrent adds, so that the store group-commits them; the kill comes right after the
+    // last acknowledgement.
+    let statuses = run_parallel(200, 32, |_| {
+        let (api, item) = (api.clone(), item.clone());
+        async move { api.post(&format!("/stock/add/{item}/1")).await.status }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    c.kill(Node::Replica(Service::Stock, 0));
+    c.start_again(Node::Replica(Service::Stock, 0)).await;
+    assert_eq!(api.item(&item).await.0, 200);
+}
