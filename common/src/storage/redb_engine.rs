@@ -1,5 +1,6 @@
 //! The embedded durable engine, on redb (a copy-on-write B-tree with checksummed commits,
-//! pure Rust). Chosen by the benchmark in `common/benches/engines.rs`; see the README.
+//! pure Rust). Chosen with the benchmark in `common/benches/engines.rs`; the numbers and
+//! the reasons are in `docs/storage-engines.md`.
 //!
 //! Writes go through one writer thread that drains every queued `write` call into a single
 //! redb transaction and commits it with one fsync (group commit): a write is durable when its
