@@ -8,10 +8,12 @@
 pub mod balancer;
 pub mod client;
 pub mod digest;
+pub mod fanout;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod paxos;
 pub mod placement;
 pub mod reply;
 pub mod routing;

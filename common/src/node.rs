@@ -6,9 +6,10 @@
 //! and answers only after all of them acknowledged. Peers apply a state only if its version
 //! is higher than what they hold.
 
+use crate::fanout::PeerLink;
 use crate::storage::{DynStore, Expect, Put, Record, StoreError};
 use crate::topology::Service;
-use crate::wire::{View, EPOCH, SECRET};
+use crate::wire::View;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -61,14 +62,13 @@ pub struct Node {
     pub service: Service,
     store: DynStore,
     view: RwLock<View>,
-    /// Peer replica id → base URL (`http://host:port`).
-    peers: HashMap<u32, String>,
-    secret: String,
-    http: reqwest::Client,
+    /// Batching links to the other replicas, by id.
+    links: HashMap<u32, PeerLink>,
 }
 
 impl Node {
-    /// A node with its peers' addresses and the view it starts from.
+    /// A node with its peers' addresses (`id → http://host:port`; its own entry is ignored)
+    /// and the view it starts from. Starts the fan-out senders: call it inside the runtime.
     pub fn new(
         me: u32,
         service: Service,
@@ -79,7 +79,12 @@ impl Node {
     ) -> Node {
         let http =
             reqwest::Client::builder().timeout(FANOUT_TIMEOUT).pool_max_idle_per_host(64).build().expect("http client");
-        Node { me, service, store, view: RwLock::new(view), peers, secret, http }
+        let links = peers
+            .into_iter()
+            .filter(|(id, _)| *id != me)
+            .map(|(id, base)| (id, PeerLink::spawn(id, base, http.clone(), secret.clone())))
+            .collect();
+        Node { me, service, store, view: RwLock::new(view), links }
     }
 
     /// A single-replica node with no peers (unit tests).
@@ -138,27 +143,15 @@ impl Node {
         if peers.is_empty() {
             return Ok(());
         }
-        let batch = Arc::new(ReplicateBatch { epoch: view.epoch, records });
+        let records = Arc::new(records);
         let sends = peers.into_iter().map(|id| {
-            let batch = batch.clone();
+            let records = records.clone();
             async move {
-                let Some(base) = self.peers.get(&id) else {
-                    return Err(NodeError::Unavailable(format!("replica {id} has no address")));
-                };
-                let resp = self
-                    .http
-                    .post(format!("{base}/internal/replicate"))
-                    .header(SECRET, &self.secret)
-                    .header(EPOCH, batch.epoch)
-                    .json(&*batch)
-                    .send()
-                    .await
-                    .map_err(|e| NodeError::Unavailable(format!("replica {id}: {e}")))?;
-                if resp.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(NodeError::Unavailable(format!("replica {id} answered {}", resp.status())))
-                }
+                let link = self
+                    .links
+                    .get(&id)
+                    .ok_or_else(|| NodeError::Unavailable(format!("replica {id} has no address")))?;
+                link.send(view.epoch, records).await.map_err(NodeError::Unavailable)
             }
         });
         futures::future::try_join_all(sends).await.map(|_| ())

@@ -38,12 +38,23 @@ pub struct Checkout {
     pub attempt: u32,
     /// Where the attempt stands.
     pub phase: Phase,
-    /// Whether stock steps were sent (compensation then puts stock back too).
-    #[serde(default)]
-    pub reserved: bool,
+    /// What compensating must undo; set when the attempt starts compensating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Undo>,
     /// Why the attempt failed (the client's 400 text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// What a failed attempt must undo: every step that was applied or whose outcome is unknown
+/// (a compensation of a step that never arrived records it as compensated, which fences a
+/// late copy of it). Steps refused at once, or never sent, need nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undo {
+    /// Items whose stock is put back.
+    pub items: Vec<String>,
+    /// Whether the payment is refunded.
+    pub refund: bool,
 }
 
 /// An order.
@@ -110,16 +121,13 @@ impl Order {
     /// The order with a new checkout attempt in `Paying`.
     pub fn start_attempt(&self) -> Order {
         let attempt = self.checkout.as_ref().map(|c| c.attempt).unwrap_or(0) + 1;
-        self.with(Checkout { attempt, phase: Phase::Paying, reserved: false, reason: None })
+        self.with(Checkout { attempt, phase: Phase::Paying, undo: None, reason: None })
     }
 
     /// The order with its attempt moved to `phase`.
     pub fn moved(&self, phase: Phase) -> Order {
         let mut c = self.checkout.clone().expect("a checkout is under way");
         c.phase = phase;
-        if phase == Phase::Reserving {
-            c.reserved = true;
-        }
         let mut next = self.with(c);
         if phase == Phase::Paid {
             next.paid = true;
@@ -127,11 +135,18 @@ impl Order {
         next
     }
 
-    /// The order with its attempt compensating, for `reason`.
-    pub fn compensating(&self, reason: &str) -> Order {
+    /// The order with its attempt compensating `undo`, for `reason`.
+    pub fn compensating(&self, reason: &str, undo: Undo) -> Order {
         let mut next = self.moved(Phase::Compensating);
-        next.checkout.as_mut().unwrap().reason = Some(reason.to_string());
+        let c = next.checkout.as_mut().unwrap();
+        c.reason = Some(reason.to_string());
+        c.undo = Some(undo);
         next
+    }
+
+    /// Every item of the order.
+    pub fn item_ids(&self) -> Vec<String> {
+        self.items.iter().map(|(id, _)| id.clone()).collect()
     }
 
     fn with(&self, c: Checkout) -> Order {
@@ -185,15 +200,16 @@ mod tests {
         assert_eq!(o.checkout.as_ref().unwrap().attempt, 1);
         assert!(o.in_flight());
         let o = o.moved(Phase::Reserving);
-        assert!(o.checkout.as_ref().unwrap().reserved);
-        let failed = o.compensating("not enough stock").moved(Phase::Failed);
+        let undo = Undo { items: vec!["a".into()], refund: true };
+        let failed = o.compensating("not enough stock", undo.clone()).moved(Phase::Failed);
+        assert_eq!(failed.checkout.as_ref().unwrap().undo, Some(undo));
         assert!(!failed.in_flight());
         assert!(!failed.paid);
         assert_eq!(failed.checkout.as_ref().unwrap().reason.as_deref(), Some("not enough stock"));
         // A new attempt after a failure has a new transaction id.
         let again = failed.start_attempt();
         assert_eq!(again.checkout.as_ref().unwrap().attempt, 2);
-        assert!(!again.checkout.as_ref().unwrap().reserved);
+        assert_eq!(again.checkout.as_ref().unwrap().undo, None);
         let paid = again.moved(Phase::Reserving).moved(Phase::Paid);
         assert!(paid.paid && !paid.in_flight());
     }

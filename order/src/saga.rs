@@ -7,7 +7,7 @@
 //! only a refusal leads to compensation, and after the last stock step the saga only rolls
 //! forward.
 
-use crate::domain::{tx_id, Order, Phase};
+use crate::domain::{tx_id, Order, Phase, Undo};
 use async_trait::async_trait;
 use common::client::Unavailable;
 use common::reply::Reply;
@@ -43,17 +43,20 @@ const RETRY_FIRST: Duration = Duration::from_millis(20);
 /// a second of its new view, so waiting longer only delays the checkout.
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// Repeats a step until it gets a business answer.
-async fn answered<F, Fut>(what: &str, mut step: F) -> Step
+/// Repeats a step until it gets a business answer; also says whether any try went
+/// unanswered (then a copy of the step may still arrive later, and a refusal must be fenced).
+async fn answered<F, Fut>(what: &str, mut step: F) -> (Step, bool)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Step, Unavailable>>,
 {
     let mut pause = RETRY_FIRST;
+    let mut unsure = false;
     loop {
         match step().await {
-            Ok(answer) => return answer,
+            Ok(answer) => return (answer, unsure),
             Err(e) => {
+                unsure = true;
                 log::warn!("saga step {what}: {e}; retrying in {pause:?}");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RETRY_MAX);
@@ -97,6 +100,9 @@ pub async fn drive(
         async move { table.write_locked(guard, rid.as_deref(), move |_| Decision::Write(next, reply)).await }
     };
     let progress = Reply::ok_text("in progress");
+    // The phase this call moved the order into: a phase found otherwise was entered by an
+    // earlier driver, whose steps may still be in flight.
+    let mut entered: Option<Phase> = None;
     loop {
         let Some(order) = table.read(&key).await? else {
             return Ok(Reply::bad("order not found"));
@@ -106,6 +112,7 @@ pub async fn drive(
         }
         let attempt = order.checkout.as_ref().map(|c| c.attempt).unwrap_or(0);
         let tx = tx_id(&key, attempt);
+        let ours = order.phase().is_some() && order.phase() == entered;
         match order.phase() {
             None | Some(Phase::Failed) | Some(Phase::Paid) => {
                 if mode == Mode::Resume {
@@ -115,27 +122,43 @@ pub async fn drive(
                 let next = order.start_attempt();
                 log::debug!("{key}: checkout attempt {}", attempt + 1);
                 write(next, progress.clone(), None).await?;
+                entered = Some(Phase::Paying);
             }
             Some(Phase::Paying) => {
                 let user = order.user_id.clone();
-                let step = answered("pay", || participants.pay(&user, order.total_cost, &tx)).await;
+                let (step, unsure) = answered("pay", || participants.pay(&user, order.total_cost, &tx)).await;
                 let next = match step {
                     Step::Done => order.moved(Phase::Reserving),
-                    Step::Refused(reason) => order.compensating(&reason),
+                    // No stock step is sent before Reserving is recorded.
+                    Step::Refused(reason) => {
+                        order.compensating(&reason, Undo { items: vec![], refund: unsure || !ours })
+                    }
                 };
+                entered = next.phase();
                 write(next, progress.clone(), None).await?;
             }
             Some(Phase::Reserving) => {
+                let mut undo = Undo { items: vec![], refund: true };
                 let mut refused = None;
                 for (item, qty) in &order.items {
-                    if let Step::Refused(reason) = answered("reserve", || participants.reserve(item, *qty, &tx)).await {
+                    let (step, unsure) = answered("reserve", || participants.reserve(item, *qty, &tx)).await;
+                    if step == Step::Done || unsure {
+                        undo.items.push(item.clone());
+                    }
+                    if let Step::Refused(reason) = step {
                         refused = Some(reason);
                         break;
                     }
                 }
                 match refused {
                     Some(reason) => {
-                        write(order.compensating(&reason), progress.clone(), None).await?;
+                        if !ours {
+                            // An earlier driver may have sent any of the steps.
+                            undo.items = order.item_ids();
+                        }
+                        let next = order.compensating(&reason, undo);
+                        entered = next.phase();
+                        write(next, progress.clone(), None).await?;
                     }
                     None => {
                         let reply = Reply::ok_text(SUCCESS);
@@ -146,14 +169,14 @@ pub async fn drive(
             }
             Some(Phase::Compensating) => {
                 let c = order.checkout.clone().expect("compensating has a checkout");
-                if c.reserved {
-                    // Every item gets a compensation, also those never reached: it fences
-                    // a late step of this transaction.
-                    for (item, _) in &order.items {
-                        answered("release", || participants.release(item, &tx)).await;
-                    }
+                // A record without its undo list undoes everything (always safe).
+                let undo = c.undo.unwrap_or_else(|| Undo { items: order.item_ids(), refund: true });
+                for item in &undo.items {
+                    answered("release", || participants.release(item, &tx)).await;
                 }
-                answered("refund", || participants.refund(&order.user_id, &tx)).await;
+                if undo.refund {
+                    answered("refund", || participants.refund(&order.user_id, &tx)).await;
+                }
                 let reply = Reply::bad(c.reason.unwrap_or_else(|| "checkout failed".into()));
                 write(order.moved(Phase::Failed), reply.clone(), request_id).await?;
                 return Ok(reply);
@@ -295,24 +318,55 @@ mod tests {
         let o = table.read("o").await.unwrap().unwrap();
         assert!(!o.paid);
         assert_eq!(o.phase(), Some(Phase::Failed));
-        // Both items were fenced, then the payment refunded.
+        // Item a's stock is put back, then the payment refunded; b refused at once and
+        // needs nothing.
         let calls = fake.calls.lock().unwrap().clone();
-        assert_eq!(&calls[3..], &["release a o#1", "release b o#1", "refund u o#1"]);
+        assert_eq!(&calls[3..], &["release a o#1", "refund u o#1"]);
     }
 
     #[tokio::test]
-    async fn not_enough_credit_fences_the_payment_only() {
+    async fn not_enough_credit_undoes_nothing() {
         let (table, fake) = setup(10, 5, 5).await;
         let r = checkout(&table, &fake, "r1").await;
         assert_eq!((r.status, r.body.as_str()), (400, "not enough credit"));
         let calls = fake.calls.lock().unwrap().clone();
-        assert_eq!(calls, vec!["pay u 13 o#1", "refund u o#1"]);
+        assert_eq!(calls, vec!["pay u 13 o#1"]);
         // A later checkout is a new attempt with a new transaction.
         fake.credit.lock().unwrap().insert("u".into(), 13);
         let r = checkout(&table, &fake, "r2").await;
         assert_eq!(r.body, SUCCESS);
-        assert_eq!(fake.calls.lock().unwrap()[2], "pay u 13 o#2");
+        assert_eq!(fake.calls.lock().unwrap()[1], "pay u 13 o#2");
         assert_eq!(fake.credit.lock().unwrap()["u"], 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_after_an_unanswered_try_is_fenced() {
+        let (table, fake) = setup(10, 5, 5).await;
+        // The first pay goes unanswered: a copy of it may still arrive at payment later.
+        *fake.unavailable.lock().unwrap() = 1;
+        let r = checkout(&table, &fake, "r1").await;
+        assert_eq!(r.status, 400);
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(calls, vec!["pay u 13 o#1", "refund u o#1"]);
+        // The late copy is refused now.
+        fake.credit.lock().unwrap().insert("u".into(), 100);
+        assert_eq!(fake.debit(&fake.credit, "u", 13, "o#1", ""), Step::Refused("compensated".into()));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_found_by_a_resumed_driver_undoes_every_step() {
+        let (table, fake) = setup(100, 5, 0).await;
+        // An earlier driver recorded Reserving and may have sent any stock step.
+        let o = table.read("o").await.unwrap().unwrap().start_attempt().moved(Phase::Reserving);
+        table.write("o", None, |_| Decision::Write(o, Reply::ok_text(""))).await.unwrap();
+        fake.debit(&fake.credit, "u", 13, "o#1", "");
+        let g = table.lock("o").await;
+        let r = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
+        assert_eq!(r.status, 400);
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(&calls[2..], &["release a o#1", "release b o#1", "refund u o#1"]);
+        assert_eq!(fake.credit.lock().unwrap()["u"], 100);
+        assert_eq!(fake.stock.lock().unwrap()["a"], 5);
     }
 
     #[tokio::test(start_paused = true)]

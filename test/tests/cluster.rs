@@ -300,3 +300,29 @@ async fn acknowledged_writes_survive_kill_9() {
     c.start_again(Node::Replica(Service::Stock, 0)).await;
     assert_eq!(api.item(&item).await.0, 200);
 }
+
+/// With three replicas per service, every write reaches every replica: after the consistency
+/// scenario all replicas of a service hold the same data (one digest root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_hold_the_same_data() {
+    let c = start(3).await;
+    let api = Api::new(&c.gateway_url());
+    assert_eq!(consistency_run(&api).await, (100, 900));
+    let http = reqwest::Client::new();
+    for s in Service::ALL {
+        let mut roots = Vec::new();
+        for addr in &c.topology().nodes(s).replicas {
+            let v: Value = http
+                .get(format!("http://{addr}/internal/digest"))
+                .header(common::wire::SECRET, c.secret())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            roots.push(v["root"].as_str().unwrap().to_string());
+        }
+        assert!(roots.iter().all(|r| *r == roots[0]), "{s} replicas differ: {roots:?}");
+    }
+}

@@ -1,0 +1,170 @@
+//! Fan-out of written states from a primary to one peer, batched: concurrent writes to one
+//! peer share one request (and so one group commit on the peer), so throughput does not pay
+//! one HTTP request and one fsync per write.
+//!
+//! Each peer has a queue and a few sender tasks. A sender takes every job waiting in the
+//! queue (up to a cap), sends their records in one `/internal/replicate` request, and tells
+//! every job the outcome. Batches to one peer may overtake each other; that is safe because
+//! peers apply a state only if its version is higher than theirs.
+
+use crate::storage::Record;
+use crate::wire::{EPOCH, SECRET};
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+/// Requests in flight to one peer at once: enough to keep the link busy while the previous
+/// batch is being committed on the peer, few enough that batches still fill up under load.
+pub const SENDERS_PER_PEER: usize = 4;
+/// Most records in one request: bounds a request's size (about 0.5 KiB per record).
+pub const MAX_BATCH_RECORDS: usize = 4096;
+
+struct Job {
+    epoch: u64,
+    records: Arc<Vec<Record>>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The wire shape of [`crate::node::ReplicateBatch`], borrowing the records.
+#[derive(Serialize)]
+struct BatchRef<'a> {
+    epoch: u64,
+    records: Vec<&'a Record>,
+}
+
+/// The batching link to one peer.
+pub struct PeerLink {
+    queue: mpsc::UnboundedSender<Job>,
+}
+
+impl PeerLink {
+    /// Starts the senders of a link to the replica at `base` (`http://host:port`).
+    pub fn spawn(peer: u32, base: String, http: reqwest::Client, secret: String) -> PeerLink {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(Mutex::new(rx));
+        let url: Arc<str> = format!("{base}/internal/replicate").into();
+        for _ in 0..SENDERS_PER_PEER {
+            let (rx, http, url, secret) = (rx.clone(), http.clone(), url.clone(), secret.clone());
+            tokio::spawn(async move {
+                while let Some(group) = next_group(&rx).await {
+                    send_group(peer, &http, &url, &secret, group).await;
+                }
+            });
+        }
+        PeerLink { queue }
+    }
+
+    /// Sends states made under `epoch` and waits for the peer's acknowledgement.
+    pub async fn send(&self, epoch: u64, records: Arc<Vec<Record>>) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.queue.send(Job { epoch, records, done }).map_err(|_| "peer link closed".to_string())?;
+        wait.await.map_err(|_| "peer link dropped the write".to_string())?
+    }
+}
+
+/// Takes the next job and every job queued behind it, up to the record cap.
+async fn next_group(rx: &Mutex<mpsc::UnboundedReceiver<Job>>) -> Option<Vec<Job>> {
+    let mut rx = rx.lock().await;
+    let first = rx.recv().await?;
+    let mut n = first.records.len();
+    let mut group = vec![first];
+    while n < MAX_BATCH_RECORDS {
+        match rx.try_recv() {
+            Ok(job) => {
+                n += job.records.len();
+                group.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
+/// Sends a group, one request per epoch in it (a batch is fenced by one epoch, so states made
+/// under different views never travel under the newer one's epoch).
+async fn send_group(peer: u32, http: &reqwest::Client, url: &str, secret: &str, mut group: Vec<Job>) {
+    group.sort_by_key(|j| j.epoch);
+    while !group.is_empty() {
+        let epoch = group[0].epoch;
+        let split = group.iter().position(|j| j.epoch != epoch).unwrap_or(group.len());
+        let rest = group.split_off(split);
+        let body = BatchRef { epoch, records: group.iter().flat_map(|j| j.records.iter()).collect() };
+        let outcome = match http.post(url).header(SECRET, secret).header(EPOCH, epoch).json(&body).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("replica {peer} answered {}", r.status())),
+            Err(e) => Err(format!("replica {peer}: {e}")),
+        };
+        for job in group {
+            let _ = job.done.send(outcome.clone());
+        }
+        group = rest;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::ReplicateBatch;
+    use crate::version::Version;
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fake peer that counts requests and records, answering `status`.
+    async fn peer(status: u16) -> (String, Arc<(AtomicUsize, AtomicUsize)>) {
+        let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let c = counts.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = HttpServer::new(move || {
+            let c = c.clone();
+            App::new().app_data(web::JsonConfig::default().limit(1 << 26)).route(
+                "/internal/replicate",
+                web::post().to(move |b: web::Json<ReplicateBatch>| {
+                    let c = c.clone();
+                    async move {
+                        c.0.fetch_add(1, Ordering::SeqCst);
+                        c.1.fetch_add(b.records.len(), Ordering::SeqCst);
+                        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        (format!("http://{addr}"), counts)
+    }
+
+    fn recs(i: usize) -> Arc<Vec<Record>> {
+        Arc::new(vec![Record::new(format!("k{i}"), Version { epoch: 1, seq: 1 }, "{}".into())])
+    }
+
+    #[actix_web::test]
+    async fn concurrent_writes_share_requests() {
+        let (base, counts) = peer(200).await;
+        let link = Arc::new(PeerLink::spawn(1, base, reqwest::Client::new(), "s".into()));
+        let sends = (0..200).map(|i| {
+            let link = link.clone();
+            async move { link.send(1, recs(i)).await }
+        });
+        let results = futures::future::join_all(sends).await;
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        assert_eq!(counts.1.load(Ordering::SeqCst), 200, "every record arrived");
+        let requests = counts.0.load(Ordering::SeqCst);
+        assert!(requests < 200, "200 concurrent writes took {requests} requests");
+    }
+
+    #[actix_web::test]
+    async fn a_failing_peer_fails_every_waiting_write() {
+        let (base, _) = peer(500).await;
+        let link = PeerLink::spawn(1, base, reqwest::Client::new(), "s".into());
+        let err = link.send(1, recs(0)).await.unwrap_err();
+        assert!(err.contains("500"), "{err}");
+        // Nobody listens here: a refused connection is an error, not a hang.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let link = PeerLink::spawn(2, format!("http://{dead}"), reqwest::Client::new(), "s".into());
+        assert!(link.send(1, recs(0)).await.is_err());
+    }
+}
