@@ -62,6 +62,8 @@ pub struct Account<X> {
 pub trait LedgerKind: Send + Sync + 'static {
     /// Extra fields of a document.
     type Extra: Doc + std::fmt::Debug + PartialEq;
+    /// What the documents are, in the plural (`items`, `users`), for replies.
+    const PLURAL: &'static str;
     /// Text of the 400 for an unknown key.
     const NOT_FOUND: &'static str;
     /// Text of the 400 for a debit larger than the balance.
@@ -257,9 +259,12 @@ impl<K: LedgerKind> Handler for LedgerHandler<K> {
 
     async fn batch_init(&self, t: Target, keys: Vec<String>) -> Result<Reply, HandlerError> {
         let doc = K::batch_doc(&t);
-        let n = keys.len();
         self.table.replace_many(keys.into_iter().map(|k| (k, doc.clone())).collect()).await?;
-        Ok(Reply::ok_json(&serde_json::json!({ "msg": format!("Batch init for {n} keys successful") })))
+        // This primary wrote its share; the reply speaks for the whole batch, whose other
+        // shares the coordinator sent to the other primaries.
+        Ok(Reply::ok_json(
+            &serde_json::json!({ "msg": format!("Batch init for {} {} successful", t.int(0), K::PLURAL) }),
+        ))
     }
 }
 

@@ -6,7 +6,7 @@
 //! and answers only after all of them acknowledged. Peers apply a state only if its version
 //! is higher than what they hold.
 
-use crate::fanout::PeerLink;
+use crate::fanout::{PeerLink, MAX_BATCH_RECORDS};
 use crate::storage::{DynStore, Expect, Put, Record, StoreError};
 use crate::topology::Service;
 use crate::wire::View;
@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// How long a primary waits for a peer's acknowledgement of a fan-out.
+/// How long a primary waits for a peer's acknowledgement of one fan-out request (at most
+/// `MAX_BATCH_RECORDS` states): a healthy peer parses and group-commits one in a few
+/// milliseconds, so 2 s means the peer is down, paused or starved.
 pub const FANOUT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a node could not complete a write.
@@ -143,15 +145,16 @@ impl Node {
         if peers.is_empty() {
             return Ok(());
         }
-        let records = Arc::new(records);
-        let sends = peers.into_iter().map(|id| {
-            let records = records.clone();
+        // A bulk write (batch_init) travels in several requests of bounded size.
+        let chunks: Vec<Arc<Vec<Record>>> = records.chunks(MAX_BATCH_RECORDS).map(|c| Arc::new(c.to_vec())).collect();
+        let sends = peers.into_iter().flat_map(|id| chunks.iter().map(move |c| (id, c.clone()))).map(|(id, chunk)| {
+            let epoch = view.epoch;
             async move {
                 let link = self
                     .links
                     .get(&id)
                     .ok_or_else(|| NodeError::Unavailable(format!("replica {id} has no address")))?;
-                link.send(view.epoch, records).await.map_err(NodeError::Unavailable)
+                link.send(epoch, chunk).await.map_err(NodeError::Unavailable)
             }
         });
         futures::future::try_join_all(sends).await.map(|_| ())

@@ -166,8 +166,7 @@ impl Handler for OrderHandler {
             Ok(d) => d,
             Err(msg) => return Ok(Reply::bad(msg)),
         };
-        let n = docs.len();
         self.0.table.replace_many(docs).await?;
-        Ok(Reply::ok_json(&json!({ "msg": format!("Batch init for {n} orders successful") })))
+        Ok(Reply::ok_json(&json!({ "msg": format!("Batch init for {} orders successful", t.int(0)) })))
     }
 }

@@ -16,6 +16,7 @@ pub struct Payment;
 
 impl LedgerKind for Payment {
     type Extra = ();
+    const PLURAL: &'static str = "users";
     const NOT_FOUND: &'static str = "user not found";
     const INSUFFICIENT: &'static str = "not enough credit";
 

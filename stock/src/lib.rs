@@ -24,6 +24,7 @@ pub struct Stock;
 
 impl LedgerKind for Stock {
     type Extra = ItemInfo;
+    const PLURAL: &'static str = "items";
     const NOT_FOUND: &'static str = "item not found";
     const INSUFFICIENT: &'static str = "not enough stock";
 
