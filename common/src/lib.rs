@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod paxos;
 pub mod placement;
 pub mod reply;
 pub mod routing;
