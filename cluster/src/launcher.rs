@@ -57,6 +57,9 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// replica finishes its in-flight writes in well under a second.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The setting that marks a replica's first start in a new cluster (`ReplicaSettings::bootstrap`).
+const BOOTSTRAP: &str = "APP__BOOTSTRAP";
+
 /// The storage engines a replica can run (`APP__ENGINE`).
 pub const ENGINES: [&str; 2] = ["redb", "memory"];
 
@@ -230,6 +233,8 @@ struct Proc {
 impl Proc {
     fn start(&mut self, spawner: &Spawner) -> io::Result<()> {
         let child = spawner.spawn(self.launch.command()?)?;
+        // Bootstrapping is for the very first start only.
+        self.launch.env.retain(|(k, _)| k != BOOTSTRAP);
         self.pid = child.id();
         self.child = Some(child);
         self.started = Instant::now();
@@ -369,6 +374,13 @@ fn plan(
                 ];
                 if role == NodeRole::Replica {
                     let dir = data_dir.join(format!("{s}-{id}"));
+                    // A replica without data at the cluster's start is part of a new cluster:
+                    // it may start from the initial view. Only its first start says so (see
+                    // `Proc::start`): restarted empty later, it must learn the view first.
+                    let fresh = std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(true);
+                    if fresh {
+                        env.push((BOOTSTRAP.into(), "true".into()));
+                    }
                     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
                     env.push(("APP__DATA_DIR".into(), dir.display().to_string()));
                     env.push(("APP__ENGINE".into(), spec.engine.clone()));

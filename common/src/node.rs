@@ -7,6 +7,7 @@
 //! is higher than what they hold.
 
 use crate::fanout::{PeerLink, MAX_BATCH_RECORDS};
+use crate::paxos::{self, AcceptorState};
 use crate::storage::{DynStore, Expect, Put, Record, StoreError};
 use crate::topology::Service;
 use crate::wire::View;
@@ -19,6 +20,11 @@ use std::time::Duration;
 /// `MAX_BATCH_RECORDS` states): a healthy peer parses and group-commits one in a few
 /// milliseconds, so 2 s means the peer is down, paused or starved.
 pub const FANOUT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// First pause between rounds of membership queries after an empty restart.
+const RECOVERY_FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// Longest pause between those rounds: the others may all be restarting too.
+const RECOVERY_MAX_PAUSE: Duration = Duration::from_secs(2);
 
 /// Why a node could not complete a write.
 #[derive(Debug, thiserror::Error)]
@@ -63,35 +69,59 @@ pub struct Node {
     /// The service it belongs to.
     pub service: Service,
     store: DynStore,
+    /// The committed view this node serves by (a copy of `acceptor.committed`, readable
+    /// without waiting for the acceptor's lock).
     view: RwLock<View>,
+    /// This replica's Paxos acceptor state, persisted before every reply that depends on it.
+    acceptor: tokio::sync::Mutex<AcceptorState>,
     /// Batching links to the other replicas, by id.
     links: HashMap<u32, PeerLink>,
+    /// The other replicas' base URLs, by id (membership queries).
+    peer_urls: HashMap<u32, String>,
+    /// The cluster secret.
+    secret: String,
+    /// Client for membership queries to peers.
+    http: reqwest::Client,
 }
 
 impl Node {
     /// A node with its peers' addresses (`id → http://host:port`; its own entry is ignored)
-    /// and the view it starts from. Starts the fan-out senders: call it inside the runtime.
+    /// and its acceptor state as loaded from its store (the view it serves by is the state's
+    /// committed view). Starts the fan-out senders: call it inside the runtime.
     pub fn new(
         me: u32,
         service: Service,
         store: DynStore,
         peers: HashMap<u32, String>,
         secret: String,
-        view: View,
+        acceptor: AcceptorState,
     ) -> Node {
         let http =
             reqwest::Client::builder().timeout(FANOUT_TIMEOUT).pool_max_idle_per_host(64).build().expect("http client");
+        let peer_urls: HashMap<u32, String> =
+            peers.iter().filter(|(id, _)| **id != me).map(|(i, u)| (*i, u.clone())).collect();
         let links = peers
             .into_iter()
             .filter(|(id, _)| *id != me)
             .map(|(id, base)| (id, PeerLink::spawn(id, base, http.clone(), secret.clone())))
             .collect();
-        Node { me, service, store, view: RwLock::new(view), links }
+        let view = acceptor.committed.clone();
+        Node {
+            me,
+            service,
+            store,
+            view: RwLock::new(view),
+            acceptor: tokio::sync::Mutex::new(acceptor),
+            links,
+            peer_urls,
+            secret,
+            http,
+        }
     }
 
     /// A single-replica node with no peers (unit tests).
     pub fn standalone(store: DynStore) -> Node {
-        Node::new(0, Service::Stock, store, HashMap::new(), String::new(), View::initial(1))
+        Node::new(0, Service::Stock, store, HashMap::new(), String::new(), AcceptorState::initial(1))
     }
 
     /// The node's store.
@@ -158,6 +188,89 @@ impl Node {
             }
         });
         futures::future::try_join_all(sends).await.map(|_| ())
+    }
+
+    /// Handles one membership message (DESIGN section 4): decides on a copy of the acceptor
+    /// state, persists it before answering if it changed, and serves by a newly committed
+    /// view from then on. Messages are handled one at a time.
+    pub async fn handle_paxos(&self, request: &paxos::Request) -> Result<paxos::Reply, StoreError> {
+        let mut state = self.acceptor.lock().await;
+        let mut next = state.clone();
+        let (reply, changed) = next.handle(request);
+        if let paxos::Reply::Invalid { reason } = &reply {
+            log::error!("refused a membership request no correct coordinator sends: {reason}");
+        }
+        if changed {
+            self.store.put_meta(paxos::META_KEY, next.encode()).await?;
+            self.install(&next.committed);
+            *state = next;
+        }
+        Ok(reply)
+    }
+
+    /// Serves by `view` if it is newer than the current one.
+    fn install(&self, view: &View) {
+        let mut cur = self.view.write().unwrap();
+        if view.epoch > cur.epoch {
+            log::info!(
+                "{} replica {}: view {} committed: members {:?}, learners {:?}",
+                self.service,
+                self.me,
+                view.epoch,
+                view.members,
+                view.learners
+            );
+            *cur = view.clone();
+        }
+    }
+
+    /// Whether this replica may vote in membership decisions (false after an empty restart
+    /// until it has learned the view from the others).
+    pub async fn votes(&self) -> bool {
+        self.acceptor.lock().await.votes()
+    }
+
+    /// After an empty restart: asks the other replicas for their committed view until enough
+    /// voting replicas answered, then learns it and may vote again. Runs until done.
+    pub async fn recover(self: Arc<Self>) {
+        let replicas = self.acceptor.lock().await.replicas;
+        let mut recovery = paxos::Recovery::new(self.me, replicas);
+        let mut pause = RECOVERY_FIRST_PAUSE;
+        log::info!("{} replica {}: started without membership state; asking the others", self.service, self.me);
+        let me = &*self;
+        loop {
+            let asks = me.peer_urls.iter().map(|(id, base)| async move {
+                let r = me
+                    .http
+                    .post(format!("{base}/internal/paxos"))
+                    .header(crate::wire::SECRET, &me.secret)
+                    .json(&paxos::Request::Query)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => r.json::<paxos::Reply>().await.ok().map(|reply| (*id, reply)),
+                    _ => None,
+                }
+            });
+            for (id, reply) in futures::future::join_all(asks).await.into_iter().flatten() {
+                if let Some(view) = recovery.on_report(id, &reply) {
+                    let mut state = self.acceptor.lock().await;
+                    let mut next = state.clone();
+                    if next.learned(view.clone()) {
+                        if let Err(e) = self.store.put_meta(paxos::META_KEY, next.encode()).await {
+                            log::warn!("persisting the learned view failed: {e}");
+                            break;
+                        }
+                        self.install(&next.committed);
+                        *state = next;
+                    }
+                    log::info!("{} replica {}: learned view {} from the others", self.service, self.me, view.epoch);
+                    return;
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RECOVERY_MAX_PAUSE);
+        }
     }
 
     /// Applies states sent by a primary: each only if its version is higher than ours.

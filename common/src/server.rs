@@ -197,6 +197,17 @@ async fn replicate(req: HttpRequest, batch: web::Json<ReplicateBatch>, app: web:
     }
 }
 
+async fn paxos(req: HttpRequest, msg: web::Json<crate::paxos::Request>, app: web::Data<ReplicaApp>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    match app.node.handle_paxos(&msg).await {
+        Ok(reply) => HttpResponse::Ok().json(reply),
+        // Not persisted, so not answered: the proposer treats it as no reply.
+        Err(e) => error_response(&HandlerError::Table(TableError::Node(NodeError::Store(e)))),
+    }
+}
+
 async fn view(req: HttpRequest, app: web::Data<ReplicaApp>) -> HttpResponse {
     if !authorized(&req, &app.secret) {
         return forbidden();
@@ -239,6 +250,7 @@ pub fn configure_replica(app: web::Data<ReplicaApp>) -> impl Fn(&mut web::Servic
             .route("/metrics", web::get().to(metrics))
             .route("/internal/replicate", web::post().to(replicate))
             .route("/internal/view", web::get().to(view))
+            .route("/internal/paxos", web::post().to(paxos))
             .route("/internal/digest", web::get().to(digest))
             .default_service(web::to(dispatch));
     }
@@ -285,9 +297,24 @@ where
 {
     let store = crate::storage::open_engine(&settings.engine, &settings.data_dir).map_err(std::io::Error::other)?;
     let replicas = &topology.nodes(settings.service).replicas;
+    let n = replicas.len() as u32;
     let peers = replicas.iter().enumerate().map(|(i, a)| (i as u32, format!("http://{a}"))).collect();
-    let view = crate::wire::View::initial(replicas.len() as u32);
-    let node = Arc::new(Node::new(settings.id, settings.service, store, peers, settings.secret.clone(), view));
+    let stored = store.get_meta(crate::paxos::META_KEY).await.map_err(std::io::Error::other)?;
+    let acceptor = match stored.as_deref().and_then(crate::paxos::AcceptorState::decode) {
+        Some(state) => state,
+        None if settings.bootstrap => {
+            // The cluster's very first start: every replica begins with the initial view.
+            let state = crate::paxos::AcceptorState::initial(n);
+            store.put_meta(crate::paxos::META_KEY, state.encode()).await.map_err(std::io::Error::other)?;
+            state
+        }
+        None => crate::paxos::AcceptorState::fresh_empty(n),
+    };
+    let recovering = !acceptor.votes();
+    let node = Arc::new(Node::new(settings.id, settings.service, store, peers, settings.secret.clone(), acceptor));
+    if recovering && n > 1 {
+        tokio::spawn(node.clone().recover());
+    }
     log::info!(
         "{} replica {} serving on {} ({} engine, data in {})",
         settings.service,

@@ -28,6 +28,11 @@ pub struct ReplicaSettings {
     pub secret: String,
     /// HTTP worker threads (one per core on the small machines this targets).
     pub workers: usize,
+    /// Whether this is the cluster's very first start: a replica without membership state
+    /// then starts from the initial view and may vote at once. Otherwise a replica without
+    /// state (an empty restart) must learn the view from the others before it votes. The
+    /// launcher sets it only for a replica whose data folder did not exist.
+    pub bootstrap: bool,
 }
 
 /// Settings of a coordinator process.
@@ -89,6 +94,7 @@ impl ReplicaSettings {
             ("engine", "redb"),
             ("secret", ""),
             ("workers", "2"),
+            ("bootstrap", "false"),
         ])?;
         let t = check_common(&s.topology, &s.secret, s.workers)?;
         if s.id as usize >= t.nodes(s.service).replicas.len() {

@@ -178,6 +178,29 @@ impl Forwarder {
         read(resp).await
     }
 
+    /// Sends a membership message to replica `id` and reads its reply.
+    pub async fn paxos(
+        &self,
+        id: u32,
+        request: &common::paxos::Request,
+        timeout: Duration,
+    ) -> Result<common::paxos::Reply, SendError> {
+        let base = self.base(id)?;
+        let resp = self
+            .http
+            .post(format!("{base}/internal/paxos"))
+            .timeout(timeout)
+            .header(SECRET, &self.secret)
+            .json(request)
+            .send()
+            .await?;
+        let r = read(resp).await?;
+        if r.status != 200 {
+            return Err(SendError::Connect(format!("replica {id} answered {} to a membership message", r.status)));
+        }
+        serde_json::from_slice(&r.body).map_err(|e| SendError::Connect(format!("replica {id}: unreadable reply: {e}")))
+    }
+
     fn base(&self, id: u32) -> Result<&str, SendError> {
         self.bases.get(id as usize).map(String::as_str).ok_or_else(|| SendError::Connect(format!("no replica {id}")))
     }

@@ -19,6 +19,7 @@
 pub mod batch;
 pub mod error;
 pub mod forward;
+pub mod membership;
 pub mod routes;
 pub mod state;
 pub mod status;

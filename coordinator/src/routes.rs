@@ -29,6 +29,7 @@ pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
             .route("/admin/status", web::get().to(admin_status))
+            .route("/admin/view/{change}/{replica}", web::post().to(admin_view_change))
             .default_service(web::to(public));
     }
 }
@@ -44,6 +45,35 @@ async fn admin_status(req: HttpRequest, app: web::Data<Coordinator>) -> HttpResp
         HttpResponse::Ok().content_type("text/html; charset=utf-8").body(render_html(&status))
     } else {
         HttpResponse::Ok().json(&status)
+    }
+}
+
+/// `POST /admin/view/{evict|learner|promote}/{replica}` (cluster secret required): changes
+/// the view by Paxos and answers the view routed by afterwards. For operators and tests;
+/// the coordinators' own failure handling makes the same changes.
+async fn admin_view_change(
+    req: HttpRequest,
+    path: web::Path<(String, u32)>,
+    app: web::Data<Coordinator>,
+) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    let (change, id) = path.into_inner();
+    let n = app.forwarder.replicas();
+    if id >= n {
+        return HttpResponse::BadRequest().body(format!("no replica {id}"));
+    }
+    let f: fn(&common::wire::View, u32, u32) -> Option<common::wire::View> = match change.as_str() {
+        "evict" => common::paxos::evict,
+        "learner" => common::paxos::add_learner,
+        "promote" => common::paxos::promote,
+        _ => return HttpResponse::NotFound().body("no such view change"),
+    };
+    let what = format!("{change} replica {id}");
+    match app.change_view(&what, |v| f(v, id, n)).await {
+        Ok(view) => HttpResponse::Ok().json(view),
+        Err(e) => e.response(),
     }
 }
 

@@ -72,6 +72,9 @@ pub struct Coordinator {
     pub request_timeout: Duration,
     /// Timeout of a checkout or batch_init.
     pub long_timeout: Duration,
+    /// The highest ballot this coordinator has used or seen; held while it changes the view,
+    /// so its own changes run one at a time.
+    pub ballot: tokio::sync::Mutex<common::paxos::Ballot>,
 }
 
 impl Coordinator {
@@ -89,6 +92,7 @@ impl Coordinator {
             metrics: Metrics::new(),
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
             long_timeout: Duration::from_millis(settings.long_timeout_ms),
+            ballot: tokio::sync::Mutex::new(common::paxos::Ballot::ZERO),
         }
     }
 
@@ -102,8 +106,9 @@ impl Coordinator {
     }
 
     /// Asks every replica for its view and adopts the newest; replicas that do not answer are
-    /// skipped (the initial view stays if none does).
-    pub async fn learn_view(&self) {
+    /// skipped (the view stays if none does). Returns whether the view changed.
+    pub async fn learn_view(&self) -> bool {
+        let before = self.view.get().epoch;
         let asks = (0..self.forwarder.replicas()).map(|id| async move {
             (id, self.forwarder.get_internal(id, "/internal/view", STARTUP_VIEW_TIMEOUT).await)
         });
@@ -120,7 +125,15 @@ impl Coordinator {
             }
         }
         let view = self.view.get();
-        log::info!("routing by view epoch {}: members {:?}, learners {:?}", view.epoch, view.members, view.learners);
+        if view.epoch != before {
+            log::info!(
+                "routing by view epoch {}: members {:?}, learners {:?}",
+                view.epoch,
+                view.members,
+                view.learners
+            );
+        }
+        view.epoch != before
     }
 
     /// Forwards a request to the primary of `key`, sending `minted` as the minted key of a
@@ -140,6 +153,12 @@ impl Coordinator {
                 Outcome::Answer(reply) => return Ok(reply),
                 Outcome::Unavailable(reason) => {
                     self.note_unavailable(primary, req, &reason);
+                    // The primary may be out of a newer view we have not heard of: ask the
+                    // replicas, and retry at the key's new primary with the same request id.
+                    if retries < MISDIRECTED_RETRIES && self.learn_view().await {
+                        retries += 1;
+                        continue;
+                    }
                     return Err(CoordError::Unavailable { replica: primary, reason });
                 }
                 Outcome::Misdirected(offered) => {

@@ -1,0 +1,126 @@
+//! Changing the service's view (DESIGN section 4): one Paxos proposer per change, run over
+//! the replicas as acceptors with the pure protocol of `common::paxos`. A view is routed by
+//! only after a majority accepted it, and every replica is told the decision.
+
+use crate::error::CoordError;
+use crate::state::Coordinator;
+use common::paxos::{self, next_ballot, Ballot, Proposer, ProposerStep, Request};
+use common::wire::View;
+use futures::future::join_all;
+use std::time::Duration;
+
+/// How long a replica may take to answer a membership message: it persists its vote
+/// (one fsync) before answering, so a live replica answers within milliseconds.
+const PAXOS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Rounds one change may take before it gives up (each lost to a competing proposal or
+/// short of a majority); the caller may try again later.
+const MAX_ROUNDS: u32 = 8;
+/// Pause after a lost round, times the round number, so two dueling coordinators drift apart.
+const ROUND_BACKOFF: Duration = Duration::from_millis(30);
+
+/// How one round ended.
+enum Round {
+    Chosen(View),
+    Retry(Ballot),
+    Adopt(View),
+    NoQuorum,
+}
+
+impl Coordinator {
+    /// Changes the view with `change` (from `common::paxos`: evict, add_learner, promote),
+    /// applied to the newest view; `change` returning `None` means there is nothing to do
+    /// (already done, or not allowed). Returns the view routed by afterwards.
+    pub async fn change_view(&self, what: &str, change: impl Fn(&View) -> Option<View>) -> Result<View, CoordError> {
+        let mut seen = self.ballot.lock().await;
+        let n = self.forwarder.replicas();
+        for round in 1..=MAX_ROUNDS {
+            let base = self.view.get();
+            let Some(proposal) = change(&base) else {
+                return Ok(base);
+            };
+            let ballot = next_ballot(*seen, self.id);
+            *seen = ballot;
+            let mut proposer = Proposer::new(base.epoch + 1, ballot, proposal, n)
+                .map_err(|e| CoordError::Internal(format!("invalid proposal for {what}: {e:?}")))?;
+            match self.round(&mut proposer, &base).await {
+                Round::Chosen(view) => {
+                    self.metrics.inc("coordinator_view_changes_total", common::metrics::labels(&[("change", what)]));
+                    log::info!(
+                        "{what}: view {} chosen: members {:?}, learners {:?}",
+                        view.epoch,
+                        view.members,
+                        view.learners
+                    );
+                    self.broadcast(&Request::Commit { view: view.clone() }).await;
+                    self.view.offer(view.clone());
+                    return Ok(view);
+                }
+                Round::Adopt(view) => {
+                    self.view.offer(view);
+                }
+                Round::Retry(higher) => {
+                    *seen = (*seen).max(higher);
+                    tokio::time::sleep(ROUND_BACKOFF * round).await;
+                }
+                Round::NoQuorum => {
+                    log::warn!("{what}: round {round} reached no majority");
+                    tokio::time::sleep(ROUND_BACKOFF * round).await;
+                }
+            }
+        }
+        Err(CoordError::Internal(format!("{what}: no view decided after {MAX_ROUNDS} rounds")))
+    }
+
+    /// Sends `request` to every replica at once; the replies that came, by replica.
+    async fn broadcast(&self, request: &Request) -> Vec<(u32, paxos::Reply)> {
+        let sends = (0..self.forwarder.replicas())
+            .map(|id| async move { (id, self.forwarder.paxos(id, request, PAXOS_TIMEOUT).await) });
+        join_all(sends).await.into_iter().filter_map(|(id, r)| r.ok().map(|reply| (id, reply))).collect()
+    }
+
+    /// One proposer round: prepare, then accept.
+    async fn round(&self, p: &mut Proposer, base: &View) -> Round {
+        for phase in [Phase::Prepare, Phase::Accept] {
+            let request = p.request();
+            let mut moved_on = false;
+            for (id, reply) in self.broadcast(&request).await {
+                let mut step = phase.feed(p, id, &reply);
+                if let ProposerStep::CatchUp(r) = step {
+                    // The replica missed the view the proposal builds on: tell it, ask again.
+                    let _ = self.forwarder.paxos(r, &Request::Commit { view: base.clone() }, PAXOS_TIMEOUT).await;
+                    step = match self.forwarder.paxos(r, &request, PAXOS_TIMEOUT).await {
+                        Ok(reply) => phase.feed(p, r, &reply),
+                        Err(_) => ProposerStep::Wait,
+                    };
+                }
+                match step {
+                    ProposerStep::Wait | ProposerStep::CatchUp(_) => {}
+                    ProposerStep::SendAccept(_) => moved_on = true,
+                    ProposerStep::Chosen(view) => return Round::Chosen(view),
+                    ProposerStep::Retry { higher_than } => return Round::Retry(higher_than),
+                    ProposerStep::Adopt(view) => return Round::Adopt(view),
+                }
+            }
+            if !moved_on {
+                return Round::NoQuorum;
+            }
+        }
+        Round::NoQuorum
+    }
+}
+
+/// The two phases of a round.
+#[derive(Clone, Copy)]
+enum Phase {
+    Prepare,
+    Accept,
+}
+
+impl Phase {
+    fn feed(self, p: &mut Proposer, from: u32, reply: &paxos::Reply) -> ProposerStep {
+        match self {
+            Phase::Prepare => p.on_promise(from, reply),
+            Phase::Accept => p.on_accepted(from, reply),
+        }
+    }
+}

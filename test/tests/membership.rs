@@ -1,0 +1,82 @@
+//! Membership scenarios: views changed by Paxos across real replica processes.
+
+mod support;
+
+use common::topology::Service;
+use common::wire::{View, SECRET};
+use support::{start, Node};
+use webshop_tests::{run_parallel, Api};
+
+async fn admin(c: &support::TestCluster, s: Service, path: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{}{path}", c.topology().nodes(s).coordinators[0]))
+        .header(SECRET, c.secret())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn replica_view(c: &support::TestCluster, s: Service, id: usize) -> View {
+    reqwest::Client::new()
+        .get(format!("http://{}/internal/view", c.topology().nodes(s).replicas[id]))
+        .header(SECRET, c.secret())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn root(c: &support::TestCluster, s: Service, id: usize) -> String {
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/internal/digest", c.topology().nodes(s).replicas[id]))
+        .header(SECRET, c.secret())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["root"].as_str().unwrap().to_string()
+}
+
+/// A replica evicted by a committed view gets no more writes: it can then die without
+/// stopping them, every replica learns the view, and the other coordinator follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_replica_is_out_of_the_write_path() {
+    let mut c = start(3).await;
+    let api = Api::new(&c.gateway_url());
+    let item = api.post_ok("/stock/item/create/1").await["item_id"].as_str().unwrap().to_string();
+
+    // Without the secret the view cannot be changed.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/admin/view/evict/2", c.topology().stock.coordinators[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(replica_view(&c, Service::Stock, 0).await.epoch, 1);
+
+    let r = admin(&c, Service::Stock, "/admin/view/evict/2").await;
+    assert_eq!(r.status(), 200);
+    let view: View = r.json().await.unwrap();
+    assert_eq!((view.epoch, view.members.clone()), (2, vec![0, 1]));
+    for id in 0..3 {
+        assert_eq!(replica_view(&c, Service::Stock, id).await, view, "replica {id} learned the view");
+    }
+    // A majority must stay: evicting a second replica is refused (the view stays).
+    let r = admin(&c, Service::Stock, "/admin/view/evict/1").await;
+    assert_eq!(r.json::<View>().await.unwrap(), view);
+
+    c.kill(Node::Replica(Service::Stock, 2));
+    // Both coordinators (nginx alternates) route writes by the new view.
+    let statuses = run_parallel(100, 16, |_| {
+        let (api, item) = (api.clone(), item.clone());
+        async move { api.post(&format!("/stock/add/{item}/1")).await.status }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(api.item(&item).await.0, 100);
+    assert_eq!(root(&c, Service::Stock, 0).await, root(&c, Service::Stock, 1).await);
+}
