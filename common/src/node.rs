@@ -21,6 +21,10 @@ use std::time::Duration;
 /// milliseconds, so 2 s means the peer is down, paused or starved.
 pub const FANOUT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a primary waits for a coordinator to settle a suspicion: a re-probe (0.5 s at
+/// most) and, if the peer is gone, a Paxos round (a few milliseconds when replicas answer).
+const SUSPECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// First pause between rounds of membership queries after an empty restart.
 const RECOVERY_FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// Longest pause between those rounds: the others may all be restarting too.
@@ -80,8 +84,10 @@ pub struct Node {
     peer_urls: HashMap<u32, String>,
     /// The cluster secret.
     secret: String,
-    /// Client for membership queries to peers.
+    /// Client for membership queries to peers and coordinators.
     http: reqwest::Client,
+    /// This service's coordinators (`http://host:port`), told about peers that fail.
+    coordinators: Vec<String>,
 }
 
 impl Node {
@@ -116,7 +122,14 @@ impl Node {
             peer_urls,
             secret,
             http,
+            coordinators: Vec::new(),
         }
+    }
+
+    /// The same node, reporting failed peers to these coordinators (`host:port`).
+    pub fn with_coordinators(mut self, addrs: &[String]) -> Node {
+        self.coordinators = addrs.iter().map(|a| format!("http://{a}")).collect();
+        self
     }
 
     /// A single-replica node with no peers (unit tests).
@@ -168,7 +181,10 @@ impl Node {
         self.fan_out(records).await
     }
 
-    /// Sends states to every peer of the view and waits for all acknowledgements.
+    /// Sends states to every peer of the view and waits for all acknowledgements. A peer that
+    /// does not acknowledge is reported to a coordinator, which evicts it by a committed view
+    /// if a re-probe confirms it is gone; the write then counts as replicated once every peer
+    /// that failed is out of the view (the remaining members all acknowledged).
     async fn fan_out(&self, records: Vec<Record>) -> Result<(), NodeError> {
         let view = self.view();
         let peers = view.peers_of(self.me);
@@ -177,17 +193,58 @@ impl Node {
         }
         // A bulk write (batch_init) travels in several requests of bounded size.
         let chunks: Vec<Arc<Vec<Record>>> = records.chunks(MAX_BATCH_RECORDS).map(|c| Arc::new(c.to_vec())).collect();
-        let sends = peers.into_iter().flat_map(|id| chunks.iter().map(move |c| (id, c.clone()))).map(|(id, chunk)| {
+        let sends = peers.into_iter().map(|id| {
+            let chunks = &chunks;
             let epoch = view.epoch;
             async move {
-                let link = self
-                    .links
-                    .get(&id)
-                    .ok_or_else(|| NodeError::Unavailable(format!("replica {id} has no address")))?;
-                link.send(epoch, chunk).await.map_err(NodeError::Unavailable)
+                let Some(link) = self.links.get(&id) else {
+                    return Err((id, "no address".to_string()));
+                };
+                let acks = futures::future::join_all(chunks.iter().map(|c| link.send(epoch, c.clone()))).await;
+                match acks.into_iter().find_map(Result::err) {
+                    Some(e) => Err((id, e)),
+                    None => Ok(()),
+                }
             }
         });
-        futures::future::try_join_all(sends).await.map(|_| ())
+        let failed: Vec<(u32, String)> =
+            futures::future::join_all(sends).await.into_iter().filter_map(Result::err).collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        for (id, why) in &failed {
+            log::warn!("{} replica {}: no acknowledgement from replica {id}: {why}", self.service, self.me);
+            if let Some(view) = self.suspect(*id).await {
+                self.install(&view);
+            }
+        }
+        let now = self.view();
+        let gone = |id: &u32| !now.members.contains(id) && !now.learners.contains(id);
+        if now.members.contains(&self.me) && failed.iter().all(|(id, _)| gone(id)) {
+            return Ok(());
+        }
+        let names: Vec<String> = failed.iter().map(|(id, why)| format!("replica {id}: {why}")).collect();
+        Err(NodeError::Unavailable(names.join("; ")))
+    }
+
+    /// Reports a peer that did not acknowledge to a coordinator of this service (the first
+    /// that answers); returns the view the coordinator routes by afterwards.
+    async fn suspect(&self, peer: u32) -> Option<View> {
+        for base in &self.coordinators {
+            let r = self
+                .http
+                .post(format!("{base}/internal/suspect/{peer}"))
+                .timeout(SUSPECT_TIMEOUT)
+                .header(crate::wire::SECRET, &self.secret)
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().is_success() => return r.json::<View>().await.ok(),
+                Ok(r) => log::warn!("coordinator {base} answered {} to a suspicion", r.status()),
+                Err(e) => log::warn!("coordinator {base}: {e}"),
+            }
+        }
+        None
     }
 
     /// Handles one membership message (DESIGN section 4): decides on a copy of the acceptor

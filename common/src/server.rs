@@ -311,7 +311,10 @@ where
         None => crate::paxos::AcceptorState::fresh_empty(n),
     };
     let recovering = !acceptor.votes();
-    let node = Arc::new(Node::new(settings.id, settings.service, store, peers, settings.secret.clone(), acceptor));
+    let node = Arc::new(
+        Node::new(settings.id, settings.service, store, peers, settings.secret.clone(), acceptor)
+            .with_coordinators(&topology.nodes(settings.service).coordinators),
+    );
     if recovering && n > 1 {
         tokio::spawn(node.clone().recover());
     }

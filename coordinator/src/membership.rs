@@ -18,6 +18,10 @@ const MAX_ROUNDS: u32 = 8;
 /// Pause after a lost round, times the round number, so two dueling coordinators drift apart.
 const ROUND_BACKOFF: Duration = Duration::from_millis(30);
 
+/// How long a re-probe waits for `/health` before the replica counts as dead. A live
+/// replica answers in well under a millisecond; a paused or dead one never does.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How one round ended.
 enum Round {
     Chosen(View),
@@ -69,6 +73,34 @@ impl Coordinator {
             }
         }
         Err(CoordError::Internal(format!("{what}: no view decided after {MAX_ROUNDS} rounds")))
+    }
+
+    /// Re-probes replica `id` after a failure was seen; if it does not answer either, evicts
+    /// it by a committed view. Returns whether `id` is out of the view afterwards. A view
+    /// keeps a majority of the replicas: an eviction below that is not made (DESIGN section 3),
+    /// and writes then fail with 503 instead.
+    pub async fn evict_if_dead(&self, id: u32) -> bool {
+        if !self.view.get().members.contains(&id) && !self.view.get().learners.contains(&id) {
+            return true;
+        }
+        if self.forwarder.get_internal(id, "/health", PROBE_TIMEOUT).await.is_ok_and(|r| r.status == 200) {
+            return false;
+        }
+        let n = self.forwarder.replicas();
+        match self.change_view(&format!("evict replica {id} (no answer)"), |v| paxos::evict(v, id, n)).await {
+            Ok(view) => {
+                let out = !view.members.contains(&id) && !view.learners.contains(&id);
+                if out {
+                    self.metrics
+                        .inc("coordinator_evictions_total", common::metrics::labels(&[("replica", &id.to_string())]));
+                }
+                out
+            }
+            Err(e) => {
+                log::warn!("evicting replica {id} failed: {e}");
+                false
+            }
+        }
     }
 
     /// Sends `request` to every replica at once; the replies that came, by replica.

@@ -30,6 +30,7 @@ pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig
             .route("/metrics", web::get().to(metrics))
             .route("/admin/status", web::get().to(admin_status))
             .route("/admin/view/{change}/{replica}", web::post().to(admin_view_change))
+            .route("/internal/suspect/{replica}", web::post().to(suspect))
             .default_service(web::to(public));
     }
 }
@@ -75,6 +76,21 @@ async fn admin_view_change(
         Ok(view) => HttpResponse::Ok().json(view),
         Err(e) => e.response(),
     }
+}
+
+/// `POST /internal/suspect/{replica}` (cluster secret required): a primary could not get a
+/// peer's acknowledgement. The peer is re-probed and evicted if it does not answer; the reply
+/// is the view routed by afterwards, which the primary serves by before it answers its write.
+async fn suspect(req: HttpRequest, path: web::Path<u32>, app: web::Data<Coordinator>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    let id = path.into_inner();
+    if id >= app.forwarder.replicas() {
+        return HttpResponse::BadRequest().body(format!("no replica {id}"));
+    }
+    app.evict_if_dead(id).await;
+    HttpResponse::Ok().json(app.view.get())
 }
 
 /// Every other path: a public request of the service (or a 404).

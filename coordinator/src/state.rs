@@ -155,7 +155,7 @@ impl Coordinator {
                     self.note_unavailable(primary, req, &reason);
                     // The primary may be out of a newer view we have not heard of: ask the
                     // replicas, and retry at the key's new primary with the same request id.
-                    if retries < MISDIRECTED_RETRIES && self.learn_view().await {
+                    if retries < MISDIRECTED_RETRIES && (self.learn_view().await || self.evict_if_dead(primary).await) {
                         retries += 1;
                         continue;
                     }

@@ -80,3 +80,32 @@ async fn an_evicted_replica_is_out_of_the_write_path() {
     assert_eq!(api.item(&item).await.0, 100);
     assert_eq!(root(&c, Service::Stock, 0).await, root(&c, Service::Stock, 1).await);
 }
+
+/// A replica killed without warning is evicted on the first failure that involves it: a
+/// coordinator that cannot reach it as a primary, or a primary whose fan-out it does not
+/// acknowledge, re-probes it and has it evicted by a committed view; every write succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_is_evicted_and_writes_go_on() {
+    let mut c = start(3).await;
+    let api = Api::new(&c.gateway_url());
+    let items: Vec<String> = run_parallel(30, 8, |_| {
+        let api = api.clone();
+        async move { api.post_ok("/stock/item/create/1").await["item_id"].as_str().unwrap().to_string() }
+    })
+    .await;
+    c.kill(Node::Replica(Service::Stock, 1));
+    let statuses = run_parallel(items.len(), 8, |i| {
+        let (api, item) = (api.clone(), items[i].clone());
+        async move { api.post(&format!("/stock/add/{item}/1")).await.status }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    for item in &items {
+        assert_eq!(api.item(item).await.0, 1, "item {item}");
+    }
+    for id in [0, 2] {
+        let v = replica_view(&c, Service::Stock, id).await;
+        assert_eq!((v.epoch, v.members.clone()), (2, vec![0, 2]), "replica {id}");
+    }
+    assert_eq!(root(&c, Service::Stock, 0).await, root(&c, Service::Stock, 2).await);
+}
