@@ -308,20 +308,10 @@ async fn three_replicas_hold_the_same_data() {
     let c = start(3).await;
     let api = Api::new(&c.gateway_url());
     assert_eq!(consistency_run(&api).await, (100, 900));
-    let http = reqwest::Client::new();
     for s in Service::ALL {
         let mut roots = Vec::new();
-        for addr in &c.topology().nodes(s).replicas {
-            let v: Value = http
-                .get(format!("http://{addr}/internal/digest"))
-                .header(common::wire::SECRET, c.secret())
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            roots.push(v["root"].as_str().unwrap().to_string());
+        for id in 0..c.topology().nodes(s).replicas.len() {
+            roots.push(c.root(s, id).await);
         }
         assert!(roots.iter().all(|r| *r == roots[0]), "{s} replicas differ: {roots:?}");
     }

@@ -17,28 +17,7 @@ async fn admin(c: &support::TestCluster, s: Service, path: &str) -> reqwest::Res
 }
 
 async fn replica_view(c: &support::TestCluster, s: Service, id: usize) -> View {
-    reqwest::Client::new()
-        .get(format!("http://{}/internal/view", c.topology().nodes(s).replicas[id]))
-        .header(SECRET, c.secret())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn root(c: &support::TestCluster, s: Service, id: usize) -> String {
-    let v: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/internal/digest", c.topology().nodes(s).replicas[id]))
-        .header(SECRET, c.secret())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["root"].as_str().unwrap().to_string()
+    serde_json::from_value(c.replica_json(s, id, "/internal/view").await).unwrap()
 }
 
 /// A replica evicted by a committed view gets no more writes: it can then die without
@@ -78,7 +57,7 @@ async fn an_evicted_replica_is_out_of_the_write_path() {
     .await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(api.item(&item).await.0, 100);
-    assert_eq!(root(&c, Service::Stock, 0).await, root(&c, Service::Stock, 1).await);
+    assert_eq!(c.root(Service::Stock, 0).await, c.root(Service::Stock, 1).await);
 }
 
 /// A replica killed without warning is evicted on the first failure that involves it: a
@@ -107,5 +86,5 @@ async fn a_killed_replica_is_evicted_and_writes_go_on() {
         let v = replica_view(&c, Service::Stock, id).await;
         assert_eq!((v.epoch, v.members.clone()), (2, vec![0, 2]), "replica {id}");
     }
-    assert_eq!(root(&c, Service::Stock, 0).await, root(&c, Service::Stock, 2).await);
+    assert_eq!(c.root(Service::Stock, 0).await, c.root(Service::Stock, 2).await);
 }

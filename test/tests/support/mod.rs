@@ -64,6 +64,24 @@ impl TestCluster {
         self.cluster.secret()
     }
 
+    /// GETs an internal endpoint of a replica (with the cluster secret) as JSON.
+    pub async fn replica_json(&self, s: Service, id: usize, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("http://{}{path}", self.topology().nodes(s).replicas[id]))
+            .header(common::wire::SECRET, self.secret())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{s} replica {id} {path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{s} replica {id} {path}: {e}"))
+    }
+
+    /// A replica's digest root (hex).
+    pub async fn root(&self, s: Service, id: usize) -> String {
+        self.replica_json(s, id, "/internal/digest").await["root"].as_str().unwrap().to_string()
+    }
+
     /// Kills a process with SIGKILL.
     pub fn kill(&mut self, n: Node) {
         self.cluster.kill(n.proc_id()).unwrap_or_else(|e| panic!("kill {n:?}: {e:#}"));
