@@ -322,12 +322,21 @@ fn supervise(shared: Arc<Shared>) {
     }
 }
 
-/// Whether `addr` answers as `role` should when it is ready: nodes with 200 on `/health`;
-/// nginx with any HTTP answer (it routes nothing of its own, so `/` is its 404).
+/// Whether `addr` answers as `role` should when it is ready: nodes with 200 on `/health`,
+/// or a replica that restarted without its data with its 503 `recovering` (it is up, and
+/// waits to be evicted and re-joined); nginx with any HTTP answer (it routes nothing of its
+/// own, so `/` is its 404).
 fn probe(role: Role, addr: &str) -> Result<(), String> {
     let path = if role == Role::Balancer { "/" } else { "/health" };
     match http::get(addr, path, PROBE_TIMEOUT) {
         Ok(r) if role == Role::Balancer || r.status == 200 => Ok(()),
+        Ok(r)
+            if role == Role::Replica
+                && r.status == 503
+                && r.header(common::wire::UNAVAILABLE_CAUSE) == Some(common::wire::RECOVERING) =>
+        {
+            Ok(())
+        }
         Ok(r) => Err(format!("GET {path} answered {}", r.status)),
         Err(e) => Err(format!("GET {path}: {e}")),
     }

@@ -19,10 +19,28 @@ pub const SENDERS_PER_PEER: usize = 4;
 /// Most records in one request: bounds a request's size (about 0.5 KiB per record).
 pub const MAX_BATCH_RECORDS: usize = 4096;
 
+/// Why a peer did not acknowledge a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The peer holds a newer view: the batch's epoch is stale. Carries the peer's view.
+    Stale(crate::wire::View),
+    /// No acknowledgement: refused, timed out, or failed on the peer.
+    Failed(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Stale(v) => write!(f, "stale epoch (peer has view {})", v.epoch),
+            SendError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 struct Job {
     epoch: u64,
     records: Arc<Vec<Record>>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), SendError>>,
 }
 
 /// The wire shape of [`crate::node::ReplicateBatch`], borrowing the records.
@@ -55,10 +73,10 @@ impl PeerLink {
     }
 
     /// Sends states made under `epoch` and waits for the peer's acknowledgement.
-    pub async fn send(&self, epoch: u64, records: Arc<Vec<Record>>) -> Result<(), String> {
+    pub async fn send(&self, epoch: u64, records: Arc<Vec<Record>>) -> Result<(), SendError> {
         let (done, wait) = oneshot::channel();
-        self.queue.send(Job { epoch, records, done }).map_err(|_| "peer link closed".to_string())?;
-        wait.await.map_err(|_| "peer link dropped the write".to_string())?
+        self.queue.send(Job { epoch, records, done }).map_err(|_| SendError::Failed("peer link closed".into()))?;
+        wait.await.map_err(|_| SendError::Failed("peer link dropped the write".into()))?
     }
 }
 
@@ -91,8 +109,12 @@ async fn send_group(peer: u32, http: &reqwest::Client, url: &str, secret: &str, 
         let body = BatchRef { epoch, records: group.iter().flat_map(|j| j.records.iter()).collect() };
         let outcome = match http.post(url).header(SECRET, secret).header(EPOCH, epoch).json(&body).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("replica {peer} answered {}", r.status())),
-            Err(e) => Err(format!("replica {peer}: {e}")),
+            Ok(r) if r.status().as_u16() == crate::wire::STATUS_MISDIRECTED => match r.json().await {
+                Ok(view) => Err(SendError::Stale(view)),
+                Err(e) => Err(SendError::Failed(format!("replica {peer}: misdirected without a view: {e}"))),
+            },
+            Ok(r) => Err(SendError::Failed(format!("replica {peer} answered {}", r.status()))),
+            Err(e) => Err(SendError::Failed(format!("replica {peer}: {e}"))),
         };
         for job in group {
             let _ = job.done.send(outcome.clone());
@@ -161,7 +183,7 @@ mod tests {
         let (base, _) = peer(500).await;
         let link = PeerLink::spawn(1, base, reqwest::Client::new(), "s".into());
         let err = link.send(1, recs(0)).await.unwrap_err();
-        assert!(err.contains("500"), "{err}");
+        assert!(err.to_string().contains("500"), "{err}");
         // Nobody listens here: a refused connection is an error, not a hang.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let link = PeerLink::spawn(2, format!("http://{dead}"), reqwest::Client::new(), "s".into());

@@ -6,7 +6,7 @@
 //! and answers only after all of them acknowledged. Peers apply a state only if its version
 //! is higher than what they hold.
 
-use crate::fanout::{PeerLink, MAX_BATCH_RECORDS};
+use crate::fanout::{PeerLink, SendError, MAX_BATCH_RECORDS};
 use crate::paxos::{self, AcceptorState};
 use crate::storage::{DynStore, Expect, Put, Record, StoreError};
 use crate::topology::Service;
@@ -24,6 +24,10 @@ pub const FANOUT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a primary waits for a coordinator to settle a suspicion: a re-probe (0.5 s at
 /// most) and, if the peer is gone, a Paxos round (a few milliseconds when replicas answer).
 const SUSPECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a fan-out is sent again under a newer view a peer reported, before the write
+/// fails: views change rarely, so more than a couple in one write means something is wrong.
+const STALE_RESENDS: usize = 3;
 
 /// First pause between rounds of membership queries after an empty restart.
 const RECOVERY_FIRST_PAUSE: Duration = Duration::from_millis(100);
@@ -88,6 +92,11 @@ pub struct Node {
     http: reqwest::Client,
     /// This service's coordinators (`http://host:port`), told about peers that fail.
     coordinators: Vec<String>,
+    /// Set when the node started without membership state (its store was empty or lost)
+    /// in a service of several replicas; cleared once it is not a full member of its view.
+    /// While it is a full member in this state it has none of the data it should hold, so it
+    /// serves nothing and reports itself unhealthy until it is evicted and re-joins.
+    empty_start: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -123,6 +132,7 @@ impl Node {
             secret,
             http,
             coordinators: Vec::new(),
+            empty_start: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -130,6 +140,43 @@ impl Node {
     pub fn with_coordinators(mut self, addrs: &[String]) -> Node {
         self.coordinators = addrs.iter().map(|a| format!("http://{a}")).collect();
         self
+    }
+
+    /// Marks the node as started without membership state (see `needs_rejoin`).
+    pub fn started_empty(self) -> Node {
+        self.empty_start.store(true, std::sync::atomic::Ordering::SeqCst);
+        self
+    }
+
+    /// Whether the node is a full member that lost its data (an empty restart): it must be
+    /// evicted and re-join as a learner before it serves.
+    pub fn needs_rejoin(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !self.empty_start.load(SeqCst) {
+            return false;
+        }
+        if self.view.read().unwrap().members.contains(&self.me) {
+            return true;
+        }
+        self.empty_start.store(false, SeqCst);
+        false
+    }
+
+    /// Streams every stored document to replica `target` (a learner catching up), in
+    /// batches under the current epoch; the target applies each only if it is newer than
+    /// what it holds. Returns how many documents were sent.
+    pub async fn push_to(&self, target: u32) -> Result<usize, NodeError> {
+        let link = self.links.get(&target).ok_or_else(|| NodeError::Unavailable(format!("no replica {target}")))?;
+        let mut after: Option<String> = None;
+        let mut sent = 0;
+        loop {
+            let page = self.store.scan(after.as_deref(), MAX_BATCH_RECORDS).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            sent += page.len();
+            link.send(self.epoch(), Arc::new(page)).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+        }
+        Ok(sent)
     }
 
     /// A single-replica node with no peers (unit tests).
@@ -181,50 +228,74 @@ impl Node {
         self.fan_out(records).await
     }
 
-    /// Sends states to every peer of the view and waits for all acknowledgements. A peer that
-    /// does not acknowledge is reported to a coordinator, which evicts it by a committed view
-    /// if a re-probe confirms it is gone; the write then counts as replicated once every peer
-    /// that failed is out of the view (the remaining members all acknowledged).
+    /// Sends states to every peer of the view and waits for all acknowledgements.
+    ///
+    /// A peer that holds a newer view refuses the batch as stale: the node then serves by that
+    /// view and sends again under it, if it is still the primary of every key (else the write
+    /// is misdirected and the coordinator retries it at the new primary). A peer that does
+    /// not acknowledge is reported to a coordinator, which evicts it by a committed view if a
+    /// re-probe confirms it is gone; the write then counts as replicated once every peer that
+    /// failed is out of the view (the remaining members all acknowledged).
     async fn fan_out(&self, records: Vec<Record>) -> Result<(), NodeError> {
-        let view = self.view();
-        let peers = view.peers_of(self.me);
-        if peers.is_empty() {
-            return Ok(());
-        }
         // A bulk write (batch_init) travels in several requests of bounded size.
         let chunks: Vec<Arc<Vec<Record>>> = records.chunks(MAX_BATCH_RECORDS).map(|c| Arc::new(c.to_vec())).collect();
-        let sends = peers.into_iter().map(|id| {
-            let chunks = &chunks;
-            let epoch = view.epoch;
-            async move {
-                let Some(link) = self.links.get(&id) else {
-                    return Err((id, "no address".to_string()));
-                };
-                let acks = futures::future::join_all(chunks.iter().map(|c| link.send(epoch, c.clone()))).await;
-                match acks.into_iter().find_map(Result::err) {
-                    Some(e) => Err((id, e)),
-                    None => Ok(()),
+        for _ in 0..STALE_RESENDS {
+            let view = self.view();
+            let peers = view.peers_of(self.me);
+            if peers.is_empty() {
+                return Ok(());
+            }
+            let failed = self.send_all(&view, &peers, &chunks).await;
+            if failed.is_empty() {
+                return Ok(());
+            }
+            let mut resend = false;
+            for (id, why) in &failed {
+                match why {
+                    SendError::Stale(newer) => {
+                        self.install(newer);
+                        resend = true;
+                    }
+                    SendError::Failed(why) => {
+                        log::warn!("{} replica {}: no acknowledgement from replica {id}: {why}", self.service, self.me);
+                        if let Some(view) = self.suspect(*id).await {
+                            self.install(&view);
+                        }
+                    }
                 }
             }
-        });
-        let failed: Vec<(u32, String)> =
-            futures::future::join_all(sends).await.into_iter().filter_map(Result::err).collect();
-        if failed.is_empty() {
-            return Ok(());
-        }
-        for (id, why) in &failed {
-            log::warn!("{} replica {}: no acknowledgement from replica {id}: {why}", self.service, self.me);
-            if let Some(view) = self.suspect(*id).await {
-                self.install(&view);
+            let now = self.view();
+            if records.iter().any(|r| now.primary(&r.key) != Some(self.me)) {
+                return Err(NodeError::Misdirected(Misdirected {
+                    view: now,
+                    reason: "not primary after a view change",
+                }));
+            }
+            let gone = |id: &u32| !now.members.contains(id) && !now.learners.contains(id);
+            if !resend {
+                if failed.iter().all(|(id, _)| gone(id)) {
+                    return Ok(());
+                }
+                let names: Vec<String> = failed.iter().map(|(id, why)| format!("replica {id}: {why}")).collect();
+                return Err(NodeError::Unavailable(names.join("; ")));
             }
         }
-        let now = self.view();
-        let gone = |id: &u32| !now.members.contains(id) && !now.learners.contains(id);
-        if now.members.contains(&self.me) && failed.iter().all(|(id, _)| gone(id)) {
-            return Ok(());
-        }
-        let names: Vec<String> = failed.iter().map(|(id, why)| format!("replica {id}: {why}")).collect();
-        Err(NodeError::Unavailable(names.join("; ")))
+        Err(NodeError::Unavailable("the view kept changing during the fan-out".into()))
+    }
+
+    /// Sends every chunk to every peer; the peers that did not acknowledge, with why.
+    async fn send_all(&self, view: &View, peers: &[u32], chunks: &[Arc<Vec<Record>>]) -> Vec<(u32, SendError)> {
+        let sends = peers.iter().map(|&id| async move {
+            let Some(link) = self.links.get(&id) else {
+                return Err((id, SendError::Failed("no address".into())));
+            };
+            let acks = futures::future::join_all(chunks.iter().map(|c| link.send(view.epoch, c.clone()))).await;
+            match acks.into_iter().find_map(Result::err) {
+                Some(e) => Err((id, e)),
+                None => Ok(()),
+            }
+        });
+        futures::future::join_all(sends).await.into_iter().filter_map(Result::err).collect()
     }
 
     /// Reports a peer that did not acknowledge to a coordinator of this service (the first

@@ -9,7 +9,9 @@ use crate::node::{Misdirected, Node, NodeError, ReplicateBatch};
 use crate::reply::Reply;
 use crate::routing::{resolve, KeySource, Method, RouteError, Target};
 use crate::table::TableError;
-use crate::wire::{BatchKeys, EPOCH, MINTED_KEY, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE};
+use crate::wire::{
+    BatchKeys, EPOCH, MINTED_KEY, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
+};
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use async_trait::async_trait;
@@ -141,6 +143,9 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>
     let Some(method) = method_of(&req) else {
         return HttpResponse::MethodNotAllowed().body("method not allowed");
     };
+    if app.node.needs_rejoin() {
+        return recovering();
+    }
     let target = match resolve(app.node.service, method, req.path()) {
         Ok(t) => t,
         Err(e) => return route_error_response(e),
@@ -225,6 +230,35 @@ async fn digest(req: HttpRequest, app: web::Data<ReplicaApp>) -> HttpResponse {
     }
 }
 
+/// The answer of a replica that lost its data while still a full member: its own failure,
+/// which gets it evicted so that it can re-join.
+fn recovering() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((UNAVAILABLE_CAUSE, RECOVERING))
+        .body("recovering: this replica lost its data and must re-join")
+}
+
+async fn replica_health(app: web::Data<ReplicaApp>) -> HttpResponse {
+    if app.node.needs_rejoin() {
+        return recovering();
+    }
+    health().await
+}
+
+async fn push(req: HttpRequest, path: web::Path<u32>, app: web::Data<ReplicaApp>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    let target = path.into_inner();
+    match app.node.push_to(target).await {
+        Ok(n) => {
+            log::info!("{} replica {}: pushed {n} documents to replica {target}", app.node.service, app.node.me);
+            HttpResponse::Ok().json(serde_json::json!({ "pushed": n }))
+        }
+        Err(e) => error_response(&HandlerError::Table(TableError::Node(e))),
+    }
+}
+
 /// `/health`: the process is up and serving.
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
@@ -246,9 +280,10 @@ pub fn configure_replica(app: web::Data<ReplicaApp>) -> impl Fn(&mut web::Servic
         cfg.app_data(app.clone())
             .app_data(web::JsonConfig::default().limit(MAX_BODY))
             .app_data(web::PayloadConfig::new(MAX_BODY))
-            .route("/health", web::get().to(health))
+            .route("/health", web::get().to(replica_health))
             .route("/metrics", web::get().to(metrics))
             .route("/internal/replicate", web::post().to(replicate))
+            .route("/internal/push/{target}", web::post().to(push))
             .route("/internal/view", web::get().to(view))
             .route("/internal/paxos", web::post().to(paxos))
             .route("/internal/digest", web::get().to(digest))
@@ -311,10 +346,12 @@ where
         None => crate::paxos::AcceptorState::fresh_empty(n),
     };
     let recovering = !acceptor.votes();
-    let node = Arc::new(
-        Node::new(settings.id, settings.service, store, peers, settings.secret.clone(), acceptor)
-            .with_coordinators(&topology.nodes(settings.service).coordinators),
-    );
+    let mut node = Node::new(settings.id, settings.service, store, peers, settings.secret.clone(), acceptor)
+        .with_coordinators(&topology.nodes(settings.service).coordinators);
+    if recovering && n > 1 {
+        node = node.started_empty();
+    }
+    let node = Arc::new(node);
     if recovering && n > 1 {
         tokio::spawn(node.clone().recover());
     }

@@ -55,6 +55,9 @@ pub struct CoordinatorSettings {
     /// Longest wait for a checkout or batch_init, in milliseconds: a checkout waits for its
     /// saga, which retries its steps while another service is unavailable.
     pub long_timeout_ms: u64,
+    /// How often the prober (run by the lowest-id live coordinator) probes evicted replicas
+    /// and re-joins those that answer, in milliseconds.
+    pub probe_interval_ms: u64,
 }
 
 /// A settings error, reported at start.
@@ -124,6 +127,9 @@ impl CoordinatorSettings {
             ("request_timeout_ms", "5000"),
             // A checkout retries saga steps while a dependency is briefly unavailable.
             ("long_timeout_ms", "60000"),
+            // A killed replica is back within a few seconds of its restart; probing once a
+            // second costs one tiny request per evicted replica.
+            ("probe_interval_ms", "1000"),
         ])?;
         let t = check_common(&s.topology, &s.secret, s.workers)?;
         if s.id as usize >= t.nodes(s.service).coordinators.len() {

@@ -18,6 +18,10 @@ pub const MINTED_KEY: &str = "x-webshop-key";
 /// is unavailable); such an answer never evicts the node that gave it.
 pub const UNAVAILABLE_CAUSE: &str = "x-webshop-unavailable";
 
+/// The `UNAVAILABLE_CAUSE` of a replica that lost its data while a full member: unlike the
+/// other causes this is the replica's own failure, and it gets the replica evicted.
+pub const RECOVERING: &str = "recovering";
+
 /// Status a replica answers when it is not the key's primary in its view, or the request's
 /// epoch is older than its own: distinct from every business and failure status, and never
 /// a reason to evict. The body is the replica's current [`View`].

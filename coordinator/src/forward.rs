@@ -6,7 +6,7 @@
 //! an answer (including a business 400) and a misdirected rejection never do.
 
 use actix_web::web::Bytes;
-use common::wire::{View, EPOCH, MINTED_KEY, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE};
+use common::wire::{View, EPOCH, MINTED_KEY, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE};
 use std::time::Duration;
 
 /// Idle keep-alive connections kept per replica: enough for the gateway's concurrency (the
@@ -99,6 +99,10 @@ pub fn classify(result: Result<ReplicaReply, SendError>) -> Outcome {
             // Only a replica speaking another protocol answers this: not a usable answer.
             Err(e) => Outcome::Unavailable(format!("misdirected reply without a view: {e}")),
         },
+        // A replica that lost its data answers nothing useful until it has re-joined.
+        Ok(r) if r.status == 503 && r.unavailable_cause.as_deref() == Some(RECOVERING) => {
+            Outcome::Unavailable("replica is recovering its data".into())
+        }
         Ok(r) => Outcome::Answer(r),
     }
 }
@@ -175,6 +179,13 @@ impl Forwarder {
     pub async fn get_internal(&self, id: u32, path: &str, timeout: Duration) -> Result<ReplicaReply, SendError> {
         let base = self.base(id)?;
         let resp = self.http.get(format!("{base}{path}")).timeout(timeout).header(SECRET, &self.secret).send().await?;
+        read(resp).await
+    }
+
+    /// Calls an internal POST endpoint (`/internal/push/..`) of replica `id`.
+    pub async fn post_internal(&self, id: u32, path: &str, timeout: Duration) -> Result<ReplicaReply, SendError> {
+        let base = self.base(id)?;
+        let resp = self.http.post(format!("{base}{path}")).timeout(timeout).header(SECRET, &self.secret).send().await?;
         read(resp).await
     }
 

@@ -20,6 +20,7 @@ pub mod batch;
 pub mod error;
 pub mod forward;
 pub mod membership;
+pub mod rejoin;
 pub mod routes;
 pub mod state;
 pub mod status;
@@ -31,7 +32,7 @@ use state::Coordinator;
 use std::future::Future;
 
 /// Runs a coordinator on `listener` until `shutdown` completes: learns the current view from
-/// the replicas (keeping the initial view if none answers), then serves.
+/// the replicas (keeping the initial view if none answers), starts the prober, then serves.
 pub async fn run(
     settings: CoordinatorSettings,
     topology: Topology,
@@ -48,6 +49,7 @@ pub async fn run(
         coordinator.replica_addrs
     );
     let app = actix_web::web::Data::new(coordinator);
+    tokio::spawn(app.clone().into_inner().prober());
     common::server::serve(listener, settings.workers, routes::configure(app), shutdown).await
 }
 

@@ -75,6 +75,11 @@ pub struct Coordinator {
     /// The highest ballot this coordinator has used or seen; held while it changes the view,
     /// so its own changes run one at a time.
     pub ballot: tokio::sync::Mutex<common::paxos::Ballot>,
+    /// This service's coordinators (`host:port`, id = index): the live one with the lowest
+    /// id runs the prober.
+    pub coordinator_addrs: Vec<String>,
+    /// How often the prober looks at evicted replicas.
+    pub probe_interval: Duration,
 }
 
 impl Coordinator {
@@ -93,6 +98,8 @@ impl Coordinator {
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
             long_timeout: Duration::from_millis(settings.long_timeout_ms),
             ballot: tokio::sync::Mutex::new(common::paxos::Ballot::ZERO),
+            coordinator_addrs: topology.nodes(settings.service).coordinators.clone(),
+            probe_interval: Duration::from_millis(settings.probe_interval_ms),
         }
     }
 

@@ -77,6 +77,27 @@ impl TestCluster {
             .unwrap_or_else(|e| panic!("{s} replica {id} {path}: {e}"))
     }
 
+    /// A replica's data folder.
+    pub fn data_dir(&self, s: Service, id: u32) -> std::path::PathBuf {
+        self._dir.path().join("data").join(format!("{s}-{id}"))
+    }
+
+    /// Waits until every replica of `s` is a full member of the view the replicas hold, at
+    /// most `within`; returns how long it took.
+    pub async fn wait_all_members(&self, s: Service, within: std::time::Duration) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        let n = self.topology().nodes(s).replicas.len();
+        loop {
+            let v = self.replica_json(s, 0, "/internal/view").await;
+            let members = v["members"].as_array().map(|m| m.len()).unwrap_or(0);
+            if members == n {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < within, "{s}: not every replica is a full member after {within:?}: {v}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// A replica's digest root (hex).
     pub async fn root(&self, s: Service, id: usize) -> String {
         self.replica_json(s, id, "/internal/digest").await["root"].as_str().unwrap().to_string()
