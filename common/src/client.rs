@@ -32,7 +32,12 @@ pub struct ServiceClient {
 impl ServiceClient {
     /// A client of the coordinators at `addrs` (`host:port`), with a per-call timeout.
     pub fn new(addrs: &[String], secret: &str, timeout: Duration) -> ServiceClient {
-        let http = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(64).build().expect("http client");
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
+            .build()
+            .expect("http client");
         ServiceClient {
             bases: addrs.iter().map(|a| format!("http://{a}")).collect(),
             next: AtomicUsize::new(0),

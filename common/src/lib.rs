@@ -9,6 +9,7 @@ pub mod balancer;
 pub mod client;
 pub mod digest;
 pub mod fanout;
+pub mod lease;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;

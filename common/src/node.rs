@@ -7,6 +7,7 @@
 //! is higher than what they hold.
 
 use crate::fanout::{PeerLink, SendError, MAX_BATCH_RECORDS};
+use crate::lease::Leases;
 use crate::paxos::{self, AcceptorState};
 use crate::storage::{DynStore, Expect, Put, Record, StoreError};
 use crate::topology::Service;
@@ -24,6 +25,10 @@ pub const FANOUT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a primary waits for a coordinator to settle a suspicion: a re-probe (0.5 s at
 /// most) and, if the peer is gone, a Paxos round (a few milliseconds when replicas answer).
 const SUSPECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The read lease unless a setting says otherwise: well under the time it takes to evict a
+/// replica that stopped answering (a fan-out timeout of 2 s plus a re-probe).
+pub const DEFAULT_LEASE: Duration = Duration::from_millis(1000);
 
 /// How often a fan-out is sent again under a newer view a peer reported, before the write
 /// fails: views change rarely, so more than a couple in one write means something is wrong.
@@ -97,6 +102,8 @@ pub struct Node {
     /// While it is a full member in this state it has none of the data it should hold, so it
     /// serves nothing and reports itself unhealthy until it is evicted and re-joins.
     empty_start: std::sync::atomic::AtomicBool,
+    /// Read-lease bookkeeping (`crate::lease`).
+    leases: std::sync::Mutex<Leases>,
 }
 
 impl Node {
@@ -111,8 +118,12 @@ impl Node {
         secret: String,
         acceptor: AcceptorState,
     ) -> Node {
-        let http =
-            reqwest::Client::builder().timeout(FANOUT_TIMEOUT).pool_max_idle_per_host(64).build().expect("http client");
+        let http = reqwest::Client::builder()
+            .timeout(FANOUT_TIMEOUT)
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
+            .build()
+            .expect("http client");
         let peer_urls: HashMap<u32, String> =
             peers.iter().filter(|(id, _)| **id != me).map(|(i, u)| (*i, u.clone())).collect();
         let links = peers
@@ -121,6 +132,7 @@ impl Node {
             .map(|(id, base)| (id, PeerLink::spawn(id, base, http.clone(), secret.clone())))
             .collect();
         let view = acceptor.committed.clone();
+        let leases = Leases::new(me, acceptor.replicas, DEFAULT_LEASE);
         Node {
             me,
             service,
@@ -133,6 +145,7 @@ impl Node {
             http,
             coordinators: Vec::new(),
             empty_start: std::sync::atomic::AtomicBool::new(false),
+            leases: std::sync::Mutex::new(leases),
         }
     }
 
@@ -140,6 +153,75 @@ impl Node {
     pub fn with_coordinators(mut self, addrs: &[String]) -> Node {
         self.coordinators = addrs.iter().map(|a| format!("http://{a}")).collect();
         self
+    }
+
+    /// The same node with a read lease of `lease` (see `has_lease`).
+    pub fn with_lease(self, lease: Duration) -> Node {
+        let replicas = self.acceptor.try_lock().expect("not shared yet").replicas;
+        *self.leases.lock().unwrap() = Leases::new(self.me, replicas, lease);
+        self
+    }
+
+    /// Whether this node may serve reads now: a majority of the replicas (itself included)
+    /// promised within the lease not to help depose it (`crate::lease`).
+    pub fn has_lease(&self) -> bool {
+        self.leases.lock().unwrap().holds(std::time::Instant::now())
+    }
+
+    /// Whether this node may serve reads, renewing the lease first if it ran out (after a
+    /// pause or a restart, the next heartbeat may be a while away).
+    pub async fn ensure_lease(&self) -> bool {
+        if self.has_lease() {
+            return true;
+        }
+        self.renew_lease().await;
+        self.has_lease()
+    }
+
+    /// Answers a lease ping from `peer`: this node's view if the grant is given, `None`
+    /// while it is withheld because this node accepted a view removing the peer.
+    pub fn grant_lease(&self, peer: u32) -> Option<View> {
+        // The view is read after granting: a holder that installs it cannot be deposed
+        // by any view this node accepted before the grant.
+        let granted = self.leases.lock().unwrap().grant(peer, std::time::Instant::now());
+        granted.then(|| self.view())
+    }
+
+    /// One round of lease pings to every peer: a peer that grants is counted from the send
+    /// time, and a newer view it reports is served by before the grant counts.
+    async fn renew_lease(&self) {
+        let period = self.leases.lock().unwrap().period();
+        let pings = self.peer_urls.iter().map(|(id, base)| async move {
+            let sent = std::time::Instant::now();
+            let r = self
+                .http
+                .get(format!("{base}/internal/lease/{}", self.me))
+                .timeout(period / 2)
+                .header(crate::wire::SECRET, &self.secret)
+                .send()
+                .await;
+            let Ok(r) = r else { return };
+            if !r.status().is_success() {
+                return;
+            }
+            if let Ok(view) = r.json::<View>().await {
+                self.install(&view);
+                self.leases.lock().unwrap().granted_by(*id, sent);
+            }
+        });
+        futures::future::join_all(pings).await;
+    }
+
+    /// Keeps the read lease: renews it four times per lease period. Runs until the
+    /// process stops.
+    pub async fn heartbeat(self: Arc<Self>) {
+        let period = self.leases.lock().unwrap().period();
+        let mut tick = tokio::time::interval(period / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.renew_lease().await;
+        }
     }
 
     /// Marks the node as started without membership state (see `needs_rejoin`).
@@ -322,6 +404,23 @@ impl Node {
     /// state, persists it before answering if it changed, and serves by a newly committed
     /// view from then on. Messages are handled one at a time.
     pub async fn handle_paxos(&self, request: &paxos::Request) -> Result<paxos::Reply, StoreError> {
+        if let paxos::Request::Accept { epoch, view, .. } = request {
+            // Accepting may help depose a member: first let the read leases it granted
+            // that member run out (`crate::lease`), without holding the acceptor.
+            let current = self.view();
+            let removed = crate::lease::removed_members(&current.members, &view.members);
+            if *epoch > current.epoch && !removed.is_empty() {
+                let wait = self.leases.lock().unwrap().withhold(&removed, *epoch, std::time::Instant::now());
+                if !wait.is_zero() {
+                    log::info!(
+                        "{} replica {}: view {epoch} removes {removed:?}: waiting {wait:?} for their read leases",
+                        self.service,
+                        self.me
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
         let mut state = self.acceptor.lock().await;
         let mut next = state.clone();
         let (reply, changed) = next.handle(request);
@@ -339,6 +438,7 @@ impl Node {
     /// Serves by `view` if it is newer than the current one.
     fn install(&self, view: &View) {
         let mut cur = self.view.write().unwrap();
+        self.leases.lock().unwrap().committed(view.epoch);
         if view.epoch > cur.epoch {
             log::info!(
                 "{} replica {}: view {} committed: members {:?}, learners {:?}",

@@ -146,6 +146,12 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>
     if app.node.needs_rejoin() {
         return recovering();
     }
+    if method == Method::Get && !app.node.ensure_lease().await {
+        // Possibly deposed while paused or cut off: serve no read that could be stale.
+        return HttpResponse::ServiceUnavailable()
+            .insert_header((UNAVAILABLE_CAUSE, crate::wire::NO_LEASE))
+            .body("no read lease: this replica has not heard from a majority recently");
+    }
     let target = match resolve(app.node.service, method, req.path()) {
         Ok(t) => t,
         Err(e) => return route_error_response(e),
@@ -220,6 +226,16 @@ async fn view(req: HttpRequest, app: web::Data<ReplicaApp>) -> HttpResponse {
     HttpResponse::Ok().json(app.node.view())
 }
 
+async fn lease(req: HttpRequest, path: web::Path<u32>, app: web::Data<ReplicaApp>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    match app.node.grant_lease(path.into_inner()) {
+        Some(view) => HttpResponse::Ok().json(view),
+        None => HttpResponse::ServiceUnavailable().body("lease withheld: a view without you is being decided"),
+    }
+}
+
 async fn digest(req: HttpRequest, app: web::Data<ReplicaApp>) -> HttpResponse {
     if !authorized(&req, &app.secret) {
         return forbidden();
@@ -285,6 +301,7 @@ pub fn configure_replica(app: web::Data<ReplicaApp>) -> impl Fn(&mut web::Servic
             .route("/internal/replicate", web::post().to(replicate))
             .route("/internal/push/{target}", web::post().to(push))
             .route("/internal/view", web::get().to(view))
+            .route("/internal/lease/{from}", web::get().to(lease))
             .route("/internal/paxos", web::post().to(paxos))
             .route("/internal/digest", web::get().to(digest))
             .default_service(web::to(dispatch));
@@ -304,6 +321,7 @@ where
 {
     let server = HttpServer::new(move || App::new().configure(configure.clone()))
         .workers(workers)
+        .keep_alive(crate::wire::SERVER_KEEP_ALIVE)
         .backlog(4096)
         .disable_signals()
         .listen(listener)?
@@ -347,11 +365,15 @@ where
     };
     let recovering = !acceptor.votes();
     let mut node = Node::new(settings.id, settings.service, store, peers, settings.secret.clone(), acceptor)
-        .with_coordinators(&topology.nodes(settings.service).coordinators);
+        .with_coordinators(&topology.nodes(settings.service).coordinators)
+        .with_lease(std::time::Duration::from_millis(settings.lease_ms));
     if recovering && n > 1 {
         node = node.started_empty();
     }
     let node = Arc::new(node);
+    if n > 1 {
+        tokio::spawn(node.clone().heartbeat());
+    }
     if recovering && n > 1 {
         tokio::spawn(node.clone().recover());
     }

@@ -33,6 +33,10 @@ pub struct ReplicaSettings {
     /// state (an empty restart) must learn the view from the others before it votes. The
     /// launcher sets it only for a replica whose data folder did not exist.
     pub bootstrap: bool,
+    /// Read lease in milliseconds: a primary serves reads only while it heard from a majority
+    /// of the replicas this recently. Must stay well under the time an unresponsive replica
+    /// takes to be evicted (a 2 s fan-out timeout plus a re-probe).
+    pub lease_ms: u64,
 }
 
 /// Settings of a coordinator process.
@@ -98,6 +102,7 @@ impl ReplicaSettings {
             ("secret", ""),
             ("workers", "2"),
             ("bootstrap", "false"),
+            ("lease_ms", "1000"),
         ])?;
         let t = check_common(&s.topology, &s.secret, s.workers)?;
         if s.id as usize >= t.nodes(s.service).replicas.len() {

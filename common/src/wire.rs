@@ -22,6 +22,11 @@ pub const UNAVAILABLE_CAUSE: &str = "x-webshop-unavailable";
 /// other causes this is the replica's own failure, and it gets the replica evicted.
 pub const RECOVERING: &str = "recovering";
 
+/// The `UNAVAILABLE_CAUSE` of a replica that may not serve reads because it has not heard
+/// from a majority within its read lease (`crate::lease`): it may have been deposed, so the
+/// coordinator asks the replicas for a newer view before giving up.
+pub const NO_LEASE: &str = "lease";
+
 /// Status a replica answers when it is not the key's primary in its view, or the request's
 /// epoch is older than its own: distinct from every business and failure status, and never
 /// a reason to evict. The body is the replica's current [`View`].
@@ -74,3 +79,13 @@ pub struct BatchKeys {
     /// The keys this primary writes.
     pub keys: Vec<String>,
 }
+
+/// How long a server keeps an idle keep-alive connection open. Longer than
+/// [`CLIENT_POOL_IDLE`], so that a client never reuses a connection the server is closing at
+/// that moment (which fails a request that may have been sent: the race every pooled HTTP
+/// client has with a server's idle timeout).
+pub const SERVER_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(75);
+
+/// How long the processes' HTTP clients keep an idle pooled connection; see
+/// [`SERVER_KEEP_ALIVE`].
+pub const CLIENT_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(30);

@@ -6,7 +6,9 @@
 //! an answer (including a business 400) and a misdirected rejection never do.
 
 use actix_web::web::Bytes;
-use common::wire::{View, EPOCH, MINTED_KEY, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE};
+use common::wire::{
+    View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
+};
 use std::time::Duration;
 
 /// Idle keep-alive connections kept per replica: enough for the gateway's concurrency (the
@@ -103,6 +105,10 @@ pub fn classify(result: Result<ReplicaReply, SendError>) -> Outcome {
         Ok(r) if r.status == 503 && r.unavailable_cause.as_deref() == Some(RECOVERING) => {
             Outcome::Unavailable("replica is recovering its data".into())
         }
+        // A replica without a read lease may have been deposed: look for a newer view.
+        Ok(r) if r.status == 503 && r.unavailable_cause.as_deref() == Some(NO_LEASE) => {
+            Outcome::Unavailable("replica holds no read lease".into())
+        }
         Ok(r) => Outcome::Answer(r),
     }
 }
@@ -128,7 +134,9 @@ pub struct Outgoing<'a> {
     pub timeout: Duration,
 }
 
-/// Sends requests to the service's replicas over one pooled client.
+/// Sends requests to the service's replicas over one pooled client (cheap to clone: the
+/// clones share the pool).
+#[derive(Clone)]
 pub struct Forwarder {
     /// The pooled, keep-alive HTTP client.
     http: reqwest::Client,
@@ -143,6 +151,7 @@ impl Forwarder {
     pub fn new(addrs: &[String], secret: &str) -> Forwarder {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(common::wire::CLIENT_POOL_IDLE)
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
@@ -247,6 +256,11 @@ mod tests {
         assert!(matches!(classify(Ok(reply(421, "not a view"))), Outcome::Unavailable(_)));
         for e in [SendError::Timeout, SendError::Connect("refused".into()), SendError::Broken("reset".into())] {
             assert_eq!(classify(Err(e.clone())), Outcome::Unavailable(e.to_string()));
+        }
+        // A replica's own 503 with a cause that a newer view may cure is not an answer.
+        for (cause, answer) in [(RECOVERING, false), (NO_LEASE, false), ("quorum", true), ("dependency", true)] {
+            let r = ReplicaReply { unavailable_cause: Some(cause.into()), ..reply(503, "x") };
+            assert_eq!(classify(Ok(r.clone())) == Outcome::Answer(r), answer, "{cause}");
         }
     }
 }

@@ -3,15 +3,19 @@
 //! only after a majority accepted it, and every replica is told the decision.
 
 use crate::error::CoordError;
+use crate::forward::SendError;
 use crate::state::Coordinator;
 use common::paxos::{self, next_ballot, Ballot, Proposer, ProposerStep, Request};
 use common::wire::View;
-use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::future::Future;
 use std::time::Duration;
 
 /// How long a replica may take to answer a membership message: it persists its vote
-/// (one fsync) before answering, so a live replica answers within milliseconds.
-const PAXOS_TIMEOUT: Duration = Duration::from_secs(1);
+/// (one fsync) before answering, so a live replica answers within milliseconds, except
+/// that it accepts a view removing a member only once the read leases it granted that
+/// member ran out (the lease plus a tenth: 1.1 s by default, `common::lease`).
+const PAXOS_TIMEOUT: Duration = Duration::from_secs(3);
 /// Rounds one change may take before it gives up (each lost to a competing proposal or
 /// short of a majority); the caller may try again later.
 const MAX_ROUNDS: u32 = 8;
@@ -55,7 +59,7 @@ impl Coordinator {
                         view.members,
                         view.learners
                     );
-                    self.broadcast(&Request::Commit { view: view.clone() }).await;
+                    self.commit(&view).await;
                     self.view.offer(view.clone());
                     return Ok(view);
                 }
@@ -103,11 +107,38 @@ impl Coordinator {
         }
     }
 
-    /// Sends `request` to every replica at once; the replies that came, by replica.
-    async fn broadcast(&self, request: &Request) -> Vec<(u32, paxos::Reply)> {
-        let sends = (0..self.forwarder.replicas())
-            .map(|id| async move { (id, self.forwarder.paxos(id, request, PAXOS_TIMEOUT).await) });
-        join_all(sends).await.into_iter().filter_map(|(id, r)| r.ok().map(|reply| (id, reply))).collect()
+    /// Sends `request` to every replica at once; the replies as they come, by replica. A
+    /// replica that does not answer only delays the end of the stream, not the replies
+    /// before it, so a round is decided by the first majority of answers.
+    fn broadcast<'a>(
+        &'a self,
+        request: &'a Request,
+    ) -> FuturesUnordered<impl Future<Output = (u32, Result<paxos::Reply, SendError>)> + 'a> {
+        (0..self.forwarder.replicas())
+            .map(|id| async move { (id, self.forwarder.paxos(id, request, PAXOS_TIMEOUT).await) })
+            .collect()
+    }
+
+    /// Tells every replica that `view` was chosen; returns once a majority acknowledged (or
+    /// all answered), leaving the sends to slow replicas running in the background.
+    async fn commit(&self, view: &View) {
+        let n = self.forwarder.replicas();
+        let request = Request::Commit { view: view.clone() };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(n as usize);
+        for id in 0..n {
+            let (forwarder, request, tx) = (self.forwarder.clone(), request.clone(), tx.clone());
+            tokio::spawn(async move {
+                let _ = tx.send(forwarder.paxos(id, &request, PAXOS_TIMEOUT).await.is_ok()).await;
+            });
+        }
+        drop(tx);
+        let mut acked = 0;
+        while let Some(ok) = rx.recv().await {
+            acked += usize::from(ok);
+            if acked >= paxos::majority(n) {
+                break;
+            }
+        }
     }
 
     /// One proposer round: prepare, then accept.
@@ -115,7 +146,9 @@ impl Coordinator {
         for phase in [Phase::Prepare, Phase::Accept] {
             let request = p.request();
             let mut moved_on = false;
-            for (id, reply) in self.broadcast(&request).await {
+            let mut replies = self.broadcast(&request);
+            while let Some((id, reply)) = replies.next().await {
+                let Ok(reply) = reply else { continue };
                 let mut step = phase.feed(p, id, &reply);
                 if let ProposerStep::CatchUp(r) = step {
                     // The replica missed the view the proposal builds on: tell it, ask again.
@@ -127,7 +160,10 @@ impl Coordinator {
                 }
                 match step {
                     ProposerStep::Wait | ProposerStep::CatchUp(_) => {}
-                    ProposerStep::SendAccept(_) => moved_on = true,
+                    ProposerStep::SendAccept(_) => {
+                        moved_on = true;
+                        break;
+                    }
                     ProposerStep::Chosen(view) => return Round::Chosen(view),
                     ProposerStep::Retry { higher_than } => return Round::Retry(higher_than),
                     ProposerStep::Adopt(view) => return Round::Adopt(view),

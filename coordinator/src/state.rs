@@ -5,7 +5,7 @@
 
 use crate::batch::{batch_keys, combine, partition, Part};
 use crate::error::CoordError;
-use crate::forward::{classify, Forwarder, Outcome, Outgoing, ReplicaReply};
+use crate::forward::{classify, Forwarder, Outcome, Outgoing, ReplicaReply, SendError};
 use crate::view::ViewCell;
 use actix_web::web::Bytes;
 use common::metrics::{labels, Metrics};
@@ -128,7 +128,7 @@ impl Coordinator {
                     Err(e) => log::warn!("replica {id} sent an unreadable view: {e}"),
                 },
                 Ok(r) => log::warn!("replica {id} answered {} for its view", r.status),
-                Err(e) => log::info!("replica {id} did not tell its view at start: {e}"),
+                Err(e) => log::info!("replica {id} did not tell its view: {e}"),
             }
         }
         let view = self.view.get();
@@ -152,12 +152,22 @@ impl Coordinator {
         minted: Option<&str>,
     ) -> Result<ReplicaReply, CoordError> {
         let mut retries = 0;
+        let mut resent = false;
         loop {
             let view = self.view.get();
             let primary = view.primary(key).ok_or(CoordError::NoPrimary)?;
             let out = self.outgoing(req, view.epoch, minted, req.body.clone(), req.content_type);
-            match classify(self.forwarder.send(primary, &out).await) {
+            let result = self.forwarder.send(primary, &out).await;
+            let broken = matches!(result, Err(SendError::Broken(_)));
+            match classify(result) {
                 Outcome::Answer(reply) => return Ok(reply),
+                Outcome::Unavailable(reason) if broken && !resent => {
+                    // The connection broke under the request (a pooled connection the
+                    // replica was closing, say): send it once more, with the same request
+                    // id, which a replica that did get the first one answers from its log.
+                    log::info!("{} {}: resending to replica {primary}: {reason}", req.request_id, req.route);
+                    resent = true;
+                }
                 Outcome::Unavailable(reason) => {
                     self.note_unavailable(primary, req, &reason);
                     // The primary may be out of a newer view we have not heard of: ask the

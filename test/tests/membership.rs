@@ -137,3 +137,33 @@ async fn a_replica_restarted_empty_rejoins_with_the_data() {
     let roots: Vec<String> = futures::future::join_all((0..3).map(|id| c.root(Service::Stock, id))).await;
     assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
 }
+
+/// A replica paused (SIGSTOP) past the eviction timeout while writes go on is evicted;
+/// resumed, it serves no stale read (its lease ran out while it was stopped), learns the
+/// newer view, re-joins and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replica_is_evicted_and_rejoins_after_resume() {
+    let mut c = start(3).await;
+    let api = Api::new(&c.gateway_url());
+    api.post_ok("/stock/batch_init/60/5/1").await;
+    c.pause(Node::Replica(Service::Stock, 0));
+    let paused = std::time::Instant::now();
+    let statuses = run_parallel(60, 16, |i| {
+        let api = api.clone();
+        async move { api.post(&format!("/stock/add/{i}/1")).await.status }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    println!("60 writes done {:?} after the pause", paused.elapsed());
+    assert!(!replica_view(&c, Service::Stock, 1).await.members.contains(&0));
+    c.resume(Node::Replica(Service::Stock, 0));
+    let resumed = std::time::Instant::now();
+    // Every read right after the resume shows the writes made while it was stopped.
+    for i in 0..60 {
+        assert_eq!(api.item(&i.to_string()).await.0, 6, "item {i}");
+    }
+    let took = c.wait_all_members(Service::Stock, std::time::Duration::from_secs(30)).await;
+    println!("replica 0 a full member again {:?} after its resume", resumed.elapsed().max(took));
+    let roots: Vec<String> = futures::future::join_all((0..3).map(|id| c.root(Service::Stock, id))).await;
+    assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
+}

@@ -28,7 +28,10 @@ impl Node {
 /// A running cluster and its temporary folder; dropping it stops every process.
 pub struct TestCluster {
     cluster: Arc<Cluster>,
-    _dir: tempfile::TempDir,
+    /// The cluster's folder.
+    path: std::path::PathBuf,
+    /// Removes the folder when the cluster is dropped (`None` when it is kept).
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// Starts a cluster with `replicas` replicas and 2 coordinators per service, on the durable
@@ -44,7 +47,16 @@ pub async fn start(replicas: usize) -> TestCluster {
     .await
     .unwrap()
     .unwrap_or_else(|e| panic!("cluster did not start: {e:#}"));
-    TestCluster { cluster: Arc::new(cluster), _dir: dir }
+    let path = dir.path().to_path_buf();
+    // WEBSHOP_KEEP_TEST_DIR keeps the folder (and the processes' logs in it) after the test.
+    let dir = match std::env::var_os("WEBSHOP_KEEP_TEST_DIR") {
+        Some(_) => {
+            eprintln!("cluster folder kept: {}", dir.keep().display());
+            None
+        }
+        None => Some(dir),
+    };
+    TestCluster { cluster: Arc::new(cluster), path, _dir: dir }
 }
 
 #[allow(dead_code)]
@@ -79,7 +91,7 @@ impl TestCluster {
 
     /// A replica's data folder.
     pub fn data_dir(&self, s: Service, id: u32) -> std::path::PathBuf {
-        self._dir.path().join("data").join(format!("{s}-{id}"))
+        self.path.join("data").join(format!("{s}-{id}"))
     }
 
     /// Waits until every replica of `s` is a full member of the view the replicas hold, at
