@@ -195,9 +195,10 @@ impl<K: LedgerKind> Handler for LedgerHandler<K> {
                         // A minted key is fresh; finding it means this is a retry whose
                         // request id was forgotten: answer as the create did.
                         Some(_) => Decision::Answer(K::create_reply(&key)),
-                        None => {
-                            Decision::Write(Account { balance: 0, extra, txs: BTreeMap::new() }, K::create_reply(&key))
-                        }
+                        None => Decision::Write(
+                            Account { balance: 0, extra: extra.clone(), txs: BTreeMap::new() },
+                            K::create_reply(&key),
+                        ),
                     })
                     .await?
             }

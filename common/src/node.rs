@@ -104,6 +104,9 @@ pub struct Node {
     empty_start: std::sync::atomic::AtomicBool,
     /// Read-lease bookkeeping (`crate::lease`).
     leases: std::sync::Mutex<Leases>,
+    /// Keys whose last write here was not acknowledged by every peer (see
+    /// `ensure_replicated`). Kept in memory only.
+    unreplicated: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Node {
@@ -146,6 +149,7 @@ impl Node {
             coordinators: Vec::new(),
             empty_start: std::sync::atomic::AtomicBool::new(false),
             leases: std::sync::Mutex::new(leases),
+            unreplicated: Default::default(),
         }
     }
 
@@ -307,7 +311,34 @@ impl Node {
         if let Some(i) = applied.iter().position(|a| !a) {
             return Err(NodeError::Conflict(records[i].key.clone()));
         }
-        self.fan_out(records).await
+        let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+        let result = self.fan_out(records).await;
+        let mut unreplicated = self.unreplicated.lock().unwrap();
+        match &result {
+            Ok(()) => keys.iter().for_each(|k| {
+                unreplicated.remove(k);
+            }),
+            Err(_) => unreplicated.extend(keys),
+        }
+        result
+    }
+
+    /// Makes sure the stored state of `key` is on every peer before it is read or decided on
+    /// again: a write whose fan-out failed is in this node's store but maybe not on its peers,
+    /// and must be neither shown nor answered from the request log (a retry of it with the
+    /// same request id would otherwise be acknowledged unreplicated) until it is. Sends the
+    /// key's current state again if the fan-out of its last write failed.
+    pub async fn ensure_replicated(&self, key: &str) -> Result<(), NodeError> {
+        if !self.unreplicated.lock().unwrap().contains(key) {
+            return Ok(());
+        }
+        let Some(record) = self.store.get(key).await? else {
+            return Ok(());
+        };
+        log::info!("{} replica {}: sending {key} again: its last fan-out failed", self.service, self.me);
+        self.fan_out(vec![record]).await?;
+        self.unreplicated.lock().unwrap().remove(key);
+        Ok(())
     }
 
     /// Sends states to every peer of the view and waits for all acknowledgements.
@@ -323,6 +354,12 @@ impl Node {
         let chunks: Vec<Arc<Vec<Record>>> = records.chunks(MAX_BATCH_RECORDS).map(|c| Arc::new(c.to_vec())).collect();
         for _ in 0..STALE_RESENDS {
             let view = self.view();
+            // Only a key's primary in the view the states travel under may send them: a
+            // node deposed since it wrote them would have them acknowledged by peers that
+            // already took newer states from the new primary (and so ignore these).
+            if records.iter().any(|r| view.primary(&r.key) != Some(self.me)) {
+                return Err(NodeError::Misdirected(Misdirected { view, reason: "not primary after a view change" }));
+            }
             let peers = view.peers_of(self.me);
             if peers.is_empty() {
                 return Ok(());
@@ -509,8 +546,24 @@ impl Node {
                 return Err(NodeError::Misdirected(Misdirected { view: view.clone(), reason: "stale epoch" }));
             }
         }
+        if log::log_enabled!(log::Level::Debug) {
+            for r in &batch.records {
+                log::debug!("replicated state of {} at {} under epoch {}", r.key, r.version, batch.epoch);
+            }
+        }
         let puts = batch.records.into_iter().map(|record| Put { expect: Expect::Older, record }).collect();
         let applied = self.store.write(puts).await?;
+        // Acknowledge only if no newer view was installed while the states were written: a
+        // newer view may make this node a primary whose first writes read the documents
+        // before these states landed, and such an acknowledged state would be lost. Refused,
+        // the sender finds it is no longer the keys' primary and the write is retried there.
+        let view = self.view.read().unwrap();
+        if batch.epoch < view.epoch {
+            return Err(NodeError::Misdirected(Misdirected {
+                view: view.clone(),
+                reason: "view changed during the write",
+            }));
+        }
         Ok(applied.iter().filter(|a| **a).count())
     }
 }

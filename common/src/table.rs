@@ -20,6 +20,11 @@ use tokio::sync::OwnedMutexGuard;
 
 /// How many request ids a document remembers. A retry arrives within seconds of its first
 /// try; 32 covers that even for a key written by many clients at once.
+/// How often a write decides again when a replicated state changed its document between
+/// the read and the put. That happens only while a view change moves the key's primary here
+/// (the previous primary's last states still arriving), so once or twice at most.
+const CONFLICT_RETRIES: u32 = 3;
+
 pub const RECENT_REQUESTS: usize = 32;
 
 /// What a service document must be.
@@ -140,7 +145,7 @@ impl<D: Doc> Table<D> {
     /// Reads, decides and writes under the key's lock.
     pub async fn write<F>(&self, key: &str, request_id: Option<&str>, decide: F) -> Result<Reply, TableError>
     where
-        F: FnOnce(Option<&D>) -> Decision<D>,
+        F: Fn(Option<&D>) -> Decision<D>,
     {
         let g = self.lock(key).await;
         self.write_locked(&g, request_id, decide).await
@@ -158,35 +163,49 @@ impl<D: Doc> Table<D> {
         decide: F,
     ) -> Result<Reply, TableError>
     where
-        F: FnOnce(Option<&D>) -> Decision<D>,
+        F: Fn(Option<&D>) -> Decision<D>,
     {
         let key = guard.key();
-        let loaded = self.load(key).await?;
-        if let (Some(rid), Some((_, env))) = (request_id, &loaded) {
-            if let Some((_, reply)) = env.recent.iter().find(|(id, _)| id == rid) {
-                log::debug!("{key}: request {rid} seen before, answering its first reply");
-                return Ok(reply.clone());
+        let mut attempt = 0;
+        loop {
+            let loaded = self.load(key).await?;
+            if let (Some(rid), Some((_, env))) = (request_id, &loaded) {
+                if let Some((_, reply)) = env.recent.iter().find(|(id, _)| id == rid) {
+                    log::debug!("{key}: request {rid} seen before, answering its first reply");
+                    return Ok(reply.clone());
+                }
+            }
+            let (old_version, mut recent) = match &loaded {
+                Some((v, env)) => (*v, env.recent.clone()),
+                None => (Version::ZERO, VecDeque::new()),
+            };
+            let decision = decide(loaded.as_ref().map(|(_, env)| &env.doc));
+            let (doc, reply) = match decision {
+                Decision::Answer(reply) => return Ok(reply),
+                Decision::Write(doc, reply) => (doc, reply),
+            };
+            if let Some(rid) = request_id {
+                recent.push_back((rid.to_string(), reply.clone()));
+                while recent.len() > RECENT_REQUESTS {
+                    recent.pop_front();
+                }
+            }
+            let body = serde_json::to_string(&Envelope { doc, recent }).expect("documents serialize");
+            let record = Record::new(key.to_string(), old_version.next(self.node.epoch()), body);
+            match self.node.write_primary(vec![Put { expect: Expect::Exactly(old_version), record }]).await {
+                // A state replicated by the previous primary landed between the read and the
+                // put (the view changed under the write): decide again on the newer state.
+                Err(NodeError::Conflict(_)) if attempt < CONFLICT_RETRIES => {
+                    log::info!("{key}: a replicated state landed during the write; deciding again");
+                    attempt += 1;
+                }
+                result => {
+                    result?;
+                    log::debug!("{key}: request {request_id:?} written as {}", old_version.next(self.node.epoch()));
+                    return Ok(reply);
+                }
             }
         }
-        let (old_version, mut recent) = match &loaded {
-            Some((v, env)) => (*v, env.recent.clone()),
-            None => (Version::ZERO, VecDeque::new()),
-        };
-        let decision = decide(loaded.as_ref().map(|(_, env)| &env.doc));
-        let (doc, reply) = match decision {
-            Decision::Answer(reply) => return Ok(reply),
-            Decision::Write(doc, reply) => (doc, reply),
-        };
-        if let Some(rid) = request_id {
-            recent.push_back((rid.to_string(), reply.clone()));
-            while recent.len() > RECENT_REQUESTS {
-                recent.pop_front();
-            }
-        }
-        let body = serde_json::to_string(&Envelope { doc, recent }).expect("documents serialize");
-        let record = Record::new(key.to_string(), old_version.next(self.node.epoch()), body);
-        self.node.write_primary(vec![Put { expect: Expect::Exactly(old_version), record }]).await?;
-        Ok(reply)
     }
 
     /// Replaces many documents at once (batch_init): takes their locks in key order, writes
@@ -224,6 +243,7 @@ impl<D: Doc> Table<D> {
     }
 
     async fn load(&self, key: &str) -> Result<Option<(Version, Envelope<D>)>, TableError> {
+        self.node.ensure_replicated(key).await?;
         match self.node.store().get(key).await? {
             Some(r) => Ok(Some((r.version, Self::decode(&r)?))),
             None => Ok(None),
@@ -249,7 +269,7 @@ mod tests {
         Table::new(Arc::new(Node::standalone(Arc::new(MemStore::new()))))
     }
 
-    fn add(by: i64) -> impl FnOnce(Option<&Counter>) -> Decision<Counter> {
+    fn add(by: i64) -> impl Fn(Option<&Counter>) -> Decision<Counter> {
         move |cur| {
             let n = cur.map(|c| c.n).unwrap_or(0) + by;
             Decision::Write(Counter { n }, Reply::ok_text(n.to_string()))

@@ -169,6 +169,9 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../env/topology.toml");
         let t = Topology::load(&path).unwrap();
         assert_eq!(t.gateway, "127.0.0.1:8000");
+        for s in Service::ALL {
+            assert_eq!((t.nodes(s).replicas.len(), t.nodes(s).coordinators.len()), (3, 2), "{s}");
+        }
     }
 
     #[test]

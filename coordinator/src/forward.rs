@@ -144,6 +144,10 @@ pub struct Forwarder {
     bases: Vec<String>,
     /// The cluster secret, sent on every request.
     secret: String,
+    /// Replicas this coordinator is cut off from by the test-only fault hook: every send to
+    /// them fails as a refused connection would.
+    #[cfg(feature = "fault-hooks")]
+    pub cut: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<u32>>>,
 }
 
 impl Forwarder {
@@ -156,7 +160,13 @@ impl Forwarder {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .expect("http client");
-        Forwarder { http, bases: addrs.iter().map(|a| format!("http://{a}")).collect(), secret: secret.to_string() }
+        Forwarder {
+            http,
+            bases: addrs.iter().map(|a| format!("http://{a}")).collect(),
+            secret: secret.to_string(),
+            #[cfg(feature = "fault-hooks")]
+            cut: Default::default(),
+        }
     }
 
     /// Number of configured replicas.
@@ -222,6 +232,10 @@ impl Forwarder {
     }
 
     fn base(&self, id: u32) -> Result<&str, SendError> {
+        #[cfg(feature = "fault-hooks")]
+        if self.cut.read().unwrap().contains(&id) {
+            return Err(SendError::Connect(format!("replica {id} is cut off by a fault hook")));
+        }
         self.bases.get(id as usize).map(String::as_str).ok_or_else(|| SendError::Connect(format!("no replica {id}")))
     }
 }

@@ -30,9 +30,32 @@ pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig
             .route("/metrics", web::get().to(metrics))
             .route("/admin/status", web::get().to(admin_status))
             .route("/admin/view/{change}/{replica}", web::post().to(admin_view_change))
-            .route("/internal/suspect/{replica}", web::post().to(suspect))
-            .default_service(web::to(public));
+            .route("/internal/suspect/{replica}", web::post().to(suspect));
+        #[cfg(feature = "fault-hooks")]
+        cfg.route("/internal/fault/{cut_or_heal}/{replica}", web::post().to(fault));
+        cfg.default_service(web::to(public));
     }
+}
+
+/// `POST /internal/fault/{cut|heal}/{replica}` (cluster secret required; only in builds with
+/// the `fault-hooks` feature, which the whole-cluster tests enable): cuts this coordinator
+/// off from one replica, so that every request, probe and Paxos message it sends there fails
+/// as a refused connection would, or heals the cut. The replica itself and the other
+/// coordinators are untouched: the partial partition the fault tests need.
+#[cfg(feature = "fault-hooks")]
+async fn fault(req: HttpRequest, path: web::Path<(String, u32)>, app: web::Data<Coordinator>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    let (what, id) = path.into_inner();
+    let mut cut = app.forwarder.cut.write().unwrap();
+    match what.as_str() {
+        "cut" => cut.insert(id),
+        "heal" => cut.remove(&id),
+        _ => return HttpResponse::NotFound().body("cut or heal"),
+    };
+    log::warn!("fault hook: cut off from replicas {cut:?}");
+    HttpResponse::Ok().json(&*cut)
 }
 
 async fn metrics(app: web::Data<Coordinator>) -> HttpResponse {

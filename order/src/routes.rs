@@ -128,7 +128,7 @@ impl Handler for OrderHandler {
                     .table
                     .write(&key, rid.as_deref(), |cur| match cur {
                         Some(_) => Decision::Answer(reply.clone()),
-                        None => Decision::Write(order, reply.clone()),
+                        None => Decision::Write(order.clone(), reply.clone()),
                     })
                     .await?)
             }

@@ -97,7 +97,7 @@ pub async fn drive(
     // Each transition is a write of the whole next document under the lock.
     let write = |next: Order, reply: Reply, rid: Option<&str>| {
         let rid = rid.map(str::to_string);
-        async move { table.write_locked(guard, rid.as_deref(), move |_| Decision::Write(next, reply)).await }
+        async move { table.write_locked(guard, rid.as_deref(), move |_| Decision::Write(next.clone(), reply.clone())).await }
     };
     let progress = Reply::ok_text("in progress");
     // The phase this call moved the order into: a phase found otherwise was entered by an
@@ -270,7 +270,7 @@ mod tests {
     async fn setup(credit: i64, stock_a: i64, stock_b: i64) -> (Table<Order>, Fake) {
         let table = Table::new(Arc::new(Node::standalone(Arc::new(MemStore::new()))));
         let order = Order::new("u").add_item("a", 1, 3).unwrap().add_item("b", 2, 5).unwrap();
-        table.write("o", None, |_| Decision::Write(order, Reply::ok_text(""))).await.unwrap();
+        table.write("o", None, |_| Decision::Write(order.clone(), Reply::ok_text(""))).await.unwrap();
         let fake = Fake::default();
         fake.credit.lock().unwrap().insert("u".into(), credit);
         fake.stock.lock().unwrap().insert("a".into(), stock_a);
@@ -358,7 +358,7 @@ mod tests {
         let (table, fake) = setup(100, 5, 0).await;
         // An earlier driver recorded Reserving and may have sent any stock step.
         let o = table.read("o").await.unwrap().unwrap().start_attempt().moved(Phase::Reserving);
-        table.write("o", None, |_| Decision::Write(o, Reply::ok_text(""))).await.unwrap();
+        table.write("o", None, |_| Decision::Write(o.clone(), Reply::ok_text(""))).await.unwrap();
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         let g = table.lock("o").await;
         let r = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
@@ -383,7 +383,7 @@ mod tests {
         let (table, fake) = setup(100, 5, 5).await;
         // A primary died after recording Reserving and taking the payment and item a.
         let o = table.read("o").await.unwrap().unwrap().start_attempt().moved(Phase::Reserving);
-        table.write("o", None, |_| Decision::Write(o, Reply::ok_text(""))).await.unwrap();
+        table.write("o", None, |_| Decision::Write(o.clone(), Reply::ok_text(""))).await.unwrap();
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         fake.debit(&fake.stock, "a", 1, "o#1", "");
         let g = table.lock("o").await;

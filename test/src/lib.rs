@@ -131,3 +131,63 @@ where
     out.sort_by_key(|(i, _)| *i);
     out.into_iter().map(|(_, t)| t).collect()
 }
+
+/// The course consistency scenario (DESIGN section 9) in its three steps, so that fault
+/// scenarios can act between them: 1 item with stock 100, 1000 users with credit 1, 1000
+/// orders of that item for a fixed spread of users; all checkouts fired with 100 in flight;
+/// then stock 0 and total credit 900.
+pub mod consistency {
+    use super::{run_parallel, Api};
+
+    /// Users in the scenario.
+    pub const USERS: usize = 1000;
+    /// Units of the item in stock, and so the checkouts that can succeed.
+    pub const STOCK: usize = 100;
+
+    /// What the setup created.
+    #[derive(Clone, Debug)]
+    pub struct Setup {
+        /// The one item.
+        pub item: String,
+        /// The orders, one unit of the item each.
+        pub orders: Vec<String>,
+    }
+
+    fn id_of(v: &serde_json::Value, field: &str) -> String {
+        v[field].as_str().unwrap_or_else(|| panic!("no {field} in {v}")).to_string()
+    }
+
+    /// Creates the users, the item and the orders.
+    pub async fn setup(api: &Api) -> Setup {
+        api.post_ok(&format!("/payment/batch_init/{USERS}/1")).await;
+        let item = id_of(&api.post_ok("/stock/item/create/1").await, "item_id");
+        assert_eq!(api.post(&format!("/stock/add/{item}/{STOCK}")).await.status, 200);
+        let orders = run_parallel(1000, 32, |i| {
+            let (api, item) = (api.clone(), item.clone());
+            async move {
+                // A fixed spread of users: some have several orders, most one.
+                let user = (i * 7919 + 13) % USERS;
+                let o = id_of(&api.post_ok(&format!("/orders/create/{user}")).await, "order_id");
+                assert_eq!(api.post(&format!("/orders/addItem/{o}/{item}/1")).await.status, 200);
+                o
+            }
+        })
+        .await;
+        Setup { item, orders }
+    }
+
+    /// Checks out every order, 100 in flight; the statuses in order.
+    pub async fn checkouts(api: &Api, setup: &Setup) -> Vec<u16> {
+        run_parallel(setup.orders.len(), 100, |i| {
+            let (api, o) = (api.clone(), setup.orders[i].clone());
+            async move { api.post(&format!("/orders/checkout/{o}")).await.status }
+        })
+        .await
+    }
+
+    /// Stock 0 and total credit 900 afterwards.
+    pub async fn check_totals(api: &Api, setup: &Setup) {
+        assert_eq!(api.item(&setup.item).await.0, 0);
+        assert_eq!(api.total_credit(USERS, 32).await, (USERS - STOCK) as i64);
+    }
+}

@@ -7,7 +7,7 @@ mod support;
 use common::topology::Service;
 use serde_json::Value;
 use support::{start, Node};
-use webshop_tests::{run_parallel, Api};
+use webshop_tests::{consistency, run_parallel, Api};
 
 fn id_of(v: &Value, field: &str) -> String {
     v[field].as_str().unwrap_or_else(|| panic!("no {field} in {v}")).to_string()
@@ -169,31 +169,12 @@ async fn consistency_scenario() {
 /// Runs the consistency scenario; returns (successes, business failures) after checking
 /// stock 0 and total credit 900.
 pub async fn consistency_run(api: &Api) -> (usize, usize) {
-    const USERS: usize = 1000;
-    api.post_ok(&format!("/payment/batch_init/{USERS}/1")).await;
-    let item = id_of(&api.post_ok("/stock/item/create/1").await, "item_id");
-    assert_eq!(api.post(&format!("/stock/add/{item}/100")).await.status, 200);
-    let orders: Vec<String> = run_parallel(1000, 32, |i| {
-        let (api, item) = (api.clone(), item.clone());
-        async move {
-            // A fixed spread of users: some have several orders, most one.
-            let user = (i * 7919 + 13) % USERS;
-            let o = id_of(&api.post_ok(&format!("/orders/create/{user}")).await, "order_id");
-            assert_eq!(api.post(&format!("/orders/addItem/{o}/{item}/1")).await.status, 200);
-            o
-        }
-    })
-    .await;
-    let statuses = run_parallel(orders.len(), 100, |i| {
-        let (api, o) = (api.clone(), orders[i].clone());
-        async move { api.post(&format!("/orders/checkout/{o}")).await.status }
-    })
-    .await;
+    let setup = consistency::setup(api).await;
+    let statuses = consistency::checkouts(api, &setup).await;
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let bad = statuses.iter().filter(|s| **s == 400).count();
     assert_eq!(ok + bad, statuses.len(), "only 200 and 400 answers: {statuses:?}");
-    assert_eq!(api.item(&item).await.0, 0);
-    assert_eq!(api.total_credit(USERS, 32).await, (USERS - 100) as i64);
+    consistency::check_totals(api, &setup).await;
     (ok, bad)
 }
 

@@ -94,20 +94,57 @@ impl TestCluster {
         self.path.join("data").join(format!("{s}-{id}"))
     }
 
-    /// Waits until every replica of `s` is a full member of the view the replicas hold, at
-    /// most `within`; returns how long it took.
+    /// Waits until every replica of `s` is a full member of the newest view the replicas
+    /// hold (a replica just restarted may still tell an older one), at most `within`;
+    /// returns how long it took.
     pub async fn wait_all_members(&self, s: Service, within: std::time::Duration) -> std::time::Duration {
         let start = std::time::Instant::now();
         let n = self.topology().nodes(s).replicas.len();
+        let http = reqwest::Client::new();
         loop {
-            let v = self.replica_json(s, 0, "/internal/view").await;
-            let members = v["members"].as_array().map(|m| m.len()).unwrap_or(0);
-            if members == n {
+            let mut newest: Option<common::wire::View> = None;
+            for addr in &self.topology().nodes(s).replicas {
+                let r = http
+                    .get(format!("http://{addr}/internal/view"))
+                    .header(common::wire::SECRET, self.secret())
+                    .timeout(std::time::Duration::from_secs(1))
+                    .send()
+                    .await;
+                if let Ok(v) = async { r?.json::<common::wire::View>().await }.await {
+                    if newest.as_ref().is_none_or(|w| v.epoch > w.epoch) {
+                        newest = Some(v);
+                    }
+                }
+            }
+            if newest.as_ref().is_some_and(|v| v.members.len() == n) {
                 return start.elapsed();
             }
-            assert!(start.elapsed() < within, "{s}: not every replica is a full member after {within:?}: {v}");
+            assert!(start.elapsed() < within, "{s}: not every replica is a full member after {within:?}: {newest:?}");
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+
+    /// POSTs an internal path (with the cluster secret) to a coordinator; the status.
+    pub async fn coordinator_post(&self, s: Service, id: usize, path: &str) -> u16 {
+        reqwest::Client::new()
+            .post(format!("http://{}{path}", self.topology().nodes(s).coordinators[id]))
+            .header(common::wire::SECRET, self.secret())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{s} coordinator {id} {path}: {e}"))
+            .status()
+            .as_u16()
+    }
+
+    /// A coordinator's `/admin/status` as JSON.
+    pub async fn coordinator_status(&self, s: Service, id: usize) -> serde_json::Value {
+        reqwest::get(format!("http://{}/admin/status", self.topology().nodes(s).coordinators[id]))
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("{s} coordinator {id} status: {e}"))
+            .json()
+            .await
+            .unwrap()
     }
 
     /// A replica's digest root (hex).

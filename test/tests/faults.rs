@@ -1,0 +1,188 @@
+//! Fault scenarios on three replicas per service: processes killed (-9) or paused (SIGSTOP)
+//! while requests run, and a coordinator cut off from one replica only. They run one at a
+//! time (the `cluster` test group) and each reads as: fault, load, then what must hold.
+
+mod support;
+
+use common::topology::Service;
+use common::wire::View;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{start, Node, TestCluster};
+use webshop_tests::{run_parallel, Api};
+
+/// What became of one add: the item, the amount, the answer (or why none came), when it
+/// was sent and when the answer came.
+struct Add {
+    item: usize,
+    amount: i64,
+    status: Result<u16, String>,
+    sent: Instant,
+    done: Instant,
+}
+
+/// Fires `n` adds of 1 to 5 units over `items` items through `api`, 16 at a time, counting
+/// finished ones in `done`.
+async fn adds(api: &Api, n: usize, items: usize, done: Arc<AtomicUsize>) -> Vec<Add> {
+    run_parallel(n, 16, |i| {
+        let (api, done) = (api.clone(), done.clone());
+        async move {
+            let (item, amount) = (i % items, (i % 5) as i64 + 1);
+            let sent = Instant::now();
+            let status = api.try_send("POST", &format!("/stock/add/{item}/{amount}"), None).await.map(|r| r.status);
+            done.fetch_add(1, Ordering::SeqCst);
+            Add { item, amount, status, sent, done: Instant::now() }
+        }
+    })
+    .await
+}
+
+/// Per item: units acknowledged (200) and units whose answer the client never saw (no
+/// answer, or a 5xx). Panics on a 4xx: adding to an existing item is never refused.
+fn tally(adds: &[Add], items: usize) -> (Vec<i64>, Vec<i64>) {
+    let (mut acked, mut unknown) = (vec![0; items], vec![0; items]);
+    for a in adds {
+        match a.status {
+            Ok(200) => acked[a.item] += a.amount,
+            Ok(s) if (400..500).contains(&s) => panic!("add to item {} refused with {s}", a.item),
+            _ => unknown[a.item] += a.amount,
+        }
+    }
+    (acked, unknown)
+}
+
+/// Waits until `n` is at least `at`.
+async fn reached(n: &AtomicUsize, at: usize) {
+    while n.load(Ordering::SeqCst) < at {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Every replica of `s` holds the same data.
+async fn assert_replicas_equal(c: &TestCluster, s: Service) {
+    let roots: Vec<String> = futures::future::join_all((0..3).map(|id| c.root(s, id))).await;
+    assert!(roots.iter().all(|r| *r == roots[0]), "{s} replicas differ: {roots:?}");
+}
+
+/// Every item holds at least the acknowledged adds and at most those plus the adds whose
+/// answer was not seen.
+async fn assert_adds_kept(api: &Api, acked: &[i64], unknown: &[i64]) {
+    for (item, (a, u)) in acked.iter().zip(unknown).enumerate() {
+        let stock = api.item(&item.to_string()).await.0;
+        assert!(*a <= stock && stock <= a + u, "item {item}: stock {stock}, acknowledged {a}, unanswered {u}");
+    }
+}
+
+/// kill -9 the primary of a third of the items while adds to every item run: no
+/// acknowledged add is lost, on any replica, and any excess comes from adds whose answer the
+/// client never saw. Prints the time from the kill to the first write answered on a key the
+/// killed replica was primary of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_primary_during_concurrent_adds_loses_no_acknowledged_add() {
+    const ITEMS: usize = 30;
+    const ADDS: usize = 900;
+    let mut c = start(3).await;
+    let api = Api::new(&c.gateway_url());
+    api.post_ok(&format!("/stock/batch_init/{ITEMS}/0/1")).await;
+    let victim = 1;
+    let owned: Vec<usize> = (0..ITEMS).filter(|i| View::initial(3).primary(&i.to_string()) == Some(victim)).collect();
+    assert!(!owned.is_empty());
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let load = tokio::spawn({
+        let (api, done) = (api.clone(), done.clone());
+        async move { adds(&api, ADDS, ITEMS, done).await }
+    });
+    reached(&done, ADDS / 4).await;
+    c.kill(Node::Replica(Service::Stock, victim));
+    let killed = Instant::now();
+    let results = load.await.unwrap();
+
+    let first = results
+        .iter()
+        .filter(|a| a.sent > killed && owned.contains(&a.item) && a.status == Ok(200))
+        .map(|a| a.done - killed)
+        .min()
+        .expect("writes to the killed primary's keys were answered after the kill");
+    println!("first write on a key of the killed primary answered {first:?} after the kill");
+    let (acked, unknown) = tally(&results, ITEMS);
+    println!("unanswered adds: {}", results.iter().filter(|a| a.status != Ok(200)).count());
+    assert!(results.iter().all(|a| !matches!(a.status, Ok(s) if s >= 500)), "a 5xx answered an add");
+
+    c.start_again(Node::Replica(Service::Stock, victim)).await;
+    c.wait_all_members(Service::Stock, Duration::from_secs(30)).await;
+    assert_replicas_equal(&c, Service::Stock).await;
+    assert_adds_kept(&api, &acked, &unknown).await;
+}
+
+/// One coordinator of stock is cut off from one replica only (the test-only fault hook):
+/// it evicts that replica while the other coordinator still reaches it, so for a while the
+/// two disagree. Adds through both coordinators: none lost, none doubled; healed, the
+/// replica re-joins with the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_cut_off_from_one_replica_loses_and_doubles_nothing() {
+    const ITEMS: usize = 30;
+    const ADDS: usize = 600;
+    let c = start(3).await;
+    let coordinators: Vec<Api> =
+        c.topology().stock.coordinators.iter().map(|a| Api::new(&format!("http://{a}"))).collect();
+    coordinators[0].post_ok(&format!("/stock/batch_init/{ITEMS}/0/1")).await;
+    let cut = 2;
+    assert_eq!(c.coordinator_post(Service::Stock, 0, &format!("/internal/fault/cut/{cut}")).await, 200);
+
+    // Half the adds go to each coordinator.
+    let done = Arc::new(AtomicUsize::new(0));
+    let halves =
+        futures::future::join_all(coordinators.iter().map(|api| adds(api, ADDS / 2, ITEMS, done.clone()))).await;
+    let results: Vec<Add> = halves.into_iter().flatten().collect();
+    assert!(results.iter().all(|a| a.status == Ok(200)), "every add is answered 200 with one replica cut off");
+    let (acked, unknown) = tally(&results, ITEMS);
+
+    // The cut-off coordinator evicted the replica; the other follows the committed view.
+    let status = c.coordinator_status(Service::Stock, 0).await;
+    let state = |s: &serde_json::Value| s["members"][cut as usize]["state"].as_str().unwrap().to_string();
+    assert_eq!(state(&status), "evicted", "{status}");
+    assert_eq!(c.coordinator_post(Service::Stock, 0, &format!("/internal/fault/heal/{cut}")).await, 200);
+    c.wait_all_members(Service::Stock, Duration::from_secs(30)).await;
+    assert_replicas_equal(&c, Service::Stock).await;
+    for api in &coordinators {
+        assert_adds_kept(api, &acked, &unknown).await;
+    }
+    let sum: i64 = acked.iter().sum();
+    assert_eq!(sum, results.iter().map(|a| a.amount).sum::<i64>());
+}
+
+/// The course consistency scenario while one replica of every service is dead and one order
+/// coordinator is paused for 8 s as the checkouts start: still exactly 100 successes, stock
+/// 0, credit 900, no 5xx; afterwards every replica is back, a full member, and equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consistency_scenario_holds_with_a_replica_of_each_service_dead_and_a_coordinator_paused() {
+    let mut c = start(3).await;
+    let api = Api::new(&c.gateway_url());
+    let setup = webshop_tests::consistency::setup(&api).await;
+    for s in Service::ALL {
+        c.kill(Node::Replica(s, 2));
+    }
+    c.pause(Node::Coordinator(Service::Order, 0));
+    let paused = Instant::now();
+    let checkouts = tokio::spawn({
+        let api = api.clone();
+        let setup = setup.clone();
+        async move { webshop_tests::consistency::checkouts(&api, &setup).await }
+    });
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(paused.elapsed())).await;
+    c.resume(Node::Coordinator(Service::Order, 0));
+    let statuses = checkouts.await.unwrap();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 400), "only 200 and 400 answers: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 100);
+    webshop_tests::consistency::check_totals(&api, &setup).await;
+
+    for s in Service::ALL {
+        c.start_again(Node::Replica(s, 2)).await;
+    }
+    for s in Service::ALL {
+        c.wait_all_members(s, Duration::from_secs(30)).await;
+        assert_replicas_equal(&c, s).await;
+    }
+}
