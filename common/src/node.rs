@@ -17,18 +17,28 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// How long a primary waits for a peer's acknowledgement of one fan-out request (at most
-/// `MAX_BATCH_RECORDS` states): a healthy peer parses and group-commits one in a few
-/// milliseconds, so 2 s means the peer is down, paused or starved.
-pub const FANOUT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A node's timeouts; the replica settings `fanout_timeout_ms`, `suspect_timeout_ms` and
+/// `lease_ms` set them, and the defaults are theirs.
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    /// How long a primary waits for a peer's acknowledgement of one fan-out request (at most
+    /// `MAX_BATCH_RECORDS` states): a healthy peer parses and group-commits one in a few
+    /// milliseconds, so 2 s means the peer is down, paused or starved.
+    pub fanout: Duration,
+    /// How long a primary waits for a coordinator to settle a suspicion: a re-probe (0.5 s)
+    /// and, if the peer is gone, a Paxos round (the acceptors first wait out the read leases
+    /// they granted it: 1.1 s).
+    pub suspect: Duration,
+    /// The read lease (`crate::lease`): well under the time it takes to evict a replica that
+    /// stopped answering (a fan-out timeout plus a re-probe).
+    pub lease: Duration,
+}
 
-/// How long a primary waits for a coordinator to settle a suspicion: a re-probe (0.5 s at
-/// most) and, if the peer is gone, a Paxos round (a few milliseconds when replicas answer).
-const SUSPECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The read lease unless a setting says otherwise: well under the time it takes to evict a
-/// replica that stopped answering (a fan-out timeout of 2 s plus a re-probe).
-pub const DEFAULT_LEASE: Duration = Duration::from_millis(1000);
+impl Default for Timings {
+    fn default() -> Timings {
+        Timings { fanout: Duration::from_secs(2), suspect: Duration::from_secs(5), lease: Duration::from_secs(1) }
+    }
+}
 
 /// How often a fan-out is sent again under a newer view a peer reported, before the write
 /// fails: views change rarely, so more than a couple in one write means something is wrong.
@@ -104,6 +114,8 @@ pub struct Node {
     empty_start: std::sync::atomic::AtomicBool,
     /// Read-lease bookkeeping (`crate::lease`).
     leases: std::sync::Mutex<Leases>,
+    /// How long to wait for a coordinator to settle a suspicion.
+    suspect_timeout: Duration,
     /// Keys whose last write here was not acknowledged by every peer (see
     /// `ensure_replicated`). Kept in memory only.
     unreplicated: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -120,9 +132,10 @@ impl Node {
         peers: HashMap<u32, String>,
         secret: String,
         acceptor: AcceptorState,
+        timings: Timings,
     ) -> Node {
         let http = reqwest::Client::builder()
-            .timeout(FANOUT_TIMEOUT)
+            .timeout(timings.fanout)
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
             .build()
@@ -135,7 +148,7 @@ impl Node {
             .map(|(id, base)| (id, PeerLink::spawn(id, base, http.clone(), secret.clone())))
             .collect();
         let view = acceptor.committed.clone();
-        let leases = Leases::new(me, acceptor.replicas, DEFAULT_LEASE);
+        let leases = Leases::new(me, acceptor.replicas, timings.lease);
         Node {
             me,
             service,
@@ -150,19 +163,13 @@ impl Node {
             empty_start: std::sync::atomic::AtomicBool::new(false),
             leases: std::sync::Mutex::new(leases),
             unreplicated: Default::default(),
+            suspect_timeout: timings.suspect,
         }
     }
 
     /// The same node, reporting failed peers to these coordinators (`host:port`).
     pub fn with_coordinators(mut self, addrs: &[String]) -> Node {
         self.coordinators = addrs.iter().map(|a| format!("http://{a}")).collect();
-        self
-    }
-
-    /// The same node with a read lease of `lease` (see `has_lease`).
-    pub fn with_lease(self, lease: Duration) -> Node {
-        let replicas = self.acceptor.try_lock().expect("not shared yet").replicas;
-        *self.leases.lock().unwrap() = Leases::new(self.me, replicas, lease);
         self
     }
 
@@ -267,7 +274,15 @@ impl Node {
 
     /// A single-replica node with no peers (unit tests).
     pub fn standalone(store: DynStore) -> Node {
-        Node::new(0, Service::Stock, store, HashMap::new(), String::new(), AcceptorState::initial(1))
+        Node::new(
+            0,
+            Service::Stock,
+            store,
+            HashMap::new(),
+            String::new(),
+            AcceptorState::initial(1),
+            Timings::default(),
+        )
     }
 
     /// The node's store.
@@ -424,7 +439,7 @@ impl Node {
             let r = self
                 .http
                 .post(format!("{base}/internal/suspect/{peer}"))
-                .timeout(SUSPECT_TIMEOUT)
+                .timeout(self.suspect_timeout)
                 .header(crate::wire::SECRET, &self.secret)
                 .send()
                 .await;

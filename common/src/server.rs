@@ -364,9 +364,9 @@ where
         None => crate::paxos::AcceptorState::fresh_empty(n),
     };
     let recovering = !acceptor.votes();
-    let mut node = Node::new(settings.id, settings.service, store, peers, settings.secret.clone(), acceptor)
-        .with_coordinators(&topology.nodes(settings.service).coordinators)
-        .with_lease(std::time::Duration::from_millis(settings.lease_ms));
+    let mut node =
+        Node::new(settings.id, settings.service, store, peers, settings.secret.clone(), acceptor, settings.timings())
+            .with_coordinators(&topology.nodes(settings.service).coordinators);
     if recovering && n > 1 {
         node = node.started_empty();
     }

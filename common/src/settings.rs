@@ -33,10 +33,16 @@ pub struct ReplicaSettings {
     /// state (an empty restart) must learn the view from the others before it votes. The
     /// launcher sets it only for a replica whose data folder did not exist.
     pub bootstrap: bool,
-    /// Read lease in milliseconds: a primary serves reads only while it heard from a majority
-    /// of the replicas this recently. Must stay well under the time an unresponsive replica
-    /// takes to be evicted (a 2 s fan-out timeout plus a re-probe).
+    /// Read lease in milliseconds: a primary serves reads only while a majority of the
+    /// replicas granted it one this recently (`common::lease`). Must stay under the fan-out
+    /// timeout, so that a replica paused past it cannot still hold a lease when it is evicted.
     pub lease_ms: u64,
+    /// How long a primary waits for a peer to acknowledge a fan-out before it suspects the
+    /// peer, in milliseconds.
+    pub fanout_timeout_ms: u64,
+    /// How long a primary waits for a coordinator to settle a suspicion (re-probe, and an
+    /// eviction by Paxos), in milliseconds.
+    pub suspect_timeout_ms: u64,
 }
 
 /// Settings of a coordinator process.
@@ -62,6 +68,13 @@ pub struct CoordinatorSettings {
     /// How often the prober (run by the lowest-id live coordinator) probes evicted replicas
     /// and re-joins those that answer, in milliseconds.
     pub probe_interval_ms: u64,
+    /// How long a re-probe of a replica (`/health`) may take before the replica counts as
+    /// gone, in milliseconds.
+    pub probe_timeout_ms: u64,
+    /// How long a replica may take to answer a membership (Paxos) message, in milliseconds.
+    /// A replica accepts a view that removes a member only after the read leases it granted
+    /// that member ran out, so this must exceed the replicas' `lease_ms` by a good margin.
+    pub paxos_timeout_ms: u64,
 }
 
 /// A settings error, reported at start.
@@ -103,7 +116,15 @@ impl ReplicaSettings {
             ("workers", "2"),
             ("bootstrap", "false"),
             ("lease_ms", "1000"),
+            ("fanout_timeout_ms", "2000"),
+            ("suspect_timeout_ms", "5000"),
         ])?;
+        if s.lease_ms == 0 || s.lease_ms >= s.fanout_timeout_ms {
+            return Err(SettingsError(format!(
+                "lease_ms ({}) must be positive and under fanout_timeout_ms ({})",
+                s.lease_ms, s.fanout_timeout_ms
+            )));
+        }
         let t = check_common(&s.topology, &s.secret, s.workers)?;
         if s.id as usize >= t.nodes(s.service).replicas.len() {
             return Err(SettingsError(format!("{} has no replica {}", s.service, s.id)));
@@ -117,6 +138,18 @@ impl ReplicaSettings {
     /// The address to bind.
     pub fn listen_addr(&self, t: &Topology) -> String {
         self.listen.clone().unwrap_or_else(|| t.nodes(self.service).replicas[self.id as usize].clone())
+    }
+}
+
+impl ReplicaSettings {
+    /// The node's timeouts.
+    pub fn timings(&self) -> crate::node::Timings {
+        let ms = std::time::Duration::from_millis;
+        crate::node::Timings {
+            fanout: ms(self.fanout_timeout_ms),
+            suspect: ms(self.suspect_timeout_ms),
+            lease: ms(self.lease_ms),
+        }
     }
 }
 
@@ -135,6 +168,10 @@ impl CoordinatorSettings {
             // A killed replica is back within a few seconds of its restart; probing once a
             // second costs one tiny request per evicted replica.
             ("probe_interval_ms", "1000"),
+            // A live replica answers /health in well under a millisecond.
+            ("probe_timeout_ms", "500"),
+            // A vote is one fsync, but accepting an eviction waits out a lease (1.1 s).
+            ("paxos_timeout_ms", "3000"),
         ])?;
         let t = check_common(&s.topology, &s.secret, s.workers)?;
         if s.id as usize >= t.nodes(s.service).coordinators.len() {

@@ -11,20 +11,11 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::time::Duration;
 
-/// How long a replica may take to answer a membership message: it persists its vote
-/// (one fsync) before answering, so a live replica answers within milliseconds, except
-/// that it accepts a view removing a member only once the read leases it granted that
-/// member ran out (the lease plus a tenth: 1.1 s by default, `common::lease`).
-const PAXOS_TIMEOUT: Duration = Duration::from_secs(3);
 /// Rounds one change may take before it gives up (each lost to a competing proposal or
 /// short of a majority); the caller may try again later.
 const MAX_ROUNDS: u32 = 8;
 /// Pause after a lost round, times the round number, so two dueling coordinators drift apart.
 const ROUND_BACKOFF: Duration = Duration::from_millis(30);
-
-/// How long a re-probe waits for `/health` before the replica counts as dead. A live
-/// replica answers in well under a millisecond; a paused or dead one never does.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How one round ended.
 enum Round {
@@ -87,7 +78,7 @@ impl Coordinator {
         if !self.view.get().members.contains(&id) && !self.view.get().learners.contains(&id) {
             return true;
         }
-        if self.forwarder.get_internal(id, "/health", PROBE_TIMEOUT).await.is_ok_and(|r| r.status == 200) {
+        if self.forwarder.get_internal(id, "/health", self.probe_timeout).await.is_ok_and(|r| r.status == 200) {
             return false;
         }
         let n = self.forwarder.replicas();
@@ -115,7 +106,7 @@ impl Coordinator {
         request: &'a Request,
     ) -> FuturesUnordered<impl Future<Output = (u32, Result<paxos::Reply, SendError>)> + 'a> {
         (0..self.forwarder.replicas())
-            .map(|id| async move { (id, self.forwarder.paxos(id, request, PAXOS_TIMEOUT).await) })
+            .map(|id| async move { (id, self.forwarder.paxos(id, request, self.paxos_timeout).await) })
             .collect()
     }
 
@@ -127,8 +118,9 @@ impl Coordinator {
         let (tx, mut rx) = tokio::sync::mpsc::channel(n as usize);
         for id in 0..n {
             let (forwarder, request, tx) = (self.forwarder.clone(), request.clone(), tx.clone());
+            let timeout = self.paxos_timeout;
             tokio::spawn(async move {
-                let _ = tx.send(forwarder.paxos(id, &request, PAXOS_TIMEOUT).await.is_ok()).await;
+                let _ = tx.send(forwarder.paxos(id, &request, timeout).await.is_ok()).await;
             });
         }
         drop(tx);
@@ -152,8 +144,8 @@ impl Coordinator {
                 let mut step = phase.feed(p, id, &reply);
                 if let ProposerStep::CatchUp(r) = step {
                     // The replica missed the view the proposal builds on: tell it, ask again.
-                    let _ = self.forwarder.paxos(r, &Request::Commit { view: base.clone() }, PAXOS_TIMEOUT).await;
-                    step = match self.forwarder.paxos(r, &request, PAXOS_TIMEOUT).await {
+                    let _ = self.forwarder.paxos(r, &Request::Commit { view: base.clone() }, self.paxos_timeout).await;
+                    step = match self.forwarder.paxos(r, &request, self.paxos_timeout).await {
                         Ok(reply) => phase.feed(p, r, &reply),
                         Err(_) => ProposerStep::Wait,
                     };

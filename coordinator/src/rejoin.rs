@@ -9,8 +9,6 @@ use common::paxos;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a probe waits for `/health`.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a full member may take to stream its whole copy to a learner (100k documents
 /// take about a second; a million about ten).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -41,7 +39,7 @@ impl Coordinator {
     async fn leads(&self) -> bool {
         let http = reqwest::Client::new();
         for addr in self.coordinator_addrs.iter().take(self.id as usize) {
-            let r = http.get(format!("http://{addr}/health")).timeout(PROBE_TIMEOUT).send().await;
+            let r = http.get(format!("http://{addr}/health")).timeout(self.probe_timeout).send().await;
             if r.is_ok_and(|r| r.status().is_success()) {
                 return false;
             }
@@ -78,7 +76,7 @@ impl Coordinator {
     }
 
     async fn answers(&self, id: u32) -> bool {
-        self.forwarder.get_internal(id, "/health", PROBE_TIMEOUT).await.is_ok_and(|r| r.status == 200)
+        self.forwarder.get_internal(id, "/health", self.probe_timeout).await.is_ok_and(|r| r.status == 200)
     }
 
     /// Streams a full member's copy to learner `id`, then promotes it if the digests match.
@@ -117,7 +115,7 @@ impl Coordinator {
     }
 
     async fn root_of(&self, id: u32) -> Option<String> {
-        let r = self.forwarder.get_internal(id, "/internal/digest", PROBE_TIMEOUT).await.ok()?;
+        let r = self.forwarder.get_internal(id, "/internal/digest", self.probe_timeout).await.ok()?;
         let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
         v["root"].as_str().map(str::to_string)
     }

@@ -217,6 +217,8 @@ mod tests {
             long_timeout_ms: 100,
             // The prober stays out of these tests: they count what the replicas receive.
             probe_interval_ms: 3_600_000,
+            probe_timeout_ms: 500,
+            paxos_timeout_ms: 3000,
         };
         // Ports 1.. on loopback: nothing listens there, and no case below may forward anyway.
         let topology = Topology::local(1, 1, &mut (1..));

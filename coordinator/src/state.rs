@@ -80,6 +80,10 @@ pub struct Coordinator {
     pub coordinator_addrs: Vec<String>,
     /// How often the prober looks at evicted replicas.
     pub probe_interval: Duration,
+    /// How long a re-probe of a replica may take (setting `probe_timeout_ms`).
+    pub probe_timeout: Duration,
+    /// How long a replica may take to answer a Paxos message (setting `paxos_timeout_ms`).
+    pub paxos_timeout: Duration,
 }
 
 impl Coordinator {
@@ -100,6 +104,8 @@ impl Coordinator {
             ballot: tokio::sync::Mutex::new(common::paxos::Ballot::ZERO),
             coordinator_addrs: topology.nodes(settings.service).coordinators.clone(),
             probe_interval: Duration::from_millis(settings.probe_interval_ms),
+            probe_timeout: Duration::from_millis(settings.probe_timeout_ms),
+            paxos_timeout: Duration::from_millis(settings.paxos_timeout_ms),
         }
     }
 

@@ -169,6 +169,8 @@ async fn boot(service: Service, replicas: Vec<String>, request_timeout_ms: u64) 
         long_timeout_ms: request_timeout_ms,
         // The prober stays out of these tests: they count what the replicas receive.
         probe_interval_ms: 3_600_000,
+        probe_timeout_ms: 500,
+        paxos_timeout_ms: 3000,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     actix_web::rt::spawn(coordinator::run(settings, topology, listener, async move {
