@@ -5,6 +5,7 @@
 //! placement, the topology and settings, the public route table the coordinators route
 //! by, and the small HTTP helpers the processes share.
 
+pub mod antientropy;
 pub mod balancer;
 pub mod client;
 pub mod digest;

@@ -40,6 +40,10 @@ impl Default for Timings {
     }
 }
 
+/// How long an anti-entropy round may stay open on a replica before it is dropped (its
+/// coordinator died mid-round).
+const ROUND_MAX_AGE: Duration = Duration::from_secs(300);
+
 /// How often a fan-out is sent again under a newer view a peer reported, before the write
 /// fails: views change rarely, so more than a couple in one write means something is wrong.
 const STALE_RESENDS: usize = 3;
@@ -116,6 +120,8 @@ pub struct Node {
     leases: std::sync::Mutex<Leases>,
     /// How long to wait for a coordinator to settle a suspicion.
     suspect_timeout: Duration,
+    /// Open anti-entropy rounds: when each began here, and the keys written since.
+    rounds: std::sync::Mutex<HashMap<u64, (std::time::Instant, std::collections::HashSet<String>)>>,
     /// Keys whose last write here was not acknowledged by every peer (see
     /// `ensure_replicated`). Kept in memory only.
     unreplicated: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -164,6 +170,7 @@ impl Node {
             leases: std::sync::Mutex::new(leases),
             unreplicated: Default::default(),
             suspect_timeout: timings.suspect,
+            rounds: Default::default(),
         }
     }
 
@@ -322,6 +329,7 @@ impl Node {
     /// peer acknowledged.
     pub async fn write_primary(&self, puts: Vec<Put>) -> Result<(), NodeError> {
         let records: Vec<Record> = puts.iter().map(|p| p.record.clone()).collect();
+        self.note_written(records.iter().map(|r| r.key.as_str()));
         let applied = self.store.write(puts).await?;
         if let Some(i) = applied.iter().position(|a| !a) {
             return Err(NodeError::Conflict(records[i].key.clone()));
@@ -554,6 +562,62 @@ impl Node {
     }
 
     /// Applies states sent by a primary: each only if its version is higher than ours.
+    /// Remembers that `keys` were written, for every open anti-entropy round.
+    fn note_written<'a>(&self, keys: impl Iterator<Item = &'a str>) {
+        let mut rounds = self.rounds.lock().unwrap();
+        if rounds.is_empty() {
+            return;
+        }
+        let keys: Vec<&str> = keys.collect();
+        for (_, written) in rounds.values_mut() {
+            written.extend(keys.iter().map(|k| k.to_string()));
+        }
+    }
+
+    /// Opens anti-entropy round `round` here: keys written from now on are listed as fresh.
+    /// Rounds left open (their coordinator died) are dropped after `ROUND_MAX_AGE`.
+    pub fn begin_round(&self, round: u64) {
+        let mut rounds = self.rounds.lock().unwrap();
+        rounds.retain(|_, (began, _)| began.elapsed() < ROUND_MAX_AGE);
+        rounds.entry(round).or_insert_with(|| (std::time::Instant::now(), Default::default()));
+    }
+
+    /// Closes anti-entropy round `round`.
+    pub fn end_round(&self, round: u64) {
+        self.rounds.lock().unwrap().remove(&round);
+    }
+
+    /// The entries of `buckets` for round `round`, each marked fresh if written since the
+    /// round began here (every key is fresh for a round not open here).
+    pub async fn list_buckets(&self, round: u64, buckets: &[u8]) -> Result<Vec<crate::antientropy::Entry>, NodeError> {
+        let listed = self.store.buckets(buckets).await?;
+        let rounds = self.rounds.lock().unwrap();
+        let written = rounds.get(&round).map(|(_, w)| w);
+        Ok(listed
+            .into_iter()
+            .map(|kv| crate::antientropy::Entry {
+                fresh: written.is_none_or(|w| w.contains(&kv.key)),
+                key: kv.key,
+                version: kv.version,
+                hash: kv.hash,
+            })
+            .collect())
+    }
+
+    /// The stored records of `keys` (those present).
+    pub async fn fetch(&self, keys: &[String]) -> Result<Vec<Record>, NodeError> {
+        Ok(self.store.get_many(keys).await?.into_iter().flatten().collect())
+    }
+
+    /// Applies anti-entropy repairs: each record only if this replica still holds the
+    /// version it listed (zero: still lacks the key). Returns how many were applied.
+    pub async fn repair(&self, repairs: Vec<(Record, crate::version::Version)>) -> Result<usize, NodeError> {
+        let puts =
+            repairs.into_iter().map(|(record, listed)| Put { expect: Expect::Exactly(listed), record }).collect();
+        let applied = self.store.write(puts).await?;
+        Ok(applied.iter().filter(|a| **a).count())
+    }
+
     pub async fn apply_replicated(&self, batch: ReplicateBatch) -> Result<usize, NodeError> {
         {
             let view = self.view.read().unwrap();
@@ -566,6 +630,7 @@ impl Node {
                 log::debug!("replicated state of {} at {} under epoch {}", r.key, r.version, batch.epoch);
             }
         }
+        self.note_written(batch.records.iter().map(|r| r.key.as_str()));
         let puts = batch.records.into_iter().map(|record| Put { expect: Expect::Older, record }).collect();
         let applied = self.store.write(puts).await?;
         // Acknowledge only if no newer view was installed while the states were written: a

@@ -8,6 +8,7 @@ use crate::metrics::{labels, Metrics};
 use crate::node::{Misdirected, Node, NodeError, ReplicateBatch};
 use crate::reply::Reply;
 use crate::routing::{resolve, KeySource, Method, RouteError, Target};
+use crate::storage::Record;
 use crate::table::TableError;
 use crate::wire::{
     BatchKeys, EPOCH, MINTED_KEY, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
@@ -15,6 +16,7 @@ use crate::wire::{
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -236,14 +238,93 @@ async fn lease(req: HttpRequest, path: web::Path<u32>, app: web::Data<ReplicaApp
     }
 }
 
-async fn digest(req: HttpRequest, app: web::Data<ReplicaApp>) -> HttpResponse {
+/// Query of `/internal/digest`.
+#[derive(Deserialize)]
+struct DigestQuery {
+    /// Opens this anti-entropy round here (see `Node::begin_round`).
+    round: Option<u64>,
+    /// Also send the 256 bucket digests.
+    #[serde(default)]
+    buckets: bool,
+}
+
+/// `GET /internal/digest[?round=R&buckets=true]`: the root (and the bucket digests), read
+/// from the digests the store keeps with every write: no document is read.
+async fn digest(req: HttpRequest, q: web::Query<DigestQuery>, app: web::Data<ReplicaApp>) -> HttpResponse {
     if !authorized(&req, &app.secret) {
         return forbidden();
     }
+    if let Some(round) = q.round {
+        app.node.begin_round(round);
+    }
     match app.node.store().digests().await {
-        Ok(d) => HttpResponse::Ok().json(serde_json::json!({ "root": d.root().to_hex(), "epoch": app.node.epoch() })),
+        Ok(d) => {
+            let mut body = serde_json::json!({ "root": d.root().to_hex(), "epoch": app.node.epoch() });
+            if q.buckets {
+                body["buckets"] = serde_json::json!(d.buckets().iter().map(|h| h.to_hex()).collect::<Vec<_>>());
+            }
+            HttpResponse::Ok().json(body)
+        }
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
+}
+
+/// Body of `/internal/ae/list`.
+#[derive(Serialize, Deserialize)]
+pub struct ListRequest {
+    /// The round (opened by `/internal/digest?round=`).
+    pub round: u64,
+    /// The buckets to list.
+    pub buckets: Vec<u8>,
+}
+
+async fn ae_list(req: HttpRequest, body: web::Json<ListRequest>, app: web::Data<ReplicaApp>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    match app.node.list_buckets(body.round, &body.buckets).await {
+        Ok(entries) => HttpResponse::Ok().json(entries),
+        Err(e) => error_response(&HandlerError::Table(TableError::Node(e))),
+    }
+}
+
+async fn ae_fetch(req: HttpRequest, keys: web::Json<Vec<String>>, app: web::Data<ReplicaApp>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    match app.node.fetch(&keys).await {
+        Ok(records) => HttpResponse::Ok().json(records),
+        Err(e) => error_response(&HandlerError::Table(TableError::Node(e))),
+    }
+}
+
+async fn ae_repair(
+    req: HttpRequest,
+    repairs: web::Json<Vec<(Record, crate::version::Version)>>,
+    app: web::Data<ReplicaApp>,
+) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    let repairs = repairs.into_inner();
+    if let Some((r, _)) = repairs.iter().find(|(r, _)| !r.hash_ok()) {
+        return HttpResponse::BadRequest().body(format!("record {} does not match its hash", r.key));
+    }
+    match app.node.repair(repairs).await {
+        Ok(applied) => {
+            app.metrics.add("repaired_documents_total", labels(&[]), applied as u64);
+            HttpResponse::Ok().json(serde_json::json!({ "applied": applied }))
+        }
+        Err(e) => error_response(&HandlerError::Table(TableError::Node(e))),
+    }
+}
+
+async fn ae_end(req: HttpRequest, round: web::Path<u64>, app: web::Data<ReplicaApp>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    app.node.end_round(round.into_inner());
+    HttpResponse::Ok().finish()
 }
 
 /// The answer of a replica that lost its data while still a full member: its own failure,
@@ -304,6 +385,10 @@ pub fn configure_replica(app: web::Data<ReplicaApp>) -> impl Fn(&mut web::Servic
             .route("/internal/lease/{from}", web::get().to(lease))
             .route("/internal/paxos", web::post().to(paxos))
             .route("/internal/digest", web::get().to(digest))
+            .route("/internal/ae/list", web::post().to(ae_list))
+            .route("/internal/ae/fetch", web::post().to(ae_fetch))
+            .route("/internal/ae/repair", web::post().to(ae_repair))
+            .route("/internal/ae/end/{round}", web::post().to(ae_end))
             .default_service(web::to(dispatch));
     }
 }

@@ -75,6 +75,13 @@ pub struct CoordinatorSettings {
     /// A replica accepts a view that removes a member only after the read leases it granted
     /// that member ran out, so this must exceed the replicas' `lease_ms` by a good margin.
     pub paxos_timeout_ms: u64,
+    /// How often the lowest-id live coordinator runs an anti-entropy round, in milliseconds.
+    pub anti_entropy_interval_ms: u64,
+    /// Most divergent buckets one anti-entropy round lists (of 256); the next round goes on
+    /// with the next ones.
+    pub anti_entropy_max_buckets: usize,
+    /// Most documents one anti-entropy round repairs.
+    pub anti_entropy_max_repairs: usize,
 }
 
 /// A settings error, reported at start.
@@ -172,7 +179,15 @@ impl CoordinatorSettings {
             ("probe_timeout_ms", "500"),
             // A vote is one fsync, but accepting an eviction waits out a lease (1.1 s).
             ("paxos_timeout_ms", "3000"),
+            ("anti_entropy_interval_ms", "10000"),
+            // A bucket holds 1/256 of the keys: 64 buckets of a million keys are 250k
+            // listed entries per replica, a few MB.
+            ("anti_entropy_max_buckets", "64"),
+            ("anti_entropy_max_repairs", "20000"),
         ])?;
+        if s.anti_entropy_interval_ms == 0 || s.anti_entropy_max_buckets == 0 {
+            return Err(SettingsError("anti_entropy_interval_ms and anti_entropy_max_buckets must be positive".into()));
+        }
         let t = check_common(&s.topology, &s.secret, s.workers)?;
         if s.id as usize >= t.nodes(s.service).coordinators.len() {
             return Err(SettingsError(format!("{} has no coordinator {}", s.service, s.id)));

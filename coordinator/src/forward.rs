@@ -208,6 +208,27 @@ impl Forwarder {
         read(resp).await
     }
 
+    /// Calls an internal POST endpoint of replica `id` with a JSON body.
+    pub async fn post_internal_json(
+        &self,
+        id: u32,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<ReplicaReply, SendError> {
+        let base = self.base(id)?;
+        let resp = self
+            .http
+            .post(format!("{base}{path}"))
+            .timeout(timeout)
+            .header(SECRET, &self.secret)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await?;
+        read(resp).await
+    }
+
     /// Sends a membership message to replica `id` and reads its reply.
     pub async fn paxos(
         &self,

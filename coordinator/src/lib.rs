@@ -16,6 +16,7 @@
 //! - [`status`]: `/admin/status` as JSON and HTML.
 //! - [`error`]: failures to answer and their statuses.
 
+pub mod antientropy;
 pub mod batch;
 pub mod error;
 pub mod forward;
@@ -50,6 +51,7 @@ pub async fn run(
     );
     let app = actix_web::web::Data::new(coordinator);
     tokio::spawn(app.clone().into_inner().prober());
+    tokio::spawn(app.clone().into_inner().anti_entropy());
     common::server::serve(listener, settings.workers, routes::configure(app), shutdown).await
 }
 

@@ -1,10 +1,12 @@
 //! The prober (DESIGN section 4): the live coordinator with the lowest id probes the
 //! replicas that are out of the view; one that answers is added as a learner by a committed
-//! view (from then on it receives every write), catches up from a full member's copy
-//! (a version-guarded stream: it keeps whatever is newer), and is promoted to full member by
-//! a new view once its digest equals the member's.
+//! view (from then on it receives every write), catches up (a full copy streamed from a
+//! full member if it is empty or differs in most buckets, then anti-entropy rounds, see
+//! `crate::antientropy`), and is promoted to full member by a new view once a round finds
+//! nothing left to repair on it.
 
 use crate::state::Coordinator;
+use common::digest::BUCKETS;
 use common::paxos;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +14,10 @@ use std::time::Duration;
 /// How long a full member may take to stream its whole copy to a learner (100k documents
 /// take about a second; a million about ten).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often the learner's digest is compared with the member's after the catch-up, and the
-/// pause between comparisons: writes in flight during the comparison make the two differ
-/// for a moment; a learner still different after that is caught up again next round.
-const DIGEST_CHECKS: u32 = 10;
-const DIGEST_PAUSE: Duration = Duration::from_millis(200);
+/// Anti-entropy rounds a catch-up may take before the learner is left for the next probe:
+/// the first repairs, the second normally finds nothing left; more are needed only when a
+/// round is capped or a replica did not answer.
+const CATCH_UP_ROUNDS: u32 = 5;
 
 impl Coordinator {
     /// Runs the prober until the process stops.
@@ -36,7 +37,7 @@ impl Coordinator {
     }
 
     /// Whether this is the live coordinator with the lowest id.
-    async fn leads(&self) -> bool {
+    pub(crate) async fn leads(&self) -> bool {
         let http = reqwest::Client::new();
         for addr in self.coordinator_addrs.iter().take(self.id as usize) {
             let r = http.get(format!("http://{addr}/health")).timeout(self.probe_timeout).send().await;
@@ -79,39 +80,52 @@ impl Coordinator {
         self.forwarder.get_internal(id, "/health", self.probe_timeout).await.is_ok_and(|r| r.status == 200)
     }
 
-    /// Streams a full member's copy to learner `id`, then promotes it if the digests match.
+    /// Brings learner `id` up to date, then promotes it: a learner that is empty or differs
+    /// from the majority's copy in most buckets first gets a full copy streamed from a full
+    /// member; then anti-entropy rounds repair what still differs, and once a round finds
+    /// nothing to repair on it, it becomes a full member.
     async fn catch_up(&self, id: u32) {
         let n = self.forwarder.replicas();
-        for source in self.view.get().members {
+        let (Some(mine), Some(source)) = (self.root_of(id).await, self.view.get().members.first().copied()) else {
+            return;
+        };
+        let differs = self.buckets_differing(id, source).await;
+        if mine == common::digest::Digests::default().root().to_hex() || differs.is_none_or(|d| d > BUCKETS / 2) {
             match self.forwarder.post_internal(source, &format!("/internal/push/{id}"), PUSH_TIMEOUT).await {
                 Ok(r) if r.status == 200 => {}
                 Ok(r) => {
-                    log::warn!(
-                        "replica {source} could not catch up replica {id}: {}",
-                        String::from_utf8_lossy(&r.body)
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    log::warn!("replica {source} could not catch up replica {id}: {e}");
-                    continue;
-                }
-            }
-            for _ in 0..DIGEST_CHECKS {
-                let (a, b) = (self.root_of(source).await, self.root_of(id).await);
-                if a.is_some() && a == b {
-                    match self.change_view(&format!("promote replica {id}"), |v| paxos::promote(v, id, n)).await {
-                        Ok(v) if v.members.contains(&id) => log::info!("replica {id} is a full member again"),
-                        Ok(_) => {}
-                        Err(e) => log::warn!("promoting replica {id} failed: {e}"),
-                    }
+                    log::warn!("replica {source} could not copy to replica {id}: {}", String::from_utf8_lossy(&r.body));
                     return;
                 }
-                tokio::time::sleep(DIGEST_PAUSE).await;
+                Err(e) => {
+                    log::warn!("replica {source} could not copy to replica {id}: {e}");
+                    return;
+                }
             }
-            log::info!("replica {id} still differs from replica {source} after catching up; trying again later");
-            return;
         }
+        for _ in 0..CATCH_UP_ROUNDS {
+            let report = self.anti_entropy_round(&format!("re-join of replica {id}")).await;
+            if report.complete && report.roots.contains_key(&id) && !report.planned.contains_key(&id) {
+                match self.change_view(&format!("promote replica {id}"), |v| paxos::promote(v, id, n)).await {
+                    Ok(v) if v.members.contains(&id) => log::info!("replica {id} is a full member again"),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("promoting replica {id} failed: {e}"),
+                }
+                return;
+            }
+        }
+        log::info!("replica {id} still differs after {CATCH_UP_ROUNDS} anti-entropy rounds; trying again later");
+    }
+
+    /// In how many buckets replicas `a` and `b` differ (`None` if either did not answer).
+    async fn buckets_differing(&self, a: u32, b: u32) -> Option<usize> {
+        let get = |id: u32| async move {
+            let r = self.forwarder.get_internal(id, "/internal/digest?buckets=true", self.probe_timeout).await.ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+            v["buckets"].as_array().cloned()
+        };
+        let (x, y) = (get(a).await?, get(b).await?);
+        Some(x.iter().zip(&y).filter(|(p, q)| p != q).count())
     }
 
     async fn root_of(&self, id: u32) -> Option<String> {

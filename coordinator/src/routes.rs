@@ -30,6 +30,7 @@ pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig
             .route("/metrics", web::get().to(metrics))
             .route("/admin/status", web::get().to(admin_status))
             .route("/admin/view/{change}/{replica}", web::post().to(admin_view_change))
+            .route("/admin/anti-entropy", web::post().to(admin_anti_entropy))
             .route("/internal/suspect/{replica}", web::post().to(suspect));
         #[cfg(feature = "fault-hooks")]
         cfg.route("/internal/fault/{cut_or_heal}/{replica}", web::post().to(fault));
@@ -70,6 +71,15 @@ async fn admin_status(req: HttpRequest, app: web::Data<Coordinator>) -> HttpResp
     } else {
         HttpResponse::Ok().json(&status)
     }
+}
+
+/// `POST /admin/anti-entropy` (cluster secret required): runs an anti-entropy round now, on
+/// this coordinator, and answers its report (the benchmark and operators use it).
+async fn admin_anti_entropy(req: HttpRequest, app: web::Data<Coordinator>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    HttpResponse::Ok().json(app.anti_entropy_round("requested").await)
 }
 
 /// `POST /admin/view/{evict|learner|promote}/{replica}` (cluster secret required): changes
@@ -219,6 +229,9 @@ mod tests {
             probe_interval_ms: 3_600_000,
             probe_timeout_ms: 500,
             paxos_timeout_ms: 3000,
+            anti_entropy_interval_ms: 3_600_000,
+            anti_entropy_max_buckets: 64,
+            anti_entropy_max_repairs: 20000,
         };
         // Ports 1.. on loopback: nothing listens there, and no case below may forward anyway.
         let topology = Topology::local(1, 1, &mut (1..));

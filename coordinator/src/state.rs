@@ -84,6 +84,18 @@ pub struct Coordinator {
     pub probe_timeout: Duration,
     /// How long a replica may take to answer a Paxos message (setting `paxos_timeout_ms`).
     pub paxos_timeout: Duration,
+    /// How often anti-entropy rounds run (setting `anti_entropy_interval_ms`).
+    pub anti_entropy_interval: Duration,
+    /// Most divergent buckets one round lists (setting `anti_entropy_max_buckets`).
+    pub anti_entropy_max_buckets: usize,
+    /// Most documents one round repairs (setting `anti_entropy_max_repairs`).
+    pub anti_entropy_max_repairs: usize,
+    /// Held while a round runs: rounds run one at a time.
+    pub round_lock: tokio::sync::Mutex<()>,
+    /// Where the next capped round starts in the list of divergent buckets.
+    pub bucket_cursor: std::sync::atomic::AtomicUsize,
+    /// What the last round found and did.
+    pub last_round: std::sync::Mutex<Option<crate::antientropy::RoundReport>>,
 }
 
 impl Coordinator {
@@ -106,6 +118,12 @@ impl Coordinator {
             probe_interval: Duration::from_millis(settings.probe_interval_ms),
             probe_timeout: Duration::from_millis(settings.probe_timeout_ms),
             paxos_timeout: Duration::from_millis(settings.paxos_timeout_ms),
+            anti_entropy_interval: Duration::from_millis(settings.anti_entropy_interval_ms),
+            anti_entropy_max_buckets: settings.anti_entropy_max_buckets,
+            anti_entropy_max_repairs: settings.anti_entropy_max_repairs,
+            round_lock: tokio::sync::Mutex::new(()),
+            bucket_cursor: Default::default(),
+            last_round: Default::default(),
         }
     }
 

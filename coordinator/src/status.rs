@@ -2,6 +2,7 @@
 //! root, as JSON for tools and as an HTML page for a person. Readable without the secret:
 //! it shows no data, only membership and hashes.
 
+use crate::antientropy::RoundReport;
 use crate::state::Coordinator;
 use crate::view::member_state;
 use common::topology::Service;
@@ -27,6 +28,9 @@ pub struct Status {
     pub epoch: u64,
     /// Every configured replica, in id order.
     pub members: Vec<MemberStatus>,
+    /// The last anti-entropy round this coordinator ran (`null` before its first, and on
+    /// coordinators that do not lead).
+    pub anti_entropy: Option<RoundReport>,
 }
 
 /// One replica as the status shows it.
@@ -64,7 +68,8 @@ pub async fn gather(c: &Coordinator) -> Status {
         }
     });
     let members = futures::future::join_all(asks).await;
-    Status { service: c.service, coordinator: c.id, epoch: view.epoch, members }
+    let anti_entropy = c.last_round.lock().unwrap().clone();
+    Status { service: c.service, coordinator: c.id, epoch: view.epoch, members, anti_entropy }
 }
 
 /// Whether the client asked for the HTML page: `Accept: text/html` or `?format=html`.
@@ -97,8 +102,29 @@ pub fn render_html(s: &Status) -> String {
          .up{{background:#e8f6e8}}.learner{{background:#fdf6dc}}.evicted{{background:#f9e0e0}}\
          </style></head>\n<body><h1>{title}</h1>\n<p>View epoch <b>{}</b></p>\n\
          <table><tr><th>replica</th><th>address</th><th>state</th><th>digest root</th></tr>\n{rows}</table>\n\
-         </body></html>\n",
-        s.epoch
+         <h2>Last anti-entropy round</h2>\n{}</body></html>\n",
+        s.epoch,
+        round_html(s.anti_entropy.as_ref())
+    )
+}
+
+fn round_html(r: Option<&RoundReport>) -> String {
+    let Some(r) = r else {
+        return "<p>none yet on this coordinator</p>\n".into();
+    };
+    format!(
+        "<p>{} ({}): started at {} ms since the epoch, took {} ms, under view {}; replicas differing: {:?}; \
+         divergent buckets: {} ({} listed); documents repaired: {}; left for the next round: {}</p>\n",
+        escape(&r.reason),
+        if r.complete { "complete" } else { "partial" },
+        r.started_ms,
+        r.took_ms,
+        r.epoch,
+        r.differing_replicas,
+        r.divergent_buckets.len(),
+        r.listed_buckets,
+        r.repaired,
+        r.deferred
     )
 }
 
@@ -119,6 +145,7 @@ mod tests {
                 MemberStatus { id: 0, addr: "a:1".into(), state: MemberState::Up, root: Some("ab12".into()) },
                 MemberStatus { id: 1, addr: "<b>".into(), state: MemberState::Evicted, root: None },
             ],
+            anti_entropy: None,
         }
     }
 
@@ -130,7 +157,7 @@ mod tests {
             serde_json::json!({"service": "stock", "coordinator": 1, "epoch": 7, "members": [
                 {"id": 0, "addr": "a:1", "state": "up", "root": "ab12"},
                 {"id": 1, "addr": "<b>", "state": "evicted", "root": null},
-            ]})
+            ], "anti_entropy": null})
         );
     }
 

@@ -171,6 +171,9 @@ async fn boot(service: Service, replicas: Vec<String>, request_timeout_ms: u64) 
         probe_interval_ms: 3_600_000,
         probe_timeout_ms: 500,
         paxos_timeout_ms: 3000,
+        anti_entropy_interval_ms: 3_600_000,
+        anti_entropy_max_buckets: 64,
+        anti_entropy_max_repairs: 20000,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     actix_web::rt::spawn(coordinator::run(settings, topology, listener, async move {
@@ -424,7 +427,7 @@ async fn view_is_learned_at_start_and_shown_in_status() {
             {"id": 0, "addr": a[0].addr, "state": "up", "root": "root-0"},
             {"id": 1, "addr": a[1].addr, "state": "learner", "root": "root-1"},
             {"id": 2, "addr": a[2].addr, "state": "up", "root": null},
-        ]})
+        ], "anti_entropy": null})
     );
     let (status, ct, page) = coord.send("GET", "/admin/status", &[("Accept", "text/html")]).await;
     assert_eq!((status, ct.as_deref()), (200, Some("text/html; charset=utf-8")));

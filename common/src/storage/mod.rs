@@ -118,6 +118,16 @@ pub trait Store: Send + Sync + 'static {
     /// Keys, versions and hashes of one bucket.
     async fn bucket(&self, bucket: u8) -> StoreResult<Vec<KeyVersion>>;
 
+    /// Keys, versions and hashes of several buckets (anti-entropy lists the divergent ones).
+    /// Engines that cannot find a bucket's keys without a scan override this to scan once.
+    async fn buckets(&self, buckets: &[u8]) -> StoreResult<Vec<KeyVersion>> {
+        let mut out = Vec::new();
+        for b in buckets {
+            out.extend(self.bucket(*b).await?);
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` records with keys greater than `after`, in key order (dumps, scans).
     async fn scan(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Record>>;
 

@@ -258,6 +258,24 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    async fn buckets(&self, buckets: &[u8]) -> StoreResult<Vec<KeyVersion>> {
+        let mut wanted = [false; crate::digest::BUCKETS];
+        for b in buckets {
+            wanted[*b as usize] = true;
+        }
+        let tx = self.db.begin_read().map_err(StoreError::of)?;
+        let t = tx.open_table(DOCS).map_err(StoreError::of)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(StoreError::of)? {
+            let (k, v) = item.map_err(StoreError::of)?;
+            if wanted[bucket_of(k.value()) as usize] {
+                let (version, hash) = decode_head(v.value())?;
+                out.push(KeyVersion { key: k.value().to_string(), version, hash });
+            }
+        }
+        Ok(out)
+    }
+
     async fn scan(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Record>> {
         use std::ops::Bound;
         let tx = self.db.begin_read().map_err(StoreError::of)?;

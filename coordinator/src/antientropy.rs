@@ -1,0 +1,255 @@
+//! Anti-entropy rounds (DESIGN section 5), run by the service's lowest-id live coordinator
+//! every `anti_entropy_interval_ms` and right after a replica re-joins: compare the
+//! replicas' bucket digests, list the divergent buckets, and repair per key as
+//! `common::antientropy::plan` decides. A round with nothing divergent reads no document:
+//! only the digests every replica keeps up to date with its writes.
+
+use crate::state::Coordinator;
+use common::antientropy::{divergent_buckets, majority_root, plan, Entry, Repair};
+use common::digest::{Hash, BUCKETS};
+use common::metrics::labels;
+use common::storage::Record;
+use common::version::Version;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// Longest wait for a replica's answer within a round (a listing of many buckets on a large
+/// store scans it once: seconds at a million keys).
+const ROUND_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Records per fetch or repair request.
+const CHUNK: usize = 1000;
+
+/// What one round found and did, as `/admin/status` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Why it ran: `interval` or `re-join of replica N`.
+    pub reason: String,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// How long it took, in milliseconds.
+    pub took_ms: u64,
+    /// The view epoch it ran under.
+    pub epoch: u64,
+    /// Replicas that answered, with their roots (hex).
+    pub roots: BTreeMap<u32, String>,
+    /// Replicas whose root differed from the majority's (all that answered when there was
+    /// no majority root).
+    pub differing_replicas: Vec<u32>,
+    /// Divergent buckets found.
+    pub divergent_buckets: Vec<u8>,
+    /// Of those, the buckets listed this round (at most `anti_entropy_max_buckets`).
+    pub listed_buckets: usize,
+    /// Documents repaired (states applied on a replica).
+    pub repaired: usize,
+    /// Repairs planned per replica.
+    pub planned: BTreeMap<u32, usize>,
+    /// Keys written during the round, left for the next one.
+    pub deferred: usize,
+    /// Whether the round covered everything: every replica of the view answered, every
+    /// divergent bucket was listed and every planned repair was sent.
+    pub complete: bool,
+}
+
+/// One replica's `/internal/digest?buckets=true` answer.
+#[derive(serde::Deserialize)]
+struct Digests {
+    root: String,
+    buckets: Vec<String>,
+}
+
+impl Coordinator {
+    /// Runs rounds every `anti_entropy_interval` while this is the lowest-id live
+    /// coordinator. Runs until the process stops.
+    pub async fn anti_entropy(self: std::sync::Arc<Self>) {
+        let mut tick = tokio::time::interval(self.anti_entropy_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if self.leads().await {
+                self.anti_entropy_round("interval").await;
+            }
+        }
+    }
+
+    /// One anti-entropy round over the current view's members and learners.
+    pub async fn anti_entropy_round(&self, reason: &str) -> RoundReport {
+        let _one_at_a_time = self.round_lock.lock().await;
+        let started = Instant::now();
+        let view = self.view.get();
+        let voters = view.members.clone();
+        let targets: Vec<u32> = view.members.iter().chain(&view.learners).copied().collect();
+        let round_id = uuid::Uuid::new_v4().as_u64_pair().0;
+        let mut report = RoundReport {
+            reason: reason.to_string(),
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            epoch: view.epoch,
+            ..RoundReport::default()
+        };
+
+        let path = format!("/internal/digest?round={round_id}&buckets=true");
+        let asks = targets.iter().map(|&id| {
+            let path = &path;
+            async move { (id, self.forwarder.get_internal(id, path, ROUND_CALL_TIMEOUT).await) }
+        });
+        let mut digests: Vec<(u32, Hash, Vec<Hash>)> = Vec::new();
+        for (id, r) in futures::future::join_all(asks).await {
+            let parsed =
+                r.ok().filter(|r| r.status == 200).and_then(|r| serde_json::from_slice::<Digests>(&r.body).ok());
+            let Some(d) = parsed else { continue };
+            let buckets: Option<Vec<Hash>> = d.buckets.iter().map(|h| Hash::from_hex(h)).collect();
+            match (Hash::from_hex(&d.root), buckets) {
+                (Some(root), Some(b)) if b.len() == BUCKETS => {
+                    report.roots.insert(id, d.root);
+                    digests.push((id, root, b));
+                }
+                _ => log::warn!("replica {id} sent unreadable digests"),
+            }
+        }
+        let answered: Vec<u32> = digests.iter().map(|(id, _, _)| *id).collect();
+        let roots: Vec<(u32, Hash)> = digests.iter().map(|(id, r, _)| (*id, *r)).collect();
+        let majority = majority_root(&roots, &voters);
+        report.differing_replicas = roots.iter().filter(|(_, r)| Some(*r) != majority).map(|(id, _)| *id).collect();
+        report.divergent_buckets = divergent_buckets(&digests, &voters);
+
+        let mut complete = answered.len() == targets.len();
+        if !report.divergent_buckets.is_empty() && answered.iter().any(|id| voters.contains(id)) {
+            complete &= self.repair_round(round_id, &answered, &voters, &mut report).await;
+        }
+        report.complete = complete;
+        for &id in &answered {
+            let _ = self.forwarder.post_internal(id, &format!("/internal/ae/end/{round_id}"), self.probe_timeout).await;
+        }
+        report.took_ms = started.elapsed().as_millis() as u64;
+
+        self.metrics.inc("anti_entropy_rounds_total", labels(&[]));
+        self.metrics.add("anti_entropy_divergent_buckets_total", labels(&[]), report.divergent_buckets.len() as u64);
+        self.metrics.add("anti_entropy_repaired_documents_total", labels(&[]), report.repaired as u64);
+        if report.divergent_buckets.is_empty() {
+            log::debug!("anti-entropy ({reason}): replicas {answered:?} agree; {} ms", report.took_ms);
+        } else {
+            log::info!(
+                "anti-entropy ({reason}): replicas {:?} differ in {} buckets ({} listed); repaired {} documents, \
+                 {} left for the next round; {} ms",
+                report.differing_replicas,
+                report.divergent_buckets.len(),
+                report.listed_buckets,
+                report.repaired,
+                report.deferred,
+                report.took_ms
+            );
+        }
+        *self.last_round.lock().unwrap() = Some(report.clone());
+        report
+    }
+
+    /// Lists the divergent buckets (up to the cap, the next ones each round), plans and sends
+    /// the repairs. Returns whether everything planned was done.
+    async fn repair_round(&self, round_id: u64, answered: &[u32], voters: &[u32], report: &mut RoundReport) -> bool {
+        let divergent = &report.divergent_buckets;
+        let cap = self.anti_entropy_max_buckets.min(divergent.len());
+        let start = self.bucket_cursor.fetch_add(cap, std::sync::atomic::Ordering::Relaxed) % divergent.len();
+        let listed: Vec<u8> = divergent.iter().cycle().skip(start).take(cap).copied().collect();
+        report.listed_buckets = listed.len();
+        let mut complete = listed.len() == divergent.len();
+
+        let body = serde_json::to_vec(&common::server::ListRequest { round: round_id, buckets: listed }).unwrap();
+        let asks =
+            answered.iter().map(|&id| {
+                let body = body.clone();
+                async move {
+                    (id, self.forwarder.post_internal_json(id, "/internal/ae/list", body, ROUND_CALL_TIMEOUT).await)
+                }
+            });
+        let mut listings: Vec<(u32, Vec<Entry>)> = Vec::new();
+        for (id, r) in futures::future::join_all(asks).await {
+            match r.ok().filter(|r| r.status == 200).and_then(|r| serde_json::from_slice::<Vec<Entry>>(&r.body).ok()) {
+                Some(entries) => listings.push((id, entries)),
+                None => complete = false,
+            }
+        }
+        let (mut repairs, deferred) = plan(&listings, voters);
+        report.deferred = deferred;
+        for r in &repairs {
+            for (to, _) in &r.to {
+                *report.planned.entry(*to).or_default() += 1;
+            }
+        }
+        let planned: usize = repairs.iter().map(|r| r.to.len()).sum();
+        if planned > self.anti_entropy_max_repairs {
+            complete = false;
+            let mut budget = self.anti_entropy_max_repairs;
+            repairs.retain(|r| {
+                let keep = r.to.len() <= budget;
+                budget = budget.saturating_sub(r.to.len());
+                keep
+            });
+        }
+        let (repaired, all_sent) = self.send_repairs(repairs).await;
+        report.repaired = repaired;
+        complete && all_sent
+    }
+
+    /// Fetches each repair's state from its source and applies it on its targets. Returns
+    /// the documents applied and whether every request succeeded.
+    async fn send_repairs(&self, repairs: Vec<Repair>) -> (usize, bool) {
+        let mut all_sent = true;
+        let mut by_source: HashMap<u32, Vec<&Repair>> = HashMap::new();
+        for r in &repairs {
+            by_source.entry(r.from).or_default().push(r);
+        }
+        // target -> (state, the version the target listed)
+        let mut outgoing: HashMap<u32, Vec<(Record, Version)>> = HashMap::new();
+        for (source, rs) in by_source {
+            for chunk in rs.chunks(CHUNK) {
+                let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
+                let body = serde_json::to_vec(&keys).unwrap();
+                let fetched =
+                    self.forwarder.post_internal_json(source, "/internal/ae/fetch", body, ROUND_CALL_TIMEOUT).await;
+                let Some(records) = fetched
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .and_then(|r| serde_json::from_slice::<Vec<Record>>(&r.body).ok())
+                else {
+                    all_sent = false;
+                    continue;
+                };
+                let records: HashMap<&str, &Record> = records.iter().map(|r| (r.key.as_str(), r)).collect();
+                for r in chunk {
+                    // The source may have moved on since it listed the key: the next round
+                    // repairs from its newer state.
+                    match records.get(r.key.as_str()) {
+                        Some(rec) if rec.version == r.version && rec.hash == r.hash && rec.hash_ok() => {
+                            for (to, listed) in &r.to {
+                                outgoing.entry(*to).or_default().push(((*rec).clone(), *listed));
+                            }
+                        }
+                        _ => all_sent = false,
+                    }
+                }
+            }
+        }
+        let mut repaired = 0;
+        for (target, items) in outgoing {
+            for chunk in items.chunks(CHUNK) {
+                let body = serde_json::to_vec(chunk).unwrap();
+                let r =
+                    self.forwarder.post_internal_json(target, "/internal/ae/repair", body, ROUND_CALL_TIMEOUT).await;
+                match r
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+                {
+                    Some(v) => repaired += v["applied"].as_u64().unwrap_or(0) as usize,
+                    None => all_sent = false,
+                }
+            }
+        }
+        (repaired, all_sent)
+    }
+}
