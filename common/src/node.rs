@@ -44,8 +44,9 @@ impl Default for Timings {
 /// coordinator died mid-round).
 const ROUND_MAX_AGE: Duration = Duration::from_secs(300);
 
-/// How often a fan-out is sent again under a newer view a peer reported, before the write
-/// fails: views change rarely, so more than a couple in one write means something is wrong.
+/// How often a fan-out is sent, again under a newer view a peer reported or again to a peer
+/// that was only slow, before the write fails: views change rarely and a live peer answers
+/// within the timeout, so more than a couple of tries in one write means something is wrong.
 const STALE_RESENDS: usize = 3;
 
 /// First pause between rounds of membership queries after an empty restart.
@@ -414,6 +415,9 @@ impl Node {
                 }));
             }
             let gone = |id: &u32| !now.members.contains(id) && !now.learners.contains(id);
+            // A peer the coordinator found alive was only slow (a busy machine, a large
+            // batch): the states are idempotent, so send them again.
+            resend |= failed.iter().any(|(id, why)| matches!(why, SendError::Failed(_)) && !gone(id));
             if !resend {
                 if failed.iter().all(|(id, _)| gone(id)) {
                     return Ok(());
@@ -422,7 +426,9 @@ impl Node {
                 return Err(NodeError::Unavailable(names.join("; ")));
             }
         }
-        Err(NodeError::Unavailable("the view kept changing during the fan-out".into()))
+        Err(NodeError::Unavailable(format!(
+            "peers did not acknowledge after {STALE_RESENDS} tries, or the view kept changing"
+        )))
     }
 
     /// Sends every chunk to every peer; the peers that did not acknowledge, with why.
@@ -431,11 +437,12 @@ impl Node {
             let Some(link) = self.links.get(&id) else {
                 return Err((id, SendError::Failed("no address".into())));
             };
-            let acks = futures::future::join_all(chunks.iter().map(|c| link.send(view.epoch, c.clone()))).await;
-            match acks.into_iter().find_map(Result::err) {
-                Some(e) => Err((id, e)),
-                None => Ok(()),
+            // One chunk after the other: sent at once, the last chunks of a bulk write would
+            // wait behind the first in the peer's writer and time out on a busy machine.
+            for c in chunks {
+                link.send(view.epoch, c.clone()).await.map_err(|e| (id, e))?;
             }
+            Ok(())
         });
         futures::future::join_all(sends).await.into_iter().filter_map(Result::err).collect()
     }
