@@ -3,6 +3,8 @@
 # rustfmt, clippy; cargo-nextest is used when present):
 #   - nginx, the gateway that `cluster up` and the whole-cluster tests start;
 #   - SecantusDB (`secantusd-py`), the MongoDB-compatible server of the mongo engine tests;
+#   - docker-compose (Debian's), which validates the generated docker-compose.yml offline;
+#   - kubernetes-validate (PyPI), which validates k8s/ against the bundled Kubernetes schemas.
 # Idempotent: installs only what is missing, so it is cheap to run before every test run.
 # Uses apt-get (Debian/Ubuntu), through sudo unless already root.
 set -euo pipefail
@@ -61,4 +63,19 @@ else
     echo "install-deps: installing SecantusDB (secantusd-py)"
     pip_install SecantusDB
     have_secantusd || { echo "install-deps: secantusd-py still not found after installing SecantusDB (is pip's bin folder on PATH?)" >&2; exit 1; }
+fi
+
+if command -v docker-compose >/dev/null 2>&1; then
+    echo "install-deps: docker-compose present"
+else
+    echo "install-deps: installing docker-compose"
+    apt_install docker-compose
+fi
+
+if command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "install-deps: kubernetes-validate present"
+else
+    echo "install-deps: installing kubernetes-validate"
+    pip_install kubernetes-validate
+    command -v kubernetes-validate >/dev/null 2>&1 || { echo "install-deps: kubernetes-validate still not found after installing it" >&2; exit 1; }
 fi
