@@ -183,8 +183,10 @@ fn mongo_uri(host: &str) -> String {
 }
 
 /// The files of the compose deployment, paths relative to the compose file's folder:
-/// `docker-compose.yml` (named `compose_name`) and the configs it mounts.
-pub fn compose_files(t: &Topology, compose_name: &str) -> Result<Vec<(PathBuf, String)>, GenError> {
+/// `docker-compose.yml` (named `compose_name`) and the configs it mounts. `context` is the
+/// node image's build context (the repository root) as the compose file names it: `.` when
+/// the file is at the root.
+pub fn compose_files(t: &Topology, compose_name: &str, context: &str) -> Result<Vec<(PathBuf, String)>, GenError> {
     let ct = compose_topology(t)?;
     let gateway_port = port_of(&t.gateway)?;
     let health = |test: String| {
@@ -214,13 +216,14 @@ pub fn compose_files(t: &Topology, compose_name: &str) -> Result<Vec<(PathBuf, S
             ));
             out.push_str(&health(list(&["CMD", "mongosh", "--quiet", "--eval", &mongo_check_script()])));
             out.push_str(&format!(
-                "  {name}:\n    build: .\n    image: {NODE_IMAGE}\n    command: [\"replica\"]\n    restart: unless-stopped\n    \
+                "  {name}:\n    build: {ctx}\n    image: {NODE_IMAGE}\n    command: [\"replica\"]\n    restart: unless-stopped\n    \
                  environment:\n      APP__SERVICE: {svc}\n      APP__ID: \"{i}\"\n      APP__TOPOLOGY: {TOPOLOGY_PATH}\n      \
                  APP__LISTEN: \"0.0.0.0:{port}\"\n      APP__ENGINE: mongo\n      APP__MONGO_URI: {uri}\n      \
                  APP__BOOTSTRAP: \"true\"\n      APP__SECRET: {sec}\n      RUST_LOG: info\n    volumes:\n      \
                  - \"./{COMPOSE_CONFIG_DIR}/topology.toml:{TOPOLOGY_PATH}:ro\"\n    depends_on:\n      {mongo}:\n        \
                  condition: service_healthy\n",
                 svc = s.name(),
+                ctx = q(context),
                 uri = q(&mongo_uri(&mongo)),
                 sec = q(&secret),
             ));
@@ -229,11 +232,12 @@ pub fn compose_files(t: &Topology, compose_name: &str) -> Result<Vec<(PathBuf, S
         for (i, addr) in n.coordinators.iter().enumerate() {
             let (name, port) = (node_name(s, "coordinator", i), port_of(addr)?);
             out.push_str(&format!(
-                "  {name}:\n    build: .\n    image: {NODE_IMAGE}\n    command: [\"coordinator\"]\n    restart: unless-stopped\n    \
+                "  {name}:\n    build: {ctx}\n    image: {NODE_IMAGE}\n    command: [\"coordinator\"]\n    restart: unless-stopped\n    \
                  environment:\n      APP__SERVICE: {svc}\n      APP__ID: \"{i}\"\n      APP__TOPOLOGY: {TOPOLOGY_PATH}\n      \
                  APP__LISTEN: \"0.0.0.0:{port}\"\n      APP__SECRET: {sec}\n      RUST_LOG: info\n    volumes:\n      \
                  - \"./{COMPOSE_CONFIG_DIR}/topology.toml:{TOPOLOGY_PATH}:ro\"\n    depends_on:\n",
                 svc = s.name(),
+                ctx = q(context),
                 sec = q(&secret),
             ));
             for r in 0..n.replicas.len() {
@@ -420,7 +424,7 @@ mod tests {
     #[test]
     fn compose_has_one_container_per_node_and_mongo_per_replica() {
         for (r, c) in [(1, 1), (3, 2), (5, 3)] {
-            let files = compose_files(&topo(r, c), "docker-compose.yml").unwrap();
+            let files = compose_files(&topo(r, c), "docker-compose.yml", ".").unwrap();
             let compose = &files[0].1;
             assert_eq!(count(compose, "command: [\"replica\"]"), 3 * r);
             assert_eq!(count(compose, "command: [\"coordinator\"]"), 3 * c);
@@ -453,7 +457,7 @@ mod tests {
     fn bad_addresses_are_clear_errors() {
         let mut t = topo(1, 1);
         t.order.replicas[0] = "no-port".into();
-        assert!(compose_files(&t, "x.yml").unwrap_err().0.contains("no-port"));
+        assert!(compose_files(&t, "x.yml", ".").unwrap_err().0.contains("no-port"));
         t.order.replicas[0] = "h:99999".into();
         assert!(k8s_files(&t).unwrap_err().0.contains("not a port"));
     }

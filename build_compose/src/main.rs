@@ -59,8 +59,15 @@ fn run(a: Args) -> anyhow::Result<()> {
     let t = Topology::load(&a.topology).with_context(|| "run from the repository root or pass --topology")?;
     let out_dir = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = a.out.file_name().context("--out needs a file name")?.to_string_lossy().to_string();
+    // The image is built from the repository root (the current folder): `.` for a compose
+    // file written there, its absolute path for one written elsewhere.
+    let context = if out_dir == Path::new(".") {
+        ".".to_string()
+    } else {
+        std::env::current_dir().context("finding the current folder")?.display().to_string()
+    };
     let mut files: Vec<(PathBuf, String)> =
-        compose_files(&t, &name)?.into_iter().map(|(p, text)| (out_dir.join(p), text)).collect();
+        compose_files(&t, &name, &context)?.into_iter().map(|(p, text)| (out_dir.join(p), text)).collect();
     files.extend(k8s_files(&t)?.into_iter().map(|(p, text)| (a.k8s.join(p.strip_prefix("k8s").unwrap_or(&p)), text)));
     let mut stale = Vec::new();
     for (path, text) in &files {

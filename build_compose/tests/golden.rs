@@ -10,7 +10,7 @@ use std::path::Path;
 fn committed_deployments_match_the_generator() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let t = Topology::load(&root.join("env/topology.toml")).unwrap();
-    let mut files = compose_files(&t, "docker-compose.yml").unwrap();
+    let mut files = compose_files(&t, "docker-compose.yml", ".").unwrap();
     files.extend(k8s_files(&t).unwrap());
     let mut stale = Vec::new();
     for (path, text) in &files {
