@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing the project needs besides the Rust toolchain (cargo,
 # rustfmt, clippy; cargo-nextest is used when present):
-#   - nginx, the gateway that `cluster up` and the whole-cluster tests start.
+#   - nginx, the gateway that `cluster up` and the whole-cluster tests start;
+#   - SecantusDB (`secantusd-py`), the MongoDB-compatible server of the mongo engine tests;
+#   - docker-compose (Debian's), which validates the generated docker-compose.yml offline;
+#   - kubernetes-validate (PyPI), which validates k8s/ against the bundled Kubernetes schemas.
 # Idempotent: installs only what is missing, so it is cheap to run before every test run.
 # Uses apt-get (Debian/Ubuntu), through sudo unless already root.
 set -euo pipefail
@@ -34,4 +37,45 @@ else
     echo "install-deps: installing nginx"
     apt_install nginx
     have_nginx || { echo "install-deps: nginx still not found after installing it" >&2; exit 1; }
+fi
+
+# SecantusDB, a MongoDB-compatible server (PyPI `SecantusDB`, command `secantusd-py`): the
+# mongo engine's tests and `cluster up --engine mongo` run it as a separate process (it is
+# GPL; it is never linked). `SECANTUSD` may name another build of it (e.g. `secantusd-rs`).
+have_secantusd() {
+    command -v "${SECANTUSD:-secantusd-py}" >/dev/null 2>&1
+}
+
+pip_install() {
+    local pip=(python3 -m pip)
+    if ! "${pip[@]}" --version >/dev/null 2>&1; then
+        echo "install-deps: installing pip"
+        apt_install python3-pip
+    fi
+    # Debian's system Python refuses installs outside a venv (PEP 668) unless told otherwise.
+    "${pip[@]}" install -q "$@" 2>/dev/null || "${pip[@]}" install -q --break-system-packages "$@"
+    hash -r
+}
+
+if have_secantusd; then
+    echo "install-deps: ${SECANTUSD:-secantusd-py} present"
+else
+    echo "install-deps: installing SecantusDB (secantusd-py)"
+    pip_install SecantusDB
+    have_secantusd || { echo "install-deps: secantusd-py still not found after installing SecantusDB (is pip's bin folder on PATH?)" >&2; exit 1; }
+fi
+
+if command -v docker-compose >/dev/null 2>&1; then
+    echo "install-deps: docker-compose present"
+else
+    echo "install-deps: installing docker-compose"
+    apt_install docker-compose
+fi
+
+if command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "install-deps: kubernetes-validate present"
+else
+    echo "install-deps: installing kubernetes-validate"
+    pip_install kubernetes-validate
+    command -v kubernetes-validate >/dev/null 2>&1 || { echo "install-deps: kubernetes-validate still not found after installing it" >&2; exit 1; }
 fi

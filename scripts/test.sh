@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): installs what is missing, then checks
-# formatting and lints, then runs every test. Whole-cluster tests run one at a time (the
+# formatting, the deployment files and lints, then runs every test. Whole-cluster tests run one at a time (the
 # nextest test group `cluster`, .config/nextest.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 cargo fmt --all --check
+# The container deployments, checked statically (no Docker engine or Kubernetes runs here):
+# compose's own validation of the generated file (the secret is a placeholder, compose only
+# checks that one is given), and k8s/ against the Kubernetes API schemas, offline. That
+# both are up to date with the topology is a test (build_compose/tests/golden.rs).
+WEBSHOP_SECRET=static-check docker-compose -f docker-compose.yml config -q
+kubernetes-validate --strict --quiet k8s/*.yaml
 cargo clippy --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace

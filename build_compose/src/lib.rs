@@ -1,5 +1,464 @@
-//! Generates docker-compose.yml and the gateway's nginx config from the topology in env/.
+//! Generates the container deployments from the topology in env/ (DESIGN section 8): the
+//! docker compose file with its configs, and the Kubernetes (minikube) manifests in k8s/.
 //!
-//! Not built yet: the compose generator, its Dockerfiles and the Kubernetes manifests come
-//! with the MongoDB engine (README, "Behaviour worth knowing"). The nginx config it will
-//! write is already rendered by `common::balancer` in its container mode.
+//! The topology gives the node counts per service and each node's port; the generator
+//! replaces the loopback hosts by the names the nodes have in the deployment and renders the
+//! gateway's nginx config through `common::balancer` (container mode). Every replica runs
+//! the `mongo` engine on a MongoDB server of its own.
+//!
+//! - docker compose ([`compose_files`]): one container per replica, per replica's MongoDB
+//!   (with its volume) and per coordinator, and nginx publishing the gateway's port. The
+//!   nodes read `deploy/compose/topology.toml` (their container names as hosts); nginx reads
+//!   `deploy/compose/nginx.conf`. The cluster secret comes from `WEBSHOP_SECRET`.
+//! - Kubernetes ([`k8s_files`]): per service a StatefulSet of replicas (stable names
+//!   `<service>-replica-<ordinal>` behind a headless Service, the ordinal is the replica's id),
+//!   each pod with its MongoDB as a native sidecar on a persistent volume; one Deployment and
+//!   Service per coordinator (a coordinator's id is its place in the topology, so each has its
+//!   own); nginx as a Deployment behind a NodePort Service; the secret; the configs in a
+//!   ConfigMap.
+//!
+//! Output is plain text built here (no YAML library): every value that is not a plain word
+//! is written as a JSON string, which YAML reads as the same string.
+
+use common::balancer::{self, BalancerOptions, Mode};
+use common::topology::{Service, ServiceNodes, Topology};
+use std::path::PathBuf;
+
+/// The image every node runs, built by the repository's Dockerfile (`cluster replica` and
+/// `cluster coordinator`).
+pub const NODE_IMAGE: &str = "webshop-node:latest";
+
+/// MongoDB server image of each replica: 7.0 is a supported release line with transactions
+/// on a single-node replica set and `mongosh` in the image (used by the health checks).
+pub const MONGO_IMAGE: &str = "mongo:7.0";
+
+/// The gateway's image: the official nginx on Debian, which has `curl` for its health check.
+pub const NGINX_IMAGE: &str = "nginx:1.27";
+
+/// The port MongoDB listens on in its container (its default).
+pub const MONGO_PORT: u16 = 27017;
+
+/// The replica-set name every MongoDB server runs under: transactions need a replica set,
+/// so each server is a replica set of one (initiated by its health check).
+pub const MONGO_REPLSET: &str = "rs0";
+
+/// Where the nodes find the topology inside their container.
+pub const TOPOLOGY_PATH: &str = "/etc/webshop/topology.toml";
+
+/// The compose configs' folder, relative to the compose file.
+pub const COMPOSE_CONFIG_DIR: &str = "deploy/compose";
+
+/// The environment variable docker compose takes the cluster secret from.
+pub const SECRET_ENV: &str = "WEBSHOP_SECRET";
+
+/// The NodePort minikube publishes the gateway on (`minikube service gateway` finds it too);
+/// in the range Kubernetes reserves for node ports (30000-32767).
+pub const GATEWAY_NODE_PORT: u16 = 30800;
+
+/// Persistent volume of each replica's MongoDB in Kubernetes: far above what the benchmark
+/// stores (a few hundred MB for a million keys), small enough for minikube's default disk.
+pub const K8S_VOLUME_SIZE: &str = "1Gi";
+
+/// Health check timing (compose and Kubernetes): a node answers `/health` in a millisecond,
+/// so a check every 5 s with a 3 s timeout notices a dead node quickly without load; a few
+/// failures in a row before it counts as unhealthy ride out a busy moment.
+pub const HEALTH_INTERVAL_S: u32 = 5;
+/// See [`HEALTH_INTERVAL_S`].
+pub const HEALTH_TIMEOUT_S: u32 = 3;
+/// See [`HEALTH_INTERVAL_S`].
+pub const HEALTH_RETRIES: u32 = 5;
+/// Grace for a start (a replica opening its store, MongoDB initiating its replica set).
+pub const HEALTH_START_PERIOD_S: u32 = 20;
+
+/// A topology the generator cannot deploy.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GenError(pub String);
+
+/// The port of `host:port`.
+pub fn port_of(addr: &str) -> Result<u16, GenError> {
+    let (_, port) = addr.rsplit_once(':').ok_or_else(|| GenError(format!("address '{addr}' has no port")))?;
+    port.parse().map_err(|_| GenError(format!("address '{addr}': '{port}' is not a port")))
+}
+
+/// A node's name in the deployments: `order-replica-0`, `stock-coordinator-1`.
+pub fn node_name(s: Service, role: &str, id: usize) -> String {
+    format!("{}-{role}-{id}", s.name())
+}
+
+/// The MongoDB container of a replica in compose: `order-mongo-0`.
+pub fn mongo_name(s: Service, id: usize) -> String {
+    format!("{}-mongo-{id}", s.name())
+}
+
+/// A YAML scalar for any string (a JSON string, which YAML reads as is).
+fn q(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+/// A YAML flow list of strings.
+fn list(items: &[&str]) -> String {
+    format!("[{}]", items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", "))
+}
+
+/// `t` with every node's host replaced by `host(service, role, id)` (ports kept); the
+/// gateway stays as it is (the nodes never call it).
+fn renamed(t: &Topology, host: impl Fn(Service, &str, usize) -> String) -> Result<Topology, GenError> {
+    t.validate().map_err(|e| GenError(e.to_string()))?;
+    let nodes = |s: Service| -> Result<ServiceNodes, GenError> {
+        let n = t.nodes(s);
+        let map = |role: &str, addrs: &[String]| -> Result<Vec<String>, GenError> {
+            addrs.iter().enumerate().map(|(i, a)| Ok(format!("{}:{}", host(s, role, i), port_of(a)?))).collect()
+        };
+        Ok(ServiceNodes { replicas: map("replica", &n.replicas)?, coordinators: map("coordinator", &n.coordinators)? })
+    };
+    Ok(Topology {
+        gateway: t.gateway.clone(),
+        order: nodes(Service::Order)?,
+        payment: nodes(Service::Payment)?,
+        stock: nodes(Service::Stock)?,
+    })
+}
+
+/// The topology the compose containers read: hosts are container names.
+pub fn compose_topology(t: &Topology) -> Result<Topology, GenError> {
+    renamed(t, node_name)
+}
+
+/// The topology the Kubernetes pods read: replicas by their StatefulSet pod's stable name
+/// (`order-replica-0.order-replica`), all on the port of the service's first replica (the
+/// pods of one StatefulSet share one template); coordinators by their Service's name.
+pub fn k8s_topology(t: &Topology) -> Result<Topology, GenError> {
+    let mut k = renamed(t, |s, role, i| match role {
+        "replica" => format!("{}.{}", node_name(s, role, i), replica_set_name(s)),
+        _ => node_name(s, role, i),
+    })?;
+    for s in Service::ALL {
+        let port = port_of(&t.nodes(s).replicas[0])?;
+        let n = match s {
+            Service::Order => &mut k.order,
+            Service::Payment => &mut k.payment,
+            Service::Stock => &mut k.stock,
+        };
+        for a in n.replicas.iter_mut() {
+            let (host, _) = a.rsplit_once(':').expect("renamed addresses have a port");
+            *a = format!("{host}:{port}");
+        }
+    }
+    Ok(k)
+}
+
+/// The StatefulSet (and headless Service) of a service's replicas: `order-replica`.
+pub fn replica_set_name(s: Service) -> String {
+    format!("{}-replica", s.name())
+}
+
+/// The gateway's nginx config in a container, listening on the topology's gateway port and
+/// proxying to `t`'s coordinator addresses.
+pub fn nginx_conf(t: &Topology, gateway_port: u16) -> String {
+    balancer::render(t, &BalancerOptions { listen: format!("0.0.0.0:{gateway_port}"), mode: Mode::Container })
+}
+
+/// The header of every generated file.
+fn header(comment: &str, what: &str) -> String {
+    format!(
+        "{comment} {what}\n{comment} Generated by `cargo run --release -p build_compose` from env/topology.toml: do not edit;\n\
+         {comment} change the topology or build_compose/src/lib.rs and generate again (a test checks it).\n"
+    )
+}
+
+/// The MongoDB health check script: initiates the server's one-member replica set on the
+/// first run, then is healthy once the server is the writable primary.
+fn mongo_check_script() -> String {
+    format!(
+        "try {{ rs.status() }} catch (e) {{ rs.initiate({{_id: '{MONGO_REPLSET}', members: [{{_id: 0, host: \
+         'localhost:{MONGO_PORT}'}}]}}) }}; quit(db.hello().isWritablePrimary ? 0 : 1)"
+    )
+}
+
+/// The URI a replica reaches its own MongoDB server with (one host: a direct connection,
+/// so the replica-set member name `localhost` need not resolve from the replica).
+fn mongo_uri(host: &str) -> String {
+    format!("mongodb://{host}:{MONGO_PORT}/?directConnection=true")
+}
+
+/// The files of the compose deployment, paths relative to the compose file's folder:
+/// `docker-compose.yml` (named `compose_name`) and the configs it mounts. `context` is the
+/// node image's build context (the repository root) as the compose file names it: `.` when
+/// the file is at the root.
+pub fn compose_files(t: &Topology, compose_name: &str, context: &str) -> Result<Vec<(PathBuf, String)>, GenError> {
+    let ct = compose_topology(t)?;
+    let gateway_port = port_of(&t.gateway)?;
+    let health = |test: String| {
+        format!(
+            "    healthcheck:\n      test: {test}\n      interval: {HEALTH_INTERVAL_S}s\n      timeout: {HEALTH_TIMEOUT_S}s\n      \
+             retries: {HEALTH_RETRIES}\n      start_period: {HEALTH_START_PERIOD_S}s\n"
+        )
+    };
+    let node_health = |port: u16| {
+        health(list(&["CMD", "curl", "-fsS", "-o", "/dev/null", &format!("http://127.0.0.1:{port}/health")]))
+    };
+    let secret = format!("${{{SECRET_ENV}:?set {SECRET_ENV} to the cluster secret (README, Docker compose)}}");
+    let mut out = header("#", "docker compose deployment of the webshop cluster (README, \"Docker compose\").");
+    out.push_str(&format!(
+        "# Run: export {SECRET_ENV}=$(openssl rand -hex 16); docker compose up --build\n\
+         # The gateway is then on http://localhost:{gateway_port}.\n\nservices:\n"
+    ));
+    let mut volumes = Vec::new();
+    for s in Service::ALL {
+        let n = ct.nodes(s);
+        for (i, addr) in n.replicas.iter().enumerate() {
+            let (name, mongo, port) = (node_name(s, "replica", i), mongo_name(s, i), port_of(addr)?);
+            volumes.push(mongo.clone());
+            out.push_str(&format!(
+                "  {mongo}:\n    image: {MONGO_IMAGE}\n    command: {}\n    restart: unless-stopped\n    volumes:\n      - \"{mongo}:/data/db\"\n",
+                list(&["mongod", "--replSet", MONGO_REPLSET, "--bind_ip_all"])
+            ));
+            out.push_str(&health(list(&["CMD", "mongosh", "--quiet", "--eval", &mongo_check_script()])));
+            out.push_str(&format!(
+                "  {name}:\n    build: {ctx}\n    image: {NODE_IMAGE}\n    command: [\"replica\"]\n    restart: unless-stopped\n    \
+                 environment:\n      APP__SERVICE: {svc}\n      APP__ID: \"{i}\"\n      APP__TOPOLOGY: {TOPOLOGY_PATH}\n      \
+                 APP__LISTEN: \"0.0.0.0:{port}\"\n      APP__ENGINE: mongo\n      APP__MONGO_URI: {uri}\n      \
+                 APP__BOOTSTRAP: \"true\"\n      APP__SECRET: {sec}\n      RUST_LOG: info\n    volumes:\n      \
+                 - \"./{COMPOSE_CONFIG_DIR}/topology.toml:{TOPOLOGY_PATH}:ro\"\n    depends_on:\n      {mongo}:\n        \
+                 condition: service_healthy\n",
+                svc = s.name(),
+                ctx = q(context),
+                uri = q(&mongo_uri(&mongo)),
+                sec = q(&secret),
+            ));
+            out.push_str(&node_health(port));
+        }
+        for (i, addr) in n.coordinators.iter().enumerate() {
+            let (name, port) = (node_name(s, "coordinator", i), port_of(addr)?);
+            out.push_str(&format!(
+                "  {name}:\n    build: {ctx}\n    image: {NODE_IMAGE}\n    command: [\"coordinator\"]\n    restart: unless-stopped\n    \
+                 environment:\n      APP__SERVICE: {svc}\n      APP__ID: \"{i}\"\n      APP__TOPOLOGY: {TOPOLOGY_PATH}\n      \
+                 APP__LISTEN: \"0.0.0.0:{port}\"\n      APP__SECRET: {sec}\n      RUST_LOG: info\n    volumes:\n      \
+                 - \"./{COMPOSE_CONFIG_DIR}/topology.toml:{TOPOLOGY_PATH}:ro\"\n    depends_on:\n",
+                svc = s.name(),
+                ctx = q(context),
+                sec = q(&secret),
+            ));
+            for r in 0..n.replicas.len() {
+                out.push_str(&format!("      {}:\n        condition: service_healthy\n", node_name(s, "replica", r)));
+            }
+            out.push_str(&node_health(port));
+        }
+    }
+    out.push_str(&format!(
+        "  gateway:\n    image: {NGINX_IMAGE}\n    restart: unless-stopped\n    ports:\n      - \"{gateway_port}:{gateway_port}\"\n    \
+         volumes:\n      - \"./{COMPOSE_CONFIG_DIR}/nginx.conf:/etc/nginx/nginx.conf:ro\"\n    depends_on:\n"
+    ));
+    for s in Service::ALL {
+        for c in 0..ct.nodes(s).coordinators.len() {
+            out.push_str(&format!("      {}:\n        condition: service_healthy\n", node_name(s, "coordinator", c)));
+        }
+    }
+    // Any HTTP answer (nginx's own 404 for `/`) means it is up; curl fails only without one.
+    out.push_str(&health(list(&[
+        "CMD",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{gateway_port}/"),
+    ])));
+    out.push_str("\nvolumes:\n");
+    for v in volumes {
+        out.push_str(&format!("  {v}: {{}}\n"));
+    }
+    let topo = header("#", "The topology the compose containers read (hosts are container names).") + &ct.to_toml();
+    let nginx = header("#", "The gateway's nginx config in docker compose.") + &nginx_conf(&ct, gateway_port);
+    Ok(vec![
+        (PathBuf::from(compose_name), out),
+        (PathBuf::from(COMPOSE_CONFIG_DIR).join("topology.toml"), topo),
+        (PathBuf::from(COMPOSE_CONFIG_DIR).join("nginx.conf"), nginx),
+    ])
+}
+
+/// Indents every line of `text` by `n` spaces (a block scalar's content).
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines().map(|l| if l.is_empty() { "\n".to_string() } else { format!("{pad}{l}\n") }).collect()
+}
+
+/// A Kubernetes probe on `/health` of `port`, waiting `delay_s` after the container starts.
+fn http_probe(kind: &str, port: u16, indent_n: usize, delay_s: u32) -> String {
+    let pad = " ".repeat(indent_n);
+    format!(
+        "{pad}{kind}:\n{pad}  httpGet:\n{pad}    path: /health\n{pad}    port: {port}\n{pad}  initialDelaySeconds: {delay_s}\n\
+         {pad}  periodSeconds: {HEALTH_INTERVAL_S}\n{pad}  timeoutSeconds: {HEALTH_TIMEOUT_S}\n{pad}  failureThreshold: {HEALTH_RETRIES}\n"
+    )
+}
+
+/// A Kubernetes liveness probe: the container is restarted only when its port stops
+/// accepting connections for a while. Not `/health`: a replica that restarted without its
+/// data answers it with 503 until it has re-joined, and must not be restarted for that.
+fn tcp_liveness(port: u16, indent_n: usize) -> String {
+    let pad = " ".repeat(indent_n);
+    format!(
+        "{pad}livenessProbe:\n{pad}  tcpSocket:\n{pad}    port: {port}\n{pad}  initialDelaySeconds: {HEALTH_START_PERIOD_S}\n\
+         {pad}  periodSeconds: {HEALTH_INTERVAL_S}\n{pad}  timeoutSeconds: {HEALTH_TIMEOUT_S}\n{pad}  failureThreshold: {HEALTH_RETRIES}\n"
+    )
+}
+
+/// The secret and common environment of a node container.
+fn k8s_node_env(s: Service, port: u16) -> String {
+    format!(
+        "            - name: APP__SERVICE\n              value: {svc}\n            - name: APP__TOPOLOGY\n              \
+         value: {TOPOLOGY_PATH}\n            - name: APP__LISTEN\n              value: \"0.0.0.0:{port}\"\n            \
+         - name: APP__SECRET\n              valueFrom:\n                secretKeyRef:\n                  name: webshop-secret\n                  \
+         key: secret\n            - name: RUST_LOG\n              value: info\n",
+        svc = s.name()
+    )
+}
+
+/// The config volume of a node pod (the topology from the ConfigMap).
+const K8S_TOPOLOGY_MOUNT: &str = "          volumeMounts:\n            - name: config\n              mountPath: /etc/webshop/topology.toml\n              subPath: topology.toml\n";
+const K8S_CONFIG_VOLUME: &str =
+    "      volumes:\n        - name: config\n          configMap:\n            name: webshop-config\n";
+
+/// The Kubernetes manifests, paths relative to the repository root (`k8s/...`), in the order
+/// `kubectl apply -f k8s/` applies them (by file name).
+pub fn k8s_files(t: &Topology) -> Result<Vec<(PathBuf, String)>, GenError> {
+    let kt = k8s_topology(t)?;
+    let gateway_port = port_of(&t.gateway)?;
+    let dir = PathBuf::from("k8s");
+    let mut files = Vec::new();
+
+    let secret = header("#", "The cluster secret every internal request carries.")
+        + "# Replace the value before a real deployment:\n\
+           #   kubectl create secret generic webshop-secret --from-literal=secret=$(openssl rand -hex 16) \\\n\
+           #     --dry-run=client -o yaml | kubectl apply -f -\n\
+           apiVersion: v1\nkind: Secret\nmetadata:\n  name: webshop-secret\ntype: Opaque\nstringData:\n  \
+           secret: change-me-minikube-only\n";
+    files.push((dir.join("00-secret.yaml"), secret));
+
+    let config = header("#", "The nodes' topology (hosts are pod and Service names) and the gateway's nginx config.")
+        + "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: webshop-config\ndata:\n  topology.toml: |\n"
+        + &indent(&kt.to_toml(), 4)
+        + "  nginx.conf: |\n"
+        + &indent(&nginx_conf(&kt, gateway_port), 4);
+    files.push((dir.join("01-config.yaml"), config));
+
+    for s in Service::ALL {
+        let n = kt.nodes(s);
+        let set = replica_set_name(s);
+        let rport = port_of(&n.replicas[0])?;
+        let mut y = header("#", &format!("The {s} service: its replicas (each with its MongoDB) and coordinators."));
+        // Headless: stable DNS names for the pods; published before they are ready, since the
+        // replicas must reach each other to become ready.
+        y.push_str(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {set}\nspec:\n  clusterIP: None\n  publishNotReadyAddresses: true\n  \
+             selector:\n    app: {set}\n  ports:\n    - name: http\n      port: {rport}\n---\n"
+        ));
+        y.push_str(&format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: {set}\nspec:\n  serviceName: {set}\n  replicas: {count}\n  \
+             podManagementPolicy: Parallel\n  selector:\n    matchLabels:\n      app: {set}\n  template:\n    metadata:\n      labels:\n        \
+             app: {set}\n    spec:\n      initContainers:\n        # The replica's MongoDB, a native sidecar: started (and its replica set of one\n        \
+             # initiated) before the replica, stopped after it, on the pod's own volume.\n        - name: mongo\n          \
+             image: {MONGO_IMAGE}\n          restartPolicy: Always\n          args: {args}\n          ports:\n            - containerPort: {MONGO_PORT}\n          \
+             volumeMounts:\n            - name: data\n              mountPath: /data/db\n          startupProbe:\n            exec:\n              \
+             command: {check}\n            periodSeconds: {HEALTH_INTERVAL_S}\n            timeoutSeconds: {HEALTH_TIMEOUT_S}\n            \
+             failureThreshold: 30\n      containers:\n        - name: replica\n          image: {NODE_IMAGE}\n          imagePullPolicy: IfNotPresent\n          \
+             # The pod's ordinal (order-replica-2 -> 2) is the replica's id.\n          command: {cmd}\n          ports:\n            - containerPort: {rport}\n          \
+             env:\n{env}            - name: APP__ENGINE\n              value: mongo\n            - name: APP__MONGO_URI\n              value: {uri}\n            \
+             - name: APP__BOOTSTRAP\n              value: \"true\"\n{mount}{ready}{live}{vols}  volumeClaimTemplates:\n    - metadata:\n        name: data\n      \
+             spec:\n        accessModes: [\"ReadWriteOnce\"]\n        resources:\n          requests:\n            storage: {K8S_VOLUME_SIZE}\n",
+            count = n.replicas.len(),
+            args = list(&["--replSet", MONGO_REPLSET, "--bind_ip", "127.0.0.1"]),
+            check = list(&["mongosh", "--quiet", "--eval", &mongo_check_script()]),
+            cmd = list(&["/bin/sh", "-c", "export APP__ID=\"${HOSTNAME##*-}\"; exec cluster replica"]),
+            env = k8s_node_env(s, rport),
+            uri = q(&mongo_uri("127.0.0.1")),
+            mount = K8S_TOPOLOGY_MOUNT,
+            ready = http_probe("readinessProbe", rport, 10, 0),
+            live = tcp_liveness(rport, 10),
+            vols = K8S_CONFIG_VOLUME,
+        ));
+        for (i, addr) in n.coordinators.iter().enumerate() {
+            let (name, port) = (node_name(s, "coordinator", i), port_of(addr)?);
+            y.push_str(&format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector:\n    app: {name}\n  ports:\n    - name: http\n      \
+                 port: {port}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      \
+                 app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n        - name: coordinator\n          \
+                 image: {NODE_IMAGE}\n          imagePullPolicy: IfNotPresent\n          args: [\"coordinator\"]\n          ports:\n            - containerPort: {port}\n          \
+                 env:\n{env}            - name: APP__ID\n              value: \"{i}\"\n{mount}{ready}{live}{vols}",
+                env = k8s_node_env(s, port),
+                mount = K8S_TOPOLOGY_MOUNT,
+                ready = http_probe("readinessProbe", port, 10, 0),
+                live = tcp_liveness(port, 10),
+                vols = K8S_CONFIG_VOLUME,
+            ));
+        }
+        files.push((dir.join(format!("10-{s}.yaml")), y));
+    }
+
+    let gateway = header("#", "The gateway: nginx in front of the coordinators, published on a NodePort.")
+        + &format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: gateway\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: gateway\n  \
+             template:\n    metadata:\n      labels:\n        app: gateway\n    spec:\n      containers:\n        - name: nginx\n          image: {NGINX_IMAGE}\n          \
+             ports:\n            - containerPort: {gateway_port}\n          volumeMounts:\n            - name: config\n              mountPath: /etc/nginx/nginx.conf\n              \
+             subPath: nginx.conf\n          readinessProbe:\n            tcpSocket:\n              port: {gateway_port}\n            periodSeconds: {HEALTH_INTERVAL_S}\n          \
+             livenessProbe:\n            tcpSocket:\n              port: {gateway_port}\n            periodSeconds: {HEALTH_INTERVAL_S}\n            \
+             failureThreshold: {HEALTH_RETRIES}\n{K8S_CONFIG_VOLUME}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: gateway\nspec:\n  type: NodePort\n  \
+             selector:\n    app: gateway\n  ports:\n    - name: http\n      port: {gateway_port}\n      targetPort: {gateway_port}\n      nodePort: {GATEWAY_NODE_PORT}\n"
+        );
+    files.push((dir.join("20-gateway.yaml"), gateway));
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo(replicas: usize, coordinators: usize) -> Topology {
+        Topology::local(replicas, coordinators, &mut (9000..))
+    }
+
+    fn count(text: &str, needle: &str) -> usize {
+        text.matches(needle).count()
+    }
+
+    #[test]
+    fn compose_has_one_container_per_node_and_mongo_per_replica() {
+        for (r, c) in [(1, 1), (3, 2), (5, 3)] {
+            let files = compose_files(&topo(r, c), "docker-compose.yml", ".").unwrap();
+            let compose = &files[0].1;
+            assert_eq!(count(compose, "command: [\"replica\"]"), 3 * r);
+            assert_eq!(count(compose, "command: [\"coordinator\"]"), 3 * c);
+            assert_eq!(count(compose, &format!("image: {MONGO_IMAGE}")), 3 * r);
+            assert_eq!(count(compose, "restart: unless-stopped"), 3 * (2 * r + c) + 1);
+            assert_eq!(count(compose, "healthcheck:"), 3 * (2 * r + c) + 1);
+            assert!(compose.contains(&format!("\n  {}: {{}}\n", mongo_name(Service::Stock, r - 1))));
+            let t = Topology::parse(
+                files[1].1.split_once("\ngateway").map(|(_, b)| format!("gateway{b}")).unwrap().as_str(),
+            )
+            .unwrap();
+            assert_eq!(t.stock.replicas.len(), r);
+            assert_eq!(t.order.coordinators[c - 1], format!("order-coordinator-{}:{}", c - 1, 9000 + r + c));
+        }
+    }
+
+    #[test]
+    fn k8s_names_replicas_by_stable_pod_names() {
+        let t = k8s_topology(&topo(3, 2)).unwrap();
+        assert_eq!(t.payment.replicas[2], format!("payment-replica-2.payment-replica:{}", 9000 + 5 + 1));
+        assert_eq!(t.payment.coordinators[1], format!("payment-coordinator-1:{}", 9000 + 5 + 5));
+        let files = k8s_files(&topo(3, 2)).unwrap();
+        let order = &files.iter().find(|(p, _)| p.ends_with("10-order.yaml")).unwrap().1;
+        assert!(order.contains("kind: StatefulSet") && order.contains("replicas: 3"));
+        assert_eq!(count(order, "kind: Deployment"), 2);
+        assert_eq!(count(order, "volumeClaimTemplates"), 1);
+    }
+
+    #[test]
+    fn bad_addresses_are_clear_errors() {
+        let mut t = topo(1, 1);
+        t.order.replicas[0] = "no-port".into();
+        assert!(compose_files(&t, "x.yml", ".").unwrap_err().0.contains("no-port"));
+        t.order.replicas[0] = "h:99999".into();
+        assert!(k8s_files(&t).unwrap_err().0.contains("not a port"));
+    }
+}

@@ -30,7 +30,8 @@ options:
   --topology FILE      topology to run (default: env/topology.toml)
   --gateway-port N     listen on port N instead of the topology's gateway port
   --data-dir DIR       the replicas' data, DIR/<service>-<id> (default: target/cluster/data)
-  --engine ENGINE      storage engine of the replicas: redb (default) or memory
+  --engine ENGINE      storage engine of the replicas: redb (default), memory, or mongo
+                       (one SecantusDB server per replica, role store in the manifest)
   --keep-dead          do not restart a process that dies
   --node-exe FILE      binary that runs the nodes (default: this one; for tests)
 ";
@@ -109,7 +110,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             "--engine" => {
                 let v = value()?;
                 if !ENGINES.contains(&v.as_str()) {
-                    return Err(format!("--engine: '{v}' is not redb or memory"));
+                    return Err(format!("--engine: '{v}' is not one of {}", ENGINES.join(", ")));
                 }
                 up.engine = v;
             }
@@ -271,7 +272,7 @@ mod tests {
             &["up", "--gateway-port"],
             &["up", "--gateway-port", "70000"],
             &["up", "--gateway-port", "x"],
-            &["up", "--engine", "mongo"],
+            &["up", "--engine", "mongodb"],
             &["up", "--keep-dead=yes"],
             &["up", "--verbose"],
             &["up", "extra"],

@@ -1,5 +1,7 @@
 //! Starts a whole cluster as child processes of this one and keeps it running: every replica
-//! and coordinator of every service (the node binary re-executed with its role) and nginx.
+//! and coordinator of every service (the node binary re-executed with its role) and nginx;
+//! with the `mongo` engine also one MongoDB-compatible server (SecantusDB) per replica, role
+//! `store`, started and ready before the replicas that use it.
 //!
 //! [`Cluster::start`] starts everything, waits until every process answers, writes the
 //! manifest and hands back a handle that restarts a process that dies (like a compose
@@ -61,7 +63,15 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const BOOTSTRAP: &str = "APP__BOOTSTRAP";
 
 /// The storage engines a replica can run (`APP__ENGINE`).
-pub const ENGINES: [&str; 2] = ["redb", "memory"];
+pub const ENGINES: [&str; 3] = ["redb", "memory", "mongo"];
+
+/// The engine whose replicas each get their own MongoDB-compatible server process.
+pub const MONGO: &str = "mongo";
+
+/// The folder of a replica's MongoDB server's data, inside the replica's data folder: the
+/// server's files then count as the replica's data (a replica whose folder is not empty is
+/// not a new cluster's, see [`BOOTSTRAP`]).
+pub const MONGO_DATA: &str = "mongo";
 
 /// Where the children's stdout and stderr go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +94,8 @@ pub struct ClusterSpec {
     pub work_dir: PathBuf,
     /// Parent folder of the replicas' data: `<data_dir>/<service>-<id>`.
     pub data_dir: PathBuf,
-    /// Storage engine of the replicas: `redb` or `memory`.
+    /// Storage engine of the replicas: `redb`, `memory` or `mongo` (one SecantusDB server per
+    /// replica, on a free loopback port, data in `<data_dir>/<service>-<id>/mongo`).
     pub engine: String,
     /// The binary that runs a node role (`<exe> replica|coordinator`, configured by `APP__*`).
     pub node_exe: PathBuf,
@@ -327,6 +338,11 @@ fn supervise(shared: Arc<Shared>) {
 /// waits to be evicted and re-joined); nginx with any HTTP answer (it routes nothing of its
 /// own, so `/` is its 404).
 fn probe(role: Role, addr: &str) -> Result<(), String> {
+    if role == Role::Store {
+        // A MongoDB server speaks no HTTP: ready once it accepts connections.
+        let a: std::net::SocketAddr = addr.parse().map_err(|e| format!("address {addr}: {e}"))?;
+        return std::net::TcpStream::connect_timeout(&a, PROBE_TIMEOUT).map(drop).map_err(|e| format!("connect: {e}"));
+    }
     let path = if role == Role::Balancer { "/" } else { "/health" };
     match http::get(addr, path, PROBE_TIMEOUT) {
         Ok(r) if role == Role::Balancer || r.status == 200 => Ok(()),
@@ -352,7 +368,8 @@ fn tail(path: &Path, n: usize) -> String {
 /// Lines of a child's log quoted when it fails to start.
 const LOG_LINES_QUOTED: usize = 20;
 
-/// How to start every process of `spec`: replicas, then coordinators, then nginx.
+/// How to start every process of `spec`: the stores (engine `mongo`), then replicas, then
+/// coordinators, then nginx.
 fn plan(
     spec: &ClusterSpec,
     topology_path: &Path,
@@ -364,6 +381,24 @@ fn plan(
     let t = &spec.topology;
     let log_of = |p: ProcId| logs.map(|dir| dir.join(format!("{}.log", p.file_stem())));
     let mut launches = Vec::new();
+    // Engine mongo: each replica's server, on a free loopback port.
+    let mut mongo_uris = std::collections::HashMap::new();
+    if spec.engine == MONGO {
+        let program = common::storage::mongo::find_server()?;
+        let n: usize = Service::ALL.iter().map(|&s| t.nodes(s).replicas.len()).sum();
+        let mut ports = ports::free_ports(n)?.into_iter();
+        for s in Service::ALL {
+            for id in 0..t.nodes(s).replicas.len() as u32 {
+                let p = ProcId::store(s, id);
+                let port = ports.next().expect("one port per replica");
+                let data = data_dir.join(format!("{s}-{id}")).join(MONGO_DATA);
+                let args = common::storage::mongo::server_args("127.0.0.1", port, &data);
+                let launch = Launch { program: program.clone(), args, env: vec![], log: log_of(p) };
+                mongo_uris.insert((s, id), format!("mongodb://127.0.0.1:{port}/"));
+                launches.push((p, format!("127.0.0.1:{port}"), launch));
+            }
+        }
+    }
     for role in [NodeRole::Replica, NodeRole::Coordinator] {
         for s in Service::ALL {
             let n = t.nodes(s);
@@ -393,6 +428,9 @@ fn plan(
                     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
                     env.push(("APP__DATA_DIR".into(), dir.display().to_string()));
                     env.push(("APP__ENGINE".into(), spec.engine.clone()));
+                    if let Some(uri) = mongo_uris.get(&(s, id)) {
+                        env.push(("APP__MONGO_URI".into(), uri.clone()));
+                    }
                 }
                 env.extend(spec.env.iter().cloned());
                 let launch =
@@ -426,7 +464,7 @@ impl Cluster {
         let nginx_exe = crate::nginx::find()?;
         spec.topology.validate()?;
         if !ENGINES.contains(&spec.engine.as_str()) {
-            bail!("unknown engine '{}' (redb or memory)", spec.engine);
+            bail!("unknown engine '{}' ({})", spec.engine, ENGINES.join(", "));
         }
         let t = &spec.topology;
         ports::ensure_free(std::iter::once(&t.gateway).chain(Service::ALL.iter().flat_map(|&s| {
@@ -469,7 +507,12 @@ impl Cluster {
             stopped: false,
         };
         let ids: Vec<ProcId> = launches.iter().map(|(p, ..)| *p).collect();
+        let stores: Vec<ProcId> = ids.iter().copied().filter(|p| p.role == Role::Store).collect();
         for (id, addr, launch) in launches {
+            // A replica opening its store fails if the server does not answer yet.
+            if id.role != Role::Store && !stores.is_empty() && cluster.shared.procs().len() == stores.len() {
+                cluster.wait_ready_all(&stores, STARTUP_DEADLINE)?;
+            }
             let mut p = Proc {
                 id,
                 addr,

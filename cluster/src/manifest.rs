@@ -17,8 +17,9 @@ pub enum Role {
     Coordinator,
     /// nginx, the gateway.
     Balancer,
-    /// A separate storage server (MongoDB in the container deployments); the local launcher
-    /// runs the embedded engine inside the replicas instead and starts none.
+    /// A replica's separate storage server: MongoDB in the container deployments, SecantusDB
+    /// under `cluster up --engine mongo` (one per replica, with the replica's service and id);
+    /// with the embedded engines there is none.
     Store,
 }
 
@@ -57,6 +58,11 @@ impl ProcId {
     /// Coordinator `id` of `service`.
     pub fn coordinator(service: Service, id: u32) -> ProcId {
         ProcId { role: Role::Coordinator, service: Some(service), id }
+    }
+
+    /// The storage server of replica `id` of `service` (engine `mongo`).
+    pub fn store(service: Service, id: u32) -> ProcId {
+        ProcId { role: Role::Store, service: Some(service), id }
     }
 
     /// The gateway (nginx).
@@ -118,7 +124,8 @@ impl Entry {
 /// Every process of a cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// The processes, replicas first, then coordinators, then the gateway.
+    /// The processes: the stores (engine `mongo`) first, then replicas, coordinators, and the
+    /// gateway.
     pub processes: Vec<Entry>,
 }
 

@@ -433,7 +433,10 @@ where
     F: FnOnce(Arc<Node>) -> Arc<dyn Handler>,
     S: Future<Output = ()> + Send + 'static,
 {
-    let store = crate::storage::open_engine(&settings.engine, &settings.data_dir).map_err(std::io::Error::other)?;
+    let database = crate::storage::mongo::database_name(settings.service, settings.id);
+    let store = crate::storage::open_engine(&settings.engine, &settings.data_dir, &settings.mongo_uri, &database)
+        .await
+        .map_err(std::io::Error::other)?;
     let replicas = &topology.nodes(settings.service).replicas;
     let n = replicas.len() as u32;
     let peers = replicas.iter().enumerate().map(|(i, a)| (i as u32, format!("http://{a}"))).collect();

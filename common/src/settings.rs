@@ -22,8 +22,13 @@ pub struct ReplicaSettings {
     pub listen: Option<String>,
     /// Folder of this replica's data (the embedded engine's file lives here).
     pub data_dir: PathBuf,
-    /// Storage engine: `redb` (embedded, durable; the default) or `memory` (tests).
+    /// Storage engine: `redb` (embedded, durable; the default), `memory` (tests) or `mongo`
+    /// (a MongoDB server, see `mongo_uri`).
     pub engine: String,
+    /// The MongoDB server of engine `mongo`, e.g. `mongodb://stock-mongo-0:27017/`; empty
+    /// (the default) for the other engines, required for `mongo`. The replica keeps its data
+    /// in its own database there, `webshop_<service>_<id>` (`common::storage::mongo`).
+    pub mongo_uri: String,
     /// The cluster secret every internal request carries.
     pub secret: String,
     /// HTTP worker threads (one per core on the small machines this targets).
@@ -119,6 +124,7 @@ impl ReplicaSettings {
             ("topology", "env/topology.toml"),
             ("data_dir", "target/cluster/data"),
             ("engine", "redb"),
+            ("mongo_uri", ""),
             ("secret", ""),
             ("workers", "2"),
             ("bootstrap", "false"),
@@ -136,8 +142,11 @@ impl ReplicaSettings {
         if s.id as usize >= t.nodes(s.service).replicas.len() {
             return Err(SettingsError(format!("{} has no replica {}", s.service, s.id)));
         }
-        if !["redb", "memory"].contains(&s.engine.as_str()) {
-            return Err(SettingsError(format!("unknown engine '{}' (redb or memory)", s.engine)));
+        if !["redb", "memory", "mongo"].contains(&s.engine.as_str()) {
+            return Err(SettingsError(format!("unknown engine '{}' (redb, memory or mongo)", s.engine)));
+        }
+        if s.engine == "mongo" && s.mongo_uri.is_empty() {
+            return Err(SettingsError("engine mongo needs the server's URI (APP__MONGO_URI)".into()));
         }
         Ok((s, t))
     }

@@ -7,10 +7,13 @@
 //! and "replicas apply a state only if its version is higher".
 //!
 //! Engines: [`mem::MemStore`] (tests), [`redb_engine::RedbStore`] (embedded, durable, the
-//! default for local runs). Every engine passes [`conformance`].
+//! default for local runs), [`mongo::MongoStore`] (MongoDB, one database per replica: the
+//! container deployments, and `cluster up --engine mongo`). Every engine passes
+//! [`conformance`].
 
 pub mod conformance;
 pub mod mem;
+pub mod mongo;
 pub mod redb_engine;
 
 use crate::digest::{record_hash, Digests, Hash};
@@ -164,14 +167,22 @@ pub fn check_same_version(stored: &Record, incoming: &Record) {
 }
 
 /// Opens the engine a replica's settings name: `redb` (a file `store.redb` in `data_dir`,
-/// created with its folder if missing) or `memory`.
-pub fn open_engine(engine: &str, data_dir: &std::path::Path) -> StoreResult<DynStore> {
+/// created with its folder if missing), `memory`, or `mongo` (the database `database` on the
+/// server at `mongo_uri`; `data_dir` is not used).
+pub async fn open_engine(
+    engine: &str,
+    data_dir: &std::path::Path,
+    mongo_uri: &str,
+    database: &str,
+) -> StoreResult<DynStore> {
     match engine {
         "memory" => Ok(Arc::new(mem::MemStore::new())),
         "redb" => {
             std::fs::create_dir_all(data_dir).map_err(StoreError::of)?;
             Ok(Arc::new(redb_engine::RedbStore::open(&data_dir.join("store.redb"))?))
         }
+        "mongo" if mongo_uri.is_empty() => Err(StoreError("engine 'mongo' needs a MongoDB URI".into())),
+        "mongo" => mongo::MongoStore::open_dyn(mongo_uri, database).await,
         other => Err(StoreError(format!("unknown engine '{other}'"))),
     }
 }

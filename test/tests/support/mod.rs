@@ -37,11 +37,19 @@ pub struct TestCluster {
 /// Starts a cluster with `replicas` replicas and 2 coordinators per service, on the durable
 /// engine, with dead processes kept down (the scenarios restart them themselves).
 pub async fn start(replicas: usize) -> TestCluster {
+    start_on(replicas, "redb").await
+}
+
+/// [`start`] on the storage engine `engine` (`redb`, `memory`, or `mongo`: one SecantusDB
+/// server per replica, which must be installed: scripts/install-deps.sh).
+pub async fn start_on(replicas: usize, engine: &str) -> TestCluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().to_path_buf();
+    let engine = engine.to_string();
     let cluster = tokio::task::spawn_blocking(move || {
         let mut spec = ClusterSpec::local(replicas, 2, env!("CARGO_BIN_EXE_webshop-node"), path).expect("free ports");
         spec.keep_dead = true;
+        spec.engine = engine;
         Cluster::start(spec)
     })
     .await
@@ -69,6 +77,11 @@ impl TestCluster {
     /// The cluster's topology.
     pub fn topology(&self) -> &Topology {
         self.cluster.topology()
+    }
+
+    /// Every process with its pid, as in `manifest.json`.
+    pub fn manifest(&self) -> cluster::manifest::Manifest {
+        self.cluster.manifest()
     }
 
     /// The cluster secret.
