@@ -71,6 +71,11 @@ impl TestCluster {
         self.cluster.topology()
     }
 
+    /// The launcher's `manifest.json` (pids of every process).
+    pub fn manifest_path(&self) -> std::path::PathBuf {
+        self.cluster.manifest_path().to_path_buf()
+    }
+
     /// The cluster secret.
     pub fn secret(&self) -> &str {
         self.cluster.secret()
