@@ -67,9 +67,10 @@ pub struct Args {
     /// Bound on the requests of one run: the run stops when it is reached.
     #[arg(long, default_value_t = 50_000_000)]
     pub max_requests: u64,
-    /// Seed of the users' random choices.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    /// Seed of the users' random choices (default: a new one each run, so that a second run
+    /// does not repeat the first one's orders; the report records it).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Length of a timeline interval (a point of the chart), in seconds.
     #[arg(long, default_value = "1", value_parser = parse_duration)]
     pub interval: Duration,
@@ -137,6 +138,14 @@ pub fn parse_wait(s: &str) -> Result<(Duration, Duration), String> {
 }
 
 impl Args {
+    /// The seed: the one given, else one from the clock.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            t.as_nanos() as u64
+        })
+    }
+
     /// The key space of the batch calls.
     pub fn keys(&self) -> Keys {
         Keys {

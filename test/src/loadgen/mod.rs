@@ -71,7 +71,14 @@ pub fn init(addr: SocketAddr, host: &str, keys: &scenario::Keys) -> anyhow::Resu
     })
 }
 
-fn spec(args: &cli::Args, target: String, host: String, addr: SocketAddr, lenient: bool) -> anyhow::Result<RunSpec> {
+fn spec(
+    args: &cli::Args,
+    seed: u64,
+    target: String,
+    host: String,
+    addr: SocketAddr,
+    lenient: bool,
+) -> anyhow::Result<RunSpec> {
     Ok(RunSpec {
         target,
         addr,
@@ -84,7 +91,7 @@ fn spec(args: &cli::Args, target: String, host: String, addr: SocketAddr, lenien
         scenarios: args.validate().map_err(|e| anyhow!(e))?,
         timeout: args.timeout,
         max_requests: args.max_requests,
-        seed: args.seed,
+        seed,
         keys: args.keys(),
         interval: args.interval,
         lenient,
@@ -97,6 +104,7 @@ fn spec(args: &cli::Args, target: String, host: String, addr: SocketAddr, lenien
 /// and chart files.
 pub fn run(args: &cli::Args) -> anyhow::Result<Report> {
     let scenarios = args.validate().map_err(|e| anyhow!(e))?;
+    let seed = args.seed();
     let settings = Settings {
         host: args.host.clone(),
         users: args.users,
@@ -107,7 +115,7 @@ pub fn run(args: &cli::Args) -> anyhow::Result<Report> {
         scenarios: scenarios.items().iter().map(|(s, w)| (s.name().to_string(), *w)).collect(),
         timeout_s: args.timeout.as_secs_f64(),
         max_requests: args.max_requests,
-        seed: args.seed,
+        seed,
         keys: args.keys(),
     };
     let mut report = Report {
@@ -130,14 +138,14 @@ pub fn run(args: &cli::Args) -> anyhow::Result<Report> {
         if !args.quiet {
             eprintln!("run: {} users against {} for {:?}", args.users, args.host, args.run_time);
         }
-        report.run = Some(runner::run(spec(args, args.host.clone(), host, addr, false)?)?);
+        report.run = Some(runner::run(spec(args, seed, args.host.clone(), host, addr, false)?)?);
     }
     if args.ceiling || args.ceiling_only {
         let c = ceiling::Ceiling::start()?;
         if !args.quiet {
             eprintln!("ceiling: the same load against nginx answering directly at {}", c.url());
         }
-        let mut s = spec(args, c.url(), c.addr.to_string(), c.addr, true)?;
+        let mut s = spec(args, seed, c.url(), c.addr.to_string(), c.addr, true)?;
         s.run_time = args.ceiling_time.unwrap_or(args.run_time);
         report.ceiling = Some(runner::run(s)?);
     }
