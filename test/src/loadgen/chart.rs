@@ -3,7 +3,7 @@
 //! Drawn with plotters' bitmap backend and DejaVu Sans embedded in the binary (the `dejavu`
 //! crate), so it needs no system font package.
 
-use super::report::RunReport;
+use super::report::{IntervalReport, RunReport};
 use anyhow::anyhow;
 use plotters::prelude::*;
 use std::path::Path;
@@ -47,9 +47,13 @@ pub fn draw(path: &Path, title: &str, run: &RunReport) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(title, (FONT, 22)).map_err(err)?;
     let (upper, lower) = root.split_vertically(SIZE.1 / 2 - 20);
+    // A last interval much shorter than the others (the run's tail) is a noisy point: the
+    // JSON keeps it, the chart leaves it out.
+    let full = run.timeline.first().map_or(0.0, |i| i.duration_s) * 0.5;
+    let timeline: Vec<&IntervalReport> = run.timeline.iter().filter(|i| i.duration_s >= full).collect();
     let t_max = run.timeline.last().map_or(1.0, |i| i.t_s).max(run.duration_s).max(1e-3);
 
-    let tput: Vec<(f64, f64)> = run.timeline.iter().map(|i| (i.t_s, i.throughput)).collect();
+    let tput: Vec<(f64, f64)> = timeline.iter().map(|i| (i.t_s, i.throughput)).collect();
     let errs: Vec<(f64, f64)> = run
         .timeline
         .iter()
@@ -81,9 +85,9 @@ pub fn draw(path: &Path, title: &str, run: &RunReport) -> anyhow::Result<()> {
         .map_err(err)?;
 
     let series: [Series; 3] = [
-        ("p50", GREEN, run.timeline.iter().map(|i| (i.t_s, i.p50_ms)).collect()),
-        ("p95", RGBColor(230, 140, 0), run.timeline.iter().map(|i| (i.t_s, i.p95_ms)).collect()),
-        ("p99", RED, run.timeline.iter().map(|i| (i.t_s, i.p99_ms)).collect()),
+        ("p50", GREEN, timeline.iter().map(|i| (i.t_s, i.p50_ms)).collect()),
+        ("p95", RGBColor(230, 140, 0), timeline.iter().map(|i| (i.t_s, i.p95_ms)).collect()),
+        ("p99", RED, timeline.iter().map(|i| (i.t_s, i.p99_ms)).collect()),
     ];
     let l_max = headroom(series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).fold(0.0, f64::max));
     let mut c = ChartBuilder::on(&lower)
