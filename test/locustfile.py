@@ -32,6 +32,7 @@ The key space can be changed with ``--batch-users``, ``--batch-items``, ``--batc
 import json
 import os
 import random
+import urllib.error
 import urllib.request
 
 from locust import FastHttpUser, between, events, task
@@ -82,9 +83,20 @@ def _populate(environment):
     host = (environment.host or "").rstrip("/")
     for path in init_paths(*_sizes(environment)):
         req = urllib.request.Request(host + path, method="POST", data=b"")
-        with urllib.request.urlopen(req, timeout=INIT_TIMEOUT_S) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"POST {path}: {resp.status}")
+        try:
+            with urllib.request.urlopen(req, timeout=INIT_TIMEOUT_S) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except OSError as e:
+            status = f"no answer ({e})"
+        if status != 200:
+            # A test on half-initialised data measures nothing: stop it, exit non-zero.
+            print(f"init: POST {path}: {status}; stopping the test", flush=True)
+            environment.process_exit_code = 2
+            if environment.runner is not None:
+                environment.runner.quit()
+            return
         print(f"init: POST {path}: 200", flush=True)
 
 
