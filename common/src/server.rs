@@ -393,6 +393,15 @@ pub fn configure_replica(app: web::Data<ReplicaApp>) -> impl Fn(&mut web::Servic
     }
 }
 
+/// How long a node waits for a request's head after accepting a connection before it answers
+/// 408. actix's default of 5 s fired under overload (a starved node reading a head that nginx
+/// or a peer had sent at once): the 408 then reached clients as if the request were wrong
+/// (seen in the consistency scenario and a 1,000-user locust run, docs/performance.md). The
+/// nodes' clients are trusted (nginx, coordinators, peers), so the bound only has to catch a
+/// connection that never sends anything; above nginx's 65 s upstream timeout, nginx gives up
+/// first and answers 504.
+pub const CLIENT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(70);
+
 /// Serves `configure` on an already bound listener until `shutdown` completes.
 pub async fn serve<F, S>(
     listener: std::net::TcpListener,
@@ -407,6 +416,7 @@ where
     let server = HttpServer::new(move || App::new().configure(configure.clone()))
         .workers(workers)
         .keep_alive(crate::wire::SERVER_KEEP_ALIVE)
+        .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
         .backlog(4096)
         .disable_signals()
         .listen(listener)?

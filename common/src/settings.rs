@@ -117,6 +117,13 @@ fn check_common(topology: &std::path::Path, secret: &str, workers: usize) -> Res
     Topology::load(topology).map_err(|e| SettingsError(e.to_string()))
 }
 
+/// HTTP worker threads of a node unless `APP__WORKERS` says otherwise: one. A cluster runs
+/// 15 node processes on the 2-core machines it targets, so a second worker per process adds
+/// no parallelism, only context switches and cross-thread wake-ups: measured on the 3x3x2
+/// topology, one worker gave 20-45 % more checkouts/s for 10-25 % less CPU per checkout
+/// (docs/performance.md). A deployment with a core or more per process may raise it.
+const DEFAULT_WORKERS: &str = "1";
+
 impl ReplicaSettings {
     /// Loads and validates; returns the settings and the topology they name.
     pub fn load() -> Result<(ReplicaSettings, Topology), SettingsError> {
@@ -126,7 +133,7 @@ impl ReplicaSettings {
             ("engine", "redb"),
             ("mongo_uri", ""),
             ("secret", ""),
-            ("workers", "2"),
+            ("workers", DEFAULT_WORKERS),
             ("bootstrap", "false"),
             ("lease_ms", "1000"),
             ("fanout_timeout_ms", "2000"),
@@ -175,7 +182,7 @@ impl CoordinatorSettings {
         let s: CoordinatorSettings = load(&[
             ("topology", "env/topology.toml"),
             ("secret", ""),
-            ("workers", "2"),
+            ("workers", DEFAULT_WORKERS),
             // Far above a healthy replica's answer time (well under 10 ms), short enough that
             // a hung replica does not hold a client for long.
             ("request_timeout_ms", "5000"),

@@ -2,6 +2,8 @@
 //! and the checks the scenarios share (totals over all users and items, every order either
 //! fully applied or not at all).
 
+pub mod loadgen;
+
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use std::time::Duration;

@@ -84,6 +84,11 @@ impl TestCluster {
         self.cluster.manifest()
     }
 
+    /// The launcher's `manifest.json` (pids of every process).
+    pub fn manifest_path(&self) -> std::path::PathBuf {
+        self.cluster.manifest_path().to_path_buf()
+    }
+
     /// The cluster secret.
     pub fn secret(&self) -> &str {
         self.cluster.secret()
