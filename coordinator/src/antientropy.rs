@@ -153,8 +153,18 @@ impl Coordinator {
     async fn repair_round(&self, round_id: u64, answered: &[u32], voters: &[u32], report: &mut RoundReport) -> bool {
         let divergent = &report.divergent_buckets;
         let cap = self.anti_entropy_max_buckets.min(divergent.len());
-        let start = self.bucket_cursor.fetch_add(cap, std::sync::atomic::Ordering::Relaxed) % divergent.len();
-        let listed: Vec<u8> = divergent.iter().cycle().skip(start).take(cap).copied().collect();
+        // Round-robin by bucket number: this round goes on from the bucket after the last one
+        // the previous capped round listed.
+        let from = self.bucket_cursor.load(std::sync::atomic::Ordering::Relaxed);
+        let listed: Vec<u8> = divergent
+            .iter()
+            .filter(|b| usize::from(**b) >= from)
+            .chain(divergent.iter().filter(|b| usize::from(**b) < from))
+            .take(cap)
+            .copied()
+            .collect();
+        let next = listed.last().map_or(0, |b| (usize::from(*b) + 1) % BUCKETS);
+        self.bucket_cursor.store(next, std::sync::atomic::Ordering::Relaxed);
         report.listed_buckets = listed.len();
         let mut complete = listed.len() == divergent.len();
 

@@ -92,7 +92,7 @@ pub struct Coordinator {
     pub anti_entropy_max_repairs: usize,
     /// Held while a round runs: rounds run one at a time.
     pub round_lock: tokio::sync::Mutex<()>,
-    /// Where the next capped round starts in the list of divergent buckets.
+    /// The bucket number from which the next capped anti-entropy round lists.
     pub bucket_cursor: std::sync::atomic::AtomicUsize,
     /// What the last round found and did.
     pub last_round: std::sync::Mutex<Option<crate::antientropy::RoundReport>>,
