@@ -377,13 +377,10 @@ impl Node {
         // A bulk write (batch_init) travels in several requests of bounded size.
         let chunks: Vec<Arc<Vec<Record>>> = records.chunks(MAX_BATCH_RECORDS).map(|c| Arc::new(c.to_vec())).collect();
         for _ in 0..STALE_RESENDS {
-            let view = self.view();
             // Only a key's primary in the view the states travel under may send them: a
             // node deposed since it wrote them would have them acknowledged by peers that
             // already took newer states from the new primary (and so ignore these).
-            if records.iter().any(|r| view.primary(&r.key) != Some(self.me)) {
-                return Err(NodeError::Misdirected(Misdirected { view, reason: "not primary after a view change" }));
-            }
+            let view = self.primary_view_of(&records)?;
             let peers = view.peers_of(self.me);
             if peers.is_empty() {
                 return Ok(());
@@ -407,13 +404,7 @@ impl Node {
                     }
                 }
             }
-            let now = self.view();
-            if records.iter().any(|r| now.primary(&r.key) != Some(self.me)) {
-                return Err(NodeError::Misdirected(Misdirected {
-                    view: now,
-                    reason: "not primary after a view change",
-                }));
-            }
+            let now = self.primary_view_of(&records)?;
             let gone = |id: &u32| !now.members.contains(id) && !now.learners.contains(id);
             // A peer the coordinator found alive was only slow (a busy machine, a large
             // batch): the states are idempotent, so send them again.
@@ -429,6 +420,15 @@ impl Node {
         Err(NodeError::Unavailable(format!(
             "peers did not acknowledge after {STALE_RESENDS} tries, or the view kept changing"
         )))
+    }
+
+    /// The current view, if this node is the primary of every record's key in it.
+    fn primary_view_of(&self, records: &[Record]) -> Result<View, NodeError> {
+        let view = self.view();
+        if records.iter().any(|r| view.primary(&r.key) != Some(self.me)) {
+            return Err(NodeError::Misdirected(Misdirected { view, reason: "not primary after a view change" }));
+        }
+        Ok(view)
     }
 
     /// Sends every chunk to every peer; the peers that did not acknowledge, with why.
@@ -626,12 +626,7 @@ impl Node {
     }
 
     pub async fn apply_replicated(&self, batch: ReplicateBatch) -> Result<usize, NodeError> {
-        {
-            let view = self.view.read().unwrap();
-            if batch.epoch < view.epoch {
-                return Err(NodeError::Misdirected(Misdirected { view: view.clone(), reason: "stale epoch" }));
-            }
-        }
+        self.refuse_older_than(batch.epoch, "stale epoch")?;
         if log::log_enabled!(log::Level::Debug) {
             for r in &batch.records {
                 log::debug!("replicated state of {} at {} under epoch {}", r.key, r.version, batch.epoch);
@@ -644,13 +639,16 @@ impl Node {
         // newer view may make this node a primary whose first writes read the documents
         // before these states landed, and such an acknowledged state would be lost. Refused,
         // the sender finds it is no longer the keys' primary and the write is retried there.
-        let view = self.view.read().unwrap();
-        if batch.epoch < view.epoch {
-            return Err(NodeError::Misdirected(Misdirected {
-                view: view.clone(),
-                reason: "view changed during the write",
-            }));
-        }
+        self.refuse_older_than(batch.epoch, "view changed during the write")?;
         Ok(applied.iter().filter(|a| **a).count())
+    }
+
+    /// A misdirected rejection, with the current view, if that view is newer than `epoch`.
+    fn refuse_older_than(&self, epoch: u64, reason: &'static str) -> Result<(), NodeError> {
+        let view = self.view.read().unwrap();
+        if epoch < view.epoch {
+            return Err(NodeError::Misdirected(Misdirected { view: view.clone(), reason }));
+        }
+        Ok(())
     }
 }

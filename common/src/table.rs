@@ -191,7 +191,8 @@ impl<D: Doc> Table<D> {
                 }
             }
             let body = serde_json::to_string(&Envelope { doc, recent }).expect("documents serialize");
-            let record = Record::new(key.to_string(), old_version.next(self.node.epoch()), body);
+            let version = old_version.next(self.node.epoch());
+            let record = Record::new(key.to_string(), version, body);
             match self.node.write_primary(vec![Put { expect: Expect::Exactly(old_version), record }]).await {
                 // A state replicated by the previous primary landed between the read and the
                 // put (the view changed under the write): decide again on the newer state.
@@ -201,7 +202,7 @@ impl<D: Doc> Table<D> {
                 }
                 result => {
                     result?;
-                    log::debug!("{key}: request {request_id:?} written as {}", old_version.next(self.node.epoch()));
+                    log::debug!("{key}: request {request_id:?} written as {version}");
                     return Ok(reply);
                 }
             }

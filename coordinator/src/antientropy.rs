@@ -60,6 +60,25 @@ struct Digests {
 }
 
 impl Coordinator {
+    /// Replica `id`'s root and 256 bucket digests (`None` if it did not answer them);
+    /// `round` opens that anti-entropy round on the replica.
+    pub(crate) async fn digests_of(&self, id: u32, round: Option<u64>, timeout: Duration) -> Option<(Hash, Vec<Hash>)> {
+        let path = match round {
+            Some(r) => format!("/internal/digest?round={r}&buckets=true"),
+            None => "/internal/digest?buckets=true".to_string(),
+        };
+        let r = self.forwarder.get_internal(id, &path, timeout).await.ok().filter(|r| r.status == 200)?;
+        let d: Digests = serde_json::from_slice(&r.body).ok()?;
+        let buckets: Option<Vec<Hash>> = d.buckets.iter().map(|h| Hash::from_hex(h)).collect();
+        match (Hash::from_hex(&d.root), buckets) {
+            (Some(root), Some(b)) if b.len() == BUCKETS => Some((root, b)),
+            _ => {
+                log::warn!("replica {id} sent unreadable digests");
+                None
+            }
+        }
+    }
+
     /// Runs rounds every `anti_entropy_interval` while this is the lowest-id live
     /// coordinator. Runs until the process stops.
     pub async fn anti_entropy(self: std::sync::Arc<Self>) {
@@ -92,23 +111,14 @@ impl Coordinator {
             ..RoundReport::default()
         };
 
-        let path = format!("/internal/digest?round={round_id}&buckets=true");
-        let asks = targets.iter().map(|&id| {
-            let path = &path;
-            async move { (id, self.forwarder.get_internal(id, path, ROUND_CALL_TIMEOUT).await) }
-        });
+        let asks = targets
+            .iter()
+            .map(|&id| async move { (id, self.digests_of(id, Some(round_id), ROUND_CALL_TIMEOUT).await) });
         let mut digests: Vec<(u32, Hash, Vec<Hash>)> = Vec::new();
-        for (id, r) in futures::future::join_all(asks).await {
-            let parsed =
-                r.ok().filter(|r| r.status == 200).and_then(|r| serde_json::from_slice::<Digests>(&r.body).ok());
-            let Some(d) = parsed else { continue };
-            let buckets: Option<Vec<Hash>> = d.buckets.iter().map(|h| Hash::from_hex(h)).collect();
-            match (Hash::from_hex(&d.root), buckets) {
-                (Some(root), Some(b)) if b.len() == BUCKETS => {
-                    report.roots.insert(id, d.root);
-                    digests.push((id, root, b));
-                }
-                _ => log::warn!("replica {id} sent unreadable digests"),
+        for (id, d) in futures::future::join_all(asks).await {
+            if let Some((root, buckets)) = d {
+                report.roots.insert(id, root.to_hex());
+                digests.push((id, root, buckets));
             }
         }
         let answered: Vec<u32> = digests.iter().map(|(id, _, _)| *id).collect();

@@ -78,7 +78,7 @@ impl Coordinator {
         if !self.view.get().members.contains(&id) && !self.view.get().learners.contains(&id) {
             return true;
         }
-        if self.forwarder.get_internal(id, "/health", self.probe_timeout).await.is_ok_and(|r| r.status == 200) {
+        if self.answers(id).await {
             return false;
         }
         let n = self.forwarder.replicas();

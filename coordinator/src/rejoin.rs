@@ -6,7 +6,7 @@
 //! nothing left to repair on it.
 
 use crate::state::Coordinator;
-use common::digest::BUCKETS;
+use common::digest::{Digests, BUCKETS};
 use common::paxos;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +76,8 @@ impl Coordinator {
         }
     }
 
-    async fn answers(&self, id: u32) -> bool {
+    /// Whether replica `id` answers `/health` within the probe timeout.
+    pub(crate) async fn answers(&self, id: u32) -> bool {
         self.forwarder.get_internal(id, "/health", self.probe_timeout).await.is_ok_and(|r| r.status == 200)
     }
 
@@ -86,11 +87,18 @@ impl Coordinator {
     /// nothing to repair on it, it becomes a full member.
     async fn catch_up(&self, id: u32) {
         let n = self.forwarder.replicas();
-        let (Some(mine), Some(source)) = (self.root_of(id).await, self.view.get().members.first().copied()) else {
+        let Some(source) = self.view.get().members.first().copied() else {
             return;
         };
-        let differs = self.buckets_differing(id, source).await;
-        if mine == common::digest::Digests::default().root().to_hex() || differs.is_none_or(|d| d > BUCKETS / 2) {
+        let Some((root, buckets)) = self.digests_of(id, None, self.probe_timeout).await else {
+            return;
+        };
+        // How many buckets differ from the source's (all, if it did not answer).
+        let differing = match self.digests_of(source, None, self.probe_timeout).await {
+            Some((_, theirs)) => buckets.iter().zip(&theirs).filter(|(a, b)| a != b).count(),
+            None => BUCKETS,
+        };
+        if root == Digests::default().root() || differing > BUCKETS / 2 {
             match self.forwarder.post_internal(source, &format!("/internal/push/{id}"), PUSH_TIMEOUT).await {
                 Ok(r) if r.status == 200 => {}
                 Ok(r) => {
@@ -115,22 +123,5 @@ impl Coordinator {
             }
         }
         log::info!("replica {id} still differs after {CATCH_UP_ROUNDS} anti-entropy rounds; trying again later");
-    }
-
-    /// In how many buckets replicas `a` and `b` differ (`None` if either did not answer).
-    async fn buckets_differing(&self, a: u32, b: u32) -> Option<usize> {
-        let get = |id: u32| async move {
-            let r = self.forwarder.get_internal(id, "/internal/digest?buckets=true", self.probe_timeout).await.ok()?;
-            let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-            v["buckets"].as_array().cloned()
-        };
-        let (x, y) = (get(a).await?, get(b).await?);
-        Some(x.iter().zip(&y).filter(|(p, q)| p != q).count())
-    }
-
-    async fn root_of(&self, id: u32) -> Option<String> {
-        let r = self.forwarder.get_internal(id, "/internal/digest", self.probe_timeout).await.ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-        v["root"].as_str().map(str::to_string)
     }
 }

@@ -290,11 +290,7 @@ async fn three_replicas_hold_the_same_data() {
     let api = Api::new(&c.gateway_url());
     assert_eq!(consistency_run(&api).await, (100, 900));
     for s in Service::ALL {
-        let mut roots = Vec::new();
-        for id in 0..c.topology().nodes(s).replicas.len() {
-            roots.push(c.root(s, id).await);
-        }
-        assert!(roots.iter().all(|r| *r == roots[0]), "{s} replicas differ: {roots:?}");
+        c.assert_replicas_equal(s).await;
     }
 }
 
@@ -302,7 +298,7 @@ async fn three_replicas_hold_the_same_data() {
 /// (role `store` in the manifest). One replica per service: SecantusDB's Python server takes
 /// about a millisecond per document, and nine of them beside eighteen nodes on two cores
 /// answer a fan-out of a few hundred states after the primaries' 2 s fan-out timeout
-/// (`common::node::FANOUT_TIMEOUT`), which evicts replicas; replication itself is the same
+/// (setting `fanout_timeout_ms`), which evicts replicas; replication itself is the same
 /// on every engine and is tested with three replicas on the embedded one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistency_scenario_on_mongo() {
@@ -312,10 +308,6 @@ async fn consistency_scenario_on_mongo() {
     let api = Api::new(&c.gateway_url());
     assert_eq!(consistency_run(&api).await, (100, 900));
     for s in Service::ALL {
-        let mut roots = Vec::new();
-        for id in 0..c.topology().nodes(s).replicas.len() {
-            roots.push(c.root(s, id).await);
-        }
-        assert!(roots.iter().all(|r| *r == roots[0]), "{s} replicas differ: {roots:?}");
+        c.assert_replicas_equal(s).await;
     }
 }

@@ -9,7 +9,7 @@ use common::wire::View;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{start, Node, TestCluster};
+use support::{start, Node};
 use webshop_tests::{run_parallel, Api};
 
 /// What became of one add: the item, the amount, the answer (or why none came), when it
@@ -59,12 +59,6 @@ async fn reached(n: &AtomicUsize, at: usize) {
     }
 }
 
-/// Every replica of `s` holds the same data.
-async fn assert_replicas_equal(c: &TestCluster, s: Service) {
-    let roots: Vec<String> = futures::future::join_all((0..3).map(|id| c.root(s, id))).await;
-    assert!(roots.iter().all(|r| *r == roots[0]), "{s} replicas differ: {roots:?}");
-}
-
 /// Every item holds at least the acknowledged adds and at most those plus the adds whose
 /// answer was not seen.
 async fn assert_adds_kept(api: &Api, acked: &[i64], unknown: &[i64]) {
@@ -112,7 +106,7 @@ async fn killing_a_primary_during_concurrent_adds_loses_no_acknowledged_add() {
 
     c.start_again(Node::Replica(Service::Stock, victim)).await;
     c.wait_all_members(Service::Stock, Duration::from_secs(30)).await;
-    assert_replicas_equal(&c, Service::Stock).await;
+    c.assert_replicas_equal(Service::Stock).await;
     assert_adds_kept(&api, &acked, &unknown).await;
 }
 
@@ -145,7 +139,7 @@ async fn a_coordinator_cut_off_from_one_replica_loses_and_doubles_nothing() {
     assert_eq!(state(&status), "evicted", "{status}");
     assert_eq!(c.coordinator_post(Service::Stock, 0, &format!("/internal/fault/heal/{cut}")).await, 200);
     c.wait_all_members(Service::Stock, Duration::from_secs(30)).await;
-    assert_replicas_equal(&c, Service::Stock).await;
+    c.assert_replicas_equal(Service::Stock).await;
     for api in &coordinators {
         assert_adds_kept(api, &acked, &unknown).await;
     }
@@ -183,6 +177,6 @@ async fn the_consistency_scenario_holds_with_a_replica_of_each_service_dead_and_
     }
     for s in Service::ALL {
         c.wait_all_members(s, Duration::from_secs(30)).await;
-        assert_replicas_equal(&c, s).await;
+        c.assert_replicas_equal(s).await;
     }
 }

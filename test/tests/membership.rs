@@ -111,8 +111,7 @@ async fn a_killed_replica_rejoins_on_its_own() {
     c.start_again(Node::Replica(Service::Stock, 1)).await;
     let took = c.wait_all_members(Service::Stock, std::time::Duration::from_secs(30)).await;
     println!("replica 1 a full member again {took:?} after its restart");
-    let roots: Vec<String> = futures::future::join_all((0..3).map(|id| c.root(Service::Stock, id))).await;
-    assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
+    c.assert_replicas_equal(Service::Stock).await;
     for i in (0..200).step_by(17) {
         assert_eq!(api.item(&i.to_string()).await.0, 11);
     }
@@ -134,8 +133,7 @@ async fn a_replica_restarted_empty_rejoins_with_the_data() {
         assert_eq!(api.item(&i.to_string()).await, (7, 1), "item {i}");
     }
     c.wait_all_members(Service::Stock, std::time::Duration::from_secs(30)).await;
-    let roots: Vec<String> = futures::future::join_all((0..3).map(|id| c.root(Service::Stock, id))).await;
-    assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
+    c.assert_replicas_equal(Service::Stock).await;
 }
 
 /// A replica paused (SIGSTOP) past the eviction timeout while writes go on is evicted;
@@ -164,6 +162,5 @@ async fn a_paused_replica_is_evicted_and_rejoins_after_resume() {
     }
     let took = c.wait_all_members(Service::Stock, std::time::Duration::from_secs(30)).await;
     println!("replica 0 a full member again {:?} after its resume", resumed.elapsed().max(took));
-    let roots: Vec<String> = futures::future::join_all((0..3).map(|id| c.root(Service::Stock, id))).await;
-    assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
+    c.assert_replicas_equal(Service::Stock).await;
 }

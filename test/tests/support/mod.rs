@@ -170,6 +170,17 @@ impl TestCluster {
         self.replica_json(s, id, "/internal/digest").await["root"].as_str().unwrap().to_string()
     }
 
+    /// Every replica's digest root (hex), in id order, asked concurrently.
+    pub async fn roots(&self, s: Service) -> Vec<String> {
+        futures::future::join_all((0..self.topology().nodes(s).replicas.len()).map(|id| self.root(s, id))).await
+    }
+
+    /// Every replica of `s` holds the same data (one digest root).
+    pub async fn assert_replicas_equal(&self, s: Service) {
+        let roots = self.roots(s).await;
+        assert!(roots.iter().all(|r| *r == roots[0]), "{s} replicas differ: {roots:?}");
+    }
+
     /// Kills a process with SIGKILL.
     pub fn kill(&mut self, n: Node) {
         self.cluster.kill(n.proc_id()).unwrap_or_else(|e| panic!("kill {n:?}: {e:#}"));
