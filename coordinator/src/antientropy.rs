@@ -40,7 +40,9 @@ pub struct RoundReport {
     /// Divergent buckets found.
     pub divergent_buckets: Vec<u8>,
     /// Of those, the buckets listed this round (at most `anti_entropy_max_buckets`).
-    pub listed_buckets: usize,
+    pub listed: Vec<u8>,
+    /// Replicas of the view whose digests or listing did not come.
+    pub unanswered: Vec<u32>,
     /// Documents repaired (states applied on a replica).
     pub repaired: usize,
     /// Repairs planned per replica.
@@ -127,7 +129,8 @@ impl Coordinator {
         report.differing_replicas = roots.iter().filter(|(_, r)| Some(*r) != majority).map(|(id, _)| *id).collect();
         report.divergent_buckets = divergent_buckets(&digests, &voters);
 
-        let mut complete = answered.len() == targets.len();
+        report.unanswered = targets.iter().filter(|id| !answered.contains(id)).copied().collect();
+        let mut complete = report.unanswered.is_empty();
         if !report.divergent_buckets.is_empty() && answered.iter().any(|id| voters.contains(id)) {
             complete &= self.repair_round(round_id, &answered, &voters, &mut report).await;
         }
@@ -148,7 +151,7 @@ impl Coordinator {
                  {} left for the next round; {} ms",
                 report.differing_replicas,
                 report.divergent_buckets.len(),
-                report.listed_buckets,
+                report.listed.len(),
                 report.repaired,
                 report.deferred,
                 report.took_ms
@@ -175,8 +178,8 @@ impl Coordinator {
             .collect();
         let next = listed.last().map_or(0, |b| (usize::from(*b) + 1) % BUCKETS);
         self.bucket_cursor.store(next, std::sync::atomic::Ordering::Relaxed);
-        report.listed_buckets = listed.len();
         let mut complete = listed.len() == divergent.len();
+        report.listed = listed.clone();
 
         let body = serde_json::to_vec(&common::server::ListRequest { round: round_id, buckets: listed }).unwrap();
         let asks =
@@ -190,7 +193,10 @@ impl Coordinator {
         for (id, r) in futures::future::join_all(asks).await {
             match r.ok().filter(|r| r.status == 200).and_then(|r| serde_json::from_slice::<Vec<Entry>>(&r.body).ok()) {
                 Some(entries) => listings.push((id, entries)),
-                None => complete = false,
+                None => {
+                    report.unanswered.push(id);
+                    complete = false;
+                }
             }
         }
         let (mut repairs, deferred) = plan(&listings, voters);

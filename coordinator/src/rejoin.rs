@@ -2,8 +2,8 @@
 //! replicas that are out of the view; one that answers is added as a learner by a committed
 //! view (from then on it receives every write), catches up (a full copy streamed from a
 //! full member if it is empty or differs in most buckets, then anti-entropy rounds, see
-//! `crate::antientropy`), and is promoted to full member by a new view once a round finds
-//! nothing left to repair on it.
+//! `crate::antientropy`), and is promoted to full member by a new view once rounds have
+//! listed every divergent bucket without finding anything to repair on it.
 
 use crate::state::Coordinator;
 use common::digest::{Digests, BUCKETS};
@@ -14,10 +14,6 @@ use std::time::Duration;
 /// How long a full member may take to stream its whole copy to a learner (100k documents
 /// take about a second; a million about ten).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(120);
-/// Anti-entropy rounds a catch-up may take before the learner is left for the next probe:
-/// the first repairs, the second normally finds nothing left; more are needed only when a
-/// round is capped or a replica did not answer.
-const CATCH_UP_ROUNDS: u32 = 5;
 
 impl Coordinator {
     /// Runs the prober until the process stops.
@@ -76,6 +72,13 @@ impl Coordinator {
         }
     }
 
+    /// Anti-entropy rounds a catch-up may take before the learner is left for the next
+    /// probe: one to repair, then enough clean rounds to list all 256 buckets under the cap,
+    /// and one spare for a write racing a round.
+    fn catch_up_rounds(&self) -> usize {
+        2 + BUCKETS.div_ceil(self.anti_entropy_max_buckets)
+    }
+
     /// Whether replica `id` answers `/health` within the probe timeout.
     pub(crate) async fn answers(&self, id: u32) -> bool {
         self.forwarder.get_internal(id, "/health", self.probe_timeout).await.is_ok_and(|r| r.status == 200)
@@ -83,8 +86,8 @@ impl Coordinator {
 
     /// Brings learner `id` up to date, then promotes it: a learner that is empty or differs
     /// from the majority's copy in most buckets first gets a full copy streamed from a full
-    /// member; then anti-entropy rounds repair what still differs, and once a round finds
-    /// nothing to repair on it, it becomes a full member.
+    /// member; then anti-entropy rounds repair what still differs, and once rounds have
+    /// listed every divergent bucket without planning a repair on it, it becomes a full member.
     async fn catch_up(&self, id: u32) {
         let n = self.forwarder.replicas();
         let Some(source) = self.view.get().members.first().copied() else {
@@ -111,9 +114,19 @@ impl Coordinator {
                 }
             }
         }
-        for _ in 0..CATCH_UP_ROUNDS {
+        // Rounds are capped: the learner is clean once rounds in a row have listed every
+        // divergent bucket without planning a repair on it. What it still holds beyond the
+        // full members' copies (states whose fan-out failed) is never deleted, so its digest
+        // need not equal theirs; once it votes, the next rounds settle those keys.
+        let mut clean = std::collections::HashSet::new();
+        for _ in 0..self.catch_up_rounds() {
             let report = self.anti_entropy_round(&format!("re-join of replica {id}")).await;
-            if report.complete && report.roots.contains_key(&id) && !report.planned.contains_key(&id) {
+            if !report.roots.contains_key(&id) || report.unanswered.contains(&id) || report.planned.contains_key(&id) {
+                clean.clear();
+                continue;
+            }
+            clean.extend(report.listed.iter().copied());
+            if report.divergent_buckets.iter().all(|b| clean.contains(b)) {
                 match self.change_view(&format!("promote replica {id}"), |v| paxos::promote(v, id, n)).await {
                     Ok(v) if v.members.contains(&id) => log::info!("replica {id} is a full member again"),
                     Ok(_) => {}
@@ -122,6 +135,9 @@ impl Coordinator {
                 return;
             }
         }
-        log::info!("replica {id} still differs after {CATCH_UP_ROUNDS} anti-entropy rounds; trying again later");
+        log::info!(
+            "replica {id} still differs after {} anti-entropy rounds; trying again later",
+            self.catch_up_rounds()
+        );
     }
 }

@@ -122,7 +122,7 @@ fn round_html(r: Option<&RoundReport>) -> String {
         r.epoch,
         r.differing_replicas,
         r.divergent_buckets.len(),
-        r.listed_buckets,
+        r.listed.len(),
         r.repaired,
         r.deferred
     )

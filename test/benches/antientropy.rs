@@ -39,7 +39,7 @@ fn line(what: &str, n: usize, took: Duration, r: &serde_json::Value) {
         "{n:>9} keys  {what:<26} {:>8.1} ms  divergent buckets {:>3}  listed {:>3}  repaired {:>6}  complete {}",
         took.as_secs_f64() * 1000.0,
         r["divergent_buckets"].as_array().map_or(0, |b| b.len()),
-        r["listed_buckets"],
+        r["listed"].as_array().map_or(0, |b| b.len()),
         r["repaired"],
         r["complete"]
     );
