@@ -17,6 +17,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace
 else
-    echo "test.sh: cargo-nextest not found, using cargo test" >&2
-    cargo test --workspace
+    echo "test.sh: cargo-nextest not found, using cargo test, one test at a time" >&2
+    # Without nextest's `cluster` test group, one thread keeps the whole-cluster tests of a
+    # file from running side by side on a small machine.
+    cargo test --workspace -- --test-threads=1
 fi
