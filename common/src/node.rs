@@ -131,7 +131,7 @@ pub struct Node {
 impl Node {
     /// A node with its peers' addresses (`id → http://host:port`; its own entry is ignored)
     /// and its acceptor state as loaded from its store (the view it serves by is the state's
-    /// committed view). Starts the fan-out senders: call it inside the runtime.
+    /// committed view). The fan-out senders start on the first write (see `PeerLink`).
     pub fn new(
         me: u32,
         service: Service,
@@ -149,10 +149,19 @@ impl Node {
             .expect("http client");
         let peer_urls: HashMap<u32, String> =
             peers.iter().filter(|(id, _)| **id != me).map(|(i, u)| (*i, u.clone())).collect();
+        // The fan-out has a client of its own (see `PeerLink`): its connections are opened and
+        // driven on the thread that runs the write handlers, the other client's on the runtime
+        // of the background tasks (leases, Paxos, reports).
+        let fanout_http = reqwest::Client::builder()
+            .timeout(timings.fanout)
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
+            .build()
+            .expect("http client");
         let links = peers
             .into_iter()
             .filter(|(id, _)| *id != me)
-            .map(|(id, base)| (id, PeerLink::spawn(id, base, http.clone(), secret.clone())))
+            .map(|(id, base)| (id, PeerLink::spawn(id, base, fanout_http.clone(), secret.clone())))
             .collect();
         let view = acceptor.committed.clone();
         let leases = Leases::new(me, acceptor.replicas, timings.lease);
