@@ -2,7 +2,7 @@
 //! peer share one request (and so one group commit on the peer), so throughput does not pay
 //! one HTTP request and one fsync per write.
 //!
-//! Each peer has a queue and a few sender tasks. A sender takes every job waiting in the
+//! Each peer has a queue and a sender task ([`SENDERS_PER_PEER`]). A sender takes every job waiting in the
 //! queue (up to a cap), sends their records in one `/internal/replicate` request, and tells
 //! every job the outcome. Batches to one peer may overtake each other; that is safe because
 //! peers apply a state only if its version is higher than theirs.
@@ -13,9 +13,12 @@ use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-/// Requests in flight to one peer at once: enough to keep the link busy while the previous
-/// batch is being committed on the peer, few enough that batches still fill up under load.
-pub const SENDERS_PER_PEER: usize = 4;
+/// Requests in flight to one peer at once. One: the writes made while a batch is on its way
+/// wait and go together in the next one, so under load a batch carries many states, and an
+/// idle link still sends a lone write at once. Measured with 64 checkout connections (3
+/// replicas per service): one sender took 3.6 ms of cluster CPU per checkout and a p99 of
+/// 371 ms, four senders 3.9–4.2 ms and 566–762 ms (their batches were mostly of one state).
+pub const SENDERS_PER_PEER: usize = 1;
 /// Most records in one request: bounds a request's size (about 0.5 KiB per record).
 pub const MAX_BATCH_RECORDS: usize = 4096;
 
