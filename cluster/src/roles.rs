@@ -107,8 +107,14 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
 }
 
 /// Runs a loaded role on `listener` until SIGTERM or Ctrl-C.
+///
+/// The runtime is a current-thread one: requests are served on the HTTP worker's own thread
+/// (and so are the fan-out and the calls they make, see `common::fanout::PeerLink`); this
+/// runtime runs only the background tasks (leases, probes, anti-entropy, the accept loop's
+/// bookkeeping), which need no thread pool. Fifteen nodes on two cores gained nothing from
+/// pools of idle threads.
 pub fn run(loaded: Loaded, listener: TcpListener) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     let result = rt.block_on(async move {
         let shutdown = shutdown_signal()?;
         match loaded {

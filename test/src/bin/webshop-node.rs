@@ -3,6 +3,10 @@
 //! node binary from their own package (`env!("CARGO_BIN_EXE_webshop-node")` as
 //! `cluster::ClusterSpec::node_exe`), built by the same `cargo test` that runs them.
 
+/// The same allocator as the `cluster` binary's nodes.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cluster::roles::main()
 }
