@@ -1,10 +1,14 @@
 //! A client for calling another service through its coordinators: round robin, and the
 //! next coordinator on a connection error. Never through nginx, never to replicas.
+//!
+//! [`Batcher`] sends concurrent calls together as one multi call (`/internal/multi`).
 
 use crate::routing::Method;
-use crate::wire::{REQUEST_ID, SECRET};
+use crate::wire::{MultiAnswer, MultiCall, MULTI_PATH, REQUEST_ID, SECRET};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// A service's answer: a status below 500 (success or business rejection) and its body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +50,55 @@ impl ServiceClient {
         }
     }
 
+    /// Sends several keyed requests as one multi call: one answer per call, in order, each as
+    /// [`ServiceClient::call`] would have returned it. Tries the coordinators in turn while
+    /// connections are refused; if the multi call itself fails, every call is unavailable.
+    pub async fn multi(&self, calls: &[MultiCall]) -> Vec<Result<Answer, Unavailable>> {
+        match self.multi_exchange(calls).await {
+            Ok(answers) => answers.into_iter().map(answer_of).collect(),
+            Err(why) => calls.iter().map(|_| Err(Unavailable(why.clone()))).collect(),
+        }
+    }
+
+    async fn multi_exchange(&self, calls: &[MultiCall]) -> Result<Vec<MultiAnswer>, String> {
+        let body = serde_json::to_vec(calls).expect("calls serialize");
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = String::from("no coordinators");
+        for i in 0..self.bases.len() {
+            let base = &self.bases[(start + i) % self.bases.len()];
+            let req = self
+                .http
+                .post(format!("{base}{MULTI_PATH}"))
+                .header(SECRET, &self.secret)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let bytes = resp.bytes().await.map_err(|e| format!("{base}: {e}"))?;
+                    if status != 200 {
+                        return Err(format!(
+                            "{base} answered {status} to a multi call: {}",
+                            String::from_utf8_lossy(&bytes)
+                        ));
+                    }
+                    let answers: Vec<MultiAnswer> =
+                        serde_json::from_slice(&bytes).map_err(|e| format!("{base}: unreadable multi answer: {e}"))?;
+                    if answers.len() != calls.len() {
+                        return Err(format!("{base}: {} answers to {} calls", answers.len(), calls.len()));
+                    }
+                    return Ok(answers);
+                }
+                Err(e) if e.is_connect() => {
+                    last = format!("{base}: {e}");
+                    continue;
+                }
+                Err(e) => return Err(format!("{base}: {e}")),
+            }
+        }
+        Err(last)
+    }
+
     /// Sends one request. Tries the coordinators in turn while connections are refused;
     /// a timeout or a 5xx is returned as [`Unavailable`] at once (the caller decides whether
     /// the call is safe to repeat).
@@ -80,5 +133,100 @@ impl ServiceClient {
             }
         }
         Err(Unavailable(last))
+    }
+}
+
+/// One answer of a multi call as [`ServiceClient::call`] returns an answer: a 5xx is
+/// [`Unavailable`].
+fn answer_of(a: MultiAnswer) -> Result<Answer, Unavailable> {
+    if a.status >= 500 {
+        return Err(Unavailable(format!("answered {}: {}", a.status, a.body)));
+    }
+    Ok(Answer { status: a.status, body: a.body })
+}
+
+/// Calls in flight at once per [`Batcher`]. Two: while one multi call is on its way the
+/// next calls gather for the other, so under load each exchange carries many calls, and a
+/// slow call (a primary being evicted) holds up at most half of them.
+pub const BATCH_SENDERS: usize = 2;
+
+/// Most calls in one multi call (the coordinators accept up to 256).
+pub const MAX_BATCH_CALLS: usize = 128;
+
+struct Pending {
+    call: MultiCall,
+    done: oneshot::Sender<Result<Answer, Unavailable>>,
+}
+
+/// Calls one service through its coordinators, sending calls made at the same time as one
+/// multi call: under load, many saga steps share one exchange with a coordinator and one
+/// with each primary. A call that finds a sender idle goes alone, as a plain request.
+///
+/// The sender tasks start on the first call, on the runtime of the calling task (as the
+/// fan-out's do, `crate::fanout::PeerLink`).
+pub struct Batcher {
+    client: Arc<ServiceClient>,
+    queue: mpsc::UnboundedSender<Pending>,
+    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
+}
+
+impl Batcher {
+    /// A batcher over `client`.
+    pub fn new(client: ServiceClient) -> Batcher {
+        let (queue, rx) = mpsc::unbounded_channel();
+        Batcher { client: Arc::new(client), queue, rx: std::sync::Mutex::new(Some(rx)) }
+    }
+
+    /// The plain client underneath (for calls that should not wait for company).
+    pub fn client(&self) -> &ServiceClient {
+        &self.client
+    }
+
+    /// Makes one call; its answer as [`ServiceClient::call`] would give it (no request id:
+    /// calls that go through a batcher are deduplicated by what their path carries).
+    pub async fn call(&self, method: Method, path: String) -> Result<Answer, Unavailable> {
+        self.start();
+        let (done, wait) = oneshot::channel();
+        self.queue
+            .send(Pending { call: MultiCall { method, path }, done })
+            .map_err(|_| Unavailable("batcher stopped".into()))?;
+        wait.await.map_err(|_| Unavailable("batcher dropped the call".into()))?
+    }
+
+    fn start(&self) {
+        let Some(rx) = self.rx.lock().unwrap().take() else { return };
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..BATCH_SENDERS {
+            let (rx, client) = (rx.clone(), self.client.clone());
+            tokio::spawn(async move {
+                loop {
+                    let group = {
+                        let mut rx = rx.lock().await;
+                        let Some(first) = rx.recv().await else { return };
+                        let mut group = vec![first];
+                        while group.len() < MAX_BATCH_CALLS {
+                            match rx.try_recv() {
+                                Ok(p) => group.push(p),
+                                Err(_) => break,
+                            }
+                        }
+                        group
+                    };
+                    send_group(&client, group).await;
+                }
+            });
+        }
+    }
+}
+
+async fn send_group(client: &ServiceClient, mut group: Vec<Pending>) {
+    if group.len() == 1 {
+        let p = group.pop().expect("one call");
+        let _ = p.done.send(client.call(p.call.method, &p.call.path, None).await);
+        return;
+    }
+    let (calls, dones): (Vec<MultiCall>, Vec<_>) = group.into_iter().map(|p| (p.call, p.done)).unzip();
+    for (done, answer) in dones.into_iter().zip(client.multi(&calls).await) {
+        let _ = done.send(answer);
     }
 }

@@ -9,7 +9,8 @@
 use crate::topology::Service;
 
 /// HTTP method of a route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Method {
     /// GET: a read.
     Get,

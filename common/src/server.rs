@@ -11,7 +11,8 @@ use crate::routing::{resolve, KeySource, Method, RouteError, Target};
 use crate::storage::Record;
 use crate::table::TableError;
 use crate::wire::{
-    BatchKeys, EPOCH, MINTED_KEY, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
+    BatchKeys, MultiAnswer, MultiCall, EPOCH, MINTED_KEY, MULTI_PATH, RECOVERING, REQUEST_ID, SECRET,
+    STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
 };
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -82,50 +83,100 @@ fn header(req: &HttpRequest, name: &str) -> Option<String> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-/// A service reply as an HTTP response.
-pub fn reply_response(r: &Reply) -> HttpResponse {
-    let mut b = HttpResponse::build(StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
-    if r.json {
-        b.content_type("application/json");
-    } else {
-        b.content_type("text/plain; charset=utf-8");
+/// One answer of a replica before it is sent: an HTTP response and an answer inside a multi
+/// call ([`MULTI_PATH`]) are both made from it, so that the two always say the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parts {
+    /// HTTP status.
+    pub status: u16,
+    /// Whether the body is JSON (else plain text).
+    pub json: bool,
+    /// The [`UNAVAILABLE_CAUSE`] marker of a 503.
+    pub cause: Option<&'static str>,
+    /// Why a request was misdirected (`x-webshop-reason`, for people reading logs).
+    pub reason: Option<&'static str>,
+    /// Body text.
+    pub body: String,
+}
+
+impl Parts {
+    /// A plain-text answer.
+    pub fn text(status: u16, body: impl Into<String>) -> Parts {
+        Parts { status, json: false, cause: None, reason: None, body: body.into() }
     }
-    b.body(r.body.clone())
+
+    /// A 503 with its cause marker.
+    fn unavailable(cause: &'static str, body: impl Into<String>) -> Parts {
+        Parts { cause: Some(cause), ..Parts::text(503, body) }
+    }
+
+    /// As an HTTP response.
+    pub fn response(self) -> HttpResponse {
+        let mut b = HttpResponse::build(StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+        b.content_type(if self.json { "application/json" } else { "text/plain; charset=utf-8" });
+        if let Some(cause) = self.cause {
+            b.insert_header((UNAVAILABLE_CAUSE, cause));
+        }
+        if let Some(reason) = self.reason {
+            b.insert_header(("x-webshop-reason", reason));
+        }
+        b.body(self.body)
+    }
+
+    /// As one answer of a multi call.
+    pub fn answer(self) -> MultiAnswer {
+        MultiAnswer { status: self.status, body: self.body, json: self.json, cause: self.cause.map(str::to_string) }
+    }
+}
+
+/// A service reply.
+pub fn reply_parts(r: &Reply) -> Parts {
+    Parts { json: r.json, ..Parts::text(r.status, r.body.clone()) }
 }
 
 /// A 421 carrying this node's view: the coordinator adopts it and retries elsewhere.
+pub fn misdirected_parts(m: &Misdirected) -> Parts {
+    let view = serde_json::to_string(&m.view).expect("views serialize");
+    Parts { json: true, reason: Some(m.reason), ..Parts::text(STATUS_MISDIRECTED, view) }
+}
+
+/// A 421 carrying this node's view, as a response.
 pub fn misdirected_response(m: &Misdirected) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(STATUS_MISDIRECTED).unwrap())
-        .insert_header(("x-webshop-reason", m.reason))
-        .json(&m.view)
+    misdirected_parts(m).response()
 }
 
 /// The one mapping from failures to statuses: a dependency or the quorum being unavailable
 /// is a 503 marked as not this node's fault; a failed store or a conflict is this node's
 /// own failure (500).
-pub fn error_response(e: &HandlerError) -> HttpResponse {
+pub fn error_parts(e: &HandlerError) -> Parts {
     match e {
-        HandlerError::Dependency(msg) => {
-            HttpResponse::ServiceUnavailable().insert_header((UNAVAILABLE_CAUSE, "dependency")).body(msg.clone())
-        }
-        HandlerError::Table(TableError::Node(NodeError::Misdirected(m))) => misdirected_response(m),
-        HandlerError::Table(TableError::Node(NodeError::Unavailable(msg))) => {
-            HttpResponse::ServiceUnavailable().insert_header((UNAVAILABLE_CAUSE, "quorum")).body(msg.clone())
-        }
+        HandlerError::Dependency(msg) => Parts::unavailable("dependency", msg.clone()),
+        HandlerError::Table(TableError::Node(NodeError::Misdirected(m))) => misdirected_parts(m),
+        HandlerError::Table(TableError::Node(NodeError::Unavailable(msg))) => Parts::unavailable("quorum", msg.clone()),
         HandlerError::Table(e) => {
             log::warn!("own failure: {e}");
-            HttpResponse::InternalServerError().body(e.to_string())
+            Parts::text(500, e.to_string())
         }
     }
 }
 
-/// The response to a path that does not resolve.
-pub fn route_error_response(e: RouteError) -> HttpResponse {
+/// [`error_parts`] as a response.
+pub fn error_response(e: &HandlerError) -> HttpResponse {
+    error_parts(e).response()
+}
+
+/// The answer to a path that does not resolve.
+pub fn route_error_parts(e: RouteError) -> Parts {
     match e {
-        RouteError::NotFound => HttpResponse::NotFound().body("no such endpoint"),
-        RouteError::MethodNotAllowed => HttpResponse::MethodNotAllowed().body("method not allowed"),
-        RouteError::Bad(msg) => HttpResponse::BadRequest().body(msg),
+        RouteError::NotFound => Parts::text(404, "no such endpoint"),
+        RouteError::MethodNotAllowed => Parts::text(405, "method not allowed"),
+        RouteError::Bad(msg) => Parts::text(400, msg),
     }
+}
+
+/// [`route_error_parts`] as a response.
+pub fn route_error_response(e: RouteError) -> HttpResponse {
+    route_error_parts(e).response()
 }
 
 /// The method of a request as the route table knows it.
@@ -137,62 +188,108 @@ pub fn method_of(req: &HttpRequest) -> Option<Method> {
     }
 }
 
+/// One routed request, from an HTTP request or from a multi call.
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    ctx: RequestCtx,
+    /// The epoch the coordinator routed by.
+    epoch: Option<u64>,
+}
+
 async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
-    let start = Instant::now();
     if !authorized(&req, &app.secret) {
         return forbidden();
     }
     let Some(method) = method_of(&req) else {
         return HttpResponse::MethodNotAllowed().body("method not allowed");
     };
+    let call = Call {
+        method,
+        path: req.path(),
+        ctx: RequestCtx { request_id: header(&req, REQUEST_ID), key: header(&req, MINTED_KEY) },
+        epoch: header(&req, EPOCH).and_then(|e| e.parse().ok()),
+    };
+    answer(&app, call, &body).await.response()
+}
+
+/// `POST /internal/multi`: answers each call of the list as [`dispatch`] would answer it
+/// alone, all of them at once (each key's writes stay serialized by its table lock).
+async fn multi(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    let calls: Vec<MultiCall> = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return HttpResponse::BadRequest().body(format!("multi call: {e}")),
+    };
+    let epoch = header(&req, EPOCH).and_then(|e| e.parse().ok());
+    let answers = calls.iter().map(|c| {
+        let call = Call { method: c.method, path: &c.path, ctx: RequestCtx::default(), epoch };
+        answer(&app, call, &[])
+    });
+    let answers: Vec<MultiAnswer> = futures::future::join_all(answers).await.into_iter().map(Parts::answer).collect();
+    HttpResponse::Ok().json(answers)
+}
+
+/// Answers one call, and counts it under its route.
+async fn answer(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> Parts {
+    let start = Instant::now();
+    let (route, parts) = route_call(app, call, body).await;
+    if let Some(route) = route {
+        let status = parts.status.to_string();
+        app.metrics.inc("replica_requests_total", labels(&[("route", route), ("status", &status)]));
+        app.metrics.observe("replica_request_seconds", labels(&[("route", route)]), start.elapsed());
+    }
+    parts
+}
+
+/// Routes one call to the service's handler; the route's name, once the path resolved.
+async fn route_call(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> (Option<&'static str>, Parts) {
     if app.node.needs_rejoin() {
-        return recovering();
+        return (None, recovering());
     }
-    if method == Method::Get && !app.node.ensure_lease().await {
+    if call.method == Method::Get && !app.node.ensure_lease().await {
         // Possibly deposed while paused or cut off: serve no read that could be stale.
-        return HttpResponse::ServiceUnavailable()
-            .insert_header((UNAVAILABLE_CAUSE, crate::wire::NO_LEASE))
-            .body("no read lease: this replica has not heard from a majority recently");
+        let why = "no read lease: this replica has not heard from a majority recently";
+        return (None, Parts::unavailable(crate::wire::NO_LEASE, why));
     }
-    let target = match resolve(app.node.service, method, req.path()) {
+    let target = match resolve(app.node.service, call.method, call.path) {
         Ok(t) => t,
-        Err(e) => return route_error_response(e),
+        Err(e) => return (None, route_error_parts(e)),
     };
     let route = target.route.name;
-    let epoch = header(&req, EPOCH).and_then(|e| e.parse().ok());
-    let ctx = RequestCtx { request_id: header(&req, REQUEST_ID), key: header(&req, MINTED_KEY) };
+    let ctx = call.ctx;
     let result = match target.route.key {
         KeySource::Arg(_) | KeySource::Mint => {
             let key = match (target.key(), &ctx.key) {
                 (Some(k), _) => k.to_string(),
                 (None, Some(k)) => k.clone(),
-                (None, None) => return HttpResponse::BadRequest().body("create call without a minted key"),
+                (None, None) => return (Some(route), Parts::text(400, "create call without a minted key")),
             };
-            if let Err(m) = app.node.check_routed(&key, epoch) {
-                return misdirected_response(&m);
+            if let Err(m) = app.node.check_routed(&key, call.epoch) {
+                return (Some(route), misdirected_parts(&m));
             }
             app.handler.handle(target, RequestCtx { key: Some(key), ..ctx }).await
         }
         KeySource::Batch(_) => {
-            let keys: BatchKeys = match serde_json::from_slice(&body) {
+            let keys: BatchKeys = match serde_json::from_slice(body) {
                 Ok(k) => k,
-                Err(e) => return HttpResponse::BadRequest().body(format!("batch body: {e}")),
+                Err(e) => return (Some(route), Parts::text(400, format!("batch body: {e}"))),
             };
             if let Some(k) = keys.keys.iter().find(|k| !app.node.is_primary(k)) {
                 log::debug!("batch key {k} is not ours");
-                return misdirected_response(&Misdirected { view: app.node.view(), reason: "not primary" });
+                let m = Misdirected { view: app.node.view(), reason: "not primary" };
+                return (Some(route), misdirected_parts(&m));
             }
             app.handler.batch_init(target, keys.keys).await
         }
     };
-    let resp = match &result {
-        Ok(r) => reply_response(r),
-        Err(e) => error_response(e),
+    let parts = match &result {
+        Ok(r) => reply_parts(r),
+        Err(e) => error_parts(e),
     };
-    let status = resp.status().as_u16().to_string();
-    app.metrics.inc("replica_requests_total", labels(&[("route", route), ("status", &status)]));
-    app.metrics.observe("replica_request_seconds", labels(&[("route", route)]), start.elapsed());
-    resp
+    (Some(route), parts)
 }
 
 async fn replicate(req: HttpRequest, batch: web::Json<ReplicateBatch>, app: web::Data<ReplicaApp>) -> HttpResponse {
@@ -329,15 +426,13 @@ async fn ae_end(req: HttpRequest, round: web::Path<u64>, app: web::Data<ReplicaA
 
 /// The answer of a replica that lost its data while still a full member: its own failure,
 /// which gets it evicted so that it can re-join.
-fn recovering() -> HttpResponse {
-    HttpResponse::ServiceUnavailable()
-        .insert_header((UNAVAILABLE_CAUSE, RECOVERING))
-        .body("recovering: this replica lost its data and must re-join")
+fn recovering() -> Parts {
+    Parts::unavailable(RECOVERING, "recovering: this replica lost its data and must re-join")
 }
 
 async fn replica_health(app: web::Data<ReplicaApp>) -> HttpResponse {
     if app.node.needs_rejoin() {
-        return recovering();
+        return recovering().response();
     }
     health().await
 }
@@ -380,6 +475,7 @@ pub fn configure_replica(app: web::Data<ReplicaApp>) -> impl Fn(&mut web::Servic
             .route("/health", web::get().to(replica_health))
             .route("/metrics", web::get().to(metrics))
             .route("/internal/replicate", web::post().to(replicate))
+            .route(MULTI_PATH, web::post().to(multi))
             .route("/internal/push/{target}", web::post().to(push))
             .route("/internal/view", web::get().to(view))
             .route("/internal/lease/{from}", web::get().to(lease))

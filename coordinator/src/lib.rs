@@ -11,6 +11,7 @@
 //! - [`state`]: the shared [`state::Coordinator`] and the forwarding loops.
 //! - [`forward`]: one hop to a replica, and [`forward::classify`], the one classification of
 //!   its result (the hook for eviction).
+//! - [`multi`]: multi calls, several keyed requests in one exchange, grouped by primary.
 //! - [`batch`]: splitting a batch_init by primary and combining the answers (pure).
 //! - [`view`]: the view the coordinator routes by and when a reported view is adopted (pure).
 //! - [`status`]: `/admin/status` as JSON and HTML.
@@ -21,6 +22,7 @@ pub mod batch;
 pub mod error;
 pub mod forward;
 pub mod membership;
+pub mod multi;
 pub mod rejoin;
 pub mod routes;
 pub mod state;

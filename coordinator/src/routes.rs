@@ -11,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use common::metrics::labels;
 use common::routing::{resolve, KeySource, Method, RouteError};
 use common::server::{authorized, forbidden, health, method_of, metrics_response, route_error_response};
-use common::wire::{REQUEST_ID, UNAVAILABLE_CAUSE};
+use common::wire::{MultiCall, MULTI_PATH, REQUEST_ID, UNAVAILABLE_CAUSE};
 use std::time::Instant;
 
 /// Largest request body accepted: public and saga requests carry everything in the path, so
@@ -31,7 +31,8 @@ pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig
             .route("/admin/status", web::get().to(admin_status))
             .route("/admin/view/{change}/{replica}", web::post().to(admin_view_change))
             .route("/admin/anti-entropy", web::post().to(admin_anti_entropy))
-            .route("/internal/suspect/{replica}", web::post().to(suspect));
+            .route("/internal/suspect/{replica}", web::post().to(suspect))
+            .route(MULTI_PATH, web::post().to(multi));
         #[cfg(feature = "fault-hooks")]
         cfg.route("/internal/fault/{cut_or_heal}/{replica}", web::post().to(fault));
         cfg.default_service(web::to(public));
@@ -126,6 +127,35 @@ async fn suspect(req: HttpRequest, path: web::Path<u32>, app: web::Data<Coordina
     HttpResponse::Ok().json(app.view.get())
 }
 
+/// `POST /internal/multi` (cluster secret required): several keyed requests of this service
+/// in one exchange (`crate::multi`); the answer lists one answer per call, in order.
+async fn multi(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    let start = Instant::now();
+    let calls: Vec<MultiCall> = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return HttpResponse::BadRequest().body(format!("multi call: {e}")),
+    };
+    if calls.len() > crate::multi::MAX_CALLS {
+        return HttpResponse::BadRequest().body(format!("multi call: more than {} calls", crate::multi::MAX_CALLS));
+    }
+    let request_id = request_id_of(&req);
+    let answers = app.forward_multi(&calls, &request_id).await;
+    app.metrics.add("coordinator_multi_calls_total", labels(&[]), calls.len() as u64);
+    app.metrics.observe("coordinator_request_seconds", labels(&[("route", "multi")]), start.elapsed());
+    HttpResponse::Ok().json(answers)
+}
+
+/// The request id a request came with, or a new one.
+fn request_id_of(req: &HttpRequest) -> String {
+    match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
 /// Every other path: a public request of the service (or a 404).
 async fn public(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) -> HttpResponse {
     let start = Instant::now();
@@ -153,10 +183,7 @@ async fn route_and_forward(req: &HttpRequest, body: web::Bytes, app: &Coordinato
     if route.internal && !authorized(req, &app.secret) {
         return (route.name, forbidden());
     }
-    let request_id = match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => uuid::Uuid::new_v4().to_string(),
-    };
+    let request_id = request_id_of(req);
     let fwd = Forward {
         route: route.name,
         method: match route.method {

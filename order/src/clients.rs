@@ -3,7 +3,7 @@
 
 use crate::saga::{Participants, Step};
 use async_trait::async_trait;
-use common::client::{Answer, ServiceClient, Unavailable};
+use common::client::{Answer, Batcher, Unavailable};
 use common::routing::{percent_encode as enc, Method};
 
 /// How long one call to another service may take before it counts as unavailable (the saga
@@ -20,41 +20,42 @@ fn step(answer: Answer) -> Result<Step, Unavailable> {
     }
 }
 
-/// The payment and stock services over HTTP.
+/// The payment and stock services over HTTP. Calls made at the same time (the steps of
+/// concurrent checkouts) travel together as multi calls (`common::client::Batcher`).
 pub struct Remote {
     /// The payment service's coordinators.
-    pub payment: ServiceClient,
+    pub payment: Batcher,
     /// The stock service's coordinators.
-    pub stock: ServiceClient,
+    pub stock: Batcher,
 }
 
 #[async_trait]
 impl Participants for Remote {
     async fn pay(&self, user: &str, amount: i64, tx: &str) -> Result<Step, Unavailable> {
         let path = format!("/payment/tx/pay/{}/{amount}/{}", enc(user), enc(tx));
-        step(self.payment.call(Method::Post, &path, None).await?)
+        step(self.payment.call(Method::Post, path).await?)
     }
 
     async fn refund(&self, user: &str, tx: &str) -> Result<Step, Unavailable> {
         let path = format!("/payment/tx/compensate/{}/{}", enc(user), enc(tx));
-        step(self.payment.call(Method::Post, &path, None).await?)
+        step(self.payment.call(Method::Post, path).await?)
     }
 
     async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Step, Unavailable> {
         let path = format!("/stock/tx/subtract/{}/{qty}/{}", enc(item), enc(tx));
-        step(self.stock.call(Method::Post, &path, None).await?)
+        step(self.stock.call(Method::Post, path).await?)
     }
 
     async fn release(&self, item: &str, tx: &str) -> Result<Step, Unavailable> {
         let path = format!("/stock/tx/compensate/{}/{}", enc(item), enc(tx));
-        step(self.stock.call(Method::Post, &path, None).await?)
+        step(self.stock.call(Method::Post, path).await?)
     }
 }
 
 impl Remote {
     /// An item's price: `Ok(Err(text))` if the stock service refuses (unknown item).
     pub async fn price(&self, item: &str) -> Result<Result<i64, String>, Unavailable> {
-        let a = self.stock.call(Method::Get, &format!("/stock/find/{}", enc(item)), None).await?;
+        let a = self.stock.call(Method::Get, format!("/stock/find/{}", enc(item))).await?;
         match a.status {
             200 => {
                 let v: serde_json::Value =

@@ -10,7 +10,7 @@ pub mod domain;
 pub mod routes;
 pub mod saga;
 
-use common::client::ServiceClient;
+use common::client::{Batcher, ServiceClient};
 use common::settings::ReplicaSettings;
 use common::topology::{Service, Topology};
 use routes::{OrderHandler, Orders};
@@ -25,8 +25,9 @@ pub async fn run(
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let client =
-        |s: Service| ServiceClient::new(&topology.nodes(s).coordinators, &settings.secret, clients::CALL_TIMEOUT);
+    let client = |s: Service| {
+        Batcher::new(ServiceClient::new(&topology.nodes(s).coordinators, &settings.secret, clients::CALL_TIMEOUT))
+    };
     let remote = clients::Remote { payment: client(Service::Payment), stock: client(Service::Stock) };
     common::server::run_replica(settings, topology.clone(), listener, shutdown, move |node| {
         let orders = Arc::new(Orders { table: common::table::Table::new(node), remote });
