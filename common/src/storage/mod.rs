@@ -2,9 +2,11 @@
 //!
 //! A store keeps [`Record`]s (key, version, hash, body) and the bucket [`Digests`] of what it
 //! holds, updated in the same write as the record. Every write is a conditional put
-//! ([`Put`]), atomic per record, and durable when `write` returns: that is what the
-//! replicated layer needs for "the primary applies a write as one atomic conditional update"
-//! and "replicas apply a state only if its version is higher".
+//! ([`Put`]), atomic per record, and durable when `write` returns in the sense of DESIGN
+//! section 7: it survives the kill of any process, while a power loss of the whole machine
+//! may lose the last short sync interval. That is what the replicated layer needs for "the
+//! primary applies a write as one atomic conditional update" and "replicas apply a state only
+//! if its version is higher".
 //!
 //! Engines: [`mem::MemStore`] (tests), [`redb_engine::RedbStore`] (embedded, durable, the
 //! default for local runs), [`mongo::MongoStore`] (MongoDB, one database per replica: the
@@ -111,8 +113,9 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Applies each put whose condition holds, each atomically with its digest update;
-    /// returns per put whether it was applied. Durable when it returns: engines group-commit
-    /// concurrent calls into one sync.
+    /// returns per put whether it was applied. Durable when it returns (survives the kill of
+    /// any process; see the module docs): engines group-commit concurrent calls, and may sync
+    /// to the disk on a short interval rather than per call.
     async fn write(&self, puts: Vec<Put>) -> StoreResult<Vec<bool>>;
 
     /// The bucket digests (kept up to date by every write; never scans data).
@@ -137,7 +140,8 @@ pub trait Store: Send + Sync + 'static {
     /// A small named value outside the documents (membership and Paxos state); durable.
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
 
-    /// Stores a named value; durable when it returns.
+    /// Stores a named value; durable when it returns. An engine that syncs documents on an
+    /// interval syncs a meta write before answering it (Paxos promises and accepts: rare).
     async fn put_meta(&self, name: &str, value: Vec<u8>) -> StoreResult<()>;
 }
 

@@ -1,0 +1,150 @@
+//! DESIGN section 7: "an acknowledged write survives the kill of any process". The redb
+//! engine acknowledges a write once it is in its write-ahead log and in redb's memory, and
+//! makes redb durable only on an interval; these tests kill a real writer with SIGKILL and
+//! check that every acknowledged write is there after a reopen.
+//!
+//! The test binary runs itself as the child: `child_writer` does nothing unless
+//! `REDB_KILL_CHILD_DIR` is set.
+
+use common::storage::conformance::digests_by_scan;
+use common::storage::redb_engine::{log_path, RedbStore, SyncPolicy};
+use common::storage::{Expect, Put, Record, Store};
+use common::Version;
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DIR_VAR: &str = "REDB_KILL_CHILD_DIR";
+const MODE_VAR: &str = "REDB_KILL_CHILD_MODE";
+/// Tasks writing in the child.
+const TASKS: usize = 8;
+/// Writes per task in the `acked` mode.
+const EACH: u64 = 40;
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// The child: opens the store and writes from [`TASKS`] tasks, printing `acked key seq`
+/// after each write returned. Mode `acked`: a sync interval of an hour (so nothing reaches
+/// redb's file durably before the kill), [`EACH`] writes per task, then `done` and a wait
+/// for the kill. Mode `busy`: the default sync policy, writing until killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_writer() {
+    let Some(dir) = std::env::var_os(DIR_VAR) else { return };
+    let busy = std::env::var(MODE_VAR).as_deref() == Ok("busy");
+    let path = Path::new(&dir).join("store.redb");
+    let policy = if busy {
+        SyncPolicy::default()
+    } else {
+        SyncPolicy { interval: Duration::from_secs(3600), ..SyncPolicy::default() }
+    };
+    let store = Arc::new(RedbStore::open_with(&path, policy).unwrap());
+    say("ready");
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while busy || n < EACH {
+                // Each task creates a key and then updates it twice, by compare-and-set.
+                let key = format!("t{t}-{}", n / 3);
+                let (expect, seq) = match n % 3 {
+                    0 => (Version::ZERO, 1),
+                    s => (Version { epoch: 1, seq: s }, s + 1),
+                };
+                let r = Record::new(key.clone(), Version { epoch: 1, seq }, format!("{{\"n\":{n}}}"));
+                let ok = s.write(vec![Put { expect: Expect::Exactly(expect), record: r }]).await.unwrap();
+                assert_eq!(ok, vec![true]);
+                say(&format!("acked {key} {seq}"));
+                n += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    say("done");
+    // Killed long before; bounded so that a parent that fails cannot leave it behind.
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// Runs the child on `dir`, kills it with SIGKILL once `until` says so, and returns the
+/// highest acknowledged seq per key.
+fn run_and_kill(dir: &Path, mode: &str, until: impl Fn(&str, Instant) -> bool) -> HashMap<String, u64> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_writer", "--exact", "--nocapture", "--test-threads=1"])
+        .env(DIR_VAR, dir)
+        .env(MODE_VAR, mode)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = HashMap::new();
+    let mut started = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        // libtest prints "test child_writer ... " in front of the child's first line.
+        if line.ends_with("ready") {
+            started = Some(Instant::now());
+        }
+        if let Some(rest) = line.strip_prefix("acked ") {
+            let (k, seq) = rest.split_once(' ').unwrap();
+            let e = acked.entry(k.to_string()).or_insert(0);
+            *e = seq.parse::<u64>().unwrap().max(*e);
+        }
+        if let Some(t0) = started {
+            if until(line.trim_start_matches("test child_writer ... "), t0) {
+                break;
+            }
+        }
+    }
+    // std's Child::kill is SIGKILL on unix: no destructor, no final commit.
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the child must die by the kill");
+    acked
+}
+
+/// Reopens the store and counts the acknowledged writes that are missing.
+async fn missing_after_reopen(dir: &Path, acked: &HashMap<String, u64>) -> usize {
+    let store = RedbStore::open(&dir.join("store.redb")).unwrap();
+    let mut missing = 0;
+    for (k, seq) in acked {
+        match store.get(k).await.unwrap() {
+            Some(r) if r.version.seq >= *seq => assert!(r.hash_ok()),
+            _ => missing += 1,
+        }
+    }
+    assert!(store.digests().await.unwrap() == digests_by_scan(&store).await, "digests differ from a scan");
+    missing
+}
+
+/// Every write is acknowledged before the kill and none has been synced to redb's file: only
+/// the log brings them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = run_and_kill(dir.path(), "acked", |line, _| line == "done");
+    let total: u64 = acked.values().map(|_| 1).sum();
+    assert_eq!(total, (TASKS as u64) * EACH.div_ceil(3));
+    let log = std::fs::metadata(log_path(&dir.path().join("store.redb"))).unwrap().len();
+    assert!(log > 0, "the acknowledged writes are in the log, waiting for a durable commit");
+    let missing = missing_after_reopen(dir.path(), &acked).await;
+    assert_eq!(missing, 0, "{missing} of {total} acknowledged keys lost or older after kill -9");
+}
+
+/// The same under the default sync policy, killed in the middle of its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_mid_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = run_and_kill(dir.path(), "busy", |_, t0| t0.elapsed() > Duration::from_millis(700));
+    assert!(!acked.is_empty());
+    let missing = missing_after_reopen(dir.path(), &acked).await;
+    assert_eq!(missing, 0, "{missing} of {} acknowledged keys lost or older after kill -9", acked.len());
+}
