@@ -442,3 +442,75 @@ async fn view_is_learned_at_start_and_shown_in_status() {
     let seen = fakes[2].public();
     assert_eq!((seen.len(), seen[0].epoch.as_deref()), (1, Some("5")));
 }
+
+/// A multi call is split by primary, one request each; an answer that is not final (here a
+/// misdirected one) is forwarded alone under the newer view; a path that does not resolve is
+/// answered without forwarding.
+#[actix_web::test]
+async fn multi_calls_are_split_by_primary_and_misdirected_ones_go_alone() {
+    use common::routing::Method;
+    use common::wire::{MultiAnswer, MultiCall};
+    let keys: Vec<String> = (0..3).map(|p| key_with_primary(p, &[0, 1, 2])).collect();
+    let newer = View { epoch: 2, members: vec![0, 1], learners: vec![2] };
+    let reject = serde_json::to_string(&newer).unwrap();
+    let script: Script = Arc::new(move |id, s: &Seen| {
+        if s.path != "/internal/multi" {
+            return None;
+        }
+        let calls: Vec<MultiCall> = serde_json::from_slice(&s.body).unwrap();
+        let answers: Vec<MultiAnswer> = calls
+            .iter()
+            .map(|c| match id {
+                2 => MultiAnswer { status: 421, body: reject.clone(), json: true, cause: None },
+                _ if c.path.contains("/999/") => {
+                    MultiAnswer { status: 400, body: "not enough credit".into(), json: false, cause: None }
+                }
+                _ => MultiAnswer { status: 200, body: format!("{id} {}", c.path), json: false, cause: None },
+            })
+            .collect();
+        Some(Answer { status: 200, json: true, body: serde_json::to_string(&answers).unwrap() })
+    });
+    let fakes = start_fakes(3, script).await;
+    let coord = boot(Service::Payment, addrs(&fakes), 5000).await;
+    let pay = |k: &str, n: u32| MultiCall { method: Method::Post, path: format!("/payment/tx/pay/{k}/{n}/t1") };
+    let calls = vec![
+        pay(&keys[0], 1),
+        pay(&keys[1], 1),
+        pay(&keys[1], 999),
+        pay(&keys[2], 1),
+        MultiCall { method: Method::Get, path: "/payment/nothing/x".into() },
+    ];
+    let resp = coord
+        .http
+        .post(format!("{}/internal/multi", coord.base))
+        .header(SECRET, SECRET_VALUE)
+        .json(&calls)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let answers: Vec<MultiAnswer> = resp.json().await.unwrap();
+    let got: Vec<(u16, &str)> = answers.iter().map(|a| (a.status, a.body.as_str())).collect();
+    let moved = primary(&keys[2], &[0, 1]).unwrap();
+    assert_eq!(got[0], (200, format!("0 {}", calls[0].path).as_str()));
+    assert_eq!(got[1], (200, format!("1 {}", calls[1].path).as_str()));
+    assert_eq!(got[2], (400, "not enough credit"));
+    // Forwarded alone to the key's primary in the newer view: the fake's JSON echo.
+    let alone: Value = serde_json::from_str(got[3].1).unwrap();
+    assert_eq!(
+        (got[3].0, alone["replica"].as_u64(), alone["path"].as_str()),
+        (200, Some(moved as u64), Some(calls[3].path.as_str()))
+    );
+    assert_eq!(got[4], (404, "no such endpoint"));
+    // One multi request per primary (the misdirected group's replica included), and the one
+    // single retry under epoch 2.
+    let multis: Vec<usize> =
+        fakes.iter().map(|f| f.seen.lock().unwrap().iter().filter(|s| s.path == "/internal/multi").count()).collect();
+    assert_eq!(multis, vec![1, 1, 1]);
+    let singles = fakes[moved as usize].public();
+    assert_eq!(singles.len(), 1);
+    assert_eq!((singles[0].path.as_str(), singles[0].epoch.as_deref()), (calls[3].path.as_str(), Some("2")));
+
+    let refused = coord.http.post(format!("{}/internal/multi", coord.base)).json(&calls).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 403, "a multi call needs the secret");
+}
