@@ -487,3 +487,62 @@ where
     let app = web::Data::new(ReplicaApp { node, handler, metrics: Arc::new(Metrics::new()), secret: settings.secret });
     serve(listener, settings.workers, configure_replica(app), shutdown).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::mem::MemStore;
+    use actix_web::test::{call_service, init_service, read_body, TestRequest};
+
+    struct Echo;
+
+    #[async_trait]
+    impl Handler for Echo {
+        async fn handle(&self, target: Target, ctx: RequestCtx) -> Result<Reply, HandlerError> {
+            Ok(Reply::ok_text(format!("{} {}", target.route.name, ctx.key.unwrap_or_default())))
+        }
+        async fn batch_init(&self, target: Target, keys: Vec<String>) -> Result<Reply, HandlerError> {
+            Ok(Reply::ok_text(format!("{} {}", target.route.name, keys.len())))
+        }
+    }
+
+    /// Which handler answers which path: the internal endpoints, the public routes through
+    /// the dispatcher, and everything in between (what actix answers for an internal path
+    /// with the wrong method or argument, and that unknown paths reach the dispatcher).
+    #[actix_web::test]
+    async fn paths_reach_their_handlers() {
+        let node = Arc::new(Node::standalone(Arc::new(MemStore::new())));
+        let secret = String::new();
+        let app =
+            web::Data::new(ReplicaApp { node, handler: Arc::new(Echo), metrics: Arc::new(Metrics::new()), secret });
+        let svc = init_service(App::new().configure(configure_replica(app))).await;
+        let cases: &[(&str, &str, u16, &str)] = &[
+            ("GET", "/health", 200, "ok"),
+            ("POST", "/health", 404, "no such endpoint"),
+            ("GET", "/internal/view", 200, "{\"epoch\":1,\"members\":[0],\"learners\":[]}"),
+            ("POST", "/internal/view", 404, "no such endpoint"),
+            ("GET", "/internal/lease/x", 404, "can not parse \"x\" to a u32"),
+            ("GET", "/internal/ae/end/3", 404, "no such endpoint"),
+            ("POST", "/internal/ae/end/x", 404, "can not parse \"x\" to a u64"),
+            ("GET", "/internal/nothing", 404, "no such endpoint"),
+            ("GET", "/internal", 404, "no such endpoint"),
+            ("GET", "/internal/", 404, "no such endpoint"),
+            ("GET", "/internalx/view", 404, "no such endpoint"),
+            ("GET", "/stock/find/x", 200, "find x"),
+            ("POST", "/stock/find/x", 405, "method not allowed"),
+            ("PUT", "/stock/find/x", 405, "method not allowed"),
+            ("POST", "/stock/add/x/-1", 400, "not a non-negative integer: '-1'"),
+            ("GET", "/stock/nothing", 404, "no such endpoint"),
+        ];
+        for (method, path, status, body) in cases {
+            let req = TestRequest::default()
+                .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
+                .uri(path)
+                .to_request();
+            let resp = call_service(&svc, req).await;
+            assert_eq!(resp.status().as_u16(), *status, "{method} {path}");
+            let got = read_body(resp).await;
+            assert_eq!(std::str::from_utf8(&got).unwrap(), *body, "{method} {path}");
+        }
+    }
+}

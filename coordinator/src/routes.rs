@@ -251,6 +251,25 @@ mod tests {
             ("POST", "/stock/add/x/-1", 400, "not a non-negative integer: '-1'"),
             ("POST", "/stock/add/x/1.5", 400, "not a non-negative integer: '1.5'"),
             ("POST", "/stock/tx/subtract/i/2/o%231", 403, "missing or wrong cluster secret"),
+            // Around the coordinator's own endpoints: the wrong method or argument, unknown
+            // paths under their prefixes (which reach the public handler).
+            ("POST", "/health", 404, "no such endpoint"),
+            ("POST", "/metrics", 404, "no such endpoint"),
+            ("GET", "/admin/view/evict/0", 404, "no such endpoint"),
+            ("POST", "/admin/view/evict/x", 404, "can not parse \"x\" to a u32"),
+            ("POST", "/admin/view/evict/0", 403, "missing or wrong cluster secret"),
+            ("POST", "/admin/status", 404, "no such endpoint"),
+            ("GET", "/admin/anti-entropy", 404, "no such endpoint"),
+            ("POST", "/admin/anti-entropy", 403, "missing or wrong cluster secret"),
+            ("GET", "/admin/nothing", 404, "no such endpoint"),
+            ("GET", "/admin", 404, "no such endpoint"),
+            ("GET", "/internal/suspect/0", 404, "no such endpoint"),
+            ("POST", "/internal/suspect/0", 403, "missing or wrong cluster secret"),
+            ("POST", "/internal/suspect/x", 404, "can not parse \"x\" to a u32"),
+            ("POST", "/internal/nothing", 404, "no such endpoint"),
+            ("GET", "/internal", 404, "no such endpoint"),
+            ("GET", "/adminx/status", 404, "no such endpoint"),
+            ("GET", "/stock/find/x/", 404, "no such endpoint"),
         ];
         for (method, path, status, body) in cases {
             let req = TestRequest::default()
