@@ -22,19 +22,28 @@ pub const MAX_PUBLIC_BODY: usize = 64 * 1024;
 const UNMATCHED: &str = "unmatched";
 
 /// Registers the coordinator's routes. `run` and the tests both use it.
+///
+/// The admin and internal endpoints sit in scopes: actix tries an app's routes in turn and
+/// matches a route with a `{parameter}` by regular expression, which listed one by one cost
+/// every public request (the default service, tried last) regex searches; a scope is one
+/// literal prefix comparison. Unknown paths under a scope still reach `public`, the app's
+/// default service.
 pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(app.clone())
             .app_data(web::PayloadConfig::new(MAX_PUBLIC_BODY))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
-            .route("/admin/status", web::get().to(admin_status))
-            .route("/admin/view/{change}/{replica}", web::post().to(admin_view_change))
-            .route("/admin/anti-entropy", web::post().to(admin_anti_entropy))
-            .route("/internal/suspect/{replica}", web::post().to(suspect));
+            .service(
+                web::scope("/admin")
+                    .route("/status", web::get().to(admin_status))
+                    .route("/view/{change}/{replica}", web::post().to(admin_view_change))
+                    .route("/anti-entropy", web::post().to(admin_anti_entropy)),
+            );
+        let internal = web::scope("/internal").route("/suspect/{replica}", web::post().to(suspect));
         #[cfg(feature = "fault-hooks")]
-        cfg.route("/internal/fault/{cut_or_heal}/{replica}", web::post().to(fault));
-        cfg.default_service(web::to(public));
+        let internal = internal.route("/fault/{cut_or_heal}/{replica}", web::post().to(fault));
+        cfg.service(internal).default_service(web::to(public));
     }
 }
 
