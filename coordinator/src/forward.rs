@@ -6,9 +6,11 @@
 //! an answer (including a business 400) and a misdirected rejection never do.
 
 use actix_web::web::Bytes;
+use common::endpoint::Endpoint;
 use common::wire::{
     View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
 };
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use std::time::Duration;
 
 /// Idle keep-alive connections kept per replica: enough for the gateway's concurrency (the
@@ -140,10 +142,11 @@ pub struct Outgoing<'a> {
 pub struct Forwarder {
     /// The pooled, keep-alive HTTP client.
     http: reqwest::Client,
-    /// Base URL (`http://host:port`) per replica id.
-    bases: Vec<String>,
-    /// The cluster secret, sent on every request.
-    secret: String,
+    /// Base URL (`http://host:port`) per replica id, parsed once.
+    bases: Vec<Endpoint>,
+    /// The cluster secret, sent on every request: a header value made once (a secret that is
+    /// no valid header value fails every request, as it did when reqwest parsed it each time).
+    secret: Result<HeaderValue, String>,
     /// Replicas this coordinator is cut off from by the test-only fault hook: every send to
     /// them fails as a refused connection would.
     #[cfg(feature = "fault-hooks")]
@@ -153,17 +156,21 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder to the replicas at `addrs` (`host:port`, id = index).
     pub fn new(addrs: &[String], secret: &str) -> Forwarder {
+        // Replicas are reached directly: no proxy (a proxy set in the environment would
+        // otherwise carry this traffic), plain HTTP/1.1.
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
             .pool_idle_timeout(common::wire::CLIENT_POOL_IDLE)
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
+            .no_proxy()
+            .http1_only()
             .build()
             .expect("http client");
         Forwarder {
             http,
-            bases: addrs.iter().map(|a| format!("http://{a}")).collect(),
-            secret: secret.to_string(),
+            bases: addrs.iter().map(|a| Endpoint::new(a)).collect(),
+            secret: HeaderValue::from_str(secret).map_err(|e| e.to_string()),
             #[cfg(feature = "fault-hooks")]
             cut: Default::default(),
         }
@@ -174,37 +181,37 @@ impl Forwarder {
         self.bases.len() as u32
     }
 
-    /// Forwards a request to replica `id` and reads its whole answer.
+    /// Forwards a request to replica `id` and reads its whole answer. The request is built
+    /// directly (URL from the replica's parsed base, headers by their static names), which
+    /// spares reqwest's builder parsing each name and value from strings.
     pub async fn send(&self, id: u32, out: &Outgoing<'_>) -> Result<ReplicaReply, SendError> {
-        let base = self.base(id)?;
-        let mut req = self
-            .http
-            .request(out.method.clone(), format!("{base}{}", out.path_and_query))
-            .timeout(out.timeout)
-            .header(REQUEST_ID, out.request_id)
-            .header(SECRET, &self.secret)
-            .header(EPOCH, out.epoch)
-            .body(out.body.clone());
+        let mut req = reqwest::Request::new(out.method.clone(), self.url(id, out.path_and_query)?);
+        *req.timeout_mut() = Some(out.timeout);
+        let headers = req.headers_mut();
+        headers.insert(HeaderName::from_static(REQUEST_ID), header_value(out.request_id)?);
+        headers.insert(HeaderName::from_static(SECRET), self.secret()?);
+        headers.insert(HeaderName::from_static(EPOCH), HeaderValue::from(out.epoch));
         if let Some(key) = out.minted {
-            req = req.header(MINTED_KEY, key);
+            headers.insert(HeaderName::from_static(MINTED_KEY), header_value(key)?);
         }
         if let Some(ct) = out.content_type {
-            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+            headers.insert(CONTENT_TYPE, header_value(ct)?);
         }
-        read(req.send().await?).await
+        *req.body_mut() = Some(out.body.clone().into());
+        read(self.http.execute(req).await?).await
     }
 
     /// Calls an internal GET endpoint (`/internal/view`, `/internal/digest`) of replica `id`.
     pub async fn get_internal(&self, id: u32, path: &str, timeout: Duration) -> Result<ReplicaReply, SendError> {
-        let base = self.base(id)?;
-        let resp = self.http.get(format!("{base}{path}")).timeout(timeout).header(SECRET, &self.secret).send().await?;
+        let url = self.url(id, path)?;
+        let resp = self.http.get(url).timeout(timeout).header(SECRET, self.secret()?).send().await?;
         read(resp).await
     }
 
     /// Calls an internal POST endpoint (`/internal/push/..`) of replica `id`.
     pub async fn post_internal(&self, id: u32, path: &str, timeout: Duration) -> Result<ReplicaReply, SendError> {
-        let base = self.base(id)?;
-        let resp = self.http.post(format!("{base}{path}")).timeout(timeout).header(SECRET, &self.secret).send().await?;
+        let url = self.url(id, path)?;
+        let resp = self.http.post(url).timeout(timeout).header(SECRET, self.secret()?).send().await?;
         read(resp).await
     }
 
@@ -216,13 +223,13 @@ impl Forwarder {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<ReplicaReply, SendError> {
-        let base = self.base(id)?;
+        let url = self.url(id, path)?;
         let resp = self
             .http
-            .post(format!("{base}{path}"))
+            .post(url)
             .timeout(timeout)
-            .header(SECRET, &self.secret)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SECRET, self.secret()?)
+            .header(CONTENT_TYPE, "application/json")
             .body(body)
             .send()
             .await?;
@@ -236,15 +243,8 @@ impl Forwarder {
         request: &common::paxos::Request,
         timeout: Duration,
     ) -> Result<common::paxos::Reply, SendError> {
-        let base = self.base(id)?;
-        let resp = self
-            .http
-            .post(format!("{base}/internal/paxos"))
-            .timeout(timeout)
-            .header(SECRET, &self.secret)
-            .json(request)
-            .send()
-            .await?;
+        let url = self.url(id, "/internal/paxos")?;
+        let resp = self.http.post(url).timeout(timeout).header(SECRET, self.secret()?).json(request).send().await?;
         let r = read(resp).await?;
         if r.status != 200 {
             return Err(SendError::Connect(format!("replica {id} answered {} to a membership message", r.status)));
@@ -252,19 +252,32 @@ impl Forwarder {
         serde_json::from_slice(&r.body).map_err(|e| SendError::Connect(format!("replica {id}: unreadable reply: {e}")))
     }
 
-    fn base(&self, id: u32) -> Result<&str, SendError> {
+    fn secret(&self) -> Result<HeaderValue, SendError> {
+        self.secret.clone().map_err(SendError::Broken)
+    }
+
+    /// The URL of `path_and_query` at replica `id`. A malformed address fails the request as
+    /// reqwest's parse of the whole URL did (not a connection failure).
+    fn url(&self, id: u32, path_and_query: &str) -> Result<reqwest::Url, SendError> {
         #[cfg(feature = "fault-hooks")]
         if self.cut.read().unwrap().contains(&id) {
             return Err(SendError::Connect(format!("replica {id} is cut off by a fault hook")));
         }
-        self.bases.get(id as usize).map(String::as_str).ok_or_else(|| SendError::Connect(format!("no replica {id}")))
+        let base = self.bases.get(id as usize).ok_or_else(|| SendError::Connect(format!("no replica {id}")))?;
+        base.url(path_and_query).map_err(SendError::Broken)
     }
+}
+
+/// A header value from text that came from a header or was minted: always valid in practice;
+/// an invalid one fails the request as reqwest's builder did.
+fn header_value(s: &str) -> Result<HeaderValue, SendError> {
+    HeaderValue::from_str(s).map_err(|e| SendError::Broken(e.to_string()))
 }
 
 async fn read(resp: reqwest::Response) -> Result<ReplicaReply, SendError> {
     let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let status = resp.status().as_u16();
-    let content_type = header(reqwest::header::CONTENT_TYPE.as_str());
+    let content_type = header(CONTENT_TYPE.as_str());
     let unavailable_cause = header(UNAVAILABLE_CAUSE);
     let body = resp.bytes().await?;
     Ok(ReplicaReply { status, content_type, unavailable_cause, body })
