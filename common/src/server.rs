@@ -159,7 +159,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>
         Err(e) => return route_error_response(e),
     };
     let route = target.route.name;
-    let epoch = header(&req, EPOCH).and_then(|e| e.parse().ok());
+    let epoch = req.headers().get(EPOCH).and_then(|v| v.to_str().ok()).and_then(|e| e.parse().ok());
     let ctx = RequestCtx { request_id: header(&req, REQUEST_ID), key: header(&req, MINTED_KEY) };
     let result = match target.route.key {
         KeySource::Arg(_) | KeySource::Mint => {
@@ -189,8 +189,8 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>
         Ok(r) => reply_response(r),
         Err(e) => error_response(e),
     };
-    let status = resp.status().as_u16().to_string();
-    app.metrics.inc("replica_requests_total", labels(&[("route", route), ("status", &status)]));
+    let status = resp.status();
+    app.metrics.inc("replica_requests_total", labels(&[("route", route), ("status", status.as_str())]));
     app.metrics.observe("replica_request_seconds", labels(&[("route", route)]), start.elapsed());
     resp
 }

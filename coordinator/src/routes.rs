@@ -12,6 +12,7 @@ use common::metrics::labels;
 use common::routing::{resolve, KeySource, Method, RouteError};
 use common::server::{authorized, forbidden, health, method_of, metrics_response, route_error_response};
 use common::wire::{REQUEST_ID, UNAVAILABLE_CAUSE};
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// Largest request body accepted: public and saga requests carry everything in the path, so
@@ -139,10 +140,10 @@ async fn suspect(req: HttpRequest, path: web::Path<u32>, app: web::Data<Coordina
 async fn public(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) -> HttpResponse {
     let start = Instant::now();
     let (route, resp) = route_and_forward(&req, body, &app).await;
-    let status = resp.status().as_u16().to_string();
-    app.metrics.inc("coordinator_requests_total", labels(&[("route", route), ("status", &status)]));
+    let status = resp.status();
+    app.metrics.inc("coordinator_requests_total", labels(&[("route", route), ("status", status.as_str())]));
     app.metrics.observe("coordinator_request_seconds", labels(&[("route", route)]), start.elapsed());
-    log::debug!("{} {} -> {status} in {:?}", req.method(), req.path(), start.elapsed());
+    log::debug!("{} {} -> {} in {:?}", req.method(), req.path(), status.as_str(), start.elapsed());
     resp
 }
 
@@ -162,9 +163,9 @@ async fn route_and_forward(req: &HttpRequest, body: web::Bytes, app: &Coordinato
     if route.internal && !authorized(req, &app.secret) {
         return (route.name, forbidden());
     }
-    let request_id = match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => uuid::Uuid::new_v4().to_string(),
+    let request_id: Cow<str> = match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        Some(id) if !id.is_empty() => Cow::Borrowed(id),
+        _ => Cow::Owned(uuid::Uuid::new_v4().to_string()),
     };
     let fwd = Forward {
         route: route.name,
