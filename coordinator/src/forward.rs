@@ -136,11 +136,19 @@ pub struct Outgoing<'a> {
     pub timeout: Duration,
 }
 
-/// Sends requests to the service's replicas over one pooled client (cheap to clone: the
-/// clones share the pool).
+/// Sends requests to the service's replicas over pooled clients (cheap to clone: the clones
+/// share the pools).
 #[derive(Clone)]
 pub struct Forwarder {
-    /// The pooled, keep-alive HTTP client.
+    /// The pooled, keep-alive client of forwarded public requests ([`Forwarder::send`]), used
+    /// only from request handlers. A connection's task runs on the runtime of the task that
+    /// opened it; in one shared pool, connections opened by background work (the view asked
+    /// at start, probes, anti-entropy rounds) run on the process's multi-thread runtime, and
+    /// every forwarded request that drew one of them crossed threads twice (seen as ~13 % of
+    /// a coordinator's CPU on its tokio threads). Kept apart, with one HTTP worker (the
+    /// default) every forwarded request stays on the worker's thread.
+    hop: reqwest::Client,
+    /// The pooled client of everything else: internal calls, probes, membership.
     http: reqwest::Client,
     /// Base URL (`http://host:port`) per replica id, parsed once.
     bases: Vec<Endpoint>,
@@ -158,17 +166,20 @@ impl Forwarder {
     pub fn new(addrs: &[String], secret: &str) -> Forwarder {
         // Replicas are reached directly: no proxy (a proxy set in the environment would
         // otherwise carry this traffic), plain HTTP/1.1.
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-            .pool_idle_timeout(common::wire::CLIENT_POOL_IDLE)
-            .tcp_nodelay(true)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .no_proxy()
-            .http1_only()
-            .build()
-            .expect("http client");
+        let client = || {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+                .pool_idle_timeout(common::wire::CLIENT_POOL_IDLE)
+                .tcp_nodelay(true)
+                .connect_timeout(CONNECT_TIMEOUT)
+                .no_proxy()
+                .http1_only()
+                .build()
+                .expect("http client")
+        };
         Forwarder {
-            http,
+            hop: client(),
+            http: client(),
             bases: addrs.iter().map(|a| Endpoint::new(a)).collect(),
             secret: HeaderValue::from_str(secret).map_err(|e| e.to_string()),
             #[cfg(feature = "fault-hooks")]
@@ -198,7 +209,7 @@ impl Forwarder {
             headers.insert(CONTENT_TYPE, header_value(ct)?);
         }
         *req.body_mut() = Some(out.body.clone().into());
-        read(self.http.execute(req).await?).await
+        read(self.hop.execute(req).await?).await
     }
 
     /// Calls an internal GET endpoint (`/internal/view`, `/internal/digest`) of replica `id`.
