@@ -1,5 +1,12 @@
-//! The hop from a coordinator to one replica: sending a request over the pooled HTTP client,
+//! The hop from a coordinator to one replica: sending a request over a pooled HTTP client,
 //! and the one classification of what came back ([`classify`]).
+//!
+//! Forwarded public requests go through hyper's pooled client directly ([`Forwarder::send`]):
+//! reqwest wraps that same client in retry and redirect layers that clone each request's
+//! headers and, on every response, format the request's URI and parse it back into a URL
+//! (host, IDNA and all), the largest part of what remained of URL handling in a
+//! coordinator's profile. The other calls (internal endpoints, probes, membership) are rare
+//! and keep reqwest.
 //!
 //! The classification is pure so that eviction (DESIGN section 4) can hook into it later:
 //! an [`Outcome::Unavailable`] is the only outcome that may ever lead to evicting a replica;
@@ -10,8 +17,15 @@ use common::endpoint::Endpoint;
 use common::wire::{
     View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
 };
-use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use std::time::Duration;
+
+/// The client of the forwarding hop.
+type HopClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 
 /// Idle keep-alive connections kept per replica: enough for the gateway's concurrency (the
 /// benchmark keeps a few hundred requests in flight) without reconnecting under load.
@@ -147,7 +161,9 @@ pub struct Forwarder {
     /// every forwarded request that drew one of them crossed threads twice (seen as ~13 % of
     /// a coordinator's CPU on its tokio threads). Kept apart, with one HTTP worker (the
     /// default) every forwarded request stays on the worker's thread.
-    hop: reqwest::Client,
+    hop: HopClient,
+    /// Authority (`host:port`) per replica id, parsed once, for the hop's URIs.
+    authorities: Vec<Result<Authority, String>>,
     /// The pooled client of everything else: internal calls, probes, membership.
     http: reqwest::Client,
     /// Base URL (`http://host:port`) per replica id, parsed once.
@@ -177,8 +193,17 @@ impl Forwarder {
                 .build()
                 .expect("http client")
         };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let hop = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(common::wire::CLIENT_POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
         Forwarder {
-            hop: client(),
+            hop,
+            authorities: addrs.iter().map(|a| a.parse().map_err(|e| format!("address {a}: {e}"))).collect(),
             http: client(),
             bases: addrs.iter().map(|a| Endpoint::new(a)).collect(),
             secret: HeaderValue::from_str(secret).map_err(|e| e.to_string()),
@@ -192,13 +217,16 @@ impl Forwarder {
         self.bases.len() as u32
     }
 
-    /// Forwards a request to replica `id` and reads its whole answer. The request is built
-    /// directly (URL from the replica's parsed base, headers by their static names), which
-    /// spares reqwest's builder parsing each name and value from strings.
+    /// Forwards a request to replica `id` and reads its whole answer, within `out.timeout`.
+    /// The path and query go out exactly as they came in, so the replica parses the same key
+    /// the coordinator routed by; headers are set by their static names.
     pub async fn send(&self, id: u32, out: &Outgoing<'_>) -> Result<ReplicaReply, SendError> {
-        let mut req = reqwest::Request::new(out.method.clone(), self.url(id, out.path_and_query)?);
-        *req.timeout_mut() = Some(out.timeout);
+        let mut req = http::Request::new(Full::new(out.body.clone()));
+        *req.method_mut() = out.method.clone();
+        *req.uri_mut() = self.hop_uri(id, out.path_and_query)?;
         let headers = req.headers_mut();
+        // What reqwest sent by default.
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
         headers.insert(HeaderName::from_static(REQUEST_ID), header_value(out.request_id)?);
         headers.insert(HeaderName::from_static(SECRET), self.secret()?);
         headers.insert(HeaderName::from_static(EPOCH), HeaderValue::from(out.epoch));
@@ -208,8 +236,16 @@ impl Forwarder {
         if let Some(ct) = out.content_type {
             headers.insert(CONTENT_TYPE, header_value(ct)?);
         }
-        *req.body_mut() = Some(out.body.clone().into());
-        read(self.hop.execute(req).await?).await
+        let exchange = async {
+            let resp = self.hop.request(req).await.map_err(|e| hop_error(&e, e.is_connect()))?;
+            let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let status = resp.status().as_u16();
+            let content_type = header(CONTENT_TYPE.as_str());
+            let unavailable_cause = header(UNAVAILABLE_CAUSE);
+            let body = resp.into_body().collect().await.map_err(|e| hop_error(&e, false))?.to_bytes();
+            Ok(ReplicaReply { status, content_type, unavailable_cause, body })
+        };
+        tokio::time::timeout(out.timeout, exchange).await.unwrap_or(Err(SendError::Timeout))
     }
 
     /// Calls an internal GET endpoint (`/internal/view`, `/internal/digest`) of replica `id`.
@@ -267,15 +303,54 @@ impl Forwarder {
         self.secret.clone().map_err(SendError::Broken)
     }
 
-    /// The URL of `path_and_query` at replica `id`. A malformed address fails the request as
-    /// reqwest's parse of the whole URL did (not a connection failure).
-    fn url(&self, id: u32, path_and_query: &str) -> Result<reqwest::Url, SendError> {
+    /// Whether replica `id` may be sent to: it exists, and (in builds with fault hooks) this
+    /// coordinator is not cut off from it.
+    fn reachable(&self, id: u32) -> Result<usize, SendError> {
         #[cfg(feature = "fault-hooks")]
         if self.cut.read().unwrap().contains(&id) {
             return Err(SendError::Connect(format!("replica {id} is cut off by a fault hook")));
         }
-        let base = self.bases.get(id as usize).ok_or_else(|| SendError::Connect(format!("no replica {id}")))?;
-        base.url(path_and_query).map_err(SendError::Broken)
+        if id >= self.replicas() {
+            return Err(SendError::Connect(format!("no replica {id}")));
+        }
+        Ok(id as usize)
+    }
+
+    /// The URL of `path_and_query` at replica `id`. A malformed address fails the request as
+    /// reqwest's parse of the whole URL did (not a connection failure).
+    fn url(&self, id: u32, path_and_query: &str) -> Result<reqwest::Url, SendError> {
+        self.bases[self.reachable(id)?].url(path_and_query).map_err(SendError::Broken)
+    }
+
+    /// The URI of the forwarding hop to replica `id`: `path_and_query` as it came in, which
+    /// the coordinator's own HTTP server already checked to be a valid request target.
+    fn hop_uri(&self, id: u32, path_and_query: &str) -> Result<Uri, SendError> {
+        let authority = self.authorities[self.reachable(id)?].clone().map_err(SendError::Broken)?;
+        let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|e| SendError::Broken(e.to_string()))?;
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| SendError::Broken(e.to_string()))
+    }
+}
+
+/// Classifies a failure of the hop as reqwest did: a timed-out I/O error anywhere in the
+/// chain is a timeout, a failed connection a connection failure, anything else a broken
+/// exchange; the text is the innermost cause.
+fn hop_error(e: &(dyn std::error::Error + 'static), connect: bool) -> SendError {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return SendError::Timeout;
+        }
+        cur = err.source();
+    }
+    if connect {
+        SendError::Connect(root_cause(e))
+    } else {
+        SendError::Broken(root_cause(e))
     }
 }
 
