@@ -3,6 +3,7 @@
 //!
 //! [`Batcher`] sends concurrent calls together as one multi call (`/internal/multi`).
 
+use crate::endpoint::Endpoint;
 use crate::routing::Method;
 use crate::wire::{MultiAnswer, MultiCall, MULTI_PATH, REQUEST_ID, SECRET};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +28,10 @@ pub struct Unavailable(pub String);
 
 /// Calls one service through its coordinators.
 pub struct ServiceClient {
+    /// `http://host:port` per coordinator, for messages.
     bases: Vec<String>,
+    /// The same, parsed once.
+    endpoints: Vec<Endpoint>,
     next: AtomicUsize,
     http: reqwest::Client,
     secret: String,
@@ -36,14 +40,19 @@ pub struct ServiceClient {
 impl ServiceClient {
     /// A client of the coordinators at `addrs` (`host:port`), with a per-call timeout.
     pub fn new(addrs: &[String], secret: &str, timeout: Duration) -> ServiceClient {
+        // Coordinators are reached directly: no proxy, plain HTTP/1.1.
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .http1_only()
             .build()
             .expect("http client");
         ServiceClient {
             bases: addrs.iter().map(|a| format!("http://{a}")).collect(),
+            endpoints: addrs.iter().map(|a| Endpoint::new(a)).collect(),
             next: AtomicUsize::new(0),
             http,
             secret: secret.to_string(),
@@ -65,10 +74,12 @@ impl ServiceClient {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = String::from("no coordinators");
         for i in 0..self.bases.len() {
-            let base = &self.bases[(start + i) % self.bases.len()];
+            let at = (start + i) % self.bases.len();
+            let base = &self.bases[at];
+            let url = self.endpoints[at].url(MULTI_PATH).map_err(|e| format!("{base}: {e}"))?;
             let req = self
                 .http
-                .post(format!("{base}{MULTI_PATH}"))
+                .post(url)
                 .header(SECRET, &self.secret)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
@@ -106,8 +117,9 @@ impl ServiceClient {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = String::from("no coordinators");
         for i in 0..self.bases.len() {
-            let base = &self.bases[(start + i) % self.bases.len()];
-            let url = format!("{base}{path}");
+            let at = (start + i) % self.bases.len();
+            let base = &self.bases[at];
+            let url = self.endpoints[at].url(path).map_err(|e| Unavailable(format!("{base}: {e}")))?;
             let mut req = match method {
                 Method::Get => self.http.get(url),
                 Method::Post => self.http.post(url),

@@ -56,7 +56,7 @@ struct BatchRef<'a> {
 /// What a link's senders need; taken by the first send, which starts them.
 struct Senders {
     peer: u32,
-    url: Arc<str>,
+    url: Arc<Result<reqwest::Url, String>>,
     http: reqwest::Client,
     secret: String,
     rx: mpsc::UnboundedReceiver<Job>,
@@ -80,7 +80,8 @@ impl PeerLink {
     /// A link to the replica at `base` (`http://host:port`); its senders start on first use.
     pub fn spawn(peer: u32, base: String, http: reqwest::Client, secret: String) -> PeerLink {
         let (queue, rx) = mpsc::unbounded_channel();
-        let url: Arc<str> = format!("{base}/internal/replicate").into();
+        // Parsed once, not by reqwest for every batch (which re-parses the host, IDNA included).
+        let url = Arc::new(reqwest::Url::parse(&format!("{base}/internal/replicate")).map_err(|e| e.to_string()));
         PeerLink { queue, senders: std::sync::Mutex::new(Some(Senders { peer, url, http, secret, rx })) }
     }
 
@@ -128,26 +129,46 @@ async fn next_group(rx: &Mutex<mpsc::UnboundedReceiver<Job>>) -> Option<Vec<Job>
 
 /// Sends a group, one request per epoch in it (a batch is fenced by one epoch, so states made
 /// under different views never travel under the newer one's epoch).
-async fn send_group(peer: u32, http: &reqwest::Client, url: &str, secret: &str, mut group: Vec<Job>) {
+async fn send_group(
+    peer: u32,
+    http: &reqwest::Client,
+    url: &Result<reqwest::Url, String>,
+    secret: &str,
+    mut group: Vec<Job>,
+) {
     group.sort_by_key(|j| j.epoch);
     while !group.is_empty() {
         let epoch = group[0].epoch;
         let split = group.iter().position(|j| j.epoch != epoch).unwrap_or(group.len());
         let rest = group.split_off(split);
         let body = BatchRef { epoch, records: group.iter().flat_map(|j| j.records.iter()).collect() };
-        let outcome = match http.post(url).header(SECRET, secret).header(EPOCH, epoch).json(&body).send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) if r.status().as_u16() == crate::wire::STATUS_MISDIRECTED => match r.json().await {
-                Ok(view) => Err(SendError::Stale(view)),
-                Err(e) => Err(SendError::Failed(format!("replica {peer}: misdirected without a view: {e}"))),
-            },
-            Ok(r) => Err(SendError::Failed(format!("replica {peer} answered {}", r.status()))),
-            Err(e) => Err(SendError::Failed(format!("replica {peer}: {e}"))),
+        let outcome = match url {
+            Ok(url) => send_batch(peer, http, url, secret, &body).await,
+            Err(e) => Err(SendError::Failed(format!("replica {peer}: bad address: {e}"))),
         };
         for job in group {
             let _ = job.done.send(outcome.clone());
         }
         group = rest;
+    }
+}
+
+/// Sends one batch and reads the peer's verdict.
+async fn send_batch(
+    peer: u32,
+    http: &reqwest::Client,
+    url: &reqwest::Url,
+    secret: &str,
+    body: &BatchRef<'_>,
+) -> Result<(), SendError> {
+    match http.post(url.clone()).header(SECRET, secret).header(EPOCH, body.epoch).json(body).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) if r.status().as_u16() == crate::wire::STATUS_MISDIRECTED => match r.json().await {
+            Ok(view) => Err(SendError::Stale(view)),
+            Err(e) => Err(SendError::Failed(format!("replica {peer}: misdirected without a view: {e}"))),
+        },
+        Ok(r) => Err(SendError::Failed(format!("replica {peer} answered {}", r.status()))),
+        Err(e) => Err(SendError::Failed(format!("replica {peer}: {e}"))),
     }
 }
 

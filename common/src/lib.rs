@@ -9,6 +9,7 @@ pub mod antientropy;
 pub mod balancer;
 pub mod client;
 pub mod digest;
+pub mod endpoint;
 pub mod fanout;
 pub mod lease;
 pub mod ledger;

@@ -141,10 +141,14 @@ impl Node {
         acceptor: AcceptorState,
         timings: Timings,
     ) -> Node {
+        // Peers and coordinators are reached directly: no proxy, plain HTTP/1.1.
         let http = reqwest::Client::builder()
             .timeout(timings.fanout)
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .http1_only()
             .build()
             .expect("http client");
         let peer_urls: HashMap<u32, String> =

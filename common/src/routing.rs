@@ -205,19 +205,49 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Matches `path` (e.g. `/stock/add/42/5`) against the service's routes.
+/// Most segments a route has after the service prefix.
+const MAX_SEGS: usize = 5;
+
+// Every route fits the segment array `resolve` splits a path into.
+const _: () = {
+    let tables = [STOCK, PAYMENT, ORDER];
+    let mut t = 0;
+    while t < tables.len() {
+        let mut r = 0;
+        while r < tables[t].len() {
+            assert!(tables[t][r].segs.len() <= MAX_SEGS);
+            r += 1;
+        }
+        t += 1;
+    }
+};
+
+/// Matches `path` (e.g. `/stock/add/42/5`) against the service's routes: segment by
+/// segment, literals compared as strings. Every public request (at the coordinator and
+/// again at the replica) goes through here, so the path is split into an array on the
+/// stack, not a vector.
 pub fn resolve(service: Service, method: Method, path: &str) -> Result<Target, RouteError> {
-    let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
-    if parts.next() != Some(service.prefix()) {
+    let mut split = path.strip_prefix('/').unwrap_or(path).split('/');
+    if split.next() != Some(service.prefix()) {
         return Err(RouteError::NotFound);
     }
-    let parts: Vec<&str> = parts.collect();
+    let mut segs = [""; MAX_SEGS];
+    let mut n = 0;
+    for p in split {
+        if n == MAX_SEGS {
+            // Longer than every route.
+            return Err(RouteError::NotFound);
+        }
+        segs[n] = p;
+        n += 1;
+    }
+    let parts = &segs[..n];
     let mut wrong_method = false;
     for route in routes(service) {
         if route.segs.len() != parts.len() {
             continue;
         }
-        let shape_matches = route.segs.iter().zip(&parts).all(|(seg, p)| match seg {
+        let shape_matches = route.segs.iter().zip(parts).all(|(seg, p)| match seg {
             Lit(l) => l == p,
             Id | Int => !p.is_empty(),
         });
@@ -228,8 +258,8 @@ pub fn resolve(service: Service, method: Method, path: &str) -> Result<Target, R
             wrong_method = true;
             continue;
         }
-        let mut args = Vec::new();
-        for (seg, p) in route.segs.iter().zip(&parts) {
+        let mut args = Vec::with_capacity(route.segs.len());
+        for (seg, p) in route.segs.iter().zip(parts) {
             match seg {
                 Lit(_) => {}
                 Id => args
@@ -308,6 +338,13 @@ mod tests {
             (Service::Stock, Method::Post, "/stock/nothing/x", NotFound),
             (Service::Stock, Method::Post, "/stock/add/x", NotFound),
             (Service::Stock, Method::Post, "/stock/add//1", NotFound),
+            (Service::Stock, Method::Post, "/stock/add/x/1/", NotFound),
+            (Service::Stock, Method::Post, "/stock/tx/subtract/i/2/o/extra", NotFound),
+            (Service::Stock, Method::Post, "/stock/a/b/c/d/e/f/g/h", NotFound),
+            (Service::Stock, Method::Get, "/stock", NotFound),
+            (Service::Stock, Method::Get, "/stock/", NotFound),
+            (Service::Stock, Method::Post, "stock/find/x", MethodNotAllowed),
+            (Service::Stock, Method::Get, "//stock/find/x", NotFound),
             (Service::Stock, Method::Post, "/payment/pay/x/1", NotFound),
             (Service::Stock, Method::Post, "/stock/find/x", MethodNotAllowed),
             (

@@ -1,15 +1,31 @@
-//! The hop from a coordinator to one replica: sending a request over the pooled HTTP client,
+//! The hop from a coordinator to one replica: sending a request over a pooled HTTP client,
 //! and the one classification of what came back ([`classify`]).
+//!
+//! Forwarded public requests go through hyper's pooled client directly ([`Forwarder::send`]):
+//! reqwest wraps that same client in retry and redirect layers that clone each request's
+//! headers and, on every response, format the request's URI and parse it back into a URL
+//! (host, IDNA and all), the largest part of what remained of URL handling in a
+//! coordinator's profile. The other calls (internal endpoints, probes, membership) are rare
+//! and keep reqwest.
 //!
 //! The classification is pure so that eviction (DESIGN section 4) can hook into it later:
 //! an [`Outcome::Unavailable`] is the only outcome that may ever lead to evicting a replica;
 //! an answer (including a business 400) and a misdirected rejection never do.
 
 use actix_web::web::Bytes;
+use common::endpoint::Endpoint;
 use common::wire::{
     View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
 };
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use std::time::Duration;
+
+/// The client of the forwarding hop.
+type HopClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 
 /// Idle keep-alive connections kept per replica: enough for the gateway's concurrency (the
 /// benchmark keeps a few hundred requests in flight) without reconnecting under load.
@@ -134,16 +150,27 @@ pub struct Outgoing<'a> {
     pub timeout: Duration,
 }
 
-/// Sends requests to the service's replicas over one pooled client (cheap to clone: the
-/// clones share the pool).
+/// Sends requests to the service's replicas over pooled clients (cheap to clone: the clones
+/// share the pools).
 #[derive(Clone)]
 pub struct Forwarder {
-    /// The pooled, keep-alive HTTP client.
+    /// The pooled, keep-alive client of forwarded public requests ([`Forwarder::send`]), used
+    /// only from request handlers. A connection's task runs on the runtime of the task that
+    /// opened it; in one shared pool, connections opened by background work (the view asked
+    /// at start, probes, anti-entropy rounds) run on the process's multi-thread runtime, and
+    /// every forwarded request that drew one of them crossed threads twice (seen as ~13 % of
+    /// a coordinator's CPU on its tokio threads). Kept apart, with one HTTP worker (the
+    /// default) every forwarded request stays on the worker's thread.
+    hop: HopClient,
+    /// Authority (`host:port`) per replica id, parsed once, for the hop's URIs.
+    authorities: Vec<Result<Authority, String>>,
+    /// The pooled client of everything else: internal calls, probes, membership.
     http: reqwest::Client,
-    /// Base URL (`http://host:port`) per replica id.
-    bases: Vec<String>,
-    /// The cluster secret, sent on every request.
-    secret: String,
+    /// Base URL (`http://host:port`) per replica id, parsed once.
+    bases: Vec<Endpoint>,
+    /// The cluster secret, sent on every request: a header value made once (a secret that is
+    /// no valid header value fails every request, as it did when reqwest parsed it each time).
+    secret: Result<HeaderValue, String>,
     /// Replicas this coordinator is cut off from by the test-only fault hook: every send to
     /// them fails as a refused connection would.
     #[cfg(feature = "fault-hooks")]
@@ -153,17 +180,33 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder to the replicas at `addrs` (`host:port`, id = index).
     pub fn new(addrs: &[String], secret: &str) -> Forwarder {
-        let http = reqwest::Client::builder()
+        // Replicas are reached directly: no proxy (a proxy set in the environment would
+        // otherwise carry this traffic), plain HTTP/1.1.
+        let client = || {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+                .pool_idle_timeout(common::wire::CLIENT_POOL_IDLE)
+                .tcp_nodelay(true)
+                .connect_timeout(CONNECT_TIMEOUT)
+                .no_proxy()
+                .http1_only()
+                .build()
+                .expect("http client")
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let hop = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
             .pool_idle_timeout(common::wire::CLIENT_POOL_IDLE)
-            .tcp_nodelay(true)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .expect("http client");
+            .pool_timer(TokioTimer::new())
+            .build(connector);
         Forwarder {
-            http,
-            bases: addrs.iter().map(|a| format!("http://{a}")).collect(),
-            secret: secret.to_string(),
+            hop,
+            authorities: addrs.iter().map(|a| a.parse().map_err(|e| format!("address {a}: {e}"))).collect(),
+            http: client(),
+            bases: addrs.iter().map(|a| Endpoint::new(a)).collect(),
+            secret: HeaderValue::from_str(secret).map_err(|e| e.to_string()),
             #[cfg(feature = "fault-hooks")]
             cut: Default::default(),
         }
@@ -174,37 +217,48 @@ impl Forwarder {
         self.bases.len() as u32
     }
 
-    /// Forwards a request to replica `id` and reads its whole answer.
+    /// Forwards a request to replica `id` and reads its whole answer, within `out.timeout`.
+    /// The path and query go out exactly as they came in, so the replica parses the same key
+    /// the coordinator routed by; headers are set by their static names.
     pub async fn send(&self, id: u32, out: &Outgoing<'_>) -> Result<ReplicaReply, SendError> {
-        let base = self.base(id)?;
-        let mut req = self
-            .http
-            .request(out.method.clone(), format!("{base}{}", out.path_and_query))
-            .timeout(out.timeout)
-            .header(REQUEST_ID, out.request_id)
-            .header(SECRET, &self.secret)
-            .header(EPOCH, out.epoch)
-            .body(out.body.clone());
+        let mut req = http::Request::new(Full::new(out.body.clone()));
+        *req.method_mut() = out.method.clone();
+        *req.uri_mut() = self.hop_uri(id, out.path_and_query)?;
+        let headers = req.headers_mut();
+        // What reqwest sent by default.
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        headers.insert(HeaderName::from_static(REQUEST_ID), header_value(out.request_id)?);
+        headers.insert(HeaderName::from_static(SECRET), self.secret()?);
+        headers.insert(HeaderName::from_static(EPOCH), HeaderValue::from(out.epoch));
         if let Some(key) = out.minted {
-            req = req.header(MINTED_KEY, key);
+            headers.insert(HeaderName::from_static(MINTED_KEY), header_value(key)?);
         }
         if let Some(ct) = out.content_type {
-            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+            headers.insert(CONTENT_TYPE, header_value(ct)?);
         }
-        read(req.send().await?).await
+        let exchange = async {
+            let resp = self.hop.request(req).await.map_err(|e| hop_error(&e, e.is_connect()))?;
+            let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let status = resp.status().as_u16();
+            let content_type = header(CONTENT_TYPE.as_str());
+            let unavailable_cause = header(UNAVAILABLE_CAUSE);
+            let body = resp.into_body().collect().await.map_err(|e| hop_error(&e, false))?.to_bytes();
+            Ok(ReplicaReply { status, content_type, unavailable_cause, body })
+        };
+        tokio::time::timeout(out.timeout, exchange).await.unwrap_or(Err(SendError::Timeout))
     }
 
     /// Calls an internal GET endpoint (`/internal/view`, `/internal/digest`) of replica `id`.
     pub async fn get_internal(&self, id: u32, path: &str, timeout: Duration) -> Result<ReplicaReply, SendError> {
-        let base = self.base(id)?;
-        let resp = self.http.get(format!("{base}{path}")).timeout(timeout).header(SECRET, &self.secret).send().await?;
+        let url = self.url(id, path)?;
+        let resp = self.http.get(url).timeout(timeout).header(SECRET, self.secret()?).send().await?;
         read(resp).await
     }
 
     /// Calls an internal POST endpoint (`/internal/push/..`) of replica `id`.
     pub async fn post_internal(&self, id: u32, path: &str, timeout: Duration) -> Result<ReplicaReply, SendError> {
-        let base = self.base(id)?;
-        let resp = self.http.post(format!("{base}{path}")).timeout(timeout).header(SECRET, &self.secret).send().await?;
+        let url = self.url(id, path)?;
+        let resp = self.http.post(url).timeout(timeout).header(SECRET, self.secret()?).send().await?;
         read(resp).await
     }
 
@@ -216,13 +270,13 @@ impl Forwarder {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<ReplicaReply, SendError> {
-        let base = self.base(id)?;
+        let url = self.url(id, path)?;
         let resp = self
             .http
-            .post(format!("{base}{path}"))
+            .post(url)
             .timeout(timeout)
-            .header(SECRET, &self.secret)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SECRET, self.secret()?)
+            .header(CONTENT_TYPE, "application/json")
             .body(body)
             .send()
             .await?;
@@ -236,15 +290,8 @@ impl Forwarder {
         request: &common::paxos::Request,
         timeout: Duration,
     ) -> Result<common::paxos::Reply, SendError> {
-        let base = self.base(id)?;
-        let resp = self
-            .http
-            .post(format!("{base}/internal/paxos"))
-            .timeout(timeout)
-            .header(SECRET, &self.secret)
-            .json(request)
-            .send()
-            .await?;
+        let url = self.url(id, "/internal/paxos")?;
+        let resp = self.http.post(url).timeout(timeout).header(SECRET, self.secret()?).json(request).send().await?;
         let r = read(resp).await?;
         if r.status != 200 {
             return Err(SendError::Connect(format!("replica {id} answered {} to a membership message", r.status)));
@@ -252,19 +299,71 @@ impl Forwarder {
         serde_json::from_slice(&r.body).map_err(|e| SendError::Connect(format!("replica {id}: unreadable reply: {e}")))
     }
 
-    fn base(&self, id: u32) -> Result<&str, SendError> {
+    fn secret(&self) -> Result<HeaderValue, SendError> {
+        self.secret.clone().map_err(SendError::Broken)
+    }
+
+    /// Whether replica `id` may be sent to: it exists, and (in builds with fault hooks) this
+    /// coordinator is not cut off from it.
+    fn reachable(&self, id: u32) -> Result<usize, SendError> {
         #[cfg(feature = "fault-hooks")]
         if self.cut.read().unwrap().contains(&id) {
             return Err(SendError::Connect(format!("replica {id} is cut off by a fault hook")));
         }
-        self.bases.get(id as usize).map(String::as_str).ok_or_else(|| SendError::Connect(format!("no replica {id}")))
+        if id >= self.replicas() {
+            return Err(SendError::Connect(format!("no replica {id}")));
+        }
+        Ok(id as usize)
     }
+
+    /// The URL of `path_and_query` at replica `id`. A malformed address fails the request as
+    /// reqwest's parse of the whole URL did (not a connection failure).
+    fn url(&self, id: u32, path_and_query: &str) -> Result<reqwest::Url, SendError> {
+        self.bases[self.reachable(id)?].url(path_and_query).map_err(SendError::Broken)
+    }
+
+    /// The URI of the forwarding hop to replica `id`: `path_and_query` as it came in, which
+    /// the coordinator's own HTTP server already checked to be a valid request target.
+    fn hop_uri(&self, id: u32, path_and_query: &str) -> Result<Uri, SendError> {
+        let authority = self.authorities[self.reachable(id)?].clone().map_err(SendError::Broken)?;
+        let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|e| SendError::Broken(e.to_string()))?;
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| SendError::Broken(e.to_string()))
+    }
+}
+
+/// Classifies a failure of the hop as reqwest did: a timed-out I/O error anywhere in the
+/// chain is a timeout, a failed connection a connection failure, anything else a broken
+/// exchange; the text is the innermost cause.
+fn hop_error(e: &(dyn std::error::Error + 'static), connect: bool) -> SendError {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return SendError::Timeout;
+        }
+        cur = err.source();
+    }
+    if connect {
+        SendError::Connect(root_cause(e))
+    } else {
+        SendError::Broken(root_cause(e))
+    }
+}
+
+/// A header value from text that came from a header or was minted: always valid in practice;
+/// an invalid one fails the request as reqwest's builder did.
+fn header_value(s: &str) -> Result<HeaderValue, SendError> {
+    HeaderValue::from_str(s).map_err(|e| SendError::Broken(e.to_string()))
 }
 
 async fn read(resp: reqwest::Response) -> Result<ReplicaReply, SendError> {
     let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let status = resp.status().as_u16();
-    let content_type = header(reqwest::header::CONTENT_TYPE.as_str());
+    let content_type = header(CONTENT_TYPE.as_str());
     let unavailable_cause = header(UNAVAILABLE_CAUSE);
     let body = resp.bytes().await?;
     Ok(ReplicaReply { status, content_type, unavailable_cause, body })

@@ -11,7 +11,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use common::metrics::labels;
 use common::routing::{resolve, KeySource, Method, RouteError};
 use common::server::{authorized, forbidden, health, method_of, metrics_response, route_error_response};
-use common::wire::{MultiCall, MULTI_PATH, REQUEST_ID, UNAVAILABLE_CAUSE};
+use common::wire::{MultiCall, REQUEST_ID, UNAVAILABLE_CAUSE};
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// Largest request body accepted: public and saga requests carry everything in the path, so
@@ -22,20 +23,30 @@ pub const MAX_PUBLIC_BODY: usize = 64 * 1024;
 const UNMATCHED: &str = "unmatched";
 
 /// Registers the coordinator's routes. `run` and the tests both use it.
+///
+/// The admin and internal endpoints sit in scopes: actix tries an app's routes in turn and
+/// matches a route with a `{parameter}` by regular expression, which listed one by one cost
+/// every public request (the default service, tried last) regex searches; a scope is one
+/// literal prefix comparison. Unknown paths under a scope still reach `public`, the app's
+/// default service.
 pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(app.clone())
             .app_data(web::PayloadConfig::new(MAX_PUBLIC_BODY))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
-            .route("/admin/status", web::get().to(admin_status))
-            .route("/admin/view/{change}/{replica}", web::post().to(admin_view_change))
-            .route("/admin/anti-entropy", web::post().to(admin_anti_entropy))
-            .route("/internal/suspect/{replica}", web::post().to(suspect))
-            .route(MULTI_PATH, web::post().to(multi));
+            .service(
+                web::scope("/admin")
+                    .route("/status", web::get().to(admin_status))
+                    .route("/view/{change}/{replica}", web::post().to(admin_view_change))
+                    .route("/anti-entropy", web::post().to(admin_anti_entropy)),
+            );
+        let internal = web::scope("/internal")
+            .route("/suspect/{replica}", web::post().to(suspect))
+            .route("/multi", web::post().to(multi));
         #[cfg(feature = "fault-hooks")]
-        cfg.route("/internal/fault/{cut_or_heal}/{replica}", web::post().to(fault));
-        cfg.default_service(web::to(public));
+        let internal = internal.route("/fault/{cut_or_heal}/{replica}", web::post().to(fault));
+        cfg.service(internal).default_service(web::to(public));
     }
 }
 
@@ -148,11 +159,11 @@ async fn multi(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) 
     HttpResponse::Ok().json(answers)
 }
 
-/// The request id a request came with, or a new one.
-fn request_id_of(req: &HttpRequest) -> String {
+/// The request id a request came with (borrowed), or a new one.
+fn request_id_of(req: &HttpRequest) -> Cow<'_, str> {
     match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => uuid::Uuid::new_v4().to_string(),
+        Some(id) if !id.is_empty() => Cow::Borrowed(id),
+        _ => Cow::Owned(uuid::Uuid::new_v4().to_string()),
     }
 }
 
@@ -160,10 +171,10 @@ fn request_id_of(req: &HttpRequest) -> String {
 async fn public(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) -> HttpResponse {
     let start = Instant::now();
     let (route, resp) = route_and_forward(&req, body, &app).await;
-    let status = resp.status().as_u16().to_string();
-    app.metrics.inc("coordinator_requests_total", labels(&[("route", route), ("status", &status)]));
+    let status = resp.status();
+    app.metrics.inc("coordinator_requests_total", labels(&[("route", route), ("status", status.as_str())]));
     app.metrics.observe("coordinator_request_seconds", labels(&[("route", route)]), start.elapsed());
-    log::debug!("{} {} -> {status} in {:?}", req.method(), req.path(), start.elapsed());
+    log::debug!("{} {} -> {} in {:?}", req.method(), req.path(), status.as_str(), start.elapsed());
     resp
 }
 
@@ -278,6 +289,25 @@ mod tests {
             ("POST", "/stock/add/x/-1", 400, "not a non-negative integer: '-1'"),
             ("POST", "/stock/add/x/1.5", 400, "not a non-negative integer: '1.5'"),
             ("POST", "/stock/tx/subtract/i/2/o%231", 403, "missing or wrong cluster secret"),
+            // Around the coordinator's own endpoints: the wrong method or argument, unknown
+            // paths under their prefixes (which reach the public handler).
+            ("POST", "/health", 404, "no such endpoint"),
+            ("POST", "/metrics", 404, "no such endpoint"),
+            ("GET", "/admin/view/evict/0", 404, "no such endpoint"),
+            ("POST", "/admin/view/evict/x", 404, "can not parse \"x\" to a u32"),
+            ("POST", "/admin/view/evict/0", 403, "missing or wrong cluster secret"),
+            ("POST", "/admin/status", 404, "no such endpoint"),
+            ("GET", "/admin/anti-entropy", 404, "no such endpoint"),
+            ("POST", "/admin/anti-entropy", 403, "missing or wrong cluster secret"),
+            ("GET", "/admin/nothing", 404, "no such endpoint"),
+            ("GET", "/admin", 404, "no such endpoint"),
+            ("GET", "/internal/suspect/0", 404, "no such endpoint"),
+            ("POST", "/internal/suspect/0", 403, "missing or wrong cluster secret"),
+            ("POST", "/internal/suspect/x", 404, "can not parse \"x\" to a u32"),
+            ("POST", "/internal/nothing", 404, "no such endpoint"),
+            ("GET", "/internal", 404, "no such endpoint"),
+            ("GET", "/adminx/status", 404, "no such endpoint"),
+            ("GET", "/stock/find/x/", 404, "no such endpoint"),
         ];
         for (method, path, status, body) in cases {
             let req = TestRequest::default()

@@ -178,9 +178,9 @@ impl Coordinator {
         let mut retries = 0;
         let mut resent = false;
         loop {
-            let view = self.view.get();
-            let primary = view.primary(key).ok_or(CoordError::NoPrimary)?;
-            let out = self.outgoing(req, view.epoch, minted, req.body.clone(), req.content_type);
+            let (epoch, primary) = self.view.route(key);
+            let primary = primary.ok_or(CoordError::NoPrimary)?;
+            let out = self.outgoing(req, epoch, minted, req.body.clone(), req.content_type);
             let result = self.forwarder.send(primary, &out).await;
             let broken = matches!(result, Err(SendError::Broken(_)));
             match classify(result) {

@@ -66,6 +66,13 @@ impl ViewCell {
         self.view.read().unwrap().clone()
     }
 
+    /// The epoch of the current view and the primary of `key` in it, read under one lock
+    /// without copying the view (the per-request path).
+    pub fn route(&self, key: &str) -> (u64, Option<u32>) {
+        let view = self.view.read().unwrap();
+        (view.epoch, view.primary(key))
+    }
+
     /// Offers a view a replica reported; returns whether the held view changed.
     pub fn offer(&self, offered: View) -> bool {
         let mut view = self.view.write().unwrap();
@@ -128,6 +135,9 @@ mod tests {
         assert!(!cell.offer(v(1, &[0, 1, 2], &[])), "older view is ignored");
         assert!(!cell.offer(v(3, &[7], &[])), "unknown replica is refused");
         assert_eq!(cell.get(), v(2, &[1, 2], &[0]));
+        for key in ["a", "b", "42"] {
+            assert_eq!(cell.route(key), (2, cell.get().primary(key)));
+        }
     }
 
     #[test]

@@ -514,3 +514,36 @@ async fn multi_calls_are_split_by_primary_and_misdirected_ones_go_alone() {
     let refused = coord.http.post(format!("{}/internal/multi", coord.base)).json(&calls).send().await.unwrap();
     assert_eq!(refused.status().as_u16(), 403, "a multi call needs the secret");
 }
+
+/// Sends `GET {target}` to `base` as raw HTTP/1.1 (reqwest would normalise the target first)
+/// and returns the status.
+async fn raw_get(base: &str, target: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    answer.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[actix_web::test]
+async fn targets_are_forwarded_as_they_came() {
+    let fakes = start_fakes(3, defaults()).await;
+    let coord = boot(Service::Stock, addrs(&fakes), 5000).await;
+    // Ids are opaque: "..", "." and characters a URL library would escape are keys like any
+    // other, and the replica must get the target the coordinator routed by.
+    for (target, key) in [
+        ("/stock/find/..", ".."),
+        ("/stock/find/.", "."),
+        ("/stock/find/%2e%2E", ".."),
+        ("/stock/find/{x}|y", "{x}|y"),
+        ("/stock/find/a%20b?q=1", "a b"),
+    ] {
+        assert_eq!(raw_get(&coord.base, target).await, 200, "{target}");
+        let p = primary(key, &[0, 1, 2]).unwrap();
+        let last = fakes[p as usize].public().last().cloned().unwrap();
+        assert_eq!(last.path, target, "forwarded unchanged to replica {p}, the primary of {key:?}");
+    }
+}

@@ -41,8 +41,16 @@ async fn an_evicted_replica_is_out_of_the_write_path() {
     assert_eq!(r.status(), 200);
     let view: View = r.json().await.unwrap();
     assert_eq!((view.epoch, view.members.clone()), (2, vec![0, 1]));
+    // The change is answered once a majority has the commit; the last replica gets it a
+    // moment later (its send goes on in the background), so it is waited for.
     for id in 0..3 {
-        assert_eq!(replica_view(&c, Service::Stock, id).await, view, "replica {id} learned the view");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut seen = replica_view(&c, Service::Stock, id).await;
+        while seen != view && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            seen = replica_view(&c, Service::Stock, id).await;
+        }
+        assert_eq!(seen, view, "replica {id} learned the view");
     }
     // A majority must stay: evicting a second replica is refused (the view stays).
     let r = admin(&c, Service::Stock, "/admin/view/evict/1").await;
