@@ -4,8 +4,9 @@
 //! (checked at the start of every run):
 //!
 //! - `redb`: our [`RedbStore`], exactly as the replicas use it (one writer thread, every queued
-//!   `write` call folded into one redb transaction; each group appended to a write-ahead log
-//!   and committed without a sync, one durable commit per sync interval; see its module docs).
+//!   `write` call folded into one group; each group appended to a write-ahead log and kept in
+//!   an in-memory overlay, which a checkpoint writes to redb in one durable commit per sync
+//!   interval; see its module docs).
 //!   `ENGINES_REDB_SYNC_MS=0` gives the behaviour before the log: one fsync per group.
 //! - `fjall`: fjall 2.x (an LSM tree with a journal) behind the same group-commit writer: one
 //!   write batch per drained group, committed with `PersistMode::SyncAll`.

@@ -1,6 +1,6 @@
 //! DESIGN section 7: "an acknowledged write survives the kill of any process". The redb
-//! engine acknowledges a write once it is in its write-ahead log and in redb's memory, and
-//! makes redb durable only on an interval; these tests kill a real writer with SIGKILL and
+//! engine acknowledges a write once it is in its write-ahead log and its in-memory overlay,
+//! and writes redb (durably) only on an interval; these tests kill a real writer with SIGKILL and
 //! check that every acknowledged write is there after a reopen.
 //!
 //! The test binary runs itself as the child: `child_writer` does nothing unless
