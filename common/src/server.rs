@@ -616,6 +616,47 @@ mod tests {
         }
     }
 
+    /// Each call of a multi call is answered as the same request alone: status, body and type.
+    #[actix_web::test]
+    async fn multi_answers_equal_single_answers() {
+        let node = Arc::new(Node::standalone(Arc::new(MemStore::new())));
+        let app = web::Data::new(ReplicaApp {
+            node,
+            handler: Arc::new(Echo),
+            metrics: Arc::new(Metrics::new()),
+            secret: String::new(),
+        });
+        let svc = init_service(App::new().configure(configure_replica(app))).await;
+        let calls: Vec<MultiCall> = [
+            (Method::Get, "/stock/find/x"),
+            (Method::Post, "/stock/add/y/2"),
+            (Method::Post, "/stock/add/x/-1"),
+            (Method::Post, "/stock/find/x"),
+            (Method::Get, "/stock/nothing"),
+            (Method::Post, "/stock/item/create/3"),
+        ]
+        .into_iter()
+        .map(|(method, path)| MultiCall { method, path: path.into() })
+        .collect();
+        let req = TestRequest::post().uri("/internal/multi").set_json(&calls).to_request();
+        let resp = call_service(&svc, req).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        let answers: Vec<MultiAnswer> = serde_json::from_slice(&read_body(resp).await).unwrap();
+        assert_eq!(answers.len(), calls.len());
+        for (call, answer) in calls.iter().zip(answers) {
+            let method = match call.method {
+                Method::Get => actix_web::http::Method::GET,
+                Method::Post => actix_web::http::Method::POST,
+            };
+            let resp = call_service(&svc, TestRequest::default().method(method).uri(&call.path).to_request()).await;
+            let status = resp.status().as_u16();
+            let json =
+                resp.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+            let body = String::from_utf8(read_body(resp).await.to_vec()).unwrap();
+            assert_eq!(answer, MultiAnswer { status, body, json, cause: None }, "{}", call.path);
+        }
+    }
+
     /// Which handler answers which path: the internal endpoints, the public routes through
     /// the dispatcher, and everything in between (what actix answers for an internal path
     /// with the wrong method or argument, and that unknown paths reach the dispatcher).
