@@ -77,13 +77,13 @@ const GEN_KEY: &str = "generation";
 const MAX_GROUP: usize = 4096;
 
 /// Longest time a logged group waits for the checkpoint that covers it: what a power
-/// failure of the whole machine may lose. 20 ms is a handful of checkouts at the cluster's
-/// measured rates (200–400/s) and caps a busy store at about 50 checkpoints (redb commits
-/// and `fdatasync`s) a second, where it once did one per group (up to a few thousand a
-/// second in the engines benchmark, ~4 per checkout across the cluster); it also bounds the
-/// overlay with the log limit. Shorter intervals sync more often for little gain, longer
-/// ones widen the power-loss window: docs/storage-engines.md.
-pub const SYNC_INTERVAL: Duration = Duration::from_millis(20);
+/// failure of the whole machine may lose (a process crash loses nothing: the log is in the
+/// page cache). 100 ms, MongoDB's default journal commit interval. Each checkpoint is one
+/// redb commit and one `fdatasync` per replica, and with nine replicas on two cores they
+/// were the largest cost left: with 64 checkout connections on the 3×2 topology, 20 ms gave
+/// 659 first-time checkouts/s at 2.5 ms of cluster CPU each, 100 ms 929/s at 1.7 ms
+/// (docs/performance.md). Longer intervals widen the power-loss window for less and less.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Largest log before a checkpoint: a group whose frame would grow the log past it is
 /// checkpointed (with the overlay) instead of logged. 4 MiB is about 10,000 documents, so
