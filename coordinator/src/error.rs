@@ -33,9 +33,23 @@ impl CoordError {
     /// The response the client gets: 503 while the service is unavailable, 500 for the
     /// coordinator's own failure.
     pub fn response(&self) -> HttpResponse {
+        let status = actix_web::http::StatusCode::from_u16(self.status()).expect("500 and 503 are statuses");
+        HttpResponse::build(status).body(self.body())
+    }
+
+    /// The status of [`CoordError::response`].
+    pub fn status(&self) -> u16 {
         match self {
-            CoordError::Internal(_) => HttpResponse::InternalServerError().body(self.to_string()),
-            _ => HttpResponse::ServiceUnavailable().body(format!("service unavailable: {self}")),
+            CoordError::Internal(_) => 500,
+            _ => 503,
+        }
+    }
+
+    /// The body text of [`CoordError::response`].
+    pub fn body(&self) -> String {
+        match self {
+            CoordError::Internal(_) => self.to_string(),
+            _ => format!("service unavailable: {self}"),
         }
     }
 }

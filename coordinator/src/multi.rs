@@ -90,13 +90,9 @@ fn as_answer(r: ReplicaReply) -> MultiAnswer {
     }
 }
 
-/// A failure to answer as an answer of a multi call.
+/// A failure to answer as an answer of a multi call: what [`CoordError::response`] says.
 fn failed(e: &CoordError) -> MultiAnswer {
-    let status = match e {
-        CoordError::Internal(_) => 500,
-        _ => 503,
-    };
-    MultiAnswer { status, body: format!("service unavailable: {e}"), json: false, cause: None }
+    MultiAnswer { status: e.status(), body: e.body(), json: false, cause: None }
 }
 
 impl Coordinator {
