@@ -3,13 +3,14 @@
 //!
 //! [`Batcher`] sends concurrent calls together as one multi call (`/internal/multi`).
 
+use crate::batching::BatchQueue;
 use crate::endpoint::Endpoint;
 use crate::routing::Method;
 use crate::wire::{MultiAnswer, MultiCall, MULTI_PATH, REQUEST_ID, SECRET};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// A service's answer: a status below 500 (success or business rejection) and its body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,80 +72,70 @@ impl ServiceClient {
 
     async fn multi_exchange(&self, calls: &[MultiCall]) -> Result<Vec<MultiAnswer>, String> {
         let body = serde_json::to_vec(calls).expect("calls serialize");
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut last = String::from("no coordinators");
-        for i in 0..self.bases.len() {
-            let at = (start + i) % self.bases.len();
-            let base = &self.bases[at];
-            let url = self.endpoints[at].url(MULTI_PATH).map_err(|e| format!("{base}: {e}"))?;
-            let req = self
-                .http
-                .post(url)
-                .header(SECRET, &self.secret)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let bytes = resp.bytes().await.map_err(|e| format!("{base}: {e}"))?;
-                    if status != 200 {
-                        return Err(format!(
-                            "{base} answered {status} to a multi call: {}",
-                            String::from_utf8_lossy(&bytes)
-                        ));
-                    }
-                    let answers: Vec<MultiAnswer> =
-                        serde_json::from_slice(&bytes).map_err(|e| format!("{base}: unreadable multi answer: {e}"))?;
-                    if answers.len() != calls.len() {
-                        return Err(format!("{base}: {} answers to {} calls", answers.len(), calls.len()));
-                    }
-                    return Ok(answers);
-                }
-                Err(e) if e.is_connect() => {
-                    last = format!("{base}: {e}");
-                    continue;
-                }
-                Err(e) => return Err(format!("{base}: {e}")),
-            }
+        let (base, status, bytes) = self
+            .exchange(Method::Post, MULTI_PATH, |req| {
+                req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone())
+            })
+            .await?;
+        if status != 200 {
+            return Err(format!("{base} answered {status} to a multi call: {}", String::from_utf8_lossy(&bytes)));
         }
-        Err(last)
+        let answers: Vec<MultiAnswer> =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{base}: unreadable multi answer: {e}"))?;
+        if answers.len() != calls.len() {
+            return Err(format!("{base}: {} answers to {} calls", answers.len(), calls.len()));
+        }
+        Ok(answers)
     }
 
     /// Sends one request. Tries the coordinators in turn while connections are refused;
     /// a timeout or a 5xx is returned as [`Unavailable`] at once (the caller decides whether
     /// the call is safe to repeat).
     pub async fn call(&self, method: Method, path: &str, request_id: Option<&str>) -> Result<Answer, Unavailable> {
+        let (base, status, bytes) = self
+            .exchange(method, path, |req| match request_id {
+                Some(id) => req.header(REQUEST_ID, id),
+                None => req,
+            })
+            .await
+            .map_err(Unavailable)?;
+        let body = String::from_utf8_lossy(&bytes).into_owned();
+        if status >= 500 {
+            return Err(Unavailable(format!("{base} answered {status}: {body}")));
+        }
+        Ok(Answer { status, body })
+    }
+
+    /// One exchange with the next coordinator in turn (the one after it while connections are
+    /// refused), with the secret and what `build` adds: the coordinator that answered, the
+    /// status and the body. An error names the coordinator.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<(&str, u16, actix_web::web::Bytes), String> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = String::from("no coordinators");
         for i in 0..self.bases.len() {
             let at = (start + i) % self.bases.len();
-            let base = &self.bases[at];
-            let url = self.endpoints[at].url(path).map_err(|e| Unavailable(format!("{base}: {e}")))?;
-            let mut req = match method {
+            let base = self.bases[at].as_str();
+            let url = self.endpoints[at].url(path).map_err(|e| format!("{base}: {e}"))?;
+            let req = match method {
                 Method::Get => self.http.get(url),
                 Method::Post => self.http.post(url),
             };
-            req = req.header(SECRET, &self.secret);
-            if let Some(id) = request_id {
-                req = req.header(REQUEST_ID, id);
-            }
-            match req.send().await {
+            match build(req.header(SECRET, &self.secret)).send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let body = resp.text().await.map_err(|e| Unavailable(format!("{base}: {e}")))?;
-                    if status >= 500 {
-                        return Err(Unavailable(format!("{base} answered {status}: {body}")));
-                    }
-                    return Ok(Answer { status, body });
+                    let bytes = resp.bytes().await.map_err(|e| format!("{base}: {e}"))?;
+                    return Ok((base, status, bytes));
                 }
-                Err(e) if e.is_connect() => {
-                    last = format!("{base}: {e}");
-                    continue;
-                }
-                Err(e) => return Err(Unavailable(format!("{base}: {e}"))),
+                Err(e) if e.is_connect() => last = format!("{base}: {e}"),
+                Err(e) => return Err(format!("{base}: {e}")),
             }
         }
-        Err(Unavailable(last))
+        Err(last)
     }
 }
 
@@ -172,21 +163,17 @@ struct Pending {
 
 /// Calls one service through its coordinators, sending calls made at the same time as one
 /// multi call: under load, many saga steps share one exchange with a coordinator and one
-/// with each primary. A call that finds a sender idle goes alone, as a plain request.
-///
-/// The sender tasks start on the first call, on the runtime of the calling task (as the
-/// fan-out's do, `crate::fanout::PeerLink`).
+/// with each primary. A call that finds a sender idle goes alone, as a plain request. The
+/// senders start on the first call, on the runtime of the calling task ([`BatchQueue`]).
 pub struct Batcher {
     client: Arc<ServiceClient>,
-    queue: mpsc::UnboundedSender<Pending>,
-    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
+    queue: BatchQueue<Pending>,
 }
 
 impl Batcher {
     /// A batcher over `client`.
     pub fn new(client: ServiceClient) -> Batcher {
-        let (queue, rx) = mpsc::unbounded_channel();
-        Batcher { client: Arc::new(client), queue, rx: std::sync::Mutex::new(Some(rx)) }
+        Batcher { client: Arc::new(client), queue: BatchQueue::default() }
     }
 
     /// The plain client underneath (for calls that should not wait for company).
@@ -197,37 +184,24 @@ impl Batcher {
     /// Makes one call; its answer as [`ServiceClient::call`] would give it (no request id:
     /// calls that go through a batcher are deduplicated by what their path carries).
     pub async fn call(&self, method: Method, path: String) -> Result<Answer, Unavailable> {
-        self.start();
         let (done, wait) = oneshot::channel();
+        let pending = Pending { call: MultiCall { method, path }, done };
         self.queue
-            .send(Pending { call: MultiCall { method, path }, done })
+            .push(
+                pending,
+                BATCH_SENDERS,
+                MAX_BATCH_CALLS,
+                |_| 1,
+                || {
+                    let client = self.client.clone();
+                    move |group| {
+                        let client = client.clone();
+                        async move { send_group(&client, group).await }
+                    }
+                },
+            )
             .map_err(|_| Unavailable("batcher stopped".into()))?;
         wait.await.map_err(|_| Unavailable("batcher dropped the call".into()))?
-    }
-
-    fn start(&self) {
-        let Some(rx) = self.rx.lock().unwrap().take() else { return };
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..BATCH_SENDERS {
-            let (rx, client) = (rx.clone(), self.client.clone());
-            tokio::spawn(async move {
-                loop {
-                    let group = {
-                        let mut rx = rx.lock().await;
-                        let Some(first) = rx.recv().await else { return };
-                        let mut group = vec![first];
-                        while group.len() < MAX_BATCH_CALLS {
-                            match rx.try_recv() {
-                                Ok(p) => group.push(p),
-                                Err(_) => break,
-                            }
-                        }
-                        group
-                    };
-                    send_group(&client, group).await;
-                }
-            });
-        }
     }
 }
 

@@ -7,11 +7,12 @@
 //! every job the outcome. Batches to one peer may overtake each other; that is safe because
 //! peers apply a state only if its version is higher than theirs.
 
+use crate::batching::BatchQueue;
 use crate::storage::Record;
 use crate::wire::{EPOCH, SECRET};
 use serde::Serialize;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::oneshot;
 
 /// Requests in flight to one peer at once. One: the writes made while a batch is on its way
 /// wait and go together in the next one, so under load a batch carries many states, and an
@@ -53,78 +54,46 @@ struct BatchRef<'a> {
     records: Vec<&'a Record>,
 }
 
-/// What a link's senders need; taken by the first send, which starts them.
-struct Senders {
+/// The batching link to one peer. Its sender starts on the first send, on the runtime of the
+/// task that sends ([`BatchQueue`]): the write handler's thread, with the link's own client.
+pub struct PeerLink {
     peer: u32,
+    /// Parsed once, not by reqwest for every batch (which re-parses the host, IDNA included).
     url: Arc<Result<reqwest::Url, String>>,
     http: reqwest::Client,
-    secret: String,
-    rx: mpsc::UnboundedReceiver<Job>,
-}
-
-/// The batching link to one peer.
-///
-/// The sender tasks start on the first send, on the runtime of the task that sends: in a
-/// node that is the HTTP worker thread that runs the write handlers, so a write, its batch
-/// and the batch's connection to the peer all run on one thread, and a fan-out wakes no other
-/// thread (a perf profile counted about 40 thread switches per checkout when the senders ran
-/// on the process's separate tokio runtime, and 20 % of the replicas' CPU on those threads).
-/// Give a link a `reqwest::Client` of its own: a pooled connection is driven by the runtime
-/// that opened it.
-pub struct PeerLink {
-    queue: mpsc::UnboundedSender<Job>,
-    senders: std::sync::Mutex<Option<Senders>>,
+    secret: Arc<str>,
+    queue: BatchQueue<Job>,
 }
 
 impl PeerLink {
-    /// A link to the replica at `base` (`http://host:port`); its senders start on first use.
+    /// A link to the replica at `base` (`http://host:port`); its sender starts on first use.
     pub fn spawn(peer: u32, base: String, http: reqwest::Client, secret: String) -> PeerLink {
-        let (queue, rx) = mpsc::unbounded_channel();
-        // Parsed once, not by reqwest for every batch (which re-parses the host, IDNA included).
         let url = Arc::new(reqwest::Url::parse(&format!("{base}/internal/replicate")).map_err(|e| e.to_string()));
-        PeerLink { queue, senders: std::sync::Mutex::new(Some(Senders { peer, url, http, secret, rx })) }
-    }
-
-    /// Starts the sender tasks on the current runtime, once.
-    fn start(&self) {
-        let Some(s) = self.senders.lock().unwrap().take() else { return };
-        let rx = Arc::new(Mutex::new(s.rx));
-        for _ in 0..SENDERS_PER_PEER {
-            let (rx, http, url, secret) = (rx.clone(), s.http.clone(), s.url.clone(), s.secret.clone());
-            let peer = s.peer;
-            tokio::spawn(async move {
-                while let Some(group) = next_group(&rx).await {
-                    send_group(peer, &http, &url, &secret, group).await;
-                }
-            });
-        }
+        PeerLink { peer, url, http, secret: secret.into(), queue: BatchQueue::default() }
     }
 
     /// Sends states made under `epoch` and waits for the peer's acknowledgement.
     pub async fn send(&self, epoch: u64, records: Arc<Vec<Record>>) -> Result<(), SendError> {
-        self.start();
         let (done, wait) = oneshot::channel();
-        self.queue.send(Job { epoch, records, done }).map_err(|_| SendError::Failed("peer link closed".into()))?;
+        let job = Job { epoch, records, done };
+        self.queue
+            .push(
+                job,
+                SENDERS_PER_PEER,
+                MAX_BATCH_RECORDS,
+                |j| j.records.len(),
+                || {
+                    let (peer, url, http, secret) =
+                        (self.peer, self.url.clone(), self.http.clone(), self.secret.clone());
+                    move |group| {
+                        let (url, http, secret) = (url.clone(), http.clone(), secret.clone());
+                        async move { send_group(peer, &http, &url, &secret, group).await }
+                    }
+                },
+            )
+            .map_err(|_| SendError::Failed("peer link closed".into()))?;
         wait.await.map_err(|_| SendError::Failed("peer link dropped the write".into()))?
     }
-}
-
-/// Takes the next job and every job queued behind it, up to the record cap.
-async fn next_group(rx: &Mutex<mpsc::UnboundedReceiver<Job>>) -> Option<Vec<Job>> {
-    let mut rx = rx.lock().await;
-    let first = rx.recv().await?;
-    let mut n = first.records.len();
-    let mut group = vec![first];
-    while n < MAX_BATCH_RECORDS {
-        match rx.try_recv() {
-            Ok(job) => {
-                n += job.records.len();
-                group.push(job);
-            }
-            Err(_) => break,
-        }
-    }
-    Some(group)
 }
 
 /// Sends a group, one request per epoch in it (a batch is fenced by one epoch, so states made

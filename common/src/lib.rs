@@ -7,6 +7,7 @@
 
 pub mod antientropy;
 pub mod balancer;
+pub mod batching;
 pub mod client;
 pub mod digest;
 pub mod endpoint;

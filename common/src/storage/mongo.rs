@@ -286,17 +286,7 @@ impl MongoStore {
 /// The writer: one transaction per group of queued puts (see the module doc).
 async fn writer(colls: Colls, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        let mut n = jobs[0].puts.len();
-        while n < MAX_TXN_PUTS {
-            match rx.try_recv() {
-                Ok(j) => {
-                    n += j.puts.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
-        }
+        let jobs = crate::batching::take_queued(first, &mut rx, MAX_TXN_PUTS, |j| j.puts.len());
         let puts: Vec<&Put> = jobs.iter().flat_map(|j| j.puts.iter()).collect();
         let mut outcomes: Vec<bool> = Vec::with_capacity(puts.len());
         // The index of the first put of a transaction that failed, and why.
