@@ -27,6 +27,22 @@ pub struct Answer {
 #[error("service unavailable: {0}")]
 pub struct Unavailable(pub String);
 
+/// An HTTP client for the cluster's internal hops (a node's peers, another service's
+/// coordinators), each request bounded by `timeout`. They are reached directly: no proxy,
+/// plain HTTP/1.1, no Nagle delay; idle connections are dropped before the servers' keep-alive
+/// ends (`crate::wire::CLIENT_POOL_IDLE`).
+pub fn internal_http(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .http1_only()
+        .build()
+        .expect("http client")
+}
+
 /// Calls one service through its coordinators.
 pub struct ServiceClient {
     /// `http://host:port` per coordinator, for messages.
@@ -42,15 +58,7 @@ impl ServiceClient {
     /// A client of the coordinators at `addrs` (`host:port`), with a per-call timeout.
     pub fn new(addrs: &[String], secret: &str, timeout: Duration) -> ServiceClient {
         // Coordinators are reached directly: no proxy, plain HTTP/1.1.
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .pool_max_idle_per_host(64)
-            .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .http1_only()
-            .build()
-            .expect("http client");
+        let http = internal_http(timeout);
         ServiceClient {
             bases: addrs.iter().map(|a| format!("http://{a}")).collect(),
             endpoints: addrs.iter().map(|a| Endpoint::new(a)).collect(),

@@ -141,27 +141,13 @@ impl Node {
         acceptor: AcceptorState,
         timings: Timings,
     ) -> Node {
-        // Peers and coordinators are reached directly: no proxy, plain HTTP/1.1.
-        let http = reqwest::Client::builder()
-            .timeout(timings.fanout)
-            .pool_max_idle_per_host(64)
-            .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .http1_only()
-            .build()
-            .expect("http client");
+        let http = crate::client::internal_http(timings.fanout);
         let peer_urls: HashMap<u32, String> =
             peers.iter().filter(|(id, _)| **id != me).map(|(i, u)| (*i, u.clone())).collect();
-        // The fan-out has a client of its own (see `PeerLink`): its connections are opened and
+        // The fan-out has a client of its own (see `crate::batching::BatchQueue`): its connections are opened and
         // driven on the thread that runs the write handlers, the other client's on the runtime
         // of the background tasks (leases, Paxos, reports).
-        let fanout_http = reqwest::Client::builder()
-            .timeout(timings.fanout)
-            .pool_max_idle_per_host(64)
-            .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
-            .build()
-            .expect("http client");
+        let fanout_http = crate::client::internal_http(timings.fanout);
         let links = peers
             .into_iter()
             .filter(|(id, _)| *id != me)
