@@ -140,11 +140,6 @@ pub fn misdirected_parts(m: &Misdirected) -> Parts {
     Parts { json: true, reason: Some(m.reason), ..Parts::text(STATUS_MISDIRECTED, view) }
 }
 
-/// A 421 carrying this node's view, as a response.
-pub fn misdirected_response(m: &Misdirected) -> HttpResponse {
-    misdirected_parts(m).response()
-}
-
 /// The one mapping from failures to statuses: a dependency or the quorum being unavailable
 /// is a 503 marked as not this node's fault; a failed store or a conflict is this node's
 /// own failure (500).

@@ -30,6 +30,16 @@ pub enum Resolved<'a> {
     Answered(MultiAnswer),
 }
 
+impl<'a> Resolved<'a> {
+    /// The route, key and call of a forwarded call; `None` for one answered here.
+    fn keyed(&self) -> Option<(&'static Route, &str, &'a MultiCall)> {
+        match self {
+            Resolved::Keyed { route, key, call } => Some((route, key, call)),
+            Resolved::Answered(_) => None,
+        }
+    }
+}
+
 /// Resolves every call; only argument-keyed routes are forwarded.
 pub fn resolve_all<'a>(service: common::topology::Service, calls: &'a [MultiCall]) -> Vec<Resolved<'a>> {
     calls
@@ -59,7 +69,7 @@ pub fn group_by_primary(resolved: &[Resolved<'_>], view: &View) -> (BTreeMap<u32
     let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     let mut homeless = Vec::new();
     for (i, r) in resolved.iter().enumerate() {
-        if let Resolved::Keyed { key, .. } = r {
+        if let Some((_, key, _)) = r.keyed() {
             match view.primary(key) {
                 Some(p) => groups.entry(p).or_default().push(i),
                 None => homeless.push(i),
@@ -112,8 +122,10 @@ impl Coordinator {
             let resolved = &resolved;
             let view = &view;
             async move {
-                let group: Vec<&MultiCall> = idx.iter().map(|&i| call_of(&resolved[i])).collect();
-                let timeout = idx.iter().map(|&i| self.timeout_for(route_of(&resolved[i]))).max();
+                let keyed: Vec<_> =
+                    idx.iter().map(|&i| resolved[i].keyed().expect("only forwarded calls are grouped")).collect();
+                let group: Vec<&MultiCall> = keyed.iter().map(|(_, _, call)| *call).collect();
+                let timeout = keyed.iter().map(|(route, _, _)| self.timeout_for(route)).max();
                 let out = Outgoing {
                     method: reqwest::Method::POST,
                     path_and_query: MULTI_PATH,
@@ -153,7 +165,7 @@ impl Coordinator {
         let singles = alone.into_iter().map(|i| {
             let resolved = &resolved;
             async move {
-                let Resolved::Keyed { route, key, call } = &resolved[i] else { unreachable!("only keyed calls") };
+                let (route, key, call) = resolved[i].keyed().expect("only forwarded calls go alone");
                 let fwd = Forward {
                     route: route.name,
                     method: match call.method {
@@ -177,20 +189,6 @@ impl Coordinator {
             answers[i] = Some(a);
         }
         answers.into_iter().map(|a| a.expect("every call answered")).collect()
-    }
-}
-
-fn call_of<'a>(r: &Resolved<'a>) -> &'a MultiCall {
-    match r {
-        Resolved::Keyed { call, .. } => call,
-        Resolved::Answered(_) => unreachable!("only keyed calls are grouped"),
-    }
-}
-
-fn route_of(r: &Resolved<'_>) -> &'static Route {
-    match r {
-        Resolved::Keyed { route, .. } => route,
-        Resolved::Answered(_) => unreachable!("only keyed calls are grouped"),
     }
 }
 
