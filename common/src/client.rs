@@ -29,14 +29,14 @@ pub struct Unavailable(pub String);
 
 /// An HTTP client for the cluster's internal hops (a node's peers, another service's
 /// coordinators), each request bounded by `timeout`. They are reached directly: no proxy,
-/// plain HTTP/1.1, no Nagle delay; idle connections are dropped before the servers' keep-alive
-/// ends (`crate::wire::CLIENT_POOL_IDLE`).
-pub fn internal_http(timeout: Duration) -> reqwest::Client {
+/// plain HTTP/1.1; `nodelay` turns Nagle's algorithm off; idle connections are dropped before
+/// the servers' keep-alive ends (`crate::wire::CLIENT_POOL_IDLE`).
+pub fn internal_http(timeout: Duration, nodelay: bool) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
         .pool_max_idle_per_host(64)
         .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
-        .tcp_nodelay(true)
+        .tcp_nodelay(nodelay)
         .no_proxy()
         .http1_only()
         .build()
@@ -58,7 +58,7 @@ impl ServiceClient {
     /// A client of the coordinators at `addrs` (`host:port`), with a per-call timeout.
     pub fn new(addrs: &[String], secret: &str, timeout: Duration) -> ServiceClient {
         // Coordinators are reached directly: no proxy, plain HTTP/1.1.
-        let http = internal_http(timeout);
+        let http = internal_http(timeout, true);
         ServiceClient {
             bases: addrs.iter().map(|a| format!("http://{a}")).collect(),
             endpoints: addrs.iter().map(|a| Endpoint::new(a)).collect(),
