@@ -17,7 +17,7 @@ pub const DEFAULT_TOPOLOGY: &str = "env/topology.toml";
 /// current directory: inside `target/`, so `cargo clean` removes it and git ignores it.
 pub const WORK_DIR: &str = "target/cluster";
 /// The default engine of `cluster up`: the embedded durable store.
-pub const DEFAULT_ENGINE: &str = "redb";
+pub const DEFAULT_ENGINE: &str = "log";
 
 /// What `cluster --help` prints.
 pub const USAGE: &str = "\
@@ -30,7 +30,7 @@ options:
   --topology FILE      topology to run (default: env/topology.toml)
   --gateway-port N     listen on port N instead of the topology's gateway port
   --data-dir DIR       the replicas' data, DIR/<service>-<id> (default: target/cluster/data)
-  --engine ENGINE      storage engine of the replicas: redb (default), memory, or mongo
+  --engine ENGINE      storage engine of the replicas: log (default), redb, memory, or mongo
                        (one SecantusDB server per replica, role store in the manifest)
   --keep-dead          do not restart a process that dies
   --node-exe FILE      binary that runs the nodes (default: this one; for tests)
@@ -217,7 +217,7 @@ mod tests {
         let d = UpArgs::default();
         assert_eq!(d.topology, PathBuf::from("env/topology.toml"));
         assert_eq!(d.data_dir, PathBuf::from("target/cluster/data"));
-        assert_eq!(d.engine, "redb");
+        assert_eq!(d.engine, "log");
     }
 
     #[test]

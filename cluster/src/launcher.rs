@@ -63,7 +63,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const BOOTSTRAP: &str = "APP__BOOTSTRAP";
 
 /// The storage engines a replica can run (`APP__ENGINE`).
-pub const ENGINES: [&str; 3] = ["redb", "memory", "mongo"];
+pub const ENGINES: [&str; 4] = ["log", "redb", "memory", "mongo"];
 
 /// The engine whose replicas each get their own MongoDB-compatible server process.
 pub const MONGO: &str = "mongo";
@@ -94,7 +94,7 @@ pub struct ClusterSpec {
     pub work_dir: PathBuf,
     /// Parent folder of the replicas' data: `<data_dir>/<service>-<id>`.
     pub data_dir: PathBuf,
-    /// Storage engine of the replicas: `redb`, `memory` or `mongo` (one SecantusDB server per
+    /// Storage engine of the replicas: `log`, `redb`, `memory` or `mongo` (one SecantusDB server per
     /// replica, on a free loopback port, data in `<data_dir>/<service>-<id>/mongo`).
     pub engine: String,
     /// The binary that runs a node role (`<exe> replica|coordinator`, configured by `APP__*`).
@@ -123,7 +123,7 @@ impl ClusterSpec {
             topology: Topology::local(replicas, coordinators, &mut ports.into_iter()),
             data_dir: work_dir.join("data"),
             work_dir,
-            engine: "redb".into(),
+            engine: "log".into(),
             node_exe: node_exe.into(),
             keep_dead: false,
             output: Output::Files,

@@ -96,7 +96,12 @@ impl Default for Digests {
 impl Digests {
     /// Accounts for a document replacing `old` (None if the key was absent) with `new`.
     pub fn replace(&mut self, key: &str, old: Option<&Hash>, new: &Hash) {
-        let b = &mut self.buckets[bucket_of(key) as usize];
+        self.replace_in(bucket_of(key), old, new);
+    }
+
+    /// [`Digests::replace`] for a key known to fall in `bucket`.
+    pub fn replace_in(&mut self, bucket: u8, old: Option<&Hash>, new: &Hash) {
+        let b = &mut self.buckets[bucket as usize];
         if let Some(old) = old {
             b.xor(old);
         }

@@ -9,7 +9,7 @@
 #[allow(dead_code)]
 mod support;
 
-use common::storage::redb_engine::RedbStore;
+use common::storage::log_engine::LogStore;
 use common::storage::{Expect, Put, Record, Store};
 use common::topology::Service;
 use std::time::{Duration, Instant};
@@ -57,7 +57,7 @@ async fn bench(n: usize) {
     // Alter 1% of replica 2's documents while it is down: another stock, same version.
     c.kill(Node::Replica(Service::Stock, 2));
     {
-        let store = RedbStore::open(&c.data_dir(Service::Stock, 2).join("store.redb")).unwrap();
+        let store = LogStore::open(&c.data_dir(Service::Stock, 2).join("log")).unwrap();
         let keys: Vec<String> = (0..n).step_by(100).map(|i| i.to_string()).collect();
         for chunk in keys.chunks(10_000) {
             let puts = store

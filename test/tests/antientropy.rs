@@ -4,7 +4,7 @@
 
 mod support;
 
-use common::storage::redb_engine::RedbStore;
+use common::storage::log_engine::LogStore;
 use common::storage::{Expect, Put, Record, Store};
 use common::topology::Service;
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ async fn a_store_altered_behind_the_systems_back_is_repaired() {
     let victim = 1;
     c.kill(Node::Replica(Service::Stock, victim));
     {
-        let store = RedbStore::open(&c.data_dir(Service::Stock, victim).join("store.redb")).unwrap();
+        let store = LogStore::open(&c.data_dir(Service::Stock, victim).join("log")).unwrap();
         // The same document with another stock, stored under `version`.
         let alter = |r: Record, version, stock: i64| {
             let mut body: serde_json::Value = serde_json::from_str(&r.body).unwrap();

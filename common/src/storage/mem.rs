@@ -1,23 +1,105 @@
-//! The in-memory engine: a sorted map behind a mutex. For tests; not durable.
+//! The in-memory engine: [`Docs`] behind a mutex. For tests; not durable. [`Docs`] is also
+//! what the log engine keeps in memory (`super::log_engine`): that engine is this one plus a
+//! log on disk.
 
-use super::{check_same_version, condition_holds, KeyVersion, Put, Record, Store, StoreResult};
-use crate::digest::{bucket_of, Digests};
+use super::{check_same_state, condition_holds, KeyVersion, Put, Record, Store, StoreResult};
+use crate::digest::{bucket_of, Digests, Hash};
 use crate::version::Version;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+/// A stored record and the bucket of its key (so bucket listings hash nothing).
+struct Entry {
+    record: Record,
+    bucket: u8,
+}
+
+/// Documents in key order, their bucket digests and the meta values, all in memory.
 #[derive(Default)]
-struct Inner {
-    docs: BTreeMap<String, Record>,
+pub(super) struct Docs {
+    map: BTreeMap<String, Entry>,
     digests: Digests,
     meta: HashMap<String, Vec<u8>>,
+}
+
+impl Docs {
+    /// Which of `puts` apply, in order, without changing anything: each put is checked
+    /// against the stored version, or against the put of the same key before it that
+    /// applied.
+    pub(super) fn decide(&self, puts: &[Put]) -> Vec<bool> {
+        let mut earlier: HashMap<&str, (Version, Hash)> = HashMap::new();
+        puts.iter()
+            .map(|put| {
+                let r = &put.record;
+                let stored = earlier
+                    .get(r.key.as_str())
+                    .copied()
+                    .or_else(|| self.map.get(&r.key).map(|e| (e.record.version, e.record.hash)));
+                if let Some((version, hash)) = &stored {
+                    check_same_state(&r.key, *version, hash, r);
+                }
+                let applies = condition_holds(put.expect, stored.map(|s| s.0).unwrap_or(Version::ZERO), r.version);
+                if applies {
+                    earlier.insert(&r.key, (r.version, r.hash));
+                }
+                applies
+            })
+            .collect()
+    }
+
+    /// Stores a record (decided to apply, or replayed) and counts it in the digests.
+    pub(super) fn store(&mut self, record: Record) {
+        let bucket = bucket_of(&record.key);
+        let old = self.map.get(&record.key).map(|e| e.record.hash);
+        self.digests.replace_in(bucket, old.as_ref(), &record.hash);
+        self.map.insert(record.key.clone(), Entry { record, bucket });
+    }
+
+    pub(super) fn get(&self, key: &str) -> Option<Record> {
+        self.map.get(key).map(|e| e.record.clone())
+    }
+
+    pub(super) fn digests(&self) -> Digests {
+        self.digests.clone()
+    }
+
+    /// Keys, versions and hashes of the documents in `buckets`, in key order.
+    pub(super) fn buckets(&self, buckets: &[u8]) -> Vec<KeyVersion> {
+        let mut wanted = [false; crate::digest::BUCKETS];
+        for b in buckets {
+            wanted[*b as usize] = true;
+        }
+        self.map
+            .values()
+            .filter(|e| wanted[e.bucket as usize])
+            .map(|e| KeyVersion { key: e.record.key.clone(), version: e.record.version, hash: e.record.hash })
+            .collect()
+    }
+
+    /// Up to `limit` records with keys greater than `after`, in key order.
+    pub(super) fn scan(&self, after: Option<&str>, limit: usize) -> Vec<Record> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        self.map.range::<str, _>((lower, Bound::Unbounded)).take(limit).map(|(_, e)| e.record.clone()).collect()
+    }
+
+    pub(super) fn meta(&self, name: &str) -> Option<Vec<u8>> {
+        self.meta.get(name).cloned()
+    }
+
+    pub(super) fn set_meta(&mut self, name: String, value: Vec<u8>) {
+        self.meta.insert(name, value);
+    }
 }
 
 /// In-memory store.
 #[derive(Default)]
 pub struct MemStore {
-    inner: Mutex<Inner>,
+    docs: Mutex<Docs>,
 }
 
 impl MemStore {
@@ -34,61 +116,47 @@ impl Store for MemStore {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Record>> {
-        Ok(self.inner.lock().unwrap().docs.get(key).cloned())
+        Ok(self.docs.lock().unwrap().get(key))
+    }
+
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Record>>> {
+        let docs = self.docs.lock().unwrap();
+        Ok(keys.iter().map(|k| docs.get(k)).collect())
     }
 
     async fn write(&self, puts: Vec<Put>) -> StoreResult<Vec<bool>> {
-        let mut inner = self.inner.lock().unwrap();
-        let inner = &mut *inner;
-        let mut applied = Vec::with_capacity(puts.len());
-        for put in puts {
-            let stored = inner.docs.get(&put.record.key);
-            let stored_version = stored.map(|r| r.version).unwrap_or(Version::ZERO);
-            if let Some(s) = stored {
-                check_same_version(s, &put.record);
+        let mut docs = self.docs.lock().unwrap();
+        let applied = docs.decide(&puts);
+        for (put, applies) in puts.into_iter().zip(&applied) {
+            if *applies {
+                docs.store(put.record);
             }
-            if !condition_holds(put.expect, stored_version, put.record.version) {
-                applied.push(false);
-                continue;
-            }
-            let old_hash = stored.map(|r| r.hash);
-            inner.digests.replace(&put.record.key, old_hash.as_ref(), &put.record.hash);
-            inner.docs.insert(put.record.key.clone(), put.record);
-            applied.push(true);
         }
         Ok(applied)
     }
 
     async fn digests(&self) -> StoreResult<Digests> {
-        Ok(self.inner.lock().unwrap().digests.clone())
+        Ok(self.docs.lock().unwrap().digests())
     }
 
     async fn bucket(&self, bucket: u8) -> StoreResult<Vec<KeyVersion>> {
-        let inner = self.inner.lock().unwrap();
-        Ok(inner
-            .docs
-            .values()
-            .filter(|r| bucket_of(&r.key) == bucket)
-            .map(|r| KeyVersion { key: r.key.clone(), version: r.version, hash: r.hash })
-            .collect())
+        Ok(self.docs.lock().unwrap().buckets(&[bucket]))
+    }
+
+    async fn buckets(&self, buckets: &[u8]) -> StoreResult<Vec<KeyVersion>> {
+        Ok(self.docs.lock().unwrap().buckets(buckets))
     }
 
     async fn scan(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Record>> {
-        use std::ops::Bound;
-        let inner = self.inner.lock().unwrap();
-        let lower = match after {
-            Some(a) => Bound::Excluded(a.to_string()),
-            None => Bound::Unbounded,
-        };
-        Ok(inner.docs.range((lower, Bound::Unbounded)).take(limit).map(|(_, r)| r.clone()).collect())
+        Ok(self.docs.lock().unwrap().scan(after, limit))
     }
 
     async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.inner.lock().unwrap().meta.get(name).cloned())
+        Ok(self.docs.lock().unwrap().meta(name))
     }
 
     async fn put_meta(&self, name: &str, value: Vec<u8>) -> StoreResult<()> {
-        self.inner.lock().unwrap().meta.insert(name.to_string(), value);
+        self.docs.lock().unwrap().set_meta(name.to_string(), value);
         Ok(())
     }
 }
@@ -101,5 +169,29 @@ mod tests {
     async fn conformance() {
         super::super::conformance::run_all(|| async { std::sync::Arc::new(MemStore::new()) as super::super::DynStore })
             .await;
+    }
+
+    fn put(expect: super::super::Expect, key: &str, seq: u64, body: &str) -> Put {
+        Put { expect, record: Record::new(key.into(), Version { epoch: 1, seq }, body.into()) }
+    }
+
+    #[test]
+    fn a_put_is_decided_against_the_earlier_put_of_its_key() {
+        use super::super::Expect::{Exactly, Older};
+        let mut docs = Docs::default();
+        docs.store(put(Older, "a", 1, "one").record);
+        let v = |seq| Version { epoch: 1, seq };
+        let puts = [
+            put(Exactly(v(1)), "a", 2, "two"),
+            // Sees "a" at 2 (the put before), not the stored 1.
+            put(Exactly(v(1)), "a", 3, "no"),
+            put(Exactly(v(2)), "a", 3, "three"),
+            put(Older, "b", 1, "b"),
+            put(Older, "b", 1, "b again"),
+        ];
+        assert_eq!(docs.decide(&puts), vec![true, false, true, true, false]);
+        // Deciding changed nothing.
+        assert_eq!(docs.get("a").unwrap().body, "one");
+        assert_eq!(docs.get("b"), None);
     }
 }

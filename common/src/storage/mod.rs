@@ -8,12 +8,15 @@
 //! primary applies a write as one atomic conditional update" and "replicas apply a state only
 //! if its version is higher".
 //!
-//! Engines: [`mem::MemStore`] (tests), [`redb_engine::RedbStore`] (embedded, durable, the
-//! default for local runs), [`mongo::MongoStore`] (MongoDB, one database per replica: the
+//! Engines: [`mem::MemStore`] (tests), [`log_engine::LogStore`] (embedded, durable, the
+//! default for local runs), [`redb_engine::RedbStore`] (embedded, durable, the default before
+//! the log engine), [`mongo::MongoStore`] (MongoDB, one database per replica: the
 //! container deployments, and `cluster up --engine mongo`). Every engine passes
 //! [`conformance`].
 
 pub mod conformance;
+pub mod frame;
+pub mod log_engine;
 pub mod mem;
 pub mod mongo;
 pub mod redb_engine;
@@ -159,20 +162,23 @@ pub fn condition_holds(expect: Expect, stored: Version, new: Version) -> bool {
 /// Logs loudly when a replicated state arrives with the version of a different stored state:
 /// two states under one version means two primaries wrote in one epoch, which is a bug.
 pub fn check_same_version(stored: &Record, incoming: &Record) {
-    if stored.version == incoming.version && stored.hash != incoming.hash {
+    check_same_state(&stored.key, stored.version, &stored.hash, incoming);
+}
+
+/// [`check_same_version`] for a stored state known by its version and hash.
+pub fn check_same_state(key: &str, version: Version, hash: &Hash, incoming: &Record) {
+    if version == incoming.version && *hash != incoming.hash {
         log::error!(
-            "BUG: key {} has two different states at version {} (stored {:?}, incoming {:?})",
-            stored.key,
-            stored.version,
-            stored.hash,
+            "BUG: key {key} has two different states at version {version} (stored {hash:?}, incoming {:?})",
             incoming.hash
         );
     }
 }
 
-/// Opens the engine a replica's settings name: `redb` (a file `store.redb` in `data_dir`,
-/// created with its folder if missing), `memory`, or `mongo` (the database `database` on the
-/// server at `mongo_uri`; `data_dir` is not used).
+/// Opens the engine a replica's settings name: `log` (the folder `log` in `data_dir`, created
+/// with its parents if missing), `redb` (a file `store.redb` in `data_dir`, likewise),
+/// `memory`, or `mongo` (the database `database` on the server at `mongo_uri`; `data_dir` is
+/// not used).
 pub async fn open_engine(
     engine: &str,
     data_dir: &std::path::Path,
@@ -181,6 +187,7 @@ pub async fn open_engine(
 ) -> StoreResult<DynStore> {
     match engine {
         "memory" => Ok(Arc::new(mem::MemStore::new())),
+        "log" => Ok(Arc::new(log_engine::LogStore::open(&data_dir.join("log"))?)),
         "redb" => {
             std::fs::create_dir_all(data_dir).map_err(StoreError::of)?;
             Ok(Arc::new(redb_engine::RedbStore::open(&data_dir.join("store.redb"))?))

@@ -48,12 +48,12 @@
 //! per interval rather than once per group. The file does not shrink for it: the engines
 //! benchmark's 100k-document store is 129 MB after its run, as with a `None` commit per group.
 //!
-//! Log frame: `u32` payload length, `u64` generation, 16 bytes of blake3 over the length,
-//! generation and payload, then the payload: entries of `u8` kind (doc or meta), `u32` key
-//! length, key, `u32` value length, value (a doc's value is its stored encoding). All
-//! integers little-endian.
+//! Log frames are those of [`super::frame`], tagged with the generation.
 
-use super::{check_same_version, condition_holds, KeyVersion, Put, Record, Store, StoreError, StoreResult};
+use super::frame::{
+    decode, decode_head, encode, entries, new_frame, push_entry, read_log, seal, ENTRY_DOC, FRAME_HEAD,
+};
+use super::{check_same_state, condition_holds, KeyVersion, Put, Record, Store, StoreError, StoreResult};
 use crate::digest::{bucket_of, Digests, Hash};
 use crate::version::Version;
 use async_trait::async_trait;
@@ -108,11 +108,6 @@ impl Default for SyncPolicy {
     }
 }
 
-const ENTRY_DOC: u8 = 1;
-const ENTRY_META: u8 = 2;
-/// Frame header: payload length (4), generation (8), checksum (16).
-const FRAME_HEAD: usize = 28;
-
 enum Job {
     Docs(Vec<Put>, oneshot::Sender<StoreResult<Vec<bool>>>),
     Meta(String, Vec<u8>, oneshot::Sender<StoreResult<()>>),
@@ -138,32 +133,6 @@ impl Drop for RedbStore {
     }
 }
 
-fn encode(r: &Record) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + r.body.len());
-    out.extend_from_slice(&r.version.epoch.to_le_bytes());
-    out.extend_from_slice(&r.version.seq.to_le_bytes());
-    out.extend_from_slice(&r.hash.0);
-    out.extend_from_slice(r.body.as_bytes());
-    out
-}
-
-fn decode_head(v: &[u8]) -> StoreResult<(Version, Hash)> {
-    if v.len() < 48 {
-        return Err(StoreError("short record".into()));
-    }
-    let epoch = u64::from_le_bytes(v[0..8].try_into().unwrap());
-    let seq = u64::from_le_bytes(v[8..16].try_into().unwrap());
-    let mut h = [0u8; 32];
-    h.copy_from_slice(&v[16..48]);
-    Ok((Version { epoch, seq }, Hash(h)))
-}
-
-fn decode(key: &str, v: &[u8]) -> StoreResult<Record> {
-    let (version, hash) = decode_head(v)?;
-    let body = String::from_utf8(v[48..].to_vec()).map_err(StoreError::of)?;
-    Ok(Record { key: key.to_string(), version, hash, body })
-}
-
 // ---------------------------------------------------------------------------------------------
 // The write-ahead log
 // ---------------------------------------------------------------------------------------------
@@ -173,100 +142,6 @@ pub fn log_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(".wal");
     PathBuf::from(p)
-}
-
-/// A frame being built: header space first, entries appended, header filled by [`seal`].
-fn new_frame() -> Vec<u8> {
-    vec![0u8; FRAME_HEAD]
-}
-
-fn push_entry(frame: &mut Vec<u8>, kind: u8, key: &str, value: &[u8]) {
-    frame.push(kind);
-    frame.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    frame.extend_from_slice(key.as_bytes());
-    frame.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    frame.extend_from_slice(value);
-}
-
-fn checksum(head: &[u8], payload: &[u8]) -> [u8; 16] {
-    let mut h = blake3::Hasher::new();
-    h.update(head);
-    h.update(payload);
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    out
-}
-
-/// Fills in the header of a frame built with [`new_frame`] and [`push_entry`].
-fn seal(frame: &mut [u8], generation: u64) {
-    let len = (frame.len() - FRAME_HEAD) as u32;
-    frame[0..4].copy_from_slice(&len.to_le_bytes());
-    frame[4..12].copy_from_slice(&generation.to_le_bytes());
-    let sum = checksum(&frame[0..12], &frame[FRAME_HEAD..]);
-    frame[12..FRAME_HEAD].copy_from_slice(&sum);
-}
-
-/// What [`read_log`] found.
-struct LogContents<'a> {
-    /// Payloads of the complete frames of the wanted generation, in log order.
-    frames: Vec<&'a [u8]>,
-    /// Complete frames of other generations (already in redb).
-    stale: usize,
-    /// Bytes after the last complete frame (a frame cut by a kill, or garbage).
-    torn: usize,
-}
-
-/// Splits a log into frames; the first incomplete or corrupt frame ends it.
-fn read_log(bytes: &[u8], generation: u64) -> LogContents<'_> {
-    let mut out = LogContents { frames: Vec::new(), stale: 0, torn: 0 };
-    let mut at = 0;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        if rest.len() < FRAME_HEAD {
-            break;
-        }
-        let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
-        if rest.len() - FRAME_HEAD < len {
-            break;
-        }
-        let payload = &rest[FRAME_HEAD..FRAME_HEAD + len];
-        if checksum(&rest[0..12], payload) != rest[12..FRAME_HEAD] {
-            break;
-        }
-        if u64::from_le_bytes(rest[4..12].try_into().unwrap()) == generation {
-            out.frames.push(payload);
-        } else {
-            out.stale += 1;
-        }
-        at += FRAME_HEAD + len;
-    }
-    out.torn = bytes.len() - at;
-    out
-}
-
-/// The entries of a frame's payload: (kind, key, value).
-fn entries(mut p: &[u8]) -> StoreResult<Vec<(u8, &str, &[u8])>> {
-    fn take<'a>(p: &mut &'a [u8], n: usize) -> StoreResult<&'a [u8]> {
-        if p.len() < n {
-            return Err(StoreError("write-ahead log: a checksummed frame is malformed".into()));
-        }
-        let (head, rest) = p.split_at(n);
-        *p = rest;
-        Ok(head)
-    }
-    let mut out = Vec::new();
-    while !p.is_empty() {
-        let kind = take(&mut p, 1)?[0];
-        let klen = u32::from_le_bytes(take(&mut p, 4)?.try_into().unwrap()) as usize;
-        let key = std::str::from_utf8(take(&mut p, klen)?).map_err(StoreError::of)?;
-        let vlen = u32::from_le_bytes(take(&mut p, 4)?.try_into().unwrap()) as usize;
-        let value = take(&mut p, vlen)?;
-        if kind != ENTRY_DOC && kind != ENTRY_META {
-            return Err(StoreError(format!("write-ahead log: unknown entry kind {kind}")));
-        }
-        out.push((kind, key, value));
-    }
-    Ok(out)
 }
 
 /// The open log: appended to by the writer, truncated after each durable commit.
@@ -548,11 +423,8 @@ impl Writer {
                                 None => None,
                             }
                         };
-                        if let Some((version, hash)) = head {
-                            if version == r.version && hash != r.hash {
-                                let stored = Record { key: r.key.clone(), version, hash, body: String::new() };
-                                check_same_version(&stored, r);
-                            }
+                        if let Some((version, hash)) = &head {
+                            check_same_state(&r.key, *version, hash, r);
                         }
                         let stored_version = head.map(|h| h.0).unwrap_or(Version::ZERO);
                         if !condition_holds(put.expect, stored_version, r.version) {

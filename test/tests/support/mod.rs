@@ -37,10 +37,10 @@ pub struct TestCluster {
 /// Starts a cluster with `replicas` replicas and 2 coordinators per service, on the durable
 /// engine, with dead processes kept down (the scenarios restart them themselves).
 pub async fn start(replicas: usize) -> TestCluster {
-    start_on(replicas, "redb").await
+    start_on(replicas, "log").await
 }
 
-/// [`start`] on the storage engine `engine` (`redb`, `memory`, or `mongo`: one SecantusDB
+/// [`start`] on the storage engine `engine` (`log`, `redb`, `memory`, or `mongo`: one SecantusDB
 /// server per replica, which must be installed: scripts/install-deps.sh).
 pub async fn start_on(replicas: usize, engine: &str) -> TestCluster {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -1,14 +1,17 @@
-//! DESIGN section 7: "an acknowledged write survives the kill of any process". The redb
-//! engine acknowledges a write once it is in its write-ahead log and its in-memory overlay,
-//! and writes redb (durably) only on an interval; these tests kill a real writer with SIGKILL and
-//! check that every acknowledged write is there after a reopen.
+//! DESIGN section 7: "an acknowledged write survives the kill of any process". Both embedded
+//! engines acknowledge a write once it is in a log file, without a sync: the log engine
+//! (`log`) syncs its segments on an interval and compacts them in the background; the redb
+//! engine keeps the write in an in-memory overlay and writes redb (durably) only on an
+//! interval. These tests kill a real writer with SIGKILL and check that every acknowledged
+//! write is there after a reopen.
 //!
 //! The test binary runs itself as the child: `child_writer` does nothing unless
-//! `REDB_KILL_CHILD_DIR` is set.
+//! `STORE_KILL_CHILD_DIR` is set.
 
 use common::storage::conformance::digests_by_scan;
+use common::storage::log_engine::{LogPolicy, LogStore};
 use common::storage::redb_engine::{log_path, RedbStore, SyncPolicy};
-use common::storage::{Expect, Put, Record, Store};
+use common::storage::{DynStore, Expect, Put, Record};
 use common::Version;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -17,8 +20,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const DIR_VAR: &str = "REDB_KILL_CHILD_DIR";
-const MODE_VAR: &str = "REDB_KILL_CHILD_MODE";
+const DIR_VAR: &str = "STORE_KILL_CHILD_DIR";
+const MODE_VAR: &str = "STORE_KILL_CHILD_MODE";
+const ENGINE_VAR: &str = "STORE_KILL_CHILD_ENGINE";
 /// Tasks writing in the child.
 const TASKS: usize = 8;
 /// Writes per task in the `acked` mode.
@@ -30,21 +34,38 @@ fn say(line: &str) {
     out.flush().unwrap();
 }
 
+/// Opens `engine` (`log` or `redb`) in `dir`. Not `busy`: nothing is synced on an interval
+/// (an hour), so only what a kill leaves in the page cache can bring a write back. `busy`:
+/// the default sync interval; the log engine with small segments, so that it rotates and
+/// compacts while it is killed.
+fn open(engine: &str, dir: &Path, busy: bool) -> DynStore {
+    let hour = Duration::from_secs(3600);
+    match engine {
+        "log" => {
+            let policy = if busy {
+                LogPolicy { segment_limit: 64 << 10, ..LogPolicy::default() }
+            } else {
+                LogPolicy { interval: hour, ..LogPolicy::default() }
+            };
+            Arc::new(LogStore::open_with(&dir.join("log"), policy).unwrap())
+        }
+        _ => {
+            let policy =
+                if busy { SyncPolicy::default() } else { SyncPolicy { interval: hour, ..SyncPolicy::default() } };
+            Arc::new(RedbStore::open_with(&dir.join("store.redb"), policy).unwrap())
+        }
+    }
+}
+
 /// The child: opens the store and writes from [`TASKS`] tasks, printing `acked key seq`
-/// after each write returned. Mode `acked`: a sync interval of an hour (so nothing reaches
-/// redb's file durably before the kill), [`EACH`] writes per task, then `done` and a wait
-/// for the kill. Mode `busy`: the default sync policy, writing until killed.
+/// after each write returned. Mode `acked`: [`EACH`] writes per task, then `done` and a wait
+/// for the kill. Mode `busy`: writing until killed. See [`open`] for the sync policies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_writer() {
     let Some(dir) = std::env::var_os(DIR_VAR) else { return };
     let busy = std::env::var(MODE_VAR).as_deref() == Ok("busy");
-    let path = Path::new(&dir).join("store.redb");
-    let policy = if busy {
-        SyncPolicy::default()
-    } else {
-        SyncPolicy { interval: Duration::from_secs(3600), ..SyncPolicy::default() }
-    };
-    let store = Arc::new(RedbStore::open_with(&path, policy).unwrap());
+    let engine = std::env::var(ENGINE_VAR).unwrap();
+    let store = open(&engine, Path::new(&dir), busy);
     say("ready");
     let mut tasks = Vec::new();
     for t in 0..TASKS {
@@ -76,11 +97,12 @@ async fn child_writer() {
 
 /// Runs the child on `dir`, kills it with SIGKILL once `until` says so, and returns the
 /// highest acknowledged seq per key.
-fn run_and_kill(dir: &Path, mode: &str, until: impl Fn(&str, Instant) -> bool) -> HashMap<String, u64> {
+fn run_and_kill(engine: &str, dir: &Path, mode: &str, until: impl Fn(&str, Instant) -> bool) -> HashMap<String, u64> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["child_writer", "--exact", "--nocapture", "--test-threads=1"])
         .env(DIR_VAR, dir)
         .env(MODE_VAR, mode)
+        .env(ENGINE_VAR, engine)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -112,8 +134,8 @@ fn run_and_kill(dir: &Path, mode: &str, until: impl Fn(&str, Instant) -> bool) -
 }
 
 /// Reopens the store and counts the acknowledged writes that are missing.
-async fn missing_after_reopen(dir: &Path, acked: &HashMap<String, u64>) -> usize {
-    let store = RedbStore::open(&dir.join("store.redb")).unwrap();
+async fn missing_after_reopen(engine: &str, dir: &Path, acked: &HashMap<String, u64>) -> usize {
+    let store = open(engine, dir, true);
     let mut missing = 0;
     for (k, seq) in acked {
         match store.get(k).await.unwrap() {
@@ -121,30 +143,57 @@ async fn missing_after_reopen(dir: &Path, acked: &HashMap<String, u64>) -> usize
             _ => missing += 1,
         }
     }
-    assert!(store.digests().await.unwrap() == digests_by_scan(&store).await, "digests differ from a scan");
+    assert!(store.digests().await.unwrap() == digests_by_scan(&*store).await, "digests differ from a scan");
     missing
 }
 
 /// Every write is acknowledged before the kill and none has been synced to redb's file: only
 /// the log brings them back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_writes_survive_kill_9() {
+async fn redb_acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let acked = run_and_kill(dir.path(), "acked", |line, _| line == "done");
+    let acked = run_and_kill("redb", dir.path(), "acked", |line, _| line == "done");
     let total: u64 = acked.values().map(|_| 1).sum();
     assert_eq!(total, (TASKS as u64) * EACH.div_ceil(3));
     let log = std::fs::metadata(log_path(&dir.path().join("store.redb"))).unwrap().len();
     assert!(log > 0, "the acknowledged writes are in the log, waiting for a durable commit");
-    let missing = missing_after_reopen(dir.path(), &acked).await;
+    let missing = missing_after_reopen("redb", dir.path(), &acked).await;
     assert_eq!(missing, 0, "{missing} of {total} acknowledged keys lost or older after kill -9");
 }
 
 /// The same under the default sync policy, killed in the middle of its work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_writes_survive_kill_9_mid_work() {
+async fn redb_acknowledged_writes_survive_kill_9_mid_work() {
     let dir = tempfile::tempdir().unwrap();
-    let acked = run_and_kill(dir.path(), "busy", |_, t0| t0.elapsed() > Duration::from_millis(700));
+    let acked = run_and_kill("redb", dir.path(), "busy", |_, t0| t0.elapsed() > Duration::from_millis(700));
     assert!(!acked.is_empty());
-    let missing = missing_after_reopen(dir.path(), &acked).await;
+    let missing = missing_after_reopen("redb", dir.path(), &acked).await;
+    assert_eq!(missing, 0, "{missing} of {} acknowledged keys lost or older after kill -9", acked.len());
+}
+
+/// The log engine, with nothing synced before the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = run_and_kill("log", dir.path(), "acked", |line, _| line == "done");
+    let total: u64 = acked.values().map(|_| 1).sum();
+    assert_eq!(total, (TASKS as u64) * EACH.div_ceil(3));
+    let missing = missing_after_reopen("log", dir.path(), &acked).await;
+    assert_eq!(missing, 0, "{missing} of {total} acknowledged keys lost or older after kill -9");
+}
+
+/// The log engine killed in the middle of its work, with segments small enough that it
+/// rotates and compacts all along (the kill may cut a compaction short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_acknowledged_writes_survive_kill_9_while_compacting() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = run_and_kill("log", dir.path(), "busy", |_, t0| t0.elapsed() > Duration::from_millis(700));
+    assert!(!acked.is_empty());
+    let snapshots = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snapshot-"))
+        .count();
+    assert!(snapshots > 0, "the child compacted before it was killed");
+    let missing = missing_after_reopen("log", dir.path(), &acked).await;
     assert_eq!(missing, 0, "{missing} of {} acknowledged keys lost or older after kill -9", acked.len());
 }
