@@ -10,9 +10,10 @@
 //!   `ENGINES_REDB_SYNC_MS=0` gives the behaviour before the log: one fsync per group.
 //! - `fjall`: fjall 2.x (an LSM tree with a journal) behind the same group-commit writer: one
 //!   write batch per drained group, committed with `PersistMode::SyncAll`.
-//! - `log`: a minimal append-only log file, one `fdatasync` per group, every document also kept
-//!   in memory. Not a candidate (no compaction, the whole data set in RAM, replays the whole
-//!   file at open): the lower bound of what any engine can do with one sync per group.
+//! - `log`: our [`LogStore`], exactly as the replicas use it (every document in memory, each
+//!   `write` call appended to the current log segment on the caller's thread, the segments
+//!   synced every 100 ms and compacted into snapshots in the background; see its module
+//!   docs). The default engine since it was measured here and in the whole cluster.
 //!
 //! Phases per engine, on a fresh temporary directory:
 //!
@@ -53,18 +54,18 @@
 
 use async_trait::async_trait;
 use common::digest::{bucket_of, Digests, Hash};
+use common::storage::log_engine::LogStore;
 use common::storage::redb_engine::{RedbStore, SyncPolicy, SYNC_INTERVAL};
 use common::storage::{
     check_same_version, condition_holds, conformance, DynStore, Expect, KeyVersion, Put, Record, Store, StoreError,
     StoreResult,
 };
 use common::Version;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -332,180 +333,6 @@ impl Store for FjallStore {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The lower bound: an append-only log, one fdatasync per group, everything also in memory
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct LogState {
-    docs: BTreeMap<String, Record>,
-    meta: HashMap<String, Vec<u8>>,
-    digests: Digests,
-}
-
-const FRAME_DOC: u8 = 0;
-const FRAME_META: u8 = 1;
-
-/// Frame: u32 length of the rest, u8 kind, u16 key length, key, value.
-fn frame(out: &mut Vec<u8>, kind: u8, key: &str, value: &[u8]) {
-    out.extend_from_slice(&((3 + key.len() + value.len()) as u32).to_le_bytes());
-    out.push(kind);
-    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(value);
-}
-
-/// Replays a log into memory; a torn last frame (a crash mid-append) ends the replay.
-/// Returns the state and the length of the valid prefix.
-fn replay(bytes: &[u8]) -> StoreResult<(LogState, usize)> {
-    let mut st = LogState::default();
-    let mut at = 0;
-    while at + 4 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        if len < 3 || at + 4 + len > bytes.len() {
-            break;
-        }
-        let f = &bytes[at + 4..at + 4 + len];
-        let klen = u16::from_le_bytes([f[1], f[2]]) as usize;
-        if 3 + klen > f.len() {
-            break;
-        }
-        let key = std::str::from_utf8(&f[3..3 + klen]).map_err(StoreError::of)?;
-        let value = &f[3 + klen..];
-        if f[0] == FRAME_DOC {
-            let r = decode(key, value)?;
-            let old = st.docs.get(key).map(|o| o.hash);
-            st.digests.replace(key, old.as_ref(), &r.hash);
-            st.docs.insert(key.to_string(), r);
-        } else {
-            st.meta.insert(key.to_string(), value.to_vec());
-        }
-        at += 4 + len;
-    }
-    Ok((st, at))
-}
-
-struct LogStore {
-    writer: GroupWriter,
-    state: Arc<RwLock<LogState>>,
-}
-
-impl LogStore {
-    fn open(dir: &Path) -> StoreResult<LogStore> {
-        std::fs::create_dir_all(dir).map_err(StoreError::of)?;
-        let path = dir.join("store.log");
-        let mut file =
-            std::fs::OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(StoreError::of)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(StoreError::of)?;
-        let (state, valid) = replay(&bytes)?;
-        if valid < bytes.len() {
-            // Cut a torn tail, or frames appended after it would never be replayed.
-            file.set_len(valid as u64).map_err(StoreError::of)?;
-            file.sync_data().map_err(StoreError::of)?;
-        }
-        let state = Arc::new(RwLock::new(state));
-        drop(bytes);
-        let wstate = state.clone();
-        let commit: CommitFn = Box::new(move |group: &[Job]| {
-            let mut buf = Vec::new();
-            let mut pending: HashMap<String, Record> = HashMap::new();
-            let mut outcomes = Vec::with_capacity(group.len());
-            {
-                let st = wstate.read().unwrap();
-                for job in group {
-                    match job {
-                        Job::Docs(puts, _) => {
-                            let mut applied = Vec::with_capacity(puts.len());
-                            for put in puts {
-                                let key = put.record.key.as_str();
-                                let stored = pending.get(key).or_else(|| st.docs.get(key));
-                                if decide(put, stored).is_some() {
-                                    frame(&mut buf, FRAME_DOC, key, &encode(&put.record));
-                                    pending.insert(key.to_string(), put.record.clone());
-                                    applied.push(true);
-                                } else {
-                                    applied.push(false);
-                                }
-                            }
-                            outcomes.push(applied);
-                        }
-                        Job::Meta(name, value, _) => {
-                            frame(&mut buf, FRAME_META, name, value);
-                            outcomes.push(Vec::new());
-                        }
-                    }
-                }
-            }
-            file.write_all(&buf).map_err(StoreError::of)?;
-            file.sync_data().map_err(StoreError::of)?;
-            // Durable now: make the group visible to readers.
-            let mut st = wstate.write().unwrap();
-            let st = &mut *st;
-            for (key, r) in pending {
-                let old = st.docs.get(&key).map(|o| o.hash);
-                st.digests.replace(&key, old.as_ref(), &r.hash);
-                st.docs.insert(key, r);
-            }
-            for job in group {
-                if let Job::Meta(name, value, _) = job {
-                    st.meta.insert(name.clone(), value.clone());
-                }
-            }
-            Ok(outcomes)
-        });
-        let writer = GroupWriter::start("log-writer", commit)?;
-        Ok(LogStore { writer, state })
-    }
-}
-
-#[async_trait]
-impl Store for LogStore {
-    fn engine(&self) -> &'static str {
-        "log"
-    }
-
-    async fn get(&self, key: &str) -> StoreResult<Option<Record>> {
-        Ok(self.state.read().unwrap().docs.get(key).cloned())
-    }
-
-    async fn write(&self, puts: Vec<Put>) -> StoreResult<Vec<bool>> {
-        self.writer.docs(puts).await
-    }
-
-    async fn digests(&self) -> StoreResult<Digests> {
-        Ok(self.state.read().unwrap().digests.clone())
-    }
-
-    async fn bucket(&self, bucket: u8) -> StoreResult<Vec<KeyVersion>> {
-        let st = self.state.read().unwrap();
-        Ok(st
-            .docs
-            .values()
-            .filter(|r| bucket_of(&r.key) == bucket)
-            .map(|r| KeyVersion { key: r.key.clone(), version: r.version, hash: r.hash })
-            .collect())
-    }
-
-    async fn scan(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Record>> {
-        use std::ops::Bound;
-        let st = self.state.read().unwrap();
-        let lower = match after {
-            Some(a) => Bound::Excluded(a.to_string()),
-            None => Bound::Unbounded,
-        };
-        Ok(st.docs.range((lower, Bound::Unbounded)).take(limit).map(|(_, r)| r.clone()).collect())
-    }
-
-    async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.state.read().unwrap().meta.get(name).cloned())
-    }
-
-    async fn put_meta(&self, name: &str, value: Vec<u8>) -> StoreResult<()> {
-        self.writer.meta(name, value).await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Workload
 // ---------------------------------------------------------------------------------------------
 
@@ -562,7 +389,7 @@ fn opener(engine: &str) -> OpenFn {
             Ok(Arc::new(RedbStore::open_with(&dir.join("store.redb"), policy)?) as DynStore)
         }),
         "fjall" => Box::new(|dir: &Path| Ok(Arc::new(FjallStore::open(dir)?) as DynStore)),
-        "log" => Box::new(|dir: &Path| Ok(Arc::new(LogStore::open(dir)?) as DynStore)),
+        "log" => Box::new(|dir: &Path| Ok(Arc::new(LogStore::open(&dir.join("log"))?) as DynStore)),
         other => panic!("unknown engine '{other}' (redb, fjall, log)"),
     }
 }
