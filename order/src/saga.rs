@@ -138,16 +138,24 @@ pub async fn drive(
                 write(next, progress.clone(), None).await?;
             }
             Some(Phase::Reserving) => {
+                // All items at once: the steps travel together (one multi call per stock
+                // coordinator) and the checkout waits for one round trip, not one per item.
+                let tx = tx.as_str();
+                let steps = futures::future::join_all(
+                    order
+                        .items
+                        .iter()
+                        .map(|(item, qty)| answered("reserve", move || participants.reserve(item, *qty, tx))),
+                )
+                .await;
                 let mut undo = Undo { items: vec![], refund: true };
                 let mut refused = None;
-                for (item, qty) in &order.items {
-                    let (step, unsure) = answered("reserve", || participants.reserve(item, *qty, &tx)).await;
+                for ((item, _), (step, unsure)) in order.items.iter().zip(steps) {
                     if step == Step::Done || unsure {
                         undo.items.push(item.clone());
                     }
                     if let Step::Refused(reason) = step {
-                        refused = Some(reason);
-                        break;
+                        refused.get_or_insert(reason);
                     }
                 }
                 match refused {
@@ -322,6 +330,18 @@ mod tests {
         // needs nothing.
         let calls = fake.calls.lock().unwrap().clone();
         assert_eq!(&calls[3..], &["release a o#1", "refund u o#1"]);
+    }
+
+    #[tokio::test]
+    async fn items_are_reserved_together_and_a_refusal_releases_the_others() {
+        // Item a is refused, b (asked at the same time) is taken and must be put back.
+        let (table, fake) = setup(100, 0, 5).await;
+        let r = checkout(&table, &fake, "r1").await;
+        assert_eq!((r.status, r.body.as_str()), (400, "not enough stock"));
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(calls, vec!["pay u 13 o#1", "reserve a 1 o#1", "reserve b 2 o#1", "release b o#1", "refund u o#1"]);
+        assert_eq!(fake.stock.lock().unwrap()["b"], 5);
+        assert_eq!(fake.credit.lock().unwrap()["u"], 100);
     }
 
     #[tokio::test]
