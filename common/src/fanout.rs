@@ -6,13 +6,69 @@
 //! queue (up to a cap), sends their records in one `/internal/replicate` request, and tells
 //! every job the outcome. Batches to one peer may overtake each other; that is safe because
 //! peers apply a state only if its version is higher than theirs.
+//!
+//! The request body is binary: one frame of the store's log format ([`crate::storage::frame`]),
+//! tagged with the batch's epoch, holding a document entry per record. A write's records are
+//! encoded once ([`Encoded`]) and the frame of a batch is their concatenation, whatever the
+//! number of peers; the peer reads the records back with [`decode_batch`]. JSON cost a
+//! record a hex encoding of its hash and an escaped copy of its body on the primary, and the
+//! reverse on every peer.
 
 use crate::batching::BatchQueue;
+use crate::node::ReplicateBatch;
+use crate::storage::frame::{decode, entries, push_doc, read_frame, seal, ENTRY_DOC, FRAME_HEAD};
 use crate::storage::Record;
 use crate::wire::{EPOCH, SECRET};
-use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::oneshot;
+
+/// The media type of a replicate request's body.
+pub const BATCH_TYPE: &str = "application/octet-stream";
+
+/// Records encoded once as frame entries, to be sent to every peer.
+#[derive(Debug)]
+pub struct Encoded {
+    records: usize,
+    entries: Vec<u8>,
+}
+
+impl Encoded {
+    /// Encodes `records` as document entries.
+    pub fn new(records: &[Record]) -> Encoded {
+        let mut entries = Vec::with_capacity(records.iter().map(|r| 60 + r.key.len() + r.body.len()).sum());
+        for r in records {
+            push_doc(&mut entries, r);
+        }
+        Encoded { records: records.len(), entries }
+    }
+}
+
+/// The body of a replicate request: one frame tagged `epoch` with the given entries.
+fn batch_body<'a>(epoch: u64, parts: impl Iterator<Item = &'a Encoded> + Clone) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME_HEAD + parts.clone().map(|p| p.entries.len()).sum::<usize>());
+    frame.resize(FRAME_HEAD, 0);
+    for p in parts {
+        frame.extend_from_slice(&p.entries);
+    }
+    seal(&mut frame, epoch);
+    frame
+}
+
+/// Reads a replicate request's body: exactly one intact frame of document entries.
+pub fn decode_batch(body: &[u8]) -> Result<ReplicateBatch, String> {
+    let (epoch, payload, rest) = read_frame(body).ok_or("not an intact frame")?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the frame", rest.len()));
+    }
+    let mut records = Vec::new();
+    for (kind, key, value) in entries(payload).map_err(|e| e.to_string())? {
+        if kind != ENTRY_DOC {
+            return Err(format!("entry of kind {kind} in a batch"));
+        }
+        records.push(decode(key, value).map_err(|e| e.to_string())?);
+    }
+    Ok(ReplicateBatch { epoch, records })
+}
 
 /// Requests in flight to one peer at once. One: the writes made while a batch is on its way
 /// wait and go together in the next one, so under load a batch carries many states, and an
@@ -43,15 +99,8 @@ impl std::fmt::Display for SendError {
 
 struct Job {
     epoch: u64,
-    records: Arc<Vec<Record>>,
+    records: Arc<Encoded>,
     done: oneshot::Sender<Result<(), SendError>>,
-}
-
-/// The wire shape of [`crate::node::ReplicateBatch`], borrowing the records.
-#[derive(Serialize)]
-struct BatchRef<'a> {
-    epoch: u64,
-    records: Vec<&'a Record>,
 }
 
 /// The batching link to one peer. Its sender starts on the first send, on the runtime of the
@@ -73,7 +122,7 @@ impl PeerLink {
     }
 
     /// Sends states made under `epoch` and waits for the peer's acknowledgement.
-    pub async fn send(&self, epoch: u64, records: Arc<Vec<Record>>) -> Result<(), SendError> {
+    pub async fn send(&self, epoch: u64, records: Arc<Encoded>) -> Result<(), SendError> {
         let (done, wait) = oneshot::channel();
         let job = Job { epoch, records, done };
         self.queue
@@ -81,7 +130,7 @@ impl PeerLink {
                 job,
                 SENDERS_PER_PEER,
                 MAX_BATCH_RECORDS,
-                |j| j.records.len(),
+                |j| j.records.records,
                 || {
                     let (peer, url, http, secret) =
                         (self.peer, self.url.clone(), self.http.clone(), self.secret.clone());
@@ -110,9 +159,9 @@ async fn send_group(
         let epoch = group[0].epoch;
         let split = group.iter().position(|j| j.epoch != epoch).unwrap_or(group.len());
         let rest = group.split_off(split);
-        let body = BatchRef { epoch, records: group.iter().flat_map(|j| j.records.iter()).collect() };
+        let body = batch_body(epoch, group.iter().map(|j| &*j.records));
         let outcome = match url {
-            Ok(url) => send_batch(peer, http, url, secret, &body).await,
+            Ok(url) => send_batch(peer, http, url, secret, epoch, body).await,
             Err(e) => Err(SendError::Failed(format!("replica {peer}: bad address: {e}"))),
         };
         for job in group {
@@ -128,9 +177,16 @@ async fn send_batch(
     http: &reqwest::Client,
     url: &reqwest::Url,
     secret: &str,
-    body: &BatchRef<'_>,
+    epoch: u64,
+    body: Vec<u8>,
 ) -> Result<(), SendError> {
-    match http.post(url.clone()).header(SECRET, secret).header(EPOCH, body.epoch).json(body).send().await {
+    let request = http
+        .post(url.clone())
+        .header(SECRET, secret)
+        .header(EPOCH, epoch)
+        .header(reqwest::header::CONTENT_TYPE, BATCH_TYPE)
+        .body(body);
+    match request.send().await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) if r.status().as_u16() == crate::wire::STATUS_MISDIRECTED => match r.json().await {
             Ok(view) => Err(SendError::Stale(view)),
@@ -144,7 +200,6 @@ async fn send_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::ReplicateBatch;
     use crate::version::Version;
     use actix_web::{web, App, HttpResponse, HttpServer};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -157,11 +212,12 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = HttpServer::new(move || {
             let c = c.clone();
-            App::new().app_data(web::JsonConfig::default().limit(1 << 26)).route(
+            App::new().app_data(web::PayloadConfig::new(1 << 26)).route(
                 "/internal/replicate",
-                web::post().to(move |b: web::Json<ReplicateBatch>| {
+                web::post().to(move |b: web::Bytes| {
                     let c = c.clone();
                     async move {
+                        let b = decode_batch(&b).unwrap();
                         c.0.fetch_add(1, Ordering::SeqCst);
                         c.1.fetch_add(b.records.len(), Ordering::SeqCst);
                         HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
@@ -177,8 +233,27 @@ mod tests {
         (format!("http://{addr}"), counts)
     }
 
-    fn recs(i: usize) -> Arc<Vec<Record>> {
-        Arc::new(vec![Record::new(format!("k{i}"), Version { epoch: 1, seq: 1 }, "{}".into())])
+    fn recs(i: usize) -> Arc<Encoded> {
+        Arc::new(Encoded::new(&[Record::new(format!("k{i}"), Version { epoch: 1, seq: 1 }, "{}".into())]))
+    }
+
+    #[test]
+    fn a_batch_reads_back_as_its_records() {
+        let v = |seq| Version { epoch: 3, seq };
+        let a = [Record::new("a".into(), v(1), r#"{"x":"\"quoted\""}"#.into())];
+        let b = [Record::new("b".into(), v(2), "{}".into()), Record::new("c".into(), v(7), "[1]".into())];
+        let body = batch_body(9, [Encoded::new(&a), Encoded::new(&b)].iter());
+        let batch = decode_batch(&body).unwrap();
+        assert_eq!(batch.epoch, 9);
+        assert_eq!(batch.records, [&a[..], &b[..]].concat());
+        assert!(batch.records.iter().all(Record::hash_ok));
+        // Cut, extended or altered bodies are refused.
+        assert!(decode_batch(&body[..body.len() - 1]).is_err());
+        assert!(decode_batch(&[&body[..], b"x"].concat()).is_err());
+        let mut bad = body.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(decode_batch(&bad).is_err());
+        assert!(decode_batch(b"").is_err());
     }
 
     #[actix_web::test]

@@ -6,13 +6,12 @@
 //! and answers only after all of them acknowledged. Peers apply a state only if its version
 //! is higher than what they hold.
 
-use crate::fanout::{PeerLink, SendError, MAX_BATCH_RECORDS};
+use crate::fanout::{Encoded, PeerLink, SendError, MAX_BATCH_RECORDS};
 use crate::lease::Leases;
 use crate::paxos::{self, AcceptorState};
 use crate::storage::{DynStore, Expect, Put, Record, StoreError};
 use crate::topology::Service;
 use crate::wire::View;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -72,8 +71,9 @@ pub enum NodeError {
     Misdirected(Misdirected),
 }
 
-/// A batch of replicated states, as a primary sends it to a peer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A batch of replicated states, as a primary sends it to a peer (on the wire: see
+/// [`crate::fanout`]).
+#[derive(Clone, Debug)]
 pub struct ReplicateBatch {
     /// The sender's view epoch; peers refuse older epochs.
     pub epoch: u64,
@@ -278,7 +278,9 @@ impl Node {
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             sent += page.len();
-            link.send(self.epoch(), Arc::new(page)).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            link.send(self.epoch(), Arc::new(Encoded::new(&page)))
+                .await
+                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
         }
         Ok(sent)
     }
@@ -378,7 +380,7 @@ impl Node {
     /// failed is out of the view (the remaining members all acknowledged).
     async fn fan_out(&self, records: Vec<Record>) -> Result<(), NodeError> {
         // A bulk write (batch_init) travels in several requests of bounded size.
-        let chunks: Vec<Arc<Vec<Record>>> = records.chunks(MAX_BATCH_RECORDS).map(|c| Arc::new(c.to_vec())).collect();
+        let chunks: Vec<Arc<Encoded>> = records.chunks(MAX_BATCH_RECORDS).map(|c| Arc::new(Encoded::new(c))).collect();
         for _ in 0..STALE_RESENDS {
             // Only a key's primary in the view the states travel under may send them: a
             // node deposed since it wrote them would have them acknowledged by peers that
@@ -435,7 +437,7 @@ impl Node {
     }
 
     /// Sends every chunk to every peer; the peers that did not acknowledge, with why.
-    async fn send_all(&self, view: &View, peers: &[u32], chunks: &[Arc<Vec<Record>>]) -> Vec<(u32, SendError)> {
+    async fn send_all(&self, view: &View, peers: &[u32], chunks: &[Arc<Encoded>]) -> Vec<(u32, SendError)> {
         let sends = peers.iter().map(|&id| async move {
             let Some(link) = self.links.get(&id) else {
                 return Err((id, SendError::Failed("no address".into())));

@@ -5,7 +5,7 @@
 //! A service supplies only a [`Handler`]: what each route does.
 
 use crate::metrics::{labels, Metrics};
-use crate::node::{Misdirected, Node, NodeError, ReplicateBatch};
+use crate::node::{Misdirected, Node, NodeError};
 use crate::reply::Reply;
 use crate::routing::{resolve, KeySource, Method, RouteError, Target};
 use crate::storage::Record;
@@ -292,12 +292,16 @@ async fn route_call(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> (Option<&'
     (Some(route), parts)
 }
 
-async fn replicate(req: HttpRequest, batch: web::Json<ReplicateBatch>, app: web::Data<ReplicaApp>) -> HttpResponse {
+async fn replicate(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
     if !authorized(&req, &app.secret) {
         return forbidden();
     }
+    let batch = match crate::fanout::decode_batch(&body) {
+        Ok(b) => b,
+        Err(e) => return HttpResponse::BadRequest().body(format!("replicate: {e}")),
+    };
     let n = batch.records.len() as u64;
-    match app.node.apply_replicated(batch.into_inner()).await {
+    match app.node.apply_replicated(batch).await {
         Ok(applied) => {
             app.metrics.add("replicated_states_total", labels(&[("applied", "true")]), applied as u64);
             app.metrics.add("replicated_states_total", labels(&[("applied", "false")]), n - applied as u64);

@@ -97,29 +97,34 @@ pub struct LogContents<'a> {
 /// Splits a log into frames; the first incomplete or corrupt frame ends it.
 pub fn read_log(bytes: &[u8], tag: u64) -> LogContents<'_> {
     let mut out = LogContents { frames: Vec::new(), stale: 0, torn: 0 };
-    let mut at = 0;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        if rest.len() < FRAME_HEAD {
-            break;
-        }
-        let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
-        if rest.len() - FRAME_HEAD < len {
-            break;
-        }
-        let payload = &rest[FRAME_HEAD..FRAME_HEAD + len];
-        if checksum(&rest[0..12], payload) != rest[12..FRAME_HEAD] {
-            break;
-        }
-        if u64::from_le_bytes(rest[4..12].try_into().unwrap()) == tag {
+    let mut rest = bytes;
+    while let Some((found, payload, after)) = read_frame(rest) {
+        if found == tag {
             out.frames.push(payload);
         } else {
             out.stale += 1;
         }
-        at += FRAME_HEAD + len;
+        rest = after;
     }
-    out.torn = bytes.len() - at;
+    out.torn = rest.len();
     out
+}
+
+/// The first frame of `bytes`, if it is intact: its tag, its payload and the bytes after it.
+pub fn read_frame(bytes: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    if bytes.len() < FRAME_HEAD {
+        return None;
+    }
+    let len = u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
+    if bytes.len() - FRAME_HEAD < len {
+        return None;
+    }
+    let payload = &bytes[FRAME_HEAD..FRAME_HEAD + len];
+    if checksum(&bytes[0..12], payload) != bytes[12..FRAME_HEAD] {
+        return None;
+    }
+    let tag = u64::from_le_bytes(bytes[4..12].try_into().unwrap());
+    Some((tag, payload, &bytes[FRAME_HEAD + len..]))
 }
 
 /// The entries of a frame's payload: (kind, key, value).
