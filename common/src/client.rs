@@ -29,11 +29,13 @@ pub struct Unavailable(pub String);
 
 /// An HTTP client for the cluster's internal hops (a node's peers, another service's
 /// coordinators), each request bounded by `timeout`. They are reached directly: no proxy,
-/// plain HTTP/1.1; `nodelay` turns Nagle's algorithm off; idle connections are dropped before
-/// the servers' keep-alive ends (`crate::wire::CLIENT_POOL_IDLE`).
+/// plain HTTP/1.1, no redirects followed (no internal endpoint redirects, and an answer that
+/// does is the peer's answer, not a reason to go elsewhere); `nodelay` turns Nagle's algorithm off; idle
+/// connections are dropped before the servers' keep-alive ends (`crate::wire::CLIENT_POOL_IDLE`).
 pub fn internal_http(timeout: Duration, nodelay: bool) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(64)
         .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
         .tcp_nodelay(nodelay)
