@@ -79,6 +79,23 @@ pub fn divergent_buckets(digests: &[(u32, Hash, Vec<Hash>)], voters: &[u32]) -> 
         .collect()
 }
 
+/// Of the `divergent` buckets, those whose digest changed on some replica between two
+/// readings a moment apart (`before`, `now`; a replica missing from either is not
+/// compared): a write to them was under way, and their difference may be nothing but its
+/// fan-out still travelling. A bucket that truly diverged and is not being written keeps
+/// its digests, and is not in flux.
+pub fn in_flux(divergent: &[u8], before: &[(u32, Hash, Vec<Hash>)], now: &[(u32, Hash, Vec<Hash>)]) -> Vec<u8> {
+    divergent
+        .iter()
+        .copied()
+        .filter(|&b| {
+            before
+                .iter()
+                .any(|(id, _, d1)| now.iter().any(|(id2, _, d2)| id == id2 && d1[b as usize] != d2[b as usize]))
+        })
+        .collect()
+}
+
 /// The repairs for listed buckets. `listings` holds every listed replica's entries (voters
 /// and learners); returns the repairs and the number of keys left for the next round because
 /// they were written during this one.
@@ -174,6 +191,29 @@ mod tests {
             let roots: Vec<(u32, Hash)> = roots.iter().map(|(id, x)| (*id, h(*x))).collect();
             assert_eq!(majority_root(&roots, &voters), want.map(h), "{roots:?}");
         }
+    }
+
+    #[test]
+    fn buckets_written_between_two_readings_are_in_flux() {
+        // Bucket 3 diverged on replica 2 and nothing writes it; bucket 5 differs because a
+        // write's fan-out was on its way (replica 1 got it between the readings); bucket 7
+        // keeps being written on every replica; replica 9 answered only the first reading.
+        let before = [
+            digests(0, &[(3, 1), (5, 2), (7, 1)]),
+            digests(1, &[(3, 1), (5, 1), (7, 1)]),
+            digests(2, &[(3, 9), (5, 2), (7, 1)]),
+            digests(9, &[(3, 4), (5, 2), (7, 1)]),
+        ];
+        let now = [
+            digests(0, &[(3, 1), (5, 2), (7, 3)]),
+            digests(1, &[(3, 1), (5, 2), (7, 3)]),
+            digests(2, &[(3, 9), (5, 2), (7, 3)]),
+        ];
+        let divergent = divergent_buckets(&before, &[0, 1, 2]);
+        assert_eq!(divergent, vec![3, 5]);
+        assert_eq!(in_flux(&divergent, &before, &now), vec![5]);
+        assert_eq!(in_flux(&[3, 5, 7], &before, &now), vec![5, 7]);
+        assert!(in_flux(&[3, 5, 7], &before, &before).is_empty());
     }
 
     #[test]

@@ -3,9 +3,19 @@
 //! replicas' bucket digests, list the divergent buckets, and repair per key as
 //! `common::antientropy::plan` decides. A round with nothing divergent reads no document:
 //! only the digests every replica keeps up to date with its writes.
+//!
+//! Under write load the digests of the replicas differ in many buckets only because some
+//! writes' fan-out is still on its way, and listing those buckets from every replica cost a
+//! round up to half a second of CPU on two cores and the cluster's p99 a spike every 10 s,
+//! to repair nothing (docs/performance.md). So an interval round that finds divergent
+//! buckets reads the digests again [`FLUX_WAIT`] later and leaves the buckets whose digests
+//! changed in between ([`common::antientropy::in_flux`]) for the next round; a bucket left
+//! [`MAX_FLUX_ROUNDS`] rounds in a row is listed anyway, so a divergence in a bucket that is
+//! written all the time is still repaired. Rounds after a re-join, and those an operator
+//! asks for, list every divergent bucket at once.
 
 use crate::state::Coordinator;
-use common::antientropy::{divergent_buckets, majority_root, plan, Entry, Repair};
+use common::antientropy::{divergent_buckets, in_flux, majority_root, plan, Entry, Repair};
 use common::digest::{Hash, BUCKETS};
 use common::metrics::labels;
 use common::storage::Record;
@@ -20,6 +30,18 @@ const ROUND_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Records per fetch or repair request.
 const CHUNK: usize = 1000;
+
+/// The reason of the periodic rounds (the only ones that leave buckets in flux).
+const INTERVAL: &str = "interval";
+
+/// Time between the two readings of the digests that tell buckets in flux: well above a
+/// fan-out's round trip under load, so that a difference made by writes on their way shows
+/// as a change.
+const FLUX_WAIT: Duration = Duration::from_millis(250);
+
+/// Interval rounds in a row a divergent bucket may be left in flux before it is listed
+/// anyway (a minute at the default interval).
+const MAX_FLUX_ROUNDS: u8 = 6;
 
 /// What one round found and did, as `/admin/status` shows it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -41,6 +63,10 @@ pub struct RoundReport {
     pub divergent_buckets: Vec<u8>,
     /// Of those, the buckets listed this round (at most `anti_entropy_max_buckets`).
     pub listed: Vec<u8>,
+    /// Divergent buckets left for the next round because they were being written (their
+    /// digests changed between two readings).
+    #[serde(default)]
+    pub in_flux: Vec<u8>,
     /// Replicas of the view whose digests or listing did not come.
     pub unanswered: Vec<u32>,
     /// Documents repaired (states applied on a replica).
@@ -90,7 +116,7 @@ impl Coordinator {
         loop {
             tick.tick().await;
             if self.leads().await {
-                self.anti_entropy_round("interval").await;
+                self.anti_entropy_round(INTERVAL).await;
             }
         }
     }
@@ -131,8 +157,13 @@ impl Coordinator {
 
         report.unanswered = targets.iter().filter(|id| !answered.contains(id)).copied().collect();
         let mut complete = report.unanswered.is_empty();
-        if !report.divergent_buckets.is_empty() && answered.iter().any(|id| voters.contains(id)) {
-            complete &= self.repair_round(round_id, &answered, &voters, &mut report).await;
+        let mut to_list = report.divergent_buckets.clone();
+        if reason == INTERVAL {
+            report.in_flux = self.leave_in_flux(&mut to_list, &digests).await;
+            complete &= report.in_flux.is_empty();
+        }
+        if !to_list.is_empty() && answered.iter().any(|id| voters.contains(id)) {
+            complete &= self.repair_round(round_id, &answered, &voters, &to_list, &mut report).await;
         }
         report.complete = complete;
         for &id in &answered {
@@ -147,11 +178,12 @@ impl Coordinator {
             log::debug!("anti-entropy ({reason}): replicas {answered:?} agree; {} ms", report.took_ms);
         } else {
             log::info!(
-                "anti-entropy ({reason}): replicas {:?} differ in {} buckets ({} listed); repaired {} documents, \
-                 {} left for the next round; {} ms",
+                "anti-entropy ({reason}): replicas {:?} differ in {} buckets ({} listed, {} in flux); repaired {} \
+                 documents, {} left for the next round; {} ms",
                 report.differing_replicas,
                 report.divergent_buckets.len(),
                 report.listed.len(),
+                report.in_flux.len(),
                 report.repaired,
                 report.deferred,
                 report.took_ms
@@ -161,10 +193,49 @@ impl Coordinator {
         report
     }
 
-    /// Lists the divergent buckets (up to the cap, the next ones each round), plans and sends
+    /// Reads the digests of the replicas in `first` again after [`FLUX_WAIT`] and takes the
+    /// buckets in flux out of `divergent` (unless left [`MAX_FLUX_ROUNDS`] rounds in a row
+    /// already); returns the buckets taken out.
+    async fn leave_in_flux(&self, divergent: &mut Vec<u8>, first: &[(u32, Hash, Vec<Hash>)]) -> Vec<u8> {
+        let flux = if divergent.is_empty() {
+            Vec::new()
+        } else {
+            tokio::time::sleep(FLUX_WAIT).await;
+            let asks = first
+                .iter()
+                .map(|(id, _, _)| async move { (*id, self.digests_of(*id, None, ROUND_CALL_TIMEOUT).await) });
+            let again: Vec<(u32, Hash, Vec<Hash>)> = futures::future::join_all(asks)
+                .await
+                .into_iter()
+                .filter_map(|(id, d)| d.map(|(root, buckets)| (id, root, buckets)))
+                .collect();
+            in_flux(divergent, first, &again)
+        };
+        let mut rounds = self.flux_rounds.lock().unwrap();
+        let mut left = Vec::new();
+        for b in 0..BUCKETS {
+            let bucket = b as u8;
+            if flux.contains(&bucket) && rounds[b] < MAX_FLUX_ROUNDS {
+                rounds[b] += 1;
+                left.push(bucket);
+            } else {
+                rounds[b] = 0;
+            }
+        }
+        divergent.retain(|b| !left.contains(b));
+        left
+    }
+
+    /// Lists `divergent` buckets (up to the cap, the next ones each round), plans and sends
     /// the repairs. Returns whether everything planned was done.
-    async fn repair_round(&self, round_id: u64, answered: &[u32], voters: &[u32], report: &mut RoundReport) -> bool {
-        let divergent = &report.divergent_buckets;
+    async fn repair_round(
+        &self,
+        round_id: u64,
+        answered: &[u32],
+        voters: &[u32],
+        divergent: &[u8],
+        report: &mut RoundReport,
+    ) -> bool {
         let cap = self.anti_entropy_max_buckets.min(divergent.len());
         // Round-robin by bucket number: this round goes on from the bucket after the last one
         // the previous capped round listed.

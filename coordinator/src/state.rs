@@ -94,6 +94,9 @@ pub struct Coordinator {
     pub round_lock: tokio::sync::Mutex<()>,
     /// The bucket number from which the next capped anti-entropy round lists.
     pub bucket_cursor: std::sync::atomic::AtomicUsize,
+    /// Per bucket, the interval rounds in a row that found it divergent but in flux and left
+    /// it (see `crate::antientropy`).
+    pub flux_rounds: std::sync::Mutex<[u8; common::digest::BUCKETS]>,
     /// What the last round found and did.
     pub last_round: std::sync::Mutex<Option<crate::antientropy::RoundReport>>,
 }
@@ -123,6 +126,7 @@ impl Coordinator {
             anti_entropy_max_repairs: settings.anti_entropy_max_repairs,
             round_lock: tokio::sync::Mutex::new(()),
             bucket_cursor: Default::default(),
+            flux_rounds: std::sync::Mutex::new([0; common::digest::BUCKETS]),
             last_round: Default::default(),
         }
     }

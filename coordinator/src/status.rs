@@ -114,7 +114,7 @@ fn round_html(r: Option<&RoundReport>) -> String {
     };
     format!(
         "<p>{} ({}): started at {} ms since the epoch, took {} ms, under view {}; replicas differing: {:?}; \
-         divergent buckets: {} ({} listed); documents repaired: {}; left for the next round: {}</p>\n",
+         divergent buckets: {} ({} listed, {} in flux); documents repaired: {}; left for the next round: {}</p>\n",
         escape(&r.reason),
         if r.complete { "complete" } else { "partial" },
         r.started_ms,
@@ -123,6 +123,7 @@ fn round_html(r: Option<&RoundReport>) -> String {
         r.differing_replicas,
         r.divergent_buckets.len(),
         r.listed.len(),
+        r.in_flux.len(),
         r.repaired,
         r.deferred
     )
