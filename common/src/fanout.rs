@@ -15,11 +15,17 @@
 //! reverse on every peer.
 
 use crate::batching::BatchQueue;
+use crate::client::HopClient;
 use crate::node::ReplicateBatch;
 use crate::storage::frame::{decode, entries, push_doc, read_frame, seal, ENTRY_DOC, FRAME_HEAD};
 use crate::storage::Record;
 use crate::wire::{EPOCH, SECRET};
+use actix_web::web::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::Uri;
+use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The media type of a replicate request's body.
@@ -103,22 +109,31 @@ struct Job {
     done: oneshot::Sender<Result<(), SendError>>,
 }
 
+/// Where and how one peer's batches are sent.
+struct Target {
+    peer: u32,
+    /// The peer's `/internal/replicate`, parsed once.
+    uri: Result<Uri, String>,
+    secret: Result<HeaderValue, String>,
+    hop: HopClient,
+    /// Longest wait for a batch's answer, connecting included.
+    timeout: Duration,
+}
+
 /// The batching link to one peer. Its sender starts on the first send, on the runtime of the
 /// task that sends ([`BatchQueue`]): the write handler's thread, with the link's own client.
 pub struct PeerLink {
-    peer: u32,
-    /// Parsed once, not by reqwest for every batch (which re-parses the host, IDNA included).
-    url: Arc<Result<reqwest::Url, String>>,
-    http: reqwest::Client,
-    secret: Arc<str>,
+    target: Arc<Target>,
     queue: BatchQueue<Job>,
 }
 
 impl PeerLink {
-    /// A link to the replica at `base` (`http://host:port`); its sender starts on first use.
-    pub fn spawn(peer: u32, base: String, http: reqwest::Client, secret: String) -> PeerLink {
-        let url = Arc::new(reqwest::Url::parse(&format!("{base}/internal/replicate")).map_err(|e| e.to_string()));
-        PeerLink { peer, url, http, secret: secret.into(), queue: BatchQueue::default() }
+    /// A link to the replica at `base` (`http://host:port`) over `hop`, each batch answered
+    /// within `timeout`; its sender starts on first use.
+    pub fn spawn(peer: u32, base: String, hop: HopClient, secret: String, timeout: Duration) -> PeerLink {
+        let uri = format!("{base}/internal/replicate").parse::<Uri>().map_err(|e| e.to_string());
+        let secret = HeaderValue::from_str(&secret).map_err(|e| e.to_string());
+        PeerLink { target: Arc::new(Target { peer, uri, secret, hop, timeout }), queue: BatchQueue::default() }
     }
 
     /// Sends states made under `epoch` and waits for the peer's acknowledgement.
@@ -132,11 +147,10 @@ impl PeerLink {
                 MAX_BATCH_RECORDS,
                 |j| j.records.records,
                 || {
-                    let (peer, url, http, secret) =
-                        (self.peer, self.url.clone(), self.http.clone(), self.secret.clone());
+                    let target = self.target.clone();
                     move |group| {
-                        let (url, http, secret) = (url.clone(), http.clone(), secret.clone());
-                        async move { send_group(peer, &http, &url, &secret, group).await }
+                        let target = target.clone();
+                        async move { send_group(&target, group).await }
                     }
                 },
             )
@@ -147,23 +161,14 @@ impl PeerLink {
 
 /// Sends a group, one request per epoch in it (a batch is fenced by one epoch, so states made
 /// under different views never travel under the newer one's epoch).
-async fn send_group(
-    peer: u32,
-    http: &reqwest::Client,
-    url: &Result<reqwest::Url, String>,
-    secret: &str,
-    mut group: Vec<Job>,
-) {
+async fn send_group(target: &Target, mut group: Vec<Job>) {
     group.sort_by_key(|j| j.epoch);
     while !group.is_empty() {
         let epoch = group[0].epoch;
         let split = group.iter().position(|j| j.epoch != epoch).unwrap_or(group.len());
         let rest = group.split_off(split);
         let body = batch_body(epoch, group.iter().map(|j| &*j.records));
-        let outcome = match url {
-            Ok(url) => send_batch(peer, http, url, secret, epoch, body).await,
-            Err(e) => Err(SendError::Failed(format!("replica {peer}: bad address: {e}"))),
-        };
+        let outcome = send_batch(target, epoch, body).await;
         for job in group {
             let _ = job.done.send(outcome.clone());
         }
@@ -172,29 +177,44 @@ async fn send_group(
 }
 
 /// Sends one batch and reads the peer's verdict.
-async fn send_batch(
-    peer: u32,
-    http: &reqwest::Client,
-    url: &reqwest::Url,
-    secret: &str,
-    epoch: u64,
-    body: Vec<u8>,
-) -> Result<(), SendError> {
-    let request = http
-        .post(url.clone())
-        .header(SECRET, secret)
-        .header(EPOCH, epoch)
-        .header(reqwest::header::CONTENT_TYPE, BATCH_TYPE)
-        .body(body);
-    match request.send().await {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) if r.status().as_u16() == crate::wire::STATUS_MISDIRECTED => match r.json().await {
+async fn send_batch(target: &Target, epoch: u64, body: Vec<u8>) -> Result<(), SendError> {
+    let peer = target.peer;
+    let failed = |why: String| SendError::Failed(format!("replica {peer}: {why}"));
+    let uri = target.uri.as_ref().map_err(|e| failed(format!("bad address: {e}")))?;
+    let secret = target.secret.as_ref().map_err(|e| failed(format!("bad secret: {e}")))?;
+    let mut req = http::Request::new(Full::new(Bytes::from(body)));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri.clone();
+    let headers = req.headers_mut();
+    headers.insert(HeaderName::from_static(SECRET), secret.clone());
+    headers.insert(HeaderName::from_static(EPOCH), HeaderValue::from(epoch));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(BATCH_TYPE));
+    let exchange = async {
+        let resp = target.hop.request(req).await.map_err(|e| failed(root_cause(&e)))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map_err(|e| failed(root_cause(&e)))?.to_bytes();
+        Ok((status, body))
+    };
+    let (status, body) = tokio::time::timeout(target.timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(failed(format!("no answer within {:?}", target.timeout))))?;
+    match status.as_u16() {
+        200..=299 => Ok(()),
+        crate::wire::STATUS_MISDIRECTED => match serde_json::from_slice(&body) {
             Ok(view) => Err(SendError::Stale(view)),
-            Err(e) => Err(SendError::Failed(format!("replica {peer}: misdirected without a view: {e}"))),
+            Err(e) => Err(failed(format!("misdirected without a view: {e}"))),
         },
-        Ok(r) => Err(SendError::Failed(format!("replica {peer} answered {}", r.status()))),
-        Err(e) => Err(SendError::Failed(format!("replica {peer}: {e}"))),
+        _ => Err(SendError::Failed(format!("replica {peer} answered {status}"))),
     }
+}
+
+/// The innermost cause of an error, which says what happened (refused, reset, ...).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 #[cfg(test)]
@@ -233,6 +253,10 @@ mod tests {
         (format!("http://{addr}"), counts)
     }
 
+    fn hop() -> HopClient {
+        crate::client::hop_client(true, 8, Duration::from_secs(1))
+    }
+
     fn recs(i: usize) -> Arc<Encoded> {
         Arc::new(Encoded::new(&[Record::new(format!("k{i}"), Version { epoch: 1, seq: 1 }, "{}".into())]))
     }
@@ -259,7 +283,7 @@ mod tests {
     #[actix_web::test]
     async fn concurrent_writes_share_requests() {
         let (base, counts) = peer(200).await;
-        let link = Arc::new(PeerLink::spawn(1, base, reqwest::Client::new(), "s".into()));
+        let link = Arc::new(PeerLink::spawn(1, base, hop(), "s".into(), Duration::from_secs(5)));
         let sends = (0..200).map(|i| {
             let link = link.clone();
             async move { link.send(1, recs(i)).await }
@@ -274,12 +298,12 @@ mod tests {
     #[actix_web::test]
     async fn a_failing_peer_fails_every_waiting_write() {
         let (base, _) = peer(500).await;
-        let link = PeerLink::spawn(1, base, reqwest::Client::new(), "s".into());
+        let link = PeerLink::spawn(1, base, hop(), "s".into(), Duration::from_secs(5));
         let err = link.send(1, recs(0)).await.unwrap_err();
         assert!(err.to_string().contains("500"), "{err}");
         // Nobody listens here: a refused connection is an error, not a hang.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let link = PeerLink::spawn(2, format!("http://{dead}"), reqwest::Client::new(), "s".into());
+        let link = PeerLink::spawn(2, format!("http://{dead}"), hop(), "s".into(), Duration::from_secs(5));
         assert!(link.send(1, recs(0)).await.is_err());
     }
 }

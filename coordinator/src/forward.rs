@@ -13,19 +13,15 @@
 //! an answer (including a business 400) and a misdirected rejection never do.
 
 use actix_web::web::Bytes;
+use common::client::{hop_client, HopClient};
 use common::endpoint::Endpoint;
 use common::wire::{
     View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
 };
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use std::time::Duration;
-
-/// The client of the forwarding hop.
-type HopClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 
 /// Idle keep-alive connections kept per replica: enough for the gateway's concurrency (the
 /// benchmark keeps a few hundred requests in flight) without reconnecting under load.
@@ -193,16 +189,8 @@ impl Forwarder {
                 .build()
                 .expect("http client")
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let hop = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-            .pool_idle_timeout(common::wire::CLIENT_POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Forwarder {
-            hop,
+            hop: hop_client(true, POOL_IDLE_PER_HOST, CONNECT_TIMEOUT),
             authorities: addrs.iter().map(|a| a.parse().map_err(|e| format!("address {a}: {e}"))).collect(),
             http: client(),
             bases: addrs.iter().map(|a| Endpoint::new(a)).collect(),
