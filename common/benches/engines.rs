@@ -54,6 +54,7 @@
 
 use async_trait::async_trait;
 use common::digest::{bucket_of, Digests, Hash};
+use common::storage::frame::{decode, decode_head, encode};
 use common::storage::log_engine::LogStore;
 use common::storage::redb_engine::{RedbStore, SyncPolicy, SYNC_INTERVAL};
 use common::storage::{
@@ -154,33 +155,6 @@ impl Drop for GroupWriter {
             let _ = t.join();
         }
     }
-}
-
-/// The same value layout as `RedbStore`: epoch, seq, hash, body.
-fn encode(r: &Record) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + r.body.len());
-    out.extend_from_slice(&r.version.epoch.to_le_bytes());
-    out.extend_from_slice(&r.version.seq.to_le_bytes());
-    out.extend_from_slice(&r.hash.0);
-    out.extend_from_slice(r.body.as_bytes());
-    out
-}
-
-fn decode_head(v: &[u8]) -> StoreResult<(Version, Hash)> {
-    if v.len() < 48 {
-        return Err(StoreError("short record".into()));
-    }
-    let epoch = u64::from_le_bytes(v[0..8].try_into().unwrap());
-    let seq = u64::from_le_bytes(v[8..16].try_into().unwrap());
-    let mut h = [0u8; 32];
-    h.copy_from_slice(&v[16..48]);
-    Ok((Version { epoch, seq }, Hash(h)))
-}
-
-fn decode(key: &str, v: &[u8]) -> StoreResult<Record> {
-    let (version, hash) = decode_head(v)?;
-    let body = String::from_utf8(v[48..].to_vec()).map_err(StoreError::of)?;
-    Ok(Record { key: key.to_string(), version, hash, body })
 }
 
 /// Decides one put against the stored record; on success returns the digest change.
