@@ -147,53 +147,59 @@ async fn missing_after_reopen(engine: &str, dir: &Path, acked: &HashMap<String, 
     missing
 }
 
+/// Runs `engine`'s child in `mode` and kills it: in `acked` mode once it has written
+/// everything (every write must have been acknowledged), in `busy` mode in the middle of its
+/// work. `before_reopen` looks at the files the kill left; then every acknowledged write must
+/// be there after a reopen.
+async fn acknowledged_writes_survive(engine: &str, mode: &str, before_reopen: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = if mode == "acked" {
+        let acked = run_and_kill(engine, dir.path(), mode, |line, _| line == "done");
+        assert_eq!(acked.len() as u64, (TASKS as u64) * EACH.div_ceil(3));
+        acked
+    } else {
+        let acked = run_and_kill(engine, dir.path(), mode, |_, t0| t0.elapsed() > Duration::from_millis(700));
+        assert!(!acked.is_empty());
+        acked
+    };
+    before_reopen(dir.path());
+    let missing = missing_after_reopen(engine, dir.path(), &acked).await;
+    assert_eq!(missing, 0, "{missing} of {} acknowledged keys lost or older after kill -9", acked.len());
+}
+
 /// Every write is acknowledged before the kill and none has been synced to redb's file: only
 /// the log brings them back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_acknowledged_writes_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let acked = run_and_kill("redb", dir.path(), "acked", |line, _| line == "done");
-    let total: u64 = acked.values().map(|_| 1).sum();
-    assert_eq!(total, (TASKS as u64) * EACH.div_ceil(3));
-    let log = std::fs::metadata(log_path(&dir.path().join("store.redb"))).unwrap().len();
-    assert!(log > 0, "the acknowledged writes are in the log, waiting for a durable commit");
-    let missing = missing_after_reopen("redb", dir.path(), &acked).await;
-    assert_eq!(missing, 0, "{missing} of {total} acknowledged keys lost or older after kill -9");
+    acknowledged_writes_survive("redb", "acked", |dir| {
+        let log = std::fs::metadata(log_path(&dir.join("store.redb"))).unwrap().len();
+        assert!(log > 0, "the acknowledged writes are in the log, waiting for a durable commit");
+    })
+    .await;
 }
 
 /// The same under the default sync policy, killed in the middle of its work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_acknowledged_writes_survive_kill_9_mid_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let acked = run_and_kill("redb", dir.path(), "busy", |_, t0| t0.elapsed() > Duration::from_millis(700));
-    assert!(!acked.is_empty());
-    let missing = missing_after_reopen("redb", dir.path(), &acked).await;
-    assert_eq!(missing, 0, "{missing} of {} acknowledged keys lost or older after kill -9", acked.len());
+    acknowledged_writes_survive("redb", "busy", |_| {}).await;
 }
 
 /// The log engine, with nothing synced before the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_acknowledged_writes_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let acked = run_and_kill("log", dir.path(), "acked", |line, _| line == "done");
-    let total: u64 = acked.values().map(|_| 1).sum();
-    assert_eq!(total, (TASKS as u64) * EACH.div_ceil(3));
-    let missing = missing_after_reopen("log", dir.path(), &acked).await;
-    assert_eq!(missing, 0, "{missing} of {total} acknowledged keys lost or older after kill -9");
+    acknowledged_writes_survive("log", "acked", |_| {}).await;
 }
 
 /// The log engine killed in the middle of its work, with segments small enough that it
 /// rotates and compacts all along (the kill may cut a compaction short).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_acknowledged_writes_survive_kill_9_while_compacting() {
-    let dir = tempfile::tempdir().unwrap();
-    let acked = run_and_kill("log", dir.path(), "busy", |_, t0| t0.elapsed() > Duration::from_millis(700));
-    assert!(!acked.is_empty());
-    let snapshots = std::fs::read_dir(dir.path().join("log"))
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snapshot-"))
-        .count();
-    assert!(snapshots > 0, "the child compacted before it was killed");
-    let missing = missing_after_reopen("log", dir.path(), &acked).await;
-    assert_eq!(missing, 0, "{missing} of {} acknowledged keys lost or older after kill -9", acked.len());
+    acknowledged_writes_survive("log", "busy", |dir| {
+        let snapshots = std::fs::read_dir(dir.join("log"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snapshot-"))
+            .count();
+        assert!(snapshots > 0, "the child compacted before it was killed");
+    })
+    .await;
 }
