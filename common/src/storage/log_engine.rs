@@ -125,6 +125,28 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Deletes the snapshots and segments numbered below `number` (what snapshot `number`
+/// holds). Best effort: a file left behind is skipped by every later read and deleted by
+/// the next compaction or open.
+fn remove_older(dir: &Path, files: &Files, number: u64) {
+    for n in files.snapshots.iter().filter(|n| **n < number) {
+        let _ = std::fs::remove_file(dir.join(file_name(SNAPSHOT, *n)));
+    }
+    for n in files.segments.iter().filter(|n| **n < number) {
+        let _ = std::fs::remove_file(dir.join(file_name(SEGMENT, *n)));
+    }
+}
+
+/// Gives `apply` every entry of the frames' payloads, in order.
+fn apply_frames(frames: Vec<&[u8]>, apply: &mut impl FnMut(u8, &str, &[u8]) -> StoreResult<()>) -> StoreResult<()> {
+    for frame in frames {
+        for (kind, key, value) in entries(frame)? {
+            apply(kind, key, value)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads the newest snapshot and the segments from its number on, up to (not including)
 /// `upto`, and gives `apply` every entry (kind, key, value) in log order. Returns the
 /// snapshot's number (0 if none) and the bytes of segments read.
@@ -142,11 +164,7 @@ fn replay(
         if log.torn > 0 || log.stale > 0 {
             return Err(StoreError(format!("snapshot {} is damaged; the store cannot be opened", path.display())));
         }
-        for frame in log.frames {
-            for (kind, key, value) in entries(frame)? {
-                apply(kind, key, value)?;
-            }
-        }
+        apply_frames(log.frames, &mut apply)?;
     }
     let mut read = 0;
     for &n in files.segments.iter().filter(|n| **n >= snapshot && **n < upto) {
@@ -162,11 +180,7 @@ fn replay(
                 log.stale
             );
         }
-        for frame in log.frames {
-            for (kind, key, value) in entries(frame)? {
-                apply(kind, key, value)?;
-            }
-        }
+        apply_frames(log.frames, &mut apply)?;
         read += bytes.len() as u64;
     }
     Ok((snapshot, read))
@@ -204,12 +218,7 @@ fn compact(dir: &Path, upto: u64) -> StoreResult<()> {
     std::fs::rename(&temporary, dir.join(&name)).map_err(StoreError::of)?;
     sync_dir(dir).map_err(StoreError::of)?;
     // The snapshot is durable: what it replaces may go.
-    for n in files.snapshots.iter().filter(|n| **n < upto) {
-        let _ = std::fs::remove_file(dir.join(file_name(SNAPSHOT, *n)));
-    }
-    for n in files.segments.iter().filter(|n| **n < upto) {
-        let _ = std::fs::remove_file(dir.join(file_name(SEGMENT, *n)));
-    }
+    remove_older(dir, &files, upto);
     log::info!(
         "{}: compacted into {name} ({} documents) in {} ms",
         dir.display(),
@@ -363,12 +372,7 @@ impl LogStore {
             }
             Ok(())
         })?;
-        for n in files.segments.iter().filter(|n| **n < snapshot) {
-            let _ = std::fs::remove_file(dir.join(file_name(SEGMENT, *n)));
-        }
-        for n in files.snapshots.iter().filter(|n| **n < snapshot) {
-            let _ = std::fs::remove_file(dir.join(file_name(SNAPSHOT, *n)));
-        }
+        remove_older(dir, &files, snapshot);
         let number = files.segments.last().map_or(snapshot, |n| n + 1).max(snapshot).max(1);
         let file = create_segment(dir, number)?;
         sync_dir(dir).map_err(StoreError::of)?;
