@@ -34,15 +34,16 @@ pub struct Unavailable(pub String);
 /// An HTTP client for the cluster's internal hops (a node's peers, another service's
 /// coordinators), each request bounded by `timeout`. They are reached directly: no proxy,
 /// plain HTTP/1.1, no redirects followed (no internal endpoint redirects, and an answer that
-/// does is the peer's answer, not a reason to go elsewhere); `nodelay` turns Nagle's algorithm off; idle
+/// does is the peer's answer, not a reason to go elsewhere), Nagle's algorithm off; idle
 /// connections are dropped before the servers' keep-alive ends (`crate::wire::CLIENT_POOL_IDLE`).
-pub fn internal_http(timeout: Duration, nodelay: bool) -> reqwest::Client {
+/// (The fan-out, which keeps Nagle on, has a [`HopClient`] of its own.)
+pub fn internal_http(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(64)
         .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
-        .tcp_nodelay(nodelay)
+        .tcp_nodelay(true)
         .no_proxy()
         .http1_only()
         .build()
@@ -69,6 +70,16 @@ pub fn hop_client(nodelay: bool, idle_per_host: usize, connect_timeout: Duration
         .build(connector)
 }
 
+/// The innermost cause of an error, which says what happened (refused, reset, ...); the
+/// outer ones of a hop's error only say which layer saw it.
+pub fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 /// Calls one service through its coordinators.
 pub struct ServiceClient {
     /// `http://host:port` per coordinator, for messages.
@@ -84,7 +95,7 @@ impl ServiceClient {
     /// A client of the coordinators at `addrs` (`host:port`), with a per-call timeout.
     pub fn new(addrs: &[String], secret: &str, timeout: Duration) -> ServiceClient {
         // Coordinators are reached directly: no proxy, plain HTTP/1.1.
-        let http = internal_http(timeout, true);
+        let http = internal_http(timeout);
         ServiceClient {
             bases: addrs.iter().map(|a| format!("http://{a}")).collect(),
             endpoints: addrs.iter().map(|a| Endpoint::new(a)).collect(),

@@ -15,7 +15,7 @@
 //! reverse on every peer.
 
 use crate::batching::BatchQueue;
-use crate::client::HopClient;
+use crate::client::{root_cause, HopClient};
 use crate::node::ReplicateBatch;
 use crate::storage::frame::{decode, entries, push_doc, read_frame, seal, ENTRY_DOC, FRAME_HEAD};
 use crate::storage::Record;
@@ -206,15 +206,6 @@ async fn send_batch(target: &Target, epoch: u64, body: Vec<u8>) -> Result<(), Se
         },
         _ => Err(SendError::Failed(format!("replica {peer} answered {status}"))),
     }
-}
-
-/// The innermost cause of an error, which says what happened (refused, reset, ...).
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ impl Node {
         acceptor: AcceptorState,
         timings: Timings,
     ) -> Node {
-        let http = crate::client::internal_http(timings.fanout, true);
+        let http = crate::client::internal_http(timings.fanout);
         let peer_urls: HashMap<u32, String> =
             peers.iter().filter(|(id, _)| **id != me).map(|(i, u)| (*i, u.clone())).collect();
         // The fan-out has a client of its own (see `crate::batching::BatchQueue`): its connections are opened and

@@ -13,7 +13,7 @@
 //! an answer (including a business 400) and a misdirected rejection never do.
 
 use actix_web::web::Bytes;
-use common::client::{hop_client, HopClient};
+use common::client::{hop_client, root_cause, HopClient};
 use common::endpoint::Endpoint;
 use common::wire::{
     View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
@@ -80,16 +80,6 @@ impl From<reqwest::Error> for SendError {
             SendError::Broken(root_cause(&e))
         }
     }
-}
-
-/// The innermost cause of an error: for reqwest the useful part ("Connection refused"),
-/// without the URL and layers of wrapping, so the client's 503 text stays short.
-fn root_cause(e: &dyn std::error::Error) -> String {
-    let mut cur = e;
-    while let Some(s) = cur.source() {
-        cur = s;
-    }
-    cur.to_string()
 }
 
 /// What the coordinator does with the result of one forwarded request.
