@@ -1,4 +1,5 @@
-//! The PNG chart of a run: throughput (requests per second, errors apart) over time on top,
+//! The PNG chart of a run: throughput (requests per second; errors and, in a checkout run,
+//! first-time checkouts apart) over time on top,
 //! latency percentiles (p50, p95, p99) over time below, one point per timeline interval.
 //! Drawn with plotters' bitmap backend and DejaVu Sans embedded in the binary (the `dejavu`
 //! crate), so it needs no system font package.
@@ -76,6 +77,14 @@ pub fn draw(path: &Path, title: &str, run: &RunReport) -> anyhow::Result<()> {
         .map_err(err)?
         .label("errors/s")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    if timeline.iter().any(|i| i.first_time > 0) {
+        let first: Vec<(f64, f64)> = timeline.iter().map(|i| (i.t_s, i.first_time as f64 / i.duration_s)).collect();
+        let teal = RGBColor(0, 150, 150);
+        c.draw_series(LineSeries::new(first, teal.stroke_width(2)))
+            .map_err(err)?
+            .label("first-time checkouts/s")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], teal.stroke_width(2)));
+    }
     c.configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
         .label_font((FONT, 14))

@@ -375,10 +375,14 @@ async fn tick(shared: Rc<Shared>) {
         let line = {
             let mut rec = shared.rec.borrow_mut();
             let i = rec.close_interval(Instant::now());
-            format!(
+            let mut line = format!(
                 "{:>6.1} s  {:>9.0} req/s  {:>6} errors  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms",
                 i.t_s, i.throughput, i.errors, i.p50_ms, i.p99_ms, i.max_ms
-            )
+            );
+            if i.first_time > 0 {
+                line += &format!("  first-time {:>6.0}/s", super::stats::per_second(i.first_time, i.duration_s));
+            }
+            line
         };
         if shared.spec.progress {
             eprintln!("{line}");

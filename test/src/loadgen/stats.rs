@@ -157,6 +157,8 @@ pub struct Recorder {
     interval_all: Histogram<u64>,
     /// Failures of the current interval.
     interval_errors: u64,
+    /// First-time checkouts of the current interval.
+    interval_first_time: u64,
     /// When the run (and its first interval) started.
     start: Instant,
     /// When the current interval started.
@@ -174,6 +176,7 @@ impl Recorder {
             endpoints: Endpoint::ALL.iter().map(|_| EndpointStats::new()).collect(),
             interval_all: histogram(INTERVAL_SIGFIG),
             interval_errors: 0,
+            interval_first_time: 0,
             start,
             interval_start: start,
             timeline: Vec::new(),
@@ -204,6 +207,9 @@ impl Recorder {
     /// Counts a checkout's outcome (besides its [`Recorder::record`]).
     pub fn record_checkout(&mut self, o: CheckoutOutcome) {
         self.endpoints[Endpoint::Checkout.index()].checkouts.add(o);
+        if o == CheckoutOutcome::FirstTime {
+            self.interval_first_time += 1;
+        }
     }
 
     /// Records how late (open model) an iteration started.
@@ -231,6 +237,7 @@ impl Recorder {
             requests,
             errors: self.interval_errors,
             throughput: per_second(requests, duration),
+            first_time: self.interval_first_time,
             p50_ms: lat.p50_ms,
             p95_ms: lat.p95_ms,
             p99_ms: lat.p99_ms,
@@ -239,6 +246,7 @@ impl Recorder {
         });
         self.interval_all.reset();
         self.interval_errors = 0;
+        self.interval_first_time = 0;
         self.interval_start = now;
         self.timeline.last().expect("just pushed")
     }
@@ -343,12 +351,14 @@ mod tests {
         assert_eq!((first.requests, first.errors), (3, 1));
         assert!(close(first.throughput, 3.0));
         assert_eq!(first.by_endpoint["POST /orders/checkout/[order_id]"], 2);
+        assert_eq!(first.first_time, 1, "the rejected checkout is not first-time");
         r.record(Endpoint::FindStock, ms(1), Err(Failure::Timeout));
         r.record(Endpoint::FindStock, ms(1), Err(Failure::Timeout));
         let second = r.close_interval(t0 + Duration::from_millis(1500)).clone();
         assert_eq!((second.requests, second.errors), (2, 2));
         assert!(close(second.throughput, 4.0), "2 in half a second");
         assert!(close(second.t_s, 1.5));
+        assert_eq!(second.first_time, 0, "counted per interval");
         assert_eq!(r.requests(), 5);
 
         let f = r.finish(2.0);
