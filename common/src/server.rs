@@ -277,10 +277,15 @@ async fn route_call(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> (Option<&'
                 Ok(k) => k,
                 Err(e) => return (Some(route), Parts::text(400, format!("batch body: {e}"))),
             };
-            if let Some(k) = keys.keys.iter().find(|k| !app.node.is_primary(k)) {
-                log::debug!("batch key {k} is not ours");
-                let m = Misdirected { view: app.node.view(), reason: "not primary" };
-                return (Some(route), misdirected_parts(&m));
+            // A key's placement is a few hashes: checked in steps, letting other requests
+            // in between (a share of a batch of 1,000,000 keys is 333,000 of them).
+            for step in keys.keys.chunks(crate::table::REPLACE_STEP) {
+                if let Some(k) = step.iter().find(|k| !app.node.is_primary(k)) {
+                    log::debug!("batch key {k} is not ours");
+                    let m = Misdirected { view: app.node.view(), reason: "not primary" };
+                    return (Some(route), misdirected_parts(&m));
+                }
+                tokio::task::yield_now().await;
             }
             app.handler.batch_init(target, keys.keys).await
         }

@@ -101,6 +101,9 @@ impl From<crate::storage::StoreError> for TableError {
     }
 }
 
+/// Keys [`Table::replace_many`] writes per step: one fan-out request's worth.
+pub const REPLACE_STEP: usize = crate::fanout::MAX_BATCH_RECORDS;
+
 /// The replicated table of one service's documents.
 pub struct Table<D> {
     node: Arc<Node>,
@@ -209,12 +212,26 @@ impl<D: Doc> Table<D> {
         }
     }
 
-    /// Replaces many documents at once (batch_init): takes their locks in key order, writes
-    /// each with its next version in one storage call and one fan-out.
+    /// Replaces many documents at once (batch_init), in key order and in steps of
+    /// [`REPLACE_STEP`] keys: each step takes its keys' locks, writes them with their next
+    /// versions in one storage call and one fan-out, and awaits that fan-out before the next
+    /// step starts. The node's thread serves other requests between steps; in one step, a
+    /// primary's share of a batch_init of 1,000,000 keys had held it for 3.8 s.
     pub async fn replace_many(&self, docs: Vec<(String, D)>) -> Result<(), TableError> {
         let mut docs = docs;
         docs.sort_by(|a, b| a.0.cmp(&b.0));
         docs.dedup_by(|a, b| a.0 == b.0);
+        let mut docs = docs.into_iter().peekable();
+        while docs.peek().is_some() {
+            let step: Vec<(String, D)> = docs.by_ref().take(REPLACE_STEP).collect();
+            self.replace_step(step).await?;
+            // A fan-out with no peer to wait for returns at once: let the others in anyway.
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
+    async fn replace_step(&self, docs: Vec<(String, D)>) -> Result<(), TableError> {
         let mut guards = Vec::with_capacity(docs.len());
         for (k, _) in &docs {
             guards.push(self.lock(k).await);
@@ -339,5 +356,38 @@ mod tests {
         assert_eq!(a.version.seq, 2);
         let all = t.scan(None, 10).await.unwrap();
         assert_eq!(all.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn replace_many_lets_other_tasks_run_between_steps() {
+        let t = Arc::new(table());
+        let n = 2 * REPLACE_STEP + 1;
+        let docs: Vec<(String, Counter)> = (0..n).map(|i| (format!("{i:06}"), Counter { n: i as i64 })).collect();
+        // On this one-threaded runtime the watcher runs only while replace_many is suspended;
+        // it notes how many documents are written each time.
+        let watcher = tokio::spawn({
+            let t = t.clone();
+            async move {
+                let mut seen = std::collections::BTreeSet::new();
+                loop {
+                    let written = t.scan(None, n + 1).await.unwrap().len();
+                    seen.insert(written);
+                    if written == n {
+                        return seen;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        t.replace_many(docs).await.unwrap();
+        let seen = watcher.await.unwrap();
+        assert!(
+            seen.contains(&REPLACE_STEP) && seen.contains(&(2 * REPLACE_STEP)),
+            "others ran between the steps, each step written whole: {seen:?}"
+        );
+        assert!(seen.iter().all(|w| w % REPLACE_STEP == 0 || *w == n), "{seen:?}");
+        let all = t.scan(None, n + 1).await.unwrap();
+        assert_eq!(all.len(), n);
+        assert_eq!(all[n - 1], (format!("{:06}", n - 1), Counter { n: n as i64 - 1 }));
     }
 }
