@@ -5,6 +5,7 @@
 //! crate), so it needs no system font package.
 
 use super::report::{IntervalReport, RunReport};
+use super::stats::per_second;
 use anyhow::anyhow;
 use plotters::prelude::*;
 use std::path::Path;
@@ -55,11 +56,7 @@ pub fn draw(path: &Path, title: &str, run: &RunReport) -> anyhow::Result<()> {
     let t_max = run.timeline.last().map_or(1.0, |i| i.t_s).max(run.duration_s).max(1e-3);
 
     let tput: Vec<(f64, f64)> = timeline.iter().map(|i| (i.t_s, i.throughput)).collect();
-    let errs: Vec<(f64, f64)> = run
-        .timeline
-        .iter()
-        .map(|i| (i.t_s, if i.duration_s > 0.0 { i.errors as f64 / i.duration_s } else { 0.0 }))
-        .collect();
+    let errs: Vec<(f64, f64)> = run.timeline.iter().map(|i| (i.t_s, per_second(i.errors, i.duration_s))).collect();
     let y_max = headroom(tput.iter().map(|p| p.1).fold(0.0, f64::max));
     let mut c = ChartBuilder::on(&upper)
         .margin(12)
@@ -78,7 +75,7 @@ pub fn draw(path: &Path, title: &str, run: &RunReport) -> anyhow::Result<()> {
         .label("errors/s")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
     if timeline.iter().any(|i| i.first_time > 0) {
-        let first: Vec<(f64, f64)> = timeline.iter().map(|i| (i.t_s, i.first_time as f64 / i.duration_s)).collect();
+        let first: Vec<(f64, f64)> = timeline.iter().map(|i| (i.t_s, per_second(i.first_time, i.duration_s))).collect();
         let teal = RGBColor(0, 150, 150);
         c.draw_series(LineSeries::new(first, teal.stroke_width(2)))
             .map_err(err)?
