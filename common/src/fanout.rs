@@ -50,7 +50,7 @@ impl Encoded {
 }
 
 /// The body of a replicate request: one frame tagged `epoch` with the given entries.
-fn batch_body<'a>(epoch: u64, parts: impl Iterator<Item = &'a Encoded> + Clone) -> Vec<u8> {
+pub(crate) fn batch_body<'a>(epoch: u64, parts: impl Iterator<Item = &'a Encoded> + Clone) -> Vec<u8> {
     let mut frame = Vec::with_capacity(FRAME_HEAD + parts.clone().map(|p| p.entries.len()).sum::<usize>());
     frame.resize(FRAME_HEAD, 0);
     for p in parts {

@@ -223,6 +223,8 @@ async fn multi(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>) -
         Ok(c) => c,
         Err(e) => return HttpResponse::BadRequest().body(format!("multi call: {e}")),
     };
+    app.metrics.inc("replica_multi_requests_total", labels(&[]));
+    app.metrics.add("replica_multi_calls_total", labels(&[]), calls.len() as u64);
     let epoch = epoch_of(&req);
     let answers = calls.iter().map(|c| {
         let call = Call { method: c.method, path: &c.path, ctx: RequestCtx::default(), epoch };
@@ -306,6 +308,7 @@ async fn replicate(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp
         Err(e) => return HttpResponse::BadRequest().body(format!("replicate: {e}")),
     };
     let n = batch.records.len() as u64;
+    app.metrics.inc("replicate_batches_total", labels(&[]));
     match app.node.apply_replicated(batch).await {
         Ok(applied) => {
             app.metrics.add("replicated_states_total", labels(&[("applied", "true")]), applied as u64);
@@ -621,13 +624,15 @@ mod tests {
     }
 
     /// Each call of a multi call is answered as the same request alone: status, body and type.
+    /// The multi call is counted as one request carrying its calls.
     #[actix_web::test]
     async fn multi_answers_equal_single_answers() {
         let node = Arc::new(Node::standalone(Arc::new(MemStore::new())));
+        let metrics = Arc::new(Metrics::new());
         let app = web::Data::new(ReplicaApp {
             node,
             handler: Arc::new(Echo),
-            metrics: Arc::new(Metrics::new()),
+            metrics: metrics.clone(),
             secret: String::new(),
         });
         let svc = init_service(App::new().configure(configure_replica(app))).await;
@@ -647,6 +652,8 @@ mod tests {
         assert_eq!(resp.status().as_u16(), 200);
         let answers: Vec<MultiAnswer> = serde_json::from_slice(&read_body(resp).await).unwrap();
         assert_eq!(answers.len(), calls.len());
+        assert_eq!(metrics.counter("replica_multi_requests_total", &labels(&[])), 1);
+        assert_eq!(metrics.counter("replica_multi_calls_total", &labels(&[])), calls.len() as u64);
         for (call, answer) in calls.iter().zip(answers) {
             let method = match call.method {
                 Method::Get => actix_web::http::Method::GET,
@@ -659,6 +666,29 @@ mod tests {
             let body = String::from_utf8(read_body(resp).await.to_vec()).unwrap();
             assert_eq!(answer, MultiAnswer { status, body, json, cause: None }, "{}", call.path);
         }
+    }
+
+    /// A replicate request is counted as one batch carrying its states.
+    #[actix_web::test]
+    async fn replicate_counts_batches_and_states() {
+        let node = Arc::new(Node::standalone(Arc::new(MemStore::new())));
+        let epoch = node.epoch();
+        let metrics = Arc::new(Metrics::new());
+        let app = web::Data::new(ReplicaApp {
+            node,
+            handler: Arc::new(Echo),
+            metrics: metrics.clone(),
+            secret: String::new(),
+        });
+        let svc = init_service(App::new().configure(configure_replica(app))).await;
+        let v = crate::version::Version { epoch, seq: 1 };
+        let records = [Record::new("a".into(), v, "{}".into()), Record::new("b".into(), v, "{}".into())];
+        let body = crate::fanout::batch_body(epoch, [crate::fanout::Encoded::new(&records)].iter());
+        let resp =
+            call_service(&svc, TestRequest::post().uri("/internal/replicate").set_payload(body).to_request()).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(metrics.counter("replicate_batches_total", &labels(&[])), 1);
+        assert_eq!(metrics.counter("replicated_states_total", &labels(&[("applied", "true")])), 2);
     }
 
     /// Which handler answers which path: the internal endpoints, the public routes through
