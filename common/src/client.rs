@@ -7,10 +7,6 @@ use crate::batching::BatchQueue;
 use crate::endpoint::Endpoint;
 use crate::routing::Method;
 use crate::wire::{MultiAnswer, MultiCall, MULTI_PATH, REQUEST_ID, SECRET};
-use actix_web::web::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +32,7 @@ pub struct Unavailable(pub String);
 /// plain HTTP/1.1, no redirects followed (no internal endpoint redirects, and an answer that
 /// does is the peer's answer, not a reason to go elsewhere), Nagle's algorithm off; idle
 /// connections are dropped before the servers' keep-alive ends (`crate::wire::CLIENT_POOL_IDLE`).
-/// (The fan-out, which keeps Nagle on, has a [`HopClient`] of its own.)
+/// (The fan-out and the coordinators' forwarding use [`crate::rpc`] connections instead.)
 pub fn internal_http(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
@@ -48,26 +44,6 @@ pub fn internal_http(timeout: Duration) -> reqwest::Client {
         .http1_only()
         .build()
         .expect("http client")
-}
-
-/// hyper's pooled HTTP/1.1 client, used directly on the internal hops every request takes
-/// (a primary's fan-out to its peers, a coordinator's forwarding to a replica): reqwest wraps
-/// the same client in retry and redirect layers that clone each request's headers and, on
-/// every response, format the request's URI and parse it back into a URL.
-pub type HopClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
-
-/// A [`HopClient`]: `nodelay` turns Nagle's algorithm off; at most `idle_per_host` idle
-/// connections are kept per server, each dropped before the servers' keep-alive ends
-/// (`crate::wire::CLIENT_POOL_IDLE`); a connection attempt gives up after `connect_timeout`.
-pub fn hop_client(nodelay: bool, idle_per_host: usize, connect_timeout: Duration) -> HopClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(nodelay);
-    connector.set_connect_timeout(Some(connect_timeout));
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(idle_per_host)
-        .pool_idle_timeout(crate::wire::CLIENT_POOL_IDLE)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
 }
 
 /// The innermost cause of an error, which says what happened (refused, reset, ...); the

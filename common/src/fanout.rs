@@ -3,7 +3,8 @@
 //! one HTTP request and one fsync per write.
 //!
 //! Each peer has a queue and a sender task ([`SENDERS_PER_PEER`]). A sender takes every job waiting in the
-//! queue (up to a cap), sends their records in one `/internal/replicate` request, and tells
+//! queue (up to a cap), sends their records in one `/internal/replicate` call over the
+//! peer's internal connection ([`crate::rpc`]), and tells
 //! every job the outcome. Batches to one peer may overtake each other; that is safe because
 //! peers apply a state only if its version is higher than theirs.
 //!
@@ -15,21 +16,19 @@
 //! reverse on every peer.
 
 use crate::batching::BatchQueue;
-use crate::client::{root_cause, HopClient};
 use crate::node::ReplicateBatch;
 use crate::storage::frame::{decode, entries, push_doc, read_frame, seal, ENTRY_DOC, FRAME_HEAD};
 use crate::storage::Record;
-use crate::wire::{EPOCH, SECRET};
+use crate::wire::EPOCH;
 use actix_web::web::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use http::Uri;
-use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The media type of a replicate request's body.
 pub const BATCH_TYPE: &str = "application/octet-stream";
+/// Where a peer takes a batch.
+pub const REPLICATE_PATH: &str = "/internal/replicate";
 
 /// Records encoded once as frame entries, to be sent to every peer.
 #[derive(Debug)]
@@ -112,10 +111,8 @@ struct Job {
 /// Where and how one peer's batches are sent.
 struct Target {
     peer: u32,
-    /// The peer's `/internal/replicate`, parsed once.
-    uri: Result<Uri, String>,
-    secret: Result<HeaderValue, String>,
-    hop: HopClient,
+    /// The connection to the peer ([`crate::rpc`]).
+    rpc: crate::rpc::Client,
     /// Longest wait for a batch's answer, connecting included.
     timeout: Duration,
 }
@@ -128,12 +125,12 @@ pub struct PeerLink {
 }
 
 impl PeerLink {
-    /// A link to the replica at `base` (`http://host:port`) over `hop`, each batch answered
-    /// within `timeout`; its sender starts on first use.
-    pub fn spawn(peer: u32, base: String, hop: HopClient, secret: String, timeout: Duration) -> PeerLink {
-        let uri = format!("{base}/internal/replicate").parse::<Uri>().map_err(|e| e.to_string());
-        let secret = HeaderValue::from_str(&secret).map_err(|e| e.to_string());
-        PeerLink { target: Arc::new(Target { peer, uri, secret, hop, timeout }), queue: BatchQueue::default() }
+    /// A link to the replica at `authority` (`host:port`), each batch answered within
+    /// `timeout`; its sender starts on first use. The connection keeps Nagle's algorithm on
+    /// (`crate::node`).
+    pub fn spawn(peer: u32, authority: &str, secret: &str, timeout: Duration) -> PeerLink {
+        let rpc = crate::rpc::Client::new(authority, secret, false, timeout);
+        PeerLink { target: Arc::new(Target { peer, rpc, timeout }), queue: BatchQueue::default() }
     }
 
     /// Sends states made under `epoch` and waits for the peer's acknowledgement.
@@ -179,32 +176,24 @@ async fn send_group(target: &Target, mut group: Vec<Job>) {
 /// Sends one batch and reads the peer's verdict.
 async fn send_batch(target: &Target, epoch: u64, body: Vec<u8>) -> Result<(), SendError> {
     let peer = target.peer;
-    let failed = |why: String| SendError::Failed(format!("replica {peer}: {why}"));
-    let uri = target.uri.as_ref().map_err(|e| failed(format!("bad address: {e}")))?;
-    let secret = target.secret.as_ref().map_err(|e| failed(format!("bad secret: {e}")))?;
-    let mut req = http::Request::new(Full::new(Bytes::from(body)));
-    *req.method_mut() = http::Method::POST;
-    *req.uri_mut() = uri.clone();
-    let headers = req.headers_mut();
-    headers.insert(HeaderName::from_static(SECRET), secret.clone());
-    headers.insert(HeaderName::from_static(EPOCH), HeaderValue::from(epoch));
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(BATCH_TYPE));
-    let exchange = async {
-        let resp = target.hop.request(req).await.map_err(|e| failed(root_cause(&e)))?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(|e| failed(root_cause(&e)))?.to_bytes();
-        Ok((status, body))
+    let request = crate::rpc::Request {
+        method: crate::routing::Method::Post,
+        path: REPLICATE_PATH.to_string(),
+        headers: vec![(EPOCH.to_string(), epoch.to_string()), ("content-type".to_string(), BATCH_TYPE.to_string())],
+        body: Bytes::from(body),
     };
-    let (status, body) = tokio::time::timeout(target.timeout, exchange)
+    let answer = target
+        .rpc
+        .call(&request, target.timeout)
         .await
-        .unwrap_or_else(|_| Err(failed(format!("no answer within {:?}", target.timeout))))?;
-    match status.as_u16() {
+        .map_err(|e| SendError::Failed(format!("replica {peer}: {e}")))?;
+    match answer.status {
         200..=299 => Ok(()),
-        crate::wire::STATUS_MISDIRECTED => match serde_json::from_slice(&body) {
+        crate::wire::STATUS_MISDIRECTED => match serde_json::from_slice(&answer.body) {
             Ok(view) => Err(SendError::Stale(view)),
-            Err(e) => Err(failed(format!("misdirected without a view: {e}"))),
+            Err(e) => Err(SendError::Failed(format!("replica {peer}: misdirected without a view: {e}"))),
         },
-        _ => Err(SendError::Failed(format!("replica {peer} answered {status}"))),
+        status => Err(SendError::Failed(format!("replica {peer} answered {status}"))),
     }
 }
 
@@ -212,7 +201,7 @@ async fn send_batch(target: &Target, epoch: u64, body: Vec<u8>) -> Result<(), Se
 mod tests {
     use super::*;
     use crate::version::Version;
-    use actix_web::{web, App, HttpResponse, HttpServer};
+    use actix_web::{web, App, HttpRequest, HttpServer};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A fake peer that counts requests and records, answering `status`.
@@ -223,15 +212,21 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = HttpServer::new(move || {
             let c = c.clone();
-            App::new().app_data(web::PayloadConfig::new(1 << 26)).route(
-                "/internal/replicate",
-                web::post().to(move |b: web::Bytes| {
+            App::new().route(
+                crate::rpc::RPC_PATH,
+                web::get().to(move |req: HttpRequest, payload: web::Payload| {
                     let c = c.clone();
                     async move {
-                        let b = decode_batch(&b).unwrap();
-                        c.0.fetch_add(1, Ordering::SeqCst);
-                        c.1.fetch_add(b.records.len(), Ordering::SeqCst);
-                        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
+                        crate::rpc::serve(&req, payload, Default::default(), move |call| {
+                            let c = c.clone();
+                            async move {
+                                assert_eq!(call.path, REPLICATE_PATH);
+                                let b = decode_batch(&call.body).unwrap();
+                                c.0.fetch_add(1, Ordering::SeqCst);
+                                c.1.fetch_add(b.records.len(), Ordering::SeqCst);
+                                crate::rpc::Response { status, headers: vec![], body: Bytes::new() }
+                            }
+                        })
                     }
                 }),
             )
@@ -241,11 +236,7 @@ mod tests {
         .unwrap()
         .run();
         tokio::spawn(server);
-        (format!("http://{addr}"), counts)
-    }
-
-    fn hop() -> HopClient {
-        crate::client::hop_client(true, 8, Duration::from_secs(1))
+        (addr.to_string(), counts)
     }
 
     fn recs(i: usize) -> Arc<Encoded> {
@@ -274,7 +265,7 @@ mod tests {
     #[actix_web::test]
     async fn concurrent_writes_share_requests() {
         let (base, counts) = peer(200).await;
-        let link = Arc::new(PeerLink::spawn(1, base, hop(), "s".into(), Duration::from_secs(5)));
+        let link = Arc::new(PeerLink::spawn(1, &base, "s", Duration::from_secs(5)));
         let sends = (0..200).map(|i| {
             let link = link.clone();
             async move { link.send(1, recs(i)).await }
@@ -289,12 +280,12 @@ mod tests {
     #[actix_web::test]
     async fn a_failing_peer_fails_every_waiting_write() {
         let (base, _) = peer(500).await;
-        let link = PeerLink::spawn(1, base, hop(), "s".into(), Duration::from_secs(5));
+        let link = PeerLink::spawn(1, &base, "s", Duration::from_secs(5));
         let err = link.send(1, recs(0)).await.unwrap_err();
         assert!(err.to_string().contains("500"), "{err}");
         // Nobody listens here: a refused connection is an error, not a hang.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let link = PeerLink::spawn(2, format!("http://{dead}"), hop(), "s".into(), Duration::from_secs(5));
+        let link = PeerLink::spawn(2, &dead.to_string(), "s", Duration::from_secs(5));
         assert!(link.send(1, recs(0)).await.is_err());
     }
 }

@@ -21,6 +21,7 @@ pub mod paxos;
 pub mod placement;
 pub mod reply;
 pub mod routing;
+pub mod rpc;
 pub mod server;
 pub mod settings;
 pub mod storage;

@@ -48,10 +48,6 @@ const ROUND_MAX_AGE: Duration = Duration::from_secs(300);
 /// within the timeout, so more than a couple of tries in one write means something is wrong.
 const STALE_RESENDS: usize = 3;
 
-/// Idle connections kept to each peer by the fan-out: one sender per peer
-/// (`crate::fanout::SENDERS_PER_PEER`) needs one; a few more cover a catch-up stream beside it.
-const FANOUT_IDLE_PER_PEER: usize = 4;
-
 /// First pause between rounds of membership queries after an empty restart.
 const RECOVERY_FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// Longest pause between those rounds: the others may all be restarting too.
@@ -148,7 +144,7 @@ impl Node {
         let http = crate::client::internal_http(timings.fanout);
         let peer_urls: HashMap<u32, String> =
             peers.iter().filter(|(id, _)| **id != me).map(|(i, u)| (*i, u.clone())).collect();
-        // The fan-out has a client of its own (see `crate::batching::BatchQueue`): its connections are opened and
+        // The fan-out has a connection of its own to each peer (`crate::rpc`), opened and
         // driven on the thread that runs the write handlers, the other client's on the runtime
         // of the background tasks (leases, Paxos, reports).
         // It keeps Nagle's algorithm on: the small wait it adds before a batch's last segment
@@ -158,11 +154,13 @@ impl Node {
         // round): off, the tail at a moderate load improves (p99 58 ms instead of 257 with
         // 1,000 users and a 1 s wait) but 64 connections get 2,225/s instead of 2,800-3,000
         // and the locust median rises from 29 to 62 ms.
-        let fanout_hop = crate::client::hop_client(false, FANOUT_IDLE_PER_PEER, timings.fanout);
         let links = peers
             .into_iter()
             .filter(|(id, _)| *id != me)
-            .map(|(id, base)| (id, PeerLink::spawn(id, base, fanout_hop.clone(), secret.clone(), timings.fanout)))
+            .map(|(id, base)| {
+                let authority = base.trim_start_matches("http://");
+                (id, PeerLink::spawn(id, authority, &secret, timings.fanout))
+            })
             .collect();
         let view = acceptor.committed.clone();
         let leases = Leases::new(me, acceptor.replicas, timings.lease);

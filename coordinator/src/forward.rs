@@ -1,26 +1,25 @@
-//! The hop from a coordinator to one replica: sending a request over a pooled HTTP client,
-//! and the one classification of what came back ([`classify`]).
+//! The hop from a coordinator to one replica: sending a request, and the one classification
+//! of what came back ([`classify`]).
 //!
-//! Forwarded public requests go through hyper's pooled client directly ([`Forwarder::send`]):
-//! reqwest wraps that same client in retry and redirect layers that clone each request's
-//! headers and, on every response, format the request's URI and parse it back into a URL
-//! (host, IDNA and all), the largest part of what remained of URL handling in a
-//! coordinator's profile. The other calls (internal endpoints, probes, membership) are rare
-//! and keep reqwest.
+//! Forwarded public requests and multi calls travel on one connection per replica
+//! ([`common::rpc`], [`Forwarder::send`]): an HTTP/1.1 exchange per request cost both ends
+//! more than twice the CPU of a message on a shared connection (docs/performance.md, fifth
+//! round). The other calls (internal endpoints, probes, membership) are rare and keep
+//! reqwest.
 //!
 //! The classification is pure so that eviction (DESIGN section 4) can hook into it later:
 //! an [`Outcome::Unavailable`] is the only outcome that may ever lead to evicting a replica;
 //! an answer (including a business 400) and a misdirected rejection never do.
 
 use actix_web::web::Bytes;
-use common::client::{hop_client, root_cause, HopClient};
+use common::client::root_cause;
 use common::endpoint::Endpoint;
+use common::routing::Method;
+use common::rpc;
 use common::wire::{
     View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
 };
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http_body_util::{BodyExt, Full};
-use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use std::time::Duration;
 
 /// Idle keep-alive connections kept per replica: enough for the gateway's concurrency (the
@@ -140,16 +139,16 @@ pub struct Outgoing<'a> {
 /// share the pools).
 #[derive(Clone)]
 pub struct Forwarder {
-    /// The pooled, keep-alive client of forwarded public requests ([`Forwarder::send`]), used
-    /// only from request handlers. A connection's task runs on the runtime of the task that
-    /// opened it; in one shared pool, connections opened by background work (the view asked
-    /// at start, probes, anti-entropy rounds) run on the process's multi-thread runtime, and
-    /// every forwarded request that drew one of them crossed threads twice (seen as ~13 % of
-    /// a coordinator's CPU on its tokio threads). Kept apart, with one HTTP worker (the
-    /// default) every forwarded request stays on the worker's thread.
-    hop: HopClient,
-    /// Authority (`host:port`) per replica id, parsed once, for the hop's URIs.
-    authorities: Vec<Result<Authority, String>>,
+    /// The connection to each replica that carries forwarded requests ([`Forwarder::send`],
+    /// [`common::rpc`]): many requests in flight on one connection, answers in any order.
+    /// It is used only from request handlers. A connection's tasks run on the runtime of the
+    /// task that opened it; connections opened by background work (the view asked at start,
+    /// probes, anti-entropy rounds) would run on the process's multi-thread runtime, and
+    /// every forwarded request on them would cross threads twice (seen as ~13 % of a
+    /// coordinator's CPU on its tokio threads when this hop used a shared HTTP pool). Kept
+    /// apart, with one HTTP worker (the default) every forwarded request stays on the
+    /// worker's thread.
+    rpc: std::sync::Arc<Vec<common::rpc::Client>>,
     /// The pooled client of everything else: internal calls, probes, membership.
     http: reqwest::Client,
     /// Base URL (`http://host:port`) per replica id, parsed once.
@@ -180,8 +179,9 @@ impl Forwarder {
                 .expect("http client")
         };
         Forwarder {
-            hop: hop_client(true, POOL_IDLE_PER_HOST, CONNECT_TIMEOUT),
-            authorities: addrs.iter().map(|a| a.parse().map_err(|e| format!("address {a}: {e}"))).collect(),
+            rpc: std::sync::Arc::new(
+                addrs.iter().map(|a| common::rpc::Client::new(a, secret, true, CONNECT_TIMEOUT)).collect(),
+            ),
             http: client(),
             bases: addrs.iter().map(|a| Endpoint::new(a)).collect(),
             secret: HeaderValue::from_str(secret).map_err(|e| e.to_string()),
@@ -197,33 +197,34 @@ impl Forwarder {
 
     /// Forwards a request to replica `id` and reads its whole answer, within `out.timeout`.
     /// The path and query go out exactly as they came in, so the replica parses the same key
-    /// the coordinator routed by; headers are set by their static names.
+    /// the coordinator routed by.
     pub async fn send(&self, id: u32, out: &Outgoing<'_>) -> Result<ReplicaReply, SendError> {
-        let mut req = http::Request::new(Full::new(out.body.clone()));
-        *req.method_mut() = out.method.clone();
-        *req.uri_mut() = self.hop_uri(id, out.path_and_query)?;
-        let headers = req.headers_mut();
-        // What reqwest sent by default.
-        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
-        headers.insert(HeaderName::from_static(REQUEST_ID), header_value(out.request_id)?);
-        headers.insert(HeaderName::from_static(SECRET), self.secret()?);
-        headers.insert(HeaderName::from_static(EPOCH), HeaderValue::from(out.epoch));
+        let rpc = &self.rpc[self.reachable(id)?];
+        let method = match out.method {
+            reqwest::Method::GET => Method::Get,
+            reqwest::Method::POST => Method::Post,
+            ref m => return Err(SendError::Broken(format!("method {m} is not forwarded"))),
+        };
+        let mut headers =
+            vec![(REQUEST_ID.to_string(), out.request_id.to_string()), (EPOCH.to_string(), out.epoch.to_string())];
         if let Some(key) = out.minted {
-            headers.insert(HeaderName::from_static(MINTED_KEY), header_value(key)?);
+            headers.push((MINTED_KEY.to_string(), key.to_string()));
         }
         if let Some(ct) = out.content_type {
-            headers.insert(CONTENT_TYPE, header_value(ct)?);
+            headers.push((CONTENT_TYPE.as_str().to_string(), ct.to_string()));
         }
-        let exchange = async {
-            let resp = self.hop.request(req).await.map_err(|e| hop_error(&e, e.is_connect()))?;
-            let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-            let status = resp.status().as_u16();
-            let content_type = header(CONTENT_TYPE.as_str());
-            let unavailable_cause = header(UNAVAILABLE_CAUSE);
-            let body = resp.into_body().collect().await.map_err(|e| hop_error(&e, false))?.to_bytes();
-            Ok(ReplicaReply { status, content_type, unavailable_cause, body })
-        };
-        tokio::time::timeout(out.timeout, exchange).await.unwrap_or(Err(SendError::Timeout))
+        let request = rpc::Request { method, path: out.path_and_query.to_string(), headers, body: out.body.clone() };
+        match rpc.call(&request, out.timeout).await {
+            Ok(r) => Ok(ReplicaReply {
+                status: r.status,
+                content_type: r.header(CONTENT_TYPE.as_str()).map(str::to_string),
+                unavailable_cause: r.header(UNAVAILABLE_CAUSE).map(str::to_string),
+                body: r.body,
+            }),
+            Err(rpc::Error::Timeout(_)) => Err(SendError::Timeout),
+            Err(rpc::Error::Connect(why)) => Err(SendError::Connect(why)),
+            Err(rpc::Error::Closed(why)) => Err(SendError::Broken(why)),
+        }
     }
 
     /// Calls an internal GET endpoint (`/internal/view`, `/internal/digest`) of replica `id`.
@@ -299,43 +300,6 @@ impl Forwarder {
     fn url(&self, id: u32, path_and_query: &str) -> Result<reqwest::Url, SendError> {
         self.bases[self.reachable(id)?].url(path_and_query).map_err(SendError::Broken)
     }
-
-    /// The URI of the forwarding hop to replica `id`: `path_and_query` as it came in, which
-    /// the coordinator's own HTTP server already checked to be a valid request target.
-    fn hop_uri(&self, id: u32, path_and_query: &str) -> Result<Uri, SendError> {
-        let authority = self.authorities[self.reachable(id)?].clone().map_err(SendError::Broken)?;
-        let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|e| SendError::Broken(e.to_string()))?;
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(authority)
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| SendError::Broken(e.to_string()))
-    }
-}
-
-/// Classifies a failure of the hop as reqwest did: a timed-out I/O error anywhere in the
-/// chain is a timeout, a failed connection a connection failure, anything else a broken
-/// exchange; the text is the innermost cause.
-fn hop_error(e: &(dyn std::error::Error + 'static), connect: bool) -> SendError {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
-            return SendError::Timeout;
-        }
-        cur = err.source();
-    }
-    if connect {
-        SendError::Connect(root_cause(e))
-    } else {
-        SendError::Broken(root_cause(e))
-    }
-}
-
-/// A header value from text that came from a header or was minted: always valid in practice;
-/// an invalid one fails the request as reqwest's builder did.
-fn header_value(s: &str) -> Result<HeaderValue, SendError> {
-    HeaderValue::from_str(s).map_err(|e| SendError::Broken(e.to_string()))
 }
 
 async fn read(resp: reqwest::Response) -> Result<ReplicaReply, SendError> {

@@ -75,31 +75,74 @@ fn default_answer(id: u32, seen: &Seen) -> Answer {
     }
 }
 
+/// Records a request and decides its answer.
+fn serve_one(id: u32, script: &Script, record: &Mutex<Vec<Seen>>, s: Seen) -> Answer {
+    record.lock().unwrap().push(s.clone());
+    script(id, &s).unwrap_or_else(|| default_answer(id, &s))
+}
+
+fn content_type(a: &Answer) -> &'static str {
+    if a.json {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    }
+}
+
+/// A fake replica: it takes requests over HTTP and over an internal connection
+/// (`common::rpc`, what coordinators forward on), recording both alike.
 async fn start_fake(id: u32, script: Script) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     let server = HttpServer::new(move || {
-        let record = record.clone();
-        let script = script.clone();
-        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-            let s = Seen {
-                method: req.method().to_string(),
-                path: req.uri().path_and_query().unwrap().to_string(),
-                request_id: header(&req, REQUEST_ID),
-                secret: header(&req, SECRET),
-                epoch: header(&req, EPOCH),
-                minted: header(&req, MINTED_KEY),
-                content_type: header(&req, "content-type"),
-                body: body.to_vec(),
-            };
-            record.lock().unwrap().push(s.clone());
-            let a = script(id, &s).unwrap_or_else(|| default_answer(id, &s));
-            let mut resp = HttpResponse::build(actix_web::http::StatusCode::from_u16(a.status).unwrap());
-            resp.content_type(if a.json { "application/json" } else { "text/plain; charset=utf-8" });
-            async move { resp.body(a.body) }
-        }))
+        let (record, script) = (record.clone(), script.clone());
+        let (rpc_record, rpc_script) = (record.clone(), script.clone());
+        App::new()
+            .route(
+                common::rpc::RPC_PATH,
+                web::get().to(move |req: HttpRequest, payload: web::Payload| {
+                    let (record, script) = (rpc_record.clone(), rpc_script.clone());
+                    let secret = header(&req, SECRET);
+                    async move {
+                        common::rpc::serve(&req, payload, Default::default(), move |call: common::rpc::Request| {
+                            let s = Seen {
+                                method: match call.method {
+                                    common::routing::Method::Get => "GET".into(),
+                                    common::routing::Method::Post => "POST".into(),
+                                },
+                                path: call.path.clone(),
+                                request_id: call.header(REQUEST_ID).map(str::to_string),
+                                secret: secret.clone(),
+                                epoch: call.header(EPOCH).map(str::to_string),
+                                minted: call.header(MINTED_KEY).map(str::to_string),
+                                content_type: call.header("content-type").map(str::to_string),
+                                body: call.body.to_vec(),
+                            };
+                            let a = serve_one(id, &script, &record, s);
+                            let headers = vec![("content-type".to_string(), content_type(&a).to_string())];
+                            async move { common::rpc::Response { status: a.status, headers, body: a.body.into() } }
+                        })
+                    }
+                }),
+            )
+            .default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let s = Seen {
+                    method: req.method().to_string(),
+                    path: req.uri().path_and_query().unwrap().to_string(),
+                    request_id: header(&req, REQUEST_ID),
+                    secret: header(&req, SECRET),
+                    epoch: header(&req, EPOCH),
+                    minted: header(&req, MINTED_KEY),
+                    content_type: header(&req, "content-type"),
+                    body: body.to_vec(),
+                };
+                let a = serve_one(id, &script, &record, s);
+                let mut resp = HttpResponse::build(actix_web::http::StatusCode::from_u16(a.status).unwrap());
+                resp.content_type(content_type(&a));
+                async move { resp.body(a.body) }
+            }))
     })
     .workers(1)
     .disable_signals()
