@@ -322,11 +322,15 @@ struct Conn {
     out: mpsc::UnboundedSender<Bytes>,
     waiting: Mutex<Option<Waiting>>,
     next: AtomicU64,
+    /// Set when a call on it timed out: new calls open another connection, the calls on
+    /// this one still get their answers, and it closes when the last of them is done.
+    retired: AtomicBool,
 }
 
 impl Conn {
+    /// Whether new calls may use it.
     fn open(&self) -> bool {
-        self.waiting.lock().unwrap().is_some()
+        !self.retired.load(Ordering::Relaxed) && self.waiting.lock().unwrap().is_some()
     }
 
     /// Marks the connection broken and fails every call waiting on it.
@@ -380,8 +384,19 @@ impl Client {
 
     /// Makes a call and waits at most `timeout` for its answer, opening the connection
     /// included.
+    ///
+    /// A call that times out retires the connection, as an HTTP client drops a connection
+    /// whose request timed out: the peer may be gone without a word (a host that vanished
+    /// sends no reset), and a new connection fails fast where the old one would time out
+    /// every call; a peer that was only slow answers the calls already on their way.
     pub async fn call(&self, request: &Request, timeout: Duration) -> Result<Response, Error> {
-        tokio::time::timeout(timeout, self.exchange(request)).await.unwrap_or(Err(Error::Timeout(timeout)))
+        let result = tokio::time::timeout(timeout, self.exchange(request)).await;
+        result.unwrap_or_else(|_| {
+            if let Some(c) = self.current.lock().unwrap().as_ref() {
+                c.retired.store(true, Ordering::Relaxed);
+            }
+            Err(Error::Timeout(timeout))
+        })
     }
 
     async fn exchange(&self, request: &Request) -> Result<Response, Error> {
@@ -459,7 +474,12 @@ impl Client {
         }
         let (rd, wr) = stream.into_split();
         let (out, queued) = mpsc::unbounded_channel();
-        let conn = Arc::new(Conn { out, waiting: Mutex::new(Some(HashMap::new())), next: AtomicU64::new(0) });
+        let conn = Arc::new(Conn {
+            out,
+            waiting: Mutex::new(Some(HashMap::new())),
+            next: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+        });
         tokio::spawn(write_loop(wr, queued, Arc::downgrade(&conn)));
         tokio::spawn(read_loop(rd, buf, Arc::downgrade(&conn)));
         Ok(conn)
@@ -614,6 +634,8 @@ mod tests {
     struct Gate {
         arrived: Notify,
         open: Notify,
+        /// Connections the node accepted.
+        connections: AtomicU64,
     }
 
     /// A node serving calls on `listener`: `/gate` answers when the gate opens, `/never`
@@ -630,6 +652,7 @@ mod tests {
                         if req.headers().get(SECRET).is_none_or(|s| s != "s") {
                             return HttpResponse::Forbidden().finish();
                         }
+                        gate.connections.fetch_add(1, Ordering::SeqCst);
                         serve(&req, payload, closing, move |call: Request| {
                             let gate = gate.clone();
                             async move {
@@ -702,11 +725,23 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn a_call_without_an_answer_times_out_and_the_connection_goes_on() {
-        let client = Client::new(&node(Closing::default(), Default::default()), "s", true, WAIT);
+    async fn a_timed_out_call_retires_its_connection_and_the_calls_on_it_still_get_answers() {
+        let gate = Arc::new(Gate::default());
+        let client = Arc::new(Client::new(&node(Closing::default(), gate.clone()), "s", true, WAIT));
+        let held = {
+            let client = client.clone();
+            tokio::spawn(async move { client.call(&get("/gate"), WAIT).await })
+        };
+        gate.arrived.notified().await;
         let err = client.call(&get("/never"), Duration::from_millis(200)).await.unwrap_err();
         assert_eq!(err, Error::Timeout(Duration::from_millis(200)));
+        // The next call goes on a new connection; the held one is still answered on the old.
         assert_eq!(client.call(&get("/next"), WAIT).await.unwrap().body, "/next");
+        assert_eq!(gate.connections.load(Ordering::SeqCst), 2);
+        gate.open.notify_one();
+        assert_eq!(held.await.unwrap().unwrap().body, "/gate");
+        assert_eq!(client.call(&get("/again"), WAIT).await.unwrap().body, "/again");
+        assert_eq!(gate.connections.load(Ordering::SeqCst), 2);
     }
 
     #[actix_web::test]
