@@ -1,12 +1,13 @@
 //! A client for calling another service through its coordinators: round robin, and the
-//! next coordinator on a connection error. Never through nginx, never to replicas.
+//! next coordinator on a connection error. Never through nginx, never to replicas. Calls
+//! travel on one internal connection per coordinator ([`crate::rpc`]).
 //!
 //! [`Batcher`] sends concurrent calls together as one multi call (`/internal/multi`).
 
 use crate::batching::BatchQueue;
-use crate::endpoint::Endpoint;
 use crate::routing::Method;
-use crate::wire::{MultiAnswer, MultiCall, MULTI_PATH, REQUEST_ID, SECRET};
+use crate::wire::{MultiAnswer, MultiCall, MULTI_PATH, REQUEST_ID};
+use actix_web::web::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,26 +59,22 @@ pub fn root_cause(e: &dyn std::error::Error) -> String {
 
 /// Calls one service through its coordinators.
 pub struct ServiceClient {
-    /// `http://host:port` per coordinator, for messages.
-    bases: Vec<String>,
-    /// The same, parsed once.
-    endpoints: Vec<Endpoint>,
+    /// `host:port` per coordinator, for messages.
+    addrs: Vec<String>,
+    /// One internal connection per coordinator ([`crate::rpc`]).
+    rpc: Vec<crate::rpc::Client>,
     next: AtomicUsize,
-    http: reqwest::Client,
-    secret: String,
+    timeout: Duration,
 }
 
 impl ServiceClient {
     /// A client of the coordinators at `addrs` (`host:port`), with a per-call timeout.
     pub fn new(addrs: &[String], secret: &str, timeout: Duration) -> ServiceClient {
-        // Coordinators are reached directly: no proxy, plain HTTP/1.1.
-        let http = internal_http(timeout);
         ServiceClient {
-            bases: addrs.iter().map(|a| format!("http://{a}")).collect(),
-            endpoints: addrs.iter().map(|a| Endpoint::new(a)).collect(),
+            addrs: addrs.to_vec(),
+            rpc: addrs.iter().map(|a| crate::rpc::Client::new(a, secret, true, timeout)).collect(),
             next: AtomicUsize::new(0),
-            http,
-            secret: secret.to_string(),
+            timeout,
         }
     }
 
@@ -92,19 +89,16 @@ impl ServiceClient {
     }
 
     async fn multi_exchange(&self, calls: &[MultiCall]) -> Result<Vec<MultiAnswer>, String> {
-        let body = serde_json::to_vec(calls).expect("calls serialize");
-        let (base, status, bytes) = self
-            .exchange(Method::Post, MULTI_PATH, |req| {
-                req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone())
-            })
-            .await?;
+        let body = Bytes::from(serde_json::to_vec(calls).expect("calls serialize"));
+        let headers = vec![("content-type".to_string(), "application/json".to_string())];
+        let (addr, status, bytes) = self.exchange(Method::Post, MULTI_PATH, headers, body).await?;
         if status != 200 {
-            return Err(format!("{base} answered {status} to a multi call: {}", String::from_utf8_lossy(&bytes)));
+            return Err(format!("{addr} answered {status} to a multi call: {}", String::from_utf8_lossy(&bytes)));
         }
         let answers: Vec<MultiAnswer> =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{base}: unreadable multi answer: {e}"))?;
+            serde_json::from_slice(&bytes).map_err(|e| format!("{addr}: unreadable multi answer: {e}"))?;
         if answers.len() != calls.len() {
-            return Err(format!("{base}: {} answers to {} calls", answers.len(), calls.len()));
+            return Err(format!("{addr}: {} answers to {} calls", answers.len(), calls.len()));
         }
         Ok(answers)
     }
@@ -113,47 +107,35 @@ impl ServiceClient {
     /// a timeout or a 5xx is returned as [`Unavailable`] at once (the caller decides whether
     /// the call is safe to repeat).
     pub async fn call(&self, method: Method, path: &str, request_id: Option<&str>) -> Result<Answer, Unavailable> {
-        let (base, status, bytes) = self
-            .exchange(method, path, |req| match request_id {
-                Some(id) => req.header(REQUEST_ID, id),
-                None => req,
-            })
-            .await
-            .map_err(Unavailable)?;
+        let headers = request_id.map(|id| vec![(REQUEST_ID.to_string(), id.to_string())]).unwrap_or_default();
+        let (addr, status, bytes) = self.exchange(method, path, headers, Bytes::new()).await.map_err(Unavailable)?;
         let body = String::from_utf8_lossy(&bytes).into_owned();
         if status >= 500 {
-            return Err(Unavailable(format!("{base} answered {status}: {body}")));
+            return Err(Unavailable(format!("{addr} answered {status}: {body}")));
         }
         Ok(Answer { status, body })
     }
 
     /// One exchange with the next coordinator in turn (the one after it while connections are
-    /// refused), with the secret and what `build` adds: the coordinator that answered, the
-    /// status and the body. An error names the coordinator.
+    /// refused), over its internal connection: the coordinator that answered, the status and
+    /// the body. An error names the coordinator.
     async fn exchange(
         &self,
         method: Method,
         path: &str,
-        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-    ) -> Result<(&str, u16, actix_web::web::Bytes), String> {
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> Result<(&str, u16, Bytes), String> {
+        let request = crate::rpc::Request { method, path: path.to_string(), headers, body };
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = String::from("no coordinators");
-        for i in 0..self.bases.len() {
-            let at = (start + i) % self.bases.len();
-            let base = self.bases[at].as_str();
-            let url = self.endpoints[at].url(path).map_err(|e| format!("{base}: {e}"))?;
-            let req = match method {
-                Method::Get => self.http.get(url),
-                Method::Post => self.http.post(url),
-            };
-            match build(req.header(SECRET, &self.secret)).send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let bytes = resp.bytes().await.map_err(|e| format!("{base}: {e}"))?;
-                    return Ok((base, status, bytes));
-                }
-                Err(e) if e.is_connect() => last = format!("{base}: {e}"),
-                Err(e) => return Err(format!("{base}: {e}")),
+        for i in 0..self.addrs.len() {
+            let at = (start + i) % self.addrs.len();
+            let addr = self.addrs[at].as_str();
+            match self.rpc[at].call(&request, self.timeout).await {
+                Ok(r) => return Ok((addr, r.status, r.body)),
+                Err(e @ crate::rpc::Error::Connect(_)) => last = format!("{addr}: {e}"),
+                Err(e) => return Err(format!("{addr}: {e}")),
             }
         }
         Err(last)

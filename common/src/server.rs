@@ -78,8 +78,11 @@ pub fn authorized(req: &HttpRequest, secret: &str) -> bool {
 
 /// The refusal of a request without the secret.
 pub fn forbidden() -> HttpResponse {
-    HttpResponse::Forbidden().body("missing or wrong cluster secret")
+    HttpResponse::Forbidden().body(FORBIDDEN)
 }
+
+/// The body of [`forbidden`].
+pub const FORBIDDEN: &str = "missing or wrong cluster secret";
 
 fn header(req: &HttpRequest, name: &str) -> Option<String> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)

@@ -54,6 +54,13 @@ pub async fn run(
     let app = actix_web::web::Data::new(coordinator);
     tokio::spawn(app.clone().into_inner().prober());
     tokio::spawn(app.clone().into_inner().anti_entropy());
+    // Internal connections end first: open, they would hold the graceful stop until its
+    // timeout.
+    let closing = app.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
+    };
     common::server::serve(listener, settings.workers, routes::configure(app), shutdown).await
 }
 

@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use common::metrics::labels;
 use common::routing::{resolve, KeySource, Method, RouteError};
-use common::server::{authorized, forbidden, health, method_of, metrics_response, route_error_response};
+use common::server::{authorized, forbidden, health, method_of, metrics_response, route_error_parts, FORBIDDEN};
 use common::wire::{MultiCall, REQUEST_ID, UNAVAILABLE_CAUSE};
 use std::borrow::Cow;
 use std::time::Instant;
@@ -43,7 +43,8 @@ pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig
             );
         let internal = web::scope("/internal")
             .route("/suspect/{replica}", web::post().to(suspect))
-            .route("/multi", web::post().to(multi));
+            .route("/multi", web::post().to(multi))
+            .route("/rpc", web::get().to(rpc));
         #[cfg(feature = "fault-hooks")]
         let internal = internal.route("/fault/{cut_or_heal}/{replica}", web::post().to(fault));
         cfg.service(internal).default_service(web::to(public));
@@ -144,19 +145,73 @@ async fn multi(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) 
     if !authorized(&req, &app.secret) {
         return forbidden();
     }
+    reply_response(&multi_reply(&app, &body, request_id_of(&req)).await)
+}
+
+/// A multi call's answers (over HTTP or [`common::rpc`]).
+async fn multi_reply(app: &Coordinator, body: &[u8], request_id: Cow<'_, str>) -> ReplicaReply {
     let start = Instant::now();
-    let calls: Vec<MultiCall> = match serde_json::from_slice(&body) {
+    let calls: Vec<MultiCall> = match serde_json::from_slice(body) {
         Ok(c) => c,
-        Err(e) => return HttpResponse::BadRequest().body(format!("multi call: {e}")),
+        Err(e) => return ReplicaReply::text(400, format!("multi call: {e}")),
     };
     if calls.len() > crate::multi::MAX_CALLS {
-        return HttpResponse::BadRequest().body(format!("multi call: more than {} calls", crate::multi::MAX_CALLS));
+        return ReplicaReply::text(400, format!("multi call: more than {} calls", crate::multi::MAX_CALLS));
     }
-    let request_id = request_id_of(&req);
     let answers = app.forward_multi(&calls, &request_id).await;
     app.metrics.add("coordinator_multi_calls_total", labels(&[]), calls.len() as u64);
     app.metrics.observe("coordinator_request_seconds", labels(&[("route", "multi")]), start.elapsed());
-    HttpResponse::Ok().json(answers)
+    ReplicaReply {
+        status: 200,
+        content_type: Some("application/json".into()),
+        unavailable_cause: None,
+        body: serde_json::to_vec(&answers).expect("answers serialize").into(),
+    }
+}
+
+/// `GET /internal/rpc` (cluster secret required): a connection for internal calls
+/// ([`common::rpc`]), which the order service's replicas use for the saga's steps: multi
+/// calls, and single keyed requests answered as over HTTP.
+async fn rpc(req: HttpRequest, payload: web::Payload, app: web::Data<Coordinator>) -> HttpResponse {
+    if !authorized(&req, &app.secret) {
+        return forbidden();
+    }
+    let closing = app.closing.clone();
+    common::rpc::serve(&req, payload, closing, move |call| {
+        let app = app.clone();
+        async move { rpc_answer(&app, call).await }
+    })
+}
+
+/// Answers one internal call: the caller is authorized (the connection checked the secret).
+async fn rpc_answer(app: &Coordinator, call: common::rpc::Request) -> common::rpc::Response {
+    let path = call.path.split('?').next().unwrap_or_default();
+    let request_id = match call.header(REQUEST_ID) {
+        Some(id) if !id.is_empty() => Cow::Borrowed(id),
+        _ => Cow::Owned(uuid::Uuid::new_v4().to_string()),
+    };
+    let reply = if call.method == Method::Post && path == common::wire::MULTI_PATH {
+        multi_reply(app, &call.body, request_id).await
+    } else {
+        let incoming = Incoming {
+            method: Some(call.method),
+            path,
+            path_and_query: &call.path,
+            authorized: true,
+            request_id,
+            body: call.body.clone(),
+            content_type: call.header(CONTENT_TYPE.as_str()),
+        };
+        counted(app, incoming).await
+    };
+    let mut headers = Vec::new();
+    if let Some(ct) = reply.content_type {
+        headers.push((CONTENT_TYPE.as_str().to_string(), ct));
+    }
+    if let Some(cause) = reply.unavailable_cause {
+        headers.push((UNAVAILABLE_CAUSE.to_string(), cause));
+    }
+    common::rpc::Response { status: reply.status, headers, body: reply.body }
 }
 
 /// The request id a request came with (borrowed), or a new one.
@@ -169,42 +224,75 @@ fn request_id_of(req: &HttpRequest) -> Cow<'_, str> {
 
 /// Every other path: a public request of the service (or a 404).
 async fn public(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) -> HttpResponse {
+    let incoming = Incoming {
+        method: method_of(&req),
+        path: req.path(),
+        path_and_query: req.uri().path_and_query().map_or(req.path(), |p| p.as_str()),
+        authorized: authorized(&req, &app.secret),
+        request_id: request_id_of(&req),
+        body,
+        content_type: req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+    };
+    reply_response(&counted(&app, incoming).await)
+}
+
+/// A request to route, as it came over HTTP or an internal connection.
+struct Incoming<'a> {
+    /// GET or POST (`None`: another method).
+    method: Option<Method>,
+    /// The path, without the query.
+    path: &'a str,
+    /// Path and query, forwarded unchanged.
+    path_and_query: &'a str,
+    /// Whether it carries the cluster secret (internal routes need it).
+    authorized: bool,
+    request_id: Cow<'a, str>,
+    body: web::Bytes,
+    content_type: Option<&'a str>,
+}
+
+/// Routes and forwards a request, and counts it under its route.
+async fn counted(app: &Coordinator, incoming: Incoming<'_>) -> ReplicaReply {
     let start = Instant::now();
-    let (route, resp) = route_and_forward(&req, body, &app).await;
-    let status = resp.status();
+    let method = incoming.method;
+    let path = incoming.path.to_string();
+    let (route, reply) = route_and_forward(incoming, app).await;
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
     app.metrics.inc("coordinator_requests_total", labels(&[("route", route), ("status", status.as_str())]));
     app.metrics.observe("coordinator_request_seconds", labels(&[("route", route)]), start.elapsed());
-    log::debug!("{} {} -> {} in {:?}", req.method(), req.path(), status.as_str(), start.elapsed());
-    resp
+    log::debug!("{method:?} {path} -> {} in {:?}", status.as_str(), start.elapsed());
+    reply
 }
 
 /// Resolves the request's route, refuses what must not be forwarded, and forwards the rest;
-/// returns the route's name (for metrics) and the response.
-async fn route_and_forward(req: &HttpRequest, body: web::Bytes, app: &Coordinator) -> (&'static str, HttpResponse) {
-    let resolved = match method_of(req) {
-        Some(m) => resolve(app.service, m, req.path()),
-        None if in_service(app, req.path()) => Err(RouteError::MethodNotAllowed),
+/// returns the route's name (for metrics) and the answer.
+async fn route_and_forward(incoming: Incoming<'_>, app: &Coordinator) -> (&'static str, ReplicaReply) {
+    let resolved = match incoming.method {
+        Some(m) => resolve(app.service, m, incoming.path),
+        None if in_service(app, incoming.path) => Err(RouteError::MethodNotAllowed),
         None => Err(RouteError::NotFound),
     };
     let target = match resolved {
         Ok(t) => t,
-        Err(e) => return (UNMATCHED, route_error_response(e)),
+        Err(e) => {
+            let parts = route_error_parts(e);
+            return (UNMATCHED, ReplicaReply::text(parts.status, parts.body));
+        }
     };
     let route = target.route;
-    if route.internal && !authorized(req, &app.secret) {
-        return (route.name, forbidden());
+    if route.internal && !incoming.authorized {
+        return (route.name, ReplicaReply::text(403, FORBIDDEN));
     }
-    let request_id = request_id_of(req);
     let fwd = Forward {
         route: route.name,
         method: match route.method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
         },
-        path_and_query: req.uri().path_and_query().map_or(req.path(), |p| p.as_str()),
-        request_id: &request_id,
-        body,
-        content_type: req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        path_and_query: incoming.path_and_query,
+        request_id: &incoming.request_id,
+        body: incoming.body,
+        content_type: incoming.content_type,
         timeout: app.timeout_for(route),
     };
     let result = match route.key {
@@ -213,17 +301,17 @@ async fn route_and_forward(req: &HttpRequest, body: web::Bytes, app: &Coordinato
             app.forward_keyed(&fwd, key, None).await
         }
         KeySource::Mint => {
-            let key = common::routing::mint_key(app.service, &request_id);
+            let key = common::routing::mint_key(app.service, &incoming.request_id);
             app.forward_keyed(&fwd, &key, Some(&key)).await
         }
         // `resolve` accepted the number: non-negative and at most MAX_BATCH.
         KeySource::Batch(i) => app.forward_batch(&fwd, target.int(i) as u64).await,
     };
-    let resp = match result {
-        Ok(reply) => reply_response(&reply),
-        Err(e) => e.response(),
+    let reply = match result {
+        Ok(reply) => reply,
+        Err(e) => ReplicaReply::text(e.status(), e.body()),
     };
-    (route.name, resp)
+    (route.name, reply)
 }
 
 fn in_service(app: &Coordinator, path: &str) -> bool {

@@ -68,6 +68,8 @@ pub struct Coordinator {
     pub forwarder: Forwarder,
     /// This process's metrics.
     pub metrics: Metrics,
+    /// Ends the internal connections it serves ([`common::rpc`]) when it shuts down.
+    pub closing: common::rpc::Closing,
     /// Timeout of an ordinary request.
     pub request_timeout: Duration,
     /// Timeout of a checkout or batch_init.
@@ -114,6 +116,7 @@ impl Coordinator {
             forwarder: Forwarder::new(&replica_addrs, &settings.secret),
             replica_addrs,
             metrics: Metrics::new(),
+            closing: Default::default(),
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
             long_timeout: Duration::from_millis(settings.long_timeout_ms),
             ballot: tokio::sync::Mutex::new(common::paxos::Ballot::ZERO),

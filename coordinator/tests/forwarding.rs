@@ -590,3 +590,36 @@ async fn targets_are_forwarded_as_they_came() {
         assert_eq!(last.path, target, "forwarded unchanged to replica {p}, the primary of {key:?}");
     }
 }
+
+/// The order service's client of another service (`common::client::ServiceClient`) reaches a
+/// coordinator over an internal connection (`common::rpc`): single calls and multi calls get
+/// the answers an HTTP request gets, and a wrong secret opens no connection.
+#[actix_web::test]
+async fn the_service_client_gets_over_its_connection_what_http_gets() {
+    use common::client::ServiceClient;
+    use common::routing::Method;
+    use common::wire::MultiCall;
+    let fakes = start_fakes(3, defaults()).await;
+    let coord = boot(Service::Payment, addrs(&fakes), 5000).await;
+    let addr = coord.base.trim_start_matches("http://").to_string();
+    let client = ServiceClient::new(&[addr.clone()], SECRET_VALUE, std::time::Duration::from_secs(5));
+    let pay = "/payment/tx/pay/u1/3/o%231";
+    let over_rpc = client.call(Method::Post, pay, Some("rid-1")).await.unwrap();
+    let (status, _, body) = coord.send("POST", pay, &[(SECRET, SECRET_VALUE)]).await;
+    assert_eq!((over_rpc.status, over_rpc.body), (status, body));
+    let forwarded = fakes.iter().flat_map(|f| f.public()).find(|s| s.request_id.as_deref() == Some("rid-1")).unwrap();
+    assert_eq!(forwarded.path, pay);
+    let calls = vec![
+        MultiCall { method: Method::Post, path: pay.into() },
+        MultiCall { method: Method::Get, path: "/payment/nothing/x".into() },
+        MultiCall { method: Method::Post, path: "/payment/add_funds/u1/-1".into() },
+    ];
+    let answers: Vec<(u16, String)> =
+        client.multi(&calls).await.into_iter().map(|a| a.map(|a| (a.status, a.body)).unwrap()).collect();
+    assert_eq!(answers[0].0, 200);
+    assert_eq!(answers[1], (404, "no such endpoint".into()));
+    assert_eq!(answers[2], (400, "not a non-negative integer: '-1'".into()));
+    let wrong = ServiceClient::new(&[addr], "wrong", std::time::Duration::from_secs(5));
+    let err = wrong.call(Method::Post, pay, None).await.unwrap_err();
+    assert!(err.0.contains("upgrade refused: HTTP/1.1 403"), "{err}");
+}
