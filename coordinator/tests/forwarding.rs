@@ -602,7 +602,7 @@ async fn the_service_client_gets_over_its_connection_what_http_gets() {
     let fakes = start_fakes(3, defaults()).await;
     let coord = boot(Service::Payment, addrs(&fakes), 5000).await;
     let addr = coord.base.trim_start_matches("http://").to_string();
-    let client = ServiceClient::new(&[addr.clone()], SECRET_VALUE, std::time::Duration::from_secs(5));
+    let client = ServiceClient::new(std::slice::from_ref(&addr), SECRET_VALUE, std::time::Duration::from_secs(5));
     let pay = "/payment/tx/pay/u1/3/o%231";
     let over_rpc = client.call(Method::Post, pay, Some("rid-1")).await.unwrap();
     let (status, _, body) = coord.send("POST", pay, &[(SECRET, SECRET_VALUE)]).await;
