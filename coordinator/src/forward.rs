@@ -22,8 +22,8 @@ use common::wire::{
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use std::time::Duration;
 
-/// Idle keep-alive connections kept per replica: enough for the gateway's concurrency (the
-/// benchmark keeps a few hundred requests in flight) without reconnecting under load.
+/// Idle keep-alive connections kept per replica by the HTTP client of the rare internal
+/// calls (probes, membership, anti-entropy); forwarded requests use [`common::rpc`].
 pub const POOL_IDLE_PER_HOST: usize = 256;
 
 /// Longest wait for a TCP connection to a replica: replicas sit on the same network, so a
@@ -167,22 +167,20 @@ impl Forwarder {
     pub fn new(addrs: &[String], secret: &str) -> Forwarder {
         // Replicas are reached directly: no proxy (a proxy set in the environment would
         // otherwise carry this traffic), plain HTTP/1.1.
-        let client = || {
-            reqwest::Client::builder()
-                .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-                .pool_idle_timeout(common::wire::CLIENT_POOL_IDLE)
-                .tcp_nodelay(true)
-                .connect_timeout(CONNECT_TIMEOUT)
-                .no_proxy()
-                .http1_only()
-                .build()
-                .expect("http client")
-        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(common::wire::CLIENT_POOL_IDLE)
+            .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .no_proxy()
+            .http1_only()
+            .build()
+            .expect("http client");
         Forwarder {
             rpc: std::sync::Arc::new(
                 addrs.iter().map(|a| common::rpc::Client::new(a, secret, true, CONNECT_TIMEOUT)).collect(),
             ),
-            http: client(),
+            http,
             bases: addrs.iter().map(|a| Endpoint::new(a)).collect(),
             secret: HeaderValue::from_str(secret).map_err(|e| e.to_string()),
             #[cfg(feature = "fault-hooks")]

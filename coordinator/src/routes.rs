@@ -254,19 +254,17 @@ struct Incoming<'a> {
 /// Routes and forwards a request, and counts it under its route.
 async fn counted(app: &Coordinator, incoming: Incoming<'_>) -> ReplicaReply {
     let start = Instant::now();
-    let method = incoming.method;
-    let path = incoming.path.to_string();
-    let (route, reply) = route_and_forward(incoming, app).await;
+    let (route, reply) = route_and_forward(&incoming, app).await;
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
     app.metrics.inc("coordinator_requests_total", labels(&[("route", route), ("status", status.as_str())]));
     app.metrics.observe("coordinator_request_seconds", labels(&[("route", route)]), start.elapsed());
-    log::debug!("{method:?} {path} -> {} in {:?}", status.as_str(), start.elapsed());
+    log::debug!("{:?} {} -> {} in {:?}", incoming.method, incoming.path, status.as_str(), start.elapsed());
     reply
 }
 
 /// Resolves the request's route, refuses what must not be forwarded, and forwards the rest;
 /// returns the route's name (for metrics) and the answer.
-async fn route_and_forward(incoming: Incoming<'_>, app: &Coordinator) -> (&'static str, ReplicaReply) {
+async fn route_and_forward(incoming: &Incoming<'_>, app: &Coordinator) -> (&'static str, ReplicaReply) {
     let resolved = match incoming.method {
         Some(m) => resolve(app.service, m, incoming.path),
         None if in_service(app, incoming.path) => Err(RouteError::MethodNotAllowed),
@@ -291,7 +289,7 @@ async fn route_and_forward(incoming: Incoming<'_>, app: &Coordinator) -> (&'stat
         },
         path_and_query: incoming.path_and_query,
         request_id: &incoming.request_id,
-        body: incoming.body,
+        body: incoming.body.clone(),
         content_type: incoming.content_type,
         timeout: app.timeout_for(route),
     };
