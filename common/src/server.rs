@@ -705,19 +705,24 @@ mod tests {
         }
     }
 
-    /// Each call of a multi call is answered as the same request alone: status, body and type.
-    /// The multi call is counted as one request carrying its calls.
-    #[actix_web::test]
-    async fn multi_answers_equal_single_answers() {
-        let node = Arc::new(Node::standalone(Arc::new(MemStore::new())));
+    /// A standalone replica answering with [`Echo`], no secret, and its metrics.
+    fn echo_app(node: Arc<Node>) -> (web::Data<ReplicaApp>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
-        let app = web::Data::new(ReplicaApp {
+        let app = ReplicaApp {
             node,
             handler: Arc::new(Echo),
             metrics: metrics.clone(),
             secret: String::new(),
             closing: Default::default(),
-        });
+        };
+        (web::Data::new(app), metrics)
+    }
+
+    /// Each call of a multi call is answered as the same request alone: status, body and type.
+    /// The multi call is counted as one request carrying its calls.
+    #[actix_web::test]
+    async fn multi_answers_equal_single_answers() {
+        let (app, metrics) = echo_app(Arc::new(Node::standalone(Arc::new(MemStore::new()))));
         let svc = init_service(App::new().configure(configure_replica(app))).await;
         let calls: Vec<MultiCall> = [
             (Method::Get, "/stock/find/x"),
@@ -756,14 +761,7 @@ mod tests {
     async fn replicate_counts_batches_and_states() {
         let node = Arc::new(Node::standalone(Arc::new(MemStore::new())));
         let epoch = node.epoch();
-        let metrics = Arc::new(Metrics::new());
-        let app = web::Data::new(ReplicaApp {
-            node,
-            handler: Arc::new(Echo),
-            metrics: metrics.clone(),
-            secret: String::new(),
-            closing: Default::default(),
-        });
+        let (app, metrics) = echo_app(node);
         let svc = init_service(App::new().configure(configure_replica(app))).await;
         let v = crate::version::Version { epoch, seq: 1 };
         let records = [Record::new("a".into(), v, "{}".into()), Record::new("b".into(), v, "{}".into())];
@@ -780,15 +778,7 @@ mod tests {
     /// with the wrong method or argument, and that unknown paths reach the dispatcher).
     #[actix_web::test]
     async fn paths_reach_their_handlers() {
-        let node = Arc::new(Node::standalone(Arc::new(MemStore::new())));
-        let secret = String::new();
-        let app = web::Data::new(ReplicaApp {
-            node,
-            handler: Arc::new(Echo),
-            metrics: Arc::new(Metrics::new()),
-            secret,
-            closing: Default::default(),
-        });
+        let (app, _) = echo_app(Arc::new(Node::standalone(Arc::new(MemStore::new()))));
         let svc = init_service(App::new().configure(configure_replica(app))).await;
         let cases: &[(&str, &str, u16, &str)] = &[
             ("GET", "/health", 200, "ok"),
