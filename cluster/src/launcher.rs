@@ -69,9 +69,49 @@ pub const ENGINES: [&str; 4] = ["log", "redb", "memory", "mongo"];
 pub const MONGO: &str = "mongo";
 
 /// The folder of a replica's MongoDB server's data, inside the replica's data folder: the
-/// server's files then count as the replica's data (a replica whose folder is not empty is
-/// not a new cluster's, see [`BOOTSTRAP`]).
+/// server's files then count as the replica's data ([`engine_data`]).
 pub const MONGO_DATA: &str = "mongo";
+
+/// Where the data a replica keeps with `engine` lies in its folder `dir`: the embedded
+/// engines' own file or folder, the MongoDB server's folder, nothing for `memory`.
+fn engine_data(engine: &str, dir: &Path) -> Option<PathBuf> {
+    if engine == MONGO {
+        return Some(dir.join(MONGO_DATA));
+    }
+    common::storage::data_path(engine, dir)
+}
+
+/// Whether the replica folders `dirs` of one service start a new cluster with `engine`: none
+/// holds data of it. Only then do its replicas start from the initial view ([`BOOTSTRAP`]); a
+/// replica without data among replicas with data has lost its state and must learn the view
+/// from them. A folder that holds another engine's data and none of `engine`'s is refused:
+/// started on it, every replica would wait, without state, for a view none can give (the
+/// cluster would answer 503 for ever).
+fn new_cluster(engine: &str, dirs: &[PathBuf]) -> anyhow::Result<bool> {
+    if engine_data(engine, Path::new("")).is_none() {
+        // The memory engine keeps nothing: every start is a new cluster.
+        return Ok(true);
+    }
+    let mut any = false;
+    for dir in dirs {
+        if engine_data(engine, dir).is_some_and(|p| p.exists()) {
+            any = true;
+            continue;
+        }
+        for other in ENGINES.iter().filter(|&&e| e != engine) {
+            if let Some(found) = engine_data(other, dir).filter(|p| p.exists()) {
+                bail!(
+                    "{} holds data of the '{other}' engine ({}), not of '{engine}': start with \
+                     --engine {other} to use it, or choose another --data-dir (or remove this one) \
+                     for a new cluster",
+                    dir.display(),
+                    found.display()
+                );
+            }
+        }
+    }
+    Ok(!any)
+}
 
 /// Where the children's stdout and stderr go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,6 +420,7 @@ fn plan(
 ) -> anyhow::Result<Vec<(ProcId, String, Launch)>> {
     let t = &spec.topology;
     let log_of = |p: ProcId| logs.map(|dir| dir.join(format!("{}.log", p.file_stem())));
+    let replica_dir = |s: Service, id: usize| data_dir.join(format!("{s}-{id}"));
     let mut launches = Vec::new();
     // Engine mongo: each replica's server, on a free loopback port.
     let mut mongo_uris = std::collections::HashMap::new();
@@ -391,13 +432,18 @@ fn plan(
             for id in 0..t.nodes(s).replicas.len() as u32 {
                 let p = ProcId::store(s, id);
                 let port = ports.next().expect("one port per replica");
-                let data = data_dir.join(format!("{s}-{id}")).join(MONGO_DATA);
+                let data = replica_dir(s, id as usize).join(MONGO_DATA);
                 let args = common::storage::mongo::server_args("127.0.0.1", port, &data);
                 let launch = Launch { program: program.clone(), args, env: vec![], log: log_of(p) };
                 mongo_uris.insert((s, id), format!("mongodb://127.0.0.1:{port}/"));
                 launches.push((p, format!("127.0.0.1:{port}"), launch));
             }
         }
+    }
+    let mut new_clusters = std::collections::HashMap::new();
+    for s in Service::ALL {
+        let dirs: Vec<PathBuf> = (0..t.nodes(s).replicas.len()).map(|id| replica_dir(s, id)).collect();
+        new_clusters.insert(s, new_cluster(&spec.engine, &dirs)?);
     }
     for role in [NodeRole::Replica, NodeRole::Coordinator] {
         for s in Service::ALL {
@@ -417,12 +463,11 @@ fn plan(
                     ("APP__SECRET".into(), secret.to_string()),
                 ];
                 if role == NodeRole::Replica {
-                    let dir = data_dir.join(format!("{s}-{id}"));
-                    // A replica without data at the cluster's start is part of a new cluster:
-                    // it may start from the initial view. Only its first start says so (see
-                    // `Proc::start`): restarted empty later, it must learn the view first.
-                    let fresh = std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(true);
-                    if fresh {
+                    let dir = replica_dir(s, id as usize);
+                    // The replicas of a new cluster may start from the initial view. Only their
+                    // first start says so (see `Proc::start`): restarted empty later, a replica
+                    // must learn the view first.
+                    if new_clusters[&s] {
                         env.push((BOOTSTRAP.into(), "true".into()));
                     }
                     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -804,6 +849,44 @@ mod tests {
         let mut p = proc();
         p.mark_exited(ExitStatus::from_raw(0), true);
         assert_eq!(p.restart_at, None);
+    }
+
+    #[test]
+    fn a_new_cluster_is_one_whose_replicas_hold_no_data_of_the_engine() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..3).map(|i| root.path().join(format!("order-{i}"))).collect();
+        // No folders yet, or folders with nothing of an engine in them.
+        assert!(new_cluster("log", &dirs).unwrap());
+        std::fs::create_dir_all(&dirs[0]).unwrap();
+        std::fs::write(dirs[0].join("notes.txt"), "x").unwrap();
+        assert!(new_cluster("log", &dirs).unwrap());
+        // One replica with data: none of them bootstraps (the empty ones lost their state).
+        std::fs::create_dir_all(dirs[1].join("log")).unwrap();
+        assert!(!new_cluster("log", &dirs).unwrap());
+        // The memory engine keeps nothing: always new.
+        assert!(new_cluster("memory", &dirs).unwrap());
+        // A MongoDB server's folder is its replica's data.
+        let other = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..3).map(|i| other.path().join(format!("order-{i}"))).collect();
+        assert!(new_cluster("mongo", &dirs).unwrap());
+        std::fs::create_dir_all(dirs[2].join(MONGO_DATA)).unwrap();
+        assert!(!new_cluster("mongo", &dirs).unwrap());
+    }
+
+    #[test]
+    fn another_engines_data_is_refused_with_the_way_out() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..3).map(|i| root.path().join(format!("stock-{i}"))).collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("store.redb"), "x").unwrap();
+        }
+        let e = new_cluster("log", &dirs).unwrap_err().to_string();
+        assert!(e.contains("'redb' engine") && e.contains("--engine redb") && e.contains("stock-0"), "{e}");
+        assert!(new_cluster("mongo", &dirs).is_err());
+        // Its own engine uses it; memory ignores it.
+        assert!(!new_cluster("redb", &dirs).unwrap());
+        assert!(new_cluster("memory", &dirs).unwrap());
     }
 
     #[test]

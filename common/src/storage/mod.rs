@@ -175,6 +175,22 @@ pub fn check_same_state(key: &str, version: Version, hash: &Hash, incoming: &Rec
     }
 }
 
+/// The folder in a replica's data folder that holds the `log` engine's data.
+const LOG_DIR: &str = "log";
+/// The file in a replica's data folder that holds the `redb` engine's data.
+const REDB_FILE: &str = "store.redb";
+
+/// Where an embedded engine keeps its data inside a replica's data folder ([`open_engine`]
+/// creates it on the first start): `log` the folder `log`, `redb` the file `store.redb`.
+/// `memory` and `mongo` keep nothing there (None).
+pub fn data_path(engine: &str, data_dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    match engine {
+        "log" => Some(data_dir.join(LOG_DIR)),
+        "redb" => Some(data_dir.join(REDB_FILE)),
+        _ => None,
+    }
+}
+
 /// Opens the engine a replica's settings name: `log` (the folder `log` in `data_dir`, created
 /// with its parents if missing), `redb` (a file `store.redb` in `data_dir`, likewise),
 /// `memory`, or `mongo` (the database `database` on the server at `mongo_uri`; `data_dir` is
@@ -187,10 +203,10 @@ pub async fn open_engine(
 ) -> StoreResult<DynStore> {
     match engine {
         "memory" => Ok(Arc::new(mem::MemStore::new())),
-        "log" => Ok(Arc::new(log_engine::LogStore::open(&data_dir.join("log"))?)),
+        "log" => Ok(Arc::new(log_engine::LogStore::open(&data_dir.join(LOG_DIR))?)),
         "redb" => {
             std::fs::create_dir_all(data_dir).map_err(StoreError::of)?;
-            Ok(Arc::new(redb_engine::RedbStore::open(&data_dir.join("store.redb"))?))
+            Ok(Arc::new(redb_engine::RedbStore::open(&data_dir.join(REDB_FILE))?))
         }
         "mongo" if mongo_uri.is_empty() => Err(StoreError("engine 'mongo' needs a MongoDB URI".into())),
         "mongo" => mongo::MongoStore::open_dyn(mongo_uri, database).await,
@@ -217,5 +233,22 @@ mod tests {
         for (expect, stored, new, want) in cases {
             assert_eq!(condition_holds(expect, stored, new), want, "{expect:?} {stored} {new}");
         }
+    }
+
+    #[tokio::test]
+    async fn each_embedded_engine_creates_its_data_path_on_open() {
+        for engine in ["log", "redb"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = data_path(engine, dir.path()).expect("an embedded engine keeps data in the folder");
+            assert!(!path.exists());
+            let store = open_engine(engine, dir.path(), "", "").await.unwrap();
+            assert!(path.exists(), "{engine}: {} after open", path.display());
+            drop(store);
+            // The other embedded engine's data is not there.
+            let other = if engine == "log" { "redb" } else { "log" };
+            assert!(!data_path(other, dir.path()).unwrap().exists(), "{engine}");
+        }
+        assert_eq!(data_path("memory", std::path::Path::new("/x")), None);
+        assert_eq!(data_path("mongo", std::path::Path::new("/x")), None);
     }
 }
