@@ -368,7 +368,7 @@ async fn rpc_answer(app: &ReplicaApp, call: crate::rpc::Request) -> crate::rpc::
     let path = call.path.split('?').next().unwrap_or_default();
     let epoch = call.header(EPOCH).and_then(|e| e.parse().ok());
     let parts = match (call.method, path) {
-        (Method::Post, "/internal/replicate") => replicate_parts(app, &call.body).await,
+        (Method::Post, crate::fanout::REPLICATE_PATH) => replicate_parts(app, &call.body).await,
         (Method::Post, MULTI_PATH) => multi_parts(app, epoch, &call.body).await,
         (method, path) => {
             let ctx = RequestCtx {

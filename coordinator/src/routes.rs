@@ -186,10 +186,7 @@ async fn rpc(req: HttpRequest, payload: web::Payload, app: web::Data<Coordinator
 /// Answers one internal call: the caller is authorized (the connection checked the secret).
 async fn rpc_answer(app: &Coordinator, call: common::rpc::Request) -> common::rpc::Response {
     let path = call.path.split('?').next().unwrap_or_default();
-    let request_id = match call.header(REQUEST_ID) {
-        Some(id) if !id.is_empty() => Cow::Borrowed(id),
-        _ => Cow::Owned(uuid::Uuid::new_v4().to_string()),
-    };
+    let request_id = request_id_or_new(call.header(REQUEST_ID));
     let reply = if call.method == Method::Post && path == common::wire::MULTI_PATH {
         multi_reply(app, &call.body, request_id).await
     } else {
@@ -216,7 +213,13 @@ async fn rpc_answer(app: &Coordinator, call: common::rpc::Request) -> common::rp
 
 /// The request id a request came with (borrowed), or a new one.
 fn request_id_of(req: &HttpRequest) -> Cow<'_, str> {
-    match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+    request_id_or_new(req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()))
+}
+
+/// The request id a request came with, or a new one when it came without (or with an empty
+/// one); over HTTP ([`request_id_of`]) and over an internal connection alike.
+fn request_id_or_new(given: Option<&str>) -> Cow<'_, str> {
+    match given {
         Some(id) if !id.is_empty() => Cow::Borrowed(id),
         _ => Cow::Owned(uuid::Uuid::new_v4().to_string()),
     }
