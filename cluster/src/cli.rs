@@ -147,8 +147,11 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         env: vec![],
     };
     // Signals are caught only once the cluster runs: until then the default action ends
-    // the launcher and the kernel kills the children it started (PR_SET_PDEATHSIG).
+    // the launcher and the kernel kills the children it started (PR_SET_PDEATHSIG). They are
+    // caught before the lines that say it runs: a SIGTERM sent as soon as "gateway:" appears
+    // must stop the cluster, not kill the launcher with the default action.
     let cluster = Cluster::start(spec)?;
+    let stop = StopSignals::catch()?;
     for e in &cluster.manifest().processes {
         let what = match e.role {
             Role::Balancer => "nginx".to_string(),
@@ -159,24 +162,40 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("manifest: {}", cluster.manifest_path().display());
     println!("nginx log: {}", cluster.nginx_error_log().display());
     println!("gateway: {}", cluster.gateway_url());
-    wait_for_stop_signal()?;
+    stop.wait();
     println!("stopping");
     cluster.shutdown(SHUTDOWN_GRACE);
     Ok(())
 }
 
-/// Blocks until SIGTERM or Ctrl-C.
-fn wait_for_stop_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => log::info!("SIGTERM"),
-            r = tokio::signal::ctrl_c() => r?,
-        }
-        Ok(())
-    })
+/// SIGTERM and Ctrl-C (SIGINT), caught from the moment [`StopSignals::catch`] returns.
+struct StopSignals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn catch() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (term, interrupt) = {
+            let _in_rt = rt.enter();
+            (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
+        };
+        Ok(StopSignals { rt, term, interrupt })
+    }
+
+    /// Blocks until one of them arrives.
+    fn wait(self) {
+        let StopSignals { rt, mut term, mut interrupt } = self;
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => log::info!("SIGTERM"),
+                _ = interrupt.recv() => {}
+            }
+        });
+    }
 }
 
 /// The whole main of the `cluster` binary.
