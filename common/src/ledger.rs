@@ -182,7 +182,7 @@ fn not_found<X>(msg: &str) -> Decision<X> {
 impl<K: LedgerKind> Handler for LedgerHandler<K> {
     async fn handle(&self, t: Target, ctx: RequestCtx) -> Result<Reply, HandlerError> {
         let key = ctx.key.clone().expect("dispatcher sets the key");
-        let rid = ctx.request_id.as_deref();
+        let rid = ctx.request.as_ref();
         let reply = match t.route.name {
             "find" => match self.table.read(&key).await? {
                 Some(doc) => K::find_reply(&key, &doc),

@@ -12,6 +12,7 @@ pub mod client;
 pub mod digest;
 pub mod endpoint;
 pub mod fanout;
+pub mod idempotency;
 pub mod lease;
 pub mod ledger;
 pub mod logging;

@@ -18,6 +18,16 @@ pub enum Method {
     Post,
 }
 
+impl Method {
+    /// The method's name in HTTP.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
 /// One path segment after the service prefix.
 #[derive(Clone, Copy, Debug)]
 pub enum Seg {

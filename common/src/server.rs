@@ -4,6 +4,7 @@
 //!
 //! A service supplies only a [`Handler`]: what each route does.
 
+use crate::idempotency::RequestKey;
 use crate::metrics::{labels, Metrics};
 use crate::node::{Misdirected, Node, NodeError};
 use crate::reply::Reply;
@@ -29,8 +30,9 @@ pub const MAX_BODY: usize = 64 * 1024 * 1024;
 /// What a request carries besides its path.
 #[derive(Clone, Debug, Default)]
 pub struct RequestCtx {
-    /// The gateway's request id: writes are deduplicated by it.
-    pub request_id: Option<String>,
+    /// The request's id (the client's idempotency key or the gateway's own) with the
+    /// request's fingerprint: writes are deduplicated by it ([`crate::idempotency`]).
+    pub request: Option<RequestKey>,
     /// The key a coordinator minted (create calls).
     pub key: Option<String>,
 }
@@ -213,7 +215,10 @@ fn epoch_of(req: &HttpRequest) -> Option<u64> {
 struct Call<'a> {
     method: Method,
     path: &'a str,
-    ctx: RequestCtx,
+    /// The request id header.
+    request_id: Option<String>,
+    /// The key a coordinator minted (create calls).
+    minted: Option<String>,
     /// The epoch the coordinator routed by.
     epoch: Option<u64>,
 }
@@ -228,7 +233,8 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>
     let call = Call {
         method,
         path: req.path(),
-        ctx: RequestCtx { request_id: header(&req, REQUEST_ID), key: header(&req, MINTED_KEY) },
+        request_id: header(&req, REQUEST_ID),
+        minted: header(&req, MINTED_KEY),
         epoch: epoch_of(&req),
     };
     answer(&app, call, &body).await.response()
@@ -252,7 +258,7 @@ async fn multi_parts(app: &ReplicaApp, epoch: Option<u64>, body: &[u8]) -> Parts
     app.metrics.inc("replica_multi_requests_total", labels(&[]));
     app.metrics.add("replica_multi_calls_total", labels(&[]), calls.len() as u64);
     let answers = calls.iter().map(|c| {
-        let call = Call { method: c.method, path: &c.path, ctx: RequestCtx::default(), epoch };
+        let call = Call { method: c.method, path: &c.path, request_id: None, minted: None, epoch };
         answer(app, call, &[])
     });
     let answers: Vec<MultiAnswer> = futures::future::join_all(answers).await.into_iter().map(Parts::answer).collect();
@@ -286,10 +292,10 @@ async fn route_call(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> (Option<&'
         Err(e) => return (None, route_error_parts(e)),
     };
     let route = target.route.name;
-    let ctx = call.ctx;
+    let request = call.request_id.as_deref().map(|id| RequestKey::new(id, call.method.as_str(), call.path));
     let result = match target.route.key {
         KeySource::Arg(_) | KeySource::Mint => {
-            let key = match (target.key(), &ctx.key) {
+            let key = match (target.key(), &call.minted) {
                 (Some(k), _) => k.to_string(),
                 (None, Some(k)) => k.clone(),
                 (None, None) => return (Some(route), Parts::text(400, "create call without a minted key")),
@@ -297,7 +303,7 @@ async fn route_call(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> (Option<&'
             if let Err(m) = app.node.check_routed(&key, call.epoch) {
                 return (Some(route), misdirected_parts(&m));
             }
-            app.handler.handle(target, RequestCtx { key: Some(key), ..ctx }).await
+            app.handler.handle(target, RequestCtx { request, key: Some(key) }).await
         }
         KeySource::Batch(_) => {
             let keys: BatchKeys = match serde_json::from_slice(body) {
@@ -371,11 +377,9 @@ async fn rpc_answer(app: &ReplicaApp, call: crate::rpc::Request) -> crate::rpc::
         (Method::Post, crate::fanout::REPLICATE_PATH) => replicate_parts(app, &call.body).await,
         (Method::Post, MULTI_PATH) => multi_parts(app, epoch, &call.body).await,
         (method, path) => {
-            let ctx = RequestCtx {
-                request_id: call.header(REQUEST_ID).map(str::to_string),
-                key: call.header(MINTED_KEY).map(str::to_string),
-            };
-            answer(app, Call { method, path, ctx, epoch }, &call.body).await
+            let request_id = call.header(REQUEST_ID).map(str::to_string);
+            let minted = call.header(MINTED_KEY).map(str::to_string);
+            answer(app, Call { method, path, request_id, minted, epoch }, &call.body).await
         }
     };
     parts.rpc()

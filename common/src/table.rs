@@ -1,12 +1,14 @@
 //! The replicated-document layer, written once and generic over a service's document type.
 //!
 //! A [`Table`] serializes all operations on a key (one async lock per key), keeps the
-//! recent request ids of each document inside the document (bounded) so that a repeated
-//! request gets its first answer, applies a write as one atomic conditional put with the
+//! recent request ids of each document inside the document (bounded), each with its
+//! request's fingerprint ([`crate::idempotency`]), so that a repeated request gets its first
+//! answer and an id reused for another request is refused, applies a write as one atomic conditional put with the
 //! next version, and hands the resulting state to the [`Node`] for fan-out before it
 //! answers. Services supply only a pure decision: given the current document, what to
 //! write and what to answer ([`Decision`]).
 
+use crate::idempotency::{self, RequestKey, Seen, SeenRequest};
 use crate::node::{Node, NodeError};
 use crate::reply::Reply;
 use crate::storage::{Expect, Put, Record};
@@ -18,13 +20,13 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedMutexGuard;
 
-/// How many request ids a document remembers. A retry arrives within seconds of its first
-/// try; 32 covers that even for a key written by many clients at once.
 /// How often a write decides again when a replicated state changed its document between
 /// the read and the put. That happens only while a view change moves the key's primary here
 /// (the previous primary's last states still arriving), so once or twice at most.
 const CONFLICT_RETRIES: u32 = 3;
 
+/// How many request ids a document remembers. A retry arrives within seconds of its first
+/// try; 32 covers that even for a key written by many clients at once.
 pub const RECENT_REQUESTS: usize = 32;
 
 /// What a service document must be.
@@ -40,12 +42,19 @@ pub enum Decision<D> {
     Answer(Reply),
 }
 
-/// What is stored: the service's document and the answers to its recent requests.
+/// What is stored: the service's document and its recent requests (id, fingerprint,
+/// answer). Documents written before requests had fingerprints kept theirs under `recent`,
+/// which is no longer read: those requests are forgotten, as if they had aged out.
 #[derive(Serialize, Deserialize)]
 struct Envelope<D> {
     doc: D,
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    recent: VecDeque<(String, Reply)>,
+    requests: VecDeque<SeenRequest>,
+}
+
+/// Unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Per-key async locks; an entry lives only while someone holds or waits for it.
@@ -137,32 +146,37 @@ impl<D: Doc> Table<D> {
         Ok(self.load(key).await?.map(|(_, env)| env.doc))
     }
 
-    /// The first answer to `request_id`, if the key's document remembers it.
-    pub async fn recent_reply(&self, key: &str, request_id: &str) -> Result<Option<Reply>, TableError> {
-        Ok(self
-            .load(key)
-            .await?
-            .and_then(|(_, env)| env.recent.into_iter().find(|(id, _)| id == request_id).map(|(_, r)| r)))
+    /// What a request with `request` gets on this key ([`idempotency::check`] against the
+    /// record the key's document keeps of the same id).
+    pub async fn seen(&self, key: &str, request: &RequestKey) -> Result<Seen, TableError> {
+        let loaded = self.load(key).await?;
+        Ok(Self::seen_in(loaded.as_ref().map(|(_, env)| env), request))
+    }
+
+    fn seen_in(env: Option<&Envelope<D>>, request: &RequestKey) -> Seen {
+        let stored = env.and_then(|env| env.requests.iter().find(|s| s.id == request.id));
+        idempotency::check(request, stored)
     }
 
     /// Reads, decides and writes under the key's lock.
-    pub async fn write<F>(&self, key: &str, request_id: Option<&str>, decide: F) -> Result<Reply, TableError>
+    pub async fn write<F>(&self, key: &str, request: Option<&RequestKey>, decide: F) -> Result<Reply, TableError>
     where
         F: Fn(Option<&D>) -> Decision<D>,
     {
         let g = self.lock(key).await;
-        self.write_locked(&g, request_id, decide).await
+        self.write_locked(&g, request, decide).await
     }
 
     /// Reads, decides and writes while the caller holds the key's lock.
     ///
-    /// A request id seen before gets the first answer and changes nothing. Otherwise
-    /// `decide` runs on the current document; a [`Decision::Write`] is stored with the next
-    /// version as one conditional put, replicated, and only then answered.
+    /// A repeat of a request seen before gets the first answer, and an id seen before with
+    /// another request a refusal ([`idempotency::check`]); neither changes anything.
+    /// Otherwise `decide` runs on the current document; a [`Decision::Write`] is stored with
+    /// the next version as one conditional put, replicated, and only then answered.
     pub async fn write_locked<F>(
         &self,
         guard: &KeyGuard,
-        request_id: Option<&str>,
+        request: Option<&RequestKey>,
         decide: F,
     ) -> Result<Reply, TableError>
     where
@@ -172,14 +186,21 @@ impl<D: Doc> Table<D> {
         let mut attempt = 0;
         loop {
             let loaded = self.load(key).await?;
-            if let (Some(rid), Some((_, env))) = (request_id, &loaded) {
-                if let Some((_, reply)) = env.recent.iter().find(|(id, _)| id == rid) {
-                    log::debug!("{key}: request {rid} seen before, answering its first reply");
-                    return Ok(reply.clone());
+            if let Some(req) = request {
+                match Self::seen_in(loaded.as_ref().map(|(_, env)| env), req) {
+                    Seen::New => {}
+                    Seen::Repeat(reply) => {
+                        log::debug!("{key}: request {} seen before, answering its first reply", req.id);
+                        return Ok(reply);
+                    }
+                    Seen::Reused(reply) => {
+                        log::info!("{key}: request id {} reused for another request, refused", req.id);
+                        return Ok(reply);
+                    }
                 }
             }
-            let (old_version, mut recent) = match &loaded {
-                Some((v, env)) => (*v, env.recent.clone()),
+            let (old_version, mut requests) = match &loaded {
+                Some((v, env)) => (*v, env.requests.clone()),
                 None => (Version::ZERO, VecDeque::new()),
             };
             let decision = decide(loaded.as_ref().map(|(_, env)| &env.doc));
@@ -187,13 +208,18 @@ impl<D: Doc> Table<D> {
                 Decision::Answer(reply) => return Ok(reply),
                 Decision::Write(doc, reply) => (doc, reply),
             };
-            if let Some(rid) = request_id {
-                recent.push_back((rid.to_string(), reply.clone()));
-                while recent.len() > RECENT_REQUESTS {
-                    recent.pop_front();
+            if let Some(req) = request {
+                requests.push_back(SeenRequest {
+                    id: req.id.clone(),
+                    fingerprint: req.fingerprint.clone(),
+                    reply: reply.clone(),
+                    at: unix_ms(),
+                });
+                while requests.len() > RECENT_REQUESTS {
+                    requests.pop_front();
                 }
             }
-            let body = serde_json::to_string(&Envelope { doc, recent }).expect("documents serialize");
+            let body = serde_json::to_string(&Envelope { doc, requests }).expect("documents serialize");
             let version = old_version.next(self.node.epoch());
             let record = Record::new(key.to_string(), version, body);
             match self.node.write_primary(vec![Put { expect: Expect::Exactly(old_version), record }]).await {
@@ -205,7 +231,7 @@ impl<D: Doc> Table<D> {
                 }
                 result => {
                     result?;
-                    log::debug!("{key}: request {request_id:?} written as {version}");
+                    log::debug!("{key}: request {:?} written as {version}", request.map(|r| &r.id));
                     return Ok(reply);
                 }
             }
@@ -245,7 +271,7 @@ impl<D: Doc> Table<D> {
             .map(|((key, doc), cur)| {
                 let old = cur.map(|r| r.version).unwrap_or(Version::ZERO);
                 let body =
-                    serde_json::to_string(&Envelope { doc, recent: VecDeque::new() }).expect("documents serialize");
+                    serde_json::to_string(&Envelope { doc, requests: VecDeque::new() }).expect("documents serialize");
                 Put { expect: Expect::Exactly(old), record: Record::new(key, old.next(epoch), body) }
             })
             .collect();
@@ -294,40 +320,60 @@ mod tests {
         }
     }
 
+    /// The key of request `id` as a POST to `/t/k` (every test request is the same one).
+    fn rq(id: &str) -> RequestKey {
+        RequestKey::new(id, "POST", "/t/k")
+    }
+
     #[tokio::test]
     async fn a_repeated_request_id_is_applied_once() {
         let t = table();
-        assert_eq!(t.write("k", Some("r1"), add(5)).await.unwrap().body, "5");
-        assert_eq!(t.write("k", Some("r2"), add(1)).await.unwrap().body, "6");
+        assert_eq!(t.write("k", Some(&rq("r1")), add(5)).await.unwrap().body, "5");
+        assert_eq!(t.write("k", Some(&rq("r2")), add(1)).await.unwrap().body, "6");
         // r1 again: the first answer, nothing applied.
-        assert_eq!(t.write("k", Some("r1"), add(5)).await.unwrap().body, "5");
+        assert_eq!(t.write("k", Some(&rq("r1")), add(5)).await.unwrap().body, "5");
         assert_eq!(t.read("k").await.unwrap(), Some(Counter { n: 6 }));
         let rec = t.node().store().get("k").await.unwrap().unwrap();
         assert_eq!(rec.version, Version { epoch: 1, seq: 2 });
     }
 
     #[tokio::test]
+    async fn a_request_id_reused_for_another_request_is_refused_and_changes_nothing() {
+        let t = table();
+        let add_funds = RequestKey::new("k1", "POST", "/payment/add_funds/u/10");
+        let pay = RequestKey::new("k1", "POST", "/payment/pay/u/5");
+        assert_eq!(t.write("u", Some(&add_funds), add(10)).await.unwrap().body, "10");
+        let r = t.write("u", Some(&pay), add(-5)).await.unwrap();
+        assert_eq!(r.status, idempotency::STATUS_KEY_REUSED, "{r:?}");
+        assert_eq!(t.read("u").await.unwrap(), Some(Counter { n: 10 }));
+        assert!(matches!(t.seen("u", &pay).await.unwrap(), Seen::Reused(_)));
+        // The first request repeated still gets its first answer.
+        assert_eq!(t.write("u", Some(&add_funds), add(10)).await.unwrap().body, "10");
+        assert_eq!(t.read("u").await.unwrap(), Some(Counter { n: 10 }));
+    }
+
+    #[tokio::test]
     async fn recent_ids_are_bounded() {
         let t = table();
         for i in 0..(RECENT_REQUESTS + 5) {
-            t.write("k", Some(&format!("r{i}")), add(1)).await.unwrap();
+            t.write("k", Some(&rq(&format!("r{i}"))), add(1)).await.unwrap();
         }
         // The oldest ids have been forgotten; the newest are remembered.
-        let newest = format!("r{}", RECENT_REQUESTS + 4);
+        let newest = rq(&format!("r{}", RECENT_REQUESTS + 4));
         assert_eq!(t.write("k", Some(&newest), add(100)).await.unwrap().body, (RECENT_REQUESTS + 5).to_string());
         let rec = t.node().store().get("k").await.unwrap().unwrap();
         let env: Envelope<Counter> = serde_json::from_str(&rec.body).unwrap();
-        assert_eq!(env.recent.len(), RECENT_REQUESTS);
+        assert_eq!(env.requests.len(), RECENT_REQUESTS);
     }
 
     #[tokio::test]
     async fn answers_write_nothing() {
         let t = table();
-        let r = t.write("k", Some("r1"), |_| Decision::Answer(Reply::bad("no"))).await.unwrap();
+        let r = t.write("k", Some(&rq("r1")), |_| Decision::Answer(Reply::bad("no"))).await.unwrap();
         assert_eq!(r.status, 400);
         assert_eq!(t.node().store().get("k").await.unwrap(), None);
         // A rejected request id is not remembered: a retry is decided afresh.
-        assert_eq!(t.write("k", Some("r1"), add(2)).await.unwrap().body, "2");
+        assert_eq!(t.write("k", Some(&rq("r1")), add(2)).await.unwrap().body, "2");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +382,7 @@ mod tests {
         let mut hs = Vec::new();
         for i in 0..50 {
             let t = t.clone();
-            hs.push(tokio::spawn(async move { t.write("k", Some(&format!("r{i}")), add(1)).await.unwrap() }));
+            hs.push(tokio::spawn(async move { t.write("k", Some(&rq(&format!("r{i}"))), add(1)).await.unwrap() }));
         }
         for h in hs {
             h.await.unwrap();

@@ -284,6 +284,11 @@ async fn route_and_forward(incoming: &Incoming<'_>, app: &Coordinator) -> (&'sta
     if route.internal && !incoming.authorized {
         return (route.name, ReplicaReply::text(403, FORBIDDEN));
     }
+    // The request id is an idempotency key: refused before anything is forwarded when it is
+    // too long or has characters outside its set (common::idempotency).
+    if let Err(msg) = common::idempotency::validate(&incoming.request_id) {
+        return (route.name, ReplicaReply::text(400, msg));
+    }
     let fwd = Forward {
         route: route.name,
         method: match route.method {

@@ -4,6 +4,7 @@ use crate::clients::Remote;
 use crate::domain::{batch_order, Order};
 use crate::saga::{drive, Mode};
 use async_trait::async_trait;
+use common::idempotency::RequestKey;
 use common::reply::Reply;
 use common::routing::Target;
 use common::server::{Handler, HandlerError, RequestCtx};
@@ -36,7 +37,7 @@ impl Orders {
         Ok(())
     }
 
-    async fn add_item(&self, key: &str, item: &str, qty: i64, rid: Option<&str>) -> Result<Reply, HandlerError> {
+    async fn add_item(&self, key: &str, item: &str, qty: i64, rid: Option<&RequestKey>) -> Result<Reply, HandlerError> {
         match self.table.read(key).await? {
             None => return Ok(Reply::bad("order not found")),
             Some(o) if o.paid => return Ok(Reply::bad("order already paid")),
@@ -105,7 +106,7 @@ impl Orders {
 impl Handler for OrderHandler {
     async fn handle(&self, t: Target, ctx: RequestCtx) -> Result<Reply, HandlerError> {
         let key = ctx.key.clone().expect("dispatcher sets the key");
-        let rid = ctx.request_id.clone();
+        let rid = ctx.request.clone();
         let orders = &self.0;
         match t.route.name {
             "find" => {
@@ -126,20 +127,20 @@ impl Handler for OrderHandler {
                 let reply = Reply::ok_json(&json!({ "order_id": key }));
                 Ok(orders
                     .table
-                    .write(&key, rid.as_deref(), |cur| match cur {
+                    .write(&key, rid.as_ref(), |cur| match cur {
                         Some(_) => Decision::Answer(reply.clone()),
                         None => Decision::Write(order.clone(), reply.clone()),
                     })
                     .await?)
             }
-            "add_item" => orders.add_item(&key, t.id(1), t.int(2), rid.as_deref()).await,
+            "add_item" => orders.add_item(&key, t.id(1), t.int(2), rid.as_ref()).await,
             "checkout" => {
                 // The saga runs in its own task: a client that goes away does not cut it
                 // short between two steps.
                 let orders = orders.clone();
                 let task = tokio::spawn(async move {
                     let g = orders.table.lock(&key).await;
-                    drive(&orders.table, &g, &orders.remote, rid.as_deref(), Mode::Checkout).await
+                    drive(&orders.table, &g, &orders.remote, rid.as_ref(), Mode::Checkout).await
                 });
                 task.await.map_err(|e| HandlerError::Dependency(format!("checkout task: {e}")))?
             }

@@ -10,6 +10,7 @@
 use crate::domain::{tx_id, Order, Phase, Undo};
 use async_trait::async_trait;
 use common::client::Unavailable;
+use common::idempotency::{RequestKey, Seen};
 use common::reply::Reply;
 use common::server::HandlerError;
 use common::table::{Decision, KeyGuard, Table};
@@ -80,24 +81,27 @@ pub const SUCCESS: &str = "Checkout successful";
 pub const ALREADY_PAID: &str = "Order is already paid";
 
 /// Drives the order's checkout to its end and returns the client's reply. The caller holds
-/// the order's lock (`guard`). `request_id` is remembered with the final answer.
+/// the order's lock (`guard`). `request` is remembered with the final answer; a repeat of
+/// it gets that answer, and its id reused for another request a refusal.
 pub async fn drive(
     table: &Table<Order>,
     guard: &KeyGuard,
     participants: &dyn Participants,
-    request_id: Option<&str>,
+    request: Option<&RequestKey>,
     mode: Mode,
 ) -> Result<Reply, HandlerError> {
     let key = guard.key().to_string();
-    if let Some(rid) = request_id {
-        if let Some(first) = table.recent_reply(&key, rid).await? {
-            return Ok(first);
+    if let Some(req) = request {
+        match table.seen(&key, req).await? {
+            Seen::New => {}
+            Seen::Repeat(first) => return Ok(first),
+            Seen::Reused(refusal) => return Ok(refusal),
         }
     }
     // Each transition is a write of the whole next document under the lock.
-    let write = |next: Order, reply: Reply, rid: Option<&str>| {
-        let rid = rid.map(str::to_string);
-        async move { table.write_locked(guard, rid.as_deref(), move |_| Decision::Write(next.clone(), reply.clone())).await }
+    let write = |next: Order, reply: Reply, req: Option<&RequestKey>| {
+        let req = req.cloned();
+        async move { table.write_locked(guard, req.as_ref(), move |_| Decision::Write(next.clone(), reply.clone())).await }
     };
     let progress = Reply::ok_text("in progress");
     // The phase this call moved the order into: a phase found otherwise was entered by an
@@ -170,7 +174,7 @@ pub async fn drive(
                     }
                     None => {
                         let reply = Reply::ok_text(SUCCESS);
-                        write(order.moved(Phase::Paid), reply.clone(), request_id).await?;
+                        write(order.moved(Phase::Paid), reply.clone(), request).await?;
                         return Ok(reply);
                     }
                 }
@@ -186,7 +190,7 @@ pub async fn drive(
                     answered("refund", || participants.refund(&order.user_id, &tx)).await;
                 }
                 let reply = Reply::bad(c.reason.unwrap_or_else(|| "checkout failed".into()));
-                write(order.moved(Phase::Failed), reply.clone(), request_id).await?;
+                write(order.moved(Phase::Failed), reply.clone(), request).await?;
                 return Ok(reply);
             }
         }
@@ -288,7 +292,8 @@ mod tests {
 
     async fn checkout(table: &Table<Order>, fake: &Fake, rid: &str) -> Reply {
         let g = table.lock("o").await;
-        drive(table, &g, fake, Some(rid), Mode::Checkout).await.unwrap()
+        let req = RequestKey::new(rid, "POST", "/orders/checkout/o");
+        drive(table, &g, fake, Some(&req), Mode::Checkout).await.unwrap()
     }
 
     #[tokio::test]

@@ -155,6 +155,54 @@ async fn a_repeated_request_id_is_applied_once() {
     assert_eq!(api.item(&item).await.0, 5);
 }
 
+/// A request id names one request (an idempotency key): reused with another request it is
+/// refused with 422 and changes nothing, whatever the two requests are; a malformed one is a
+/// 400 and changes nothing. Before, a replica answered the second request with the first
+/// one's saved answer: a pay reusing an add_funds id answered `{"done": true}` and charged
+/// nothing, a checkout reusing an addItem id answered the addItem text and left the order
+/// unpaid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_reused_for_another_request_is_refused_and_changes_nothing() {
+    let c = start(1).await;
+    let api = Api::new(&c.gateway_url());
+    let send = |method: &'static str, path: String, id: &'static str| {
+        let api = api.clone();
+        async move { api.try_send(method, &path, Some(id)).await.unwrap() }
+    };
+    let user = id_of(&api.post_ok("/payment/create_user").await, "user_id");
+    assert_eq!(send("POST", format!("/payment/add_funds/{user}/10"), "k1").await.status, 200);
+    let pay = send("POST", format!("/payment/pay/{user}/5"), "k1").await;
+    assert_eq!(pay.status, 422, "{}", pay.body);
+    assert!(pay.body.contains("k1"), "{}", pay.body);
+    assert_eq!(api.credit(&user).await, 10, "the refused pay charged nothing");
+    // The first request repeated is still answered as the first time, and applied once.
+    let again = send("POST", format!("/payment/add_funds/{user}/10"), "k1").await;
+    assert_eq!((again.status, again.json()), (200, serde_json::json!({ "done": true })));
+    assert_eq!(api.credit(&user).await, 10);
+
+    let item = id_of(&api.post_ok("/stock/item/create/1").await, "item_id");
+    assert_eq!(api.post(&format!("/stock/add/{item}/5")).await.status, 200);
+    let order = id_of(&api.post_ok(&format!("/orders/create/{user}")).await, "order_id");
+    assert_eq!(send("POST", format!("/orders/addItem/{order}/{item}/1"), "k2").await.status, 200);
+    let checkout = send("POST", format!("/orders/checkout/{order}"), "k2").await;
+    assert_eq!(checkout.status, 422, "{}", checkout.body);
+    let found = api.get_ok(&format!("/orders/find/{order}")).await;
+    assert_eq!(found["paid"], serde_json::json!(false), "{found}");
+    assert_eq!(api.credit(&user).await, 10);
+    // The same checkout with an id of its own goes through.
+    assert_eq!(send("POST", format!("/orders/checkout/{order}"), "k3").await.status, 200);
+    assert_eq!(api.credit(&user).await, 9);
+
+    // Malformed ids: a 400 before anything is routed, nothing changed.
+    let long = "x".repeat(common::idempotency::MAX_KEY_LEN + 1);
+    for bad in [long.as_str(), "a b", "semi;colon", "slash/x"] {
+        let r = api.try_send("POST", &format!("/stock/add/{item}/1"), Some(bad)).await.unwrap();
+        assert_eq!(r.status, 400, "{bad:?}: {}", r.body);
+        assert!(r.body.contains("X-Request-Id"), "{}", r.body);
+    }
+    assert_eq!(api.item(&item).await.0, 4);
+}
+
 /// The course consistency scenario: 1 item with stock 100, 1000 users with credit 1, 1000
 /// orders of that item for random users, all checkouts fired at once (100 in flight).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
