@@ -78,6 +78,25 @@ pub fn authorized(req: &HttpRequest, secret: &str) -> bool {
     given.len() == secret.len() && given.iter().zip(secret.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
+/// The cluster secret, as the app data [`require_secret`] reads.
+#[derive(Clone, Debug)]
+pub struct ClusterSecret(pub Arc<str>);
+
+/// The one guard of every internal and admin-changing route (`scope.wrap(from_fn(require_secret))`):
+/// a request without the cluster secret ([`ClusterSecret`] in the app data; none registered
+/// refuses everything) is answered 403 before its path, query or body is read, so that a
+/// caller without the secret learns nothing from the way its request was malformed.
+pub async fn require_secret(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let ok = req.app_data::<web::Data<ClusterSecret>>().is_some_and(|s| authorized(req.request(), &s.0));
+    if !ok {
+        return Ok(req.into_response(forbidden()));
+    }
+    next.call(req).await
+}
+
 /// The refusal of a request without the secret.
 pub fn forbidden() -> HttpResponse {
     HttpResponse::Forbidden().body(FORBIDDEN)
@@ -243,9 +262,6 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>
 /// `POST /internal/multi`: answers each call of the list as [`dispatch`] would answer it
 /// alone, all of them at once (each key's writes stay serialized by its table lock).
 async fn multi(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
     multi_parts(&app, epoch_of(&req), &body).await.response()
 }
 
@@ -330,10 +346,7 @@ async fn route_call(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> (Option<&'
     (Some(route), parts)
 }
 
-async fn replicate(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn replicate(body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
     replicate_parts(&app, &body).await.response()
 }
 
@@ -358,9 +371,6 @@ async fn replicate_parts(app: &ReplicaApp, body: &[u8]) -> Parts {
 /// `GET /internal/rpc`: a connection for internal calls ([`crate::rpc`]): the fan-out's
 /// batches and the requests coordinators forward.
 async fn rpc(req: HttpRequest, payload: web::Payload, app: web::Data<ReplicaApp>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
     let closing = app.closing.clone();
     crate::rpc::serve(&req, payload, closing, move |call| {
         let app = app.clone();
@@ -385,10 +395,7 @@ async fn rpc_answer(app: &ReplicaApp, call: crate::rpc::Request) -> crate::rpc::
     parts.rpc()
 }
 
-async fn paxos(req: HttpRequest, msg: web::Json<crate::paxos::Request>, app: web::Data<ReplicaApp>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn paxos(msg: web::Json<crate::paxos::Request>, app: web::Data<ReplicaApp>) -> HttpResponse {
     match app.node.handle_paxos(&msg).await {
         Ok(reply) => HttpResponse::Ok().json(reply),
         // Not persisted, so not answered: the proposer treats it as no reply.
@@ -396,17 +403,11 @@ async fn paxos(req: HttpRequest, msg: web::Json<crate::paxos::Request>, app: web
     }
 }
 
-async fn view(req: HttpRequest, app: web::Data<ReplicaApp>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn view(app: web::Data<ReplicaApp>) -> HttpResponse {
     HttpResponse::Ok().json(app.node.view())
 }
 
-async fn lease(req: HttpRequest, path: web::Path<u32>, app: web::Data<ReplicaApp>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn lease(path: web::Path<u32>, app: web::Data<ReplicaApp>) -> HttpResponse {
     match app.node.grant_lease(path.into_inner()) {
         Some(view) => HttpResponse::Ok().json(view),
         None => HttpResponse::ServiceUnavailable().body("lease withheld: a view without you is being decided"),
@@ -425,10 +426,7 @@ struct DigestQuery {
 
 /// `GET /internal/digest[?round=R&buckets=true]`: the root (and the bucket digests), read
 /// from the digests the store keeps with every write: no document is read.
-async fn digest(req: HttpRequest, q: web::Query<DigestQuery>, app: web::Data<ReplicaApp>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn digest(q: web::Query<DigestQuery>, app: web::Data<ReplicaApp>) -> HttpResponse {
     if let Some(round) = q.round {
         app.node.begin_round(round);
     }
@@ -453,20 +451,14 @@ pub struct ListRequest {
     pub buckets: Vec<u8>,
 }
 
-async fn ae_list(req: HttpRequest, body: web::Json<ListRequest>, app: web::Data<ReplicaApp>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn ae_list(body: web::Json<ListRequest>, app: web::Data<ReplicaApp>) -> HttpResponse {
     match app.node.list_buckets(body.round, &body.buckets).await {
         Ok(entries) => HttpResponse::Ok().json(entries),
         Err(e) => error_response(&HandlerError::Table(TableError::Node(e))),
     }
 }
 
-async fn ae_fetch(req: HttpRequest, keys: web::Json<Vec<String>>, app: web::Data<ReplicaApp>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn ae_fetch(keys: web::Json<Vec<String>>, app: web::Data<ReplicaApp>) -> HttpResponse {
     match app.node.fetch(&keys).await {
         Ok(records) => HttpResponse::Ok().json(records),
         Err(e) => error_response(&HandlerError::Table(TableError::Node(e))),
@@ -474,13 +466,9 @@ async fn ae_fetch(req: HttpRequest, keys: web::Json<Vec<String>>, app: web::Data
 }
 
 async fn ae_repair(
-    req: HttpRequest,
     repairs: web::Json<Vec<(Record, crate::version::Version)>>,
     app: web::Data<ReplicaApp>,
 ) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
     let repairs = repairs.into_inner();
     if let Some((r, _)) = repairs.iter().find(|(r, _)| !r.hash_ok()) {
         return HttpResponse::BadRequest().body(format!("record {} does not match its hash", r.key));
@@ -494,10 +482,7 @@ async fn ae_repair(
     }
 }
 
-async fn ae_end(req: HttpRequest, round: web::Path<u64>, app: web::Data<ReplicaApp>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn ae_end(round: web::Path<u64>, app: web::Data<ReplicaApp>) -> HttpResponse {
     app.node.end_round(round.into_inner());
     HttpResponse::Ok().finish()
 }
@@ -515,10 +500,7 @@ async fn replica_health(app: web::Data<ReplicaApp>) -> HttpResponse {
     health().await
 }
 
-async fn push(req: HttpRequest, path: web::Path<u32>, app: web::Data<ReplicaApp>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn push(path: web::Path<u32>, app: web::Data<ReplicaApp>) -> HttpResponse {
     let target = path.into_inner();
     match app.node.push_to(target).await {
         Ok(n) => {
@@ -553,13 +535,16 @@ async fn metrics(app: web::Data<ReplicaApp>) -> HttpResponse {
 /// falls through to the dispatcher (a scope without a default service uses the app's).
 pub fn configure_replica(app: web::Data<ReplicaApp>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg: &mut web::ServiceConfig| {
+        let secret = web::Data::new(ClusterSecret(app.secret.as_str().into()));
         cfg.app_data(app.clone())
+            .app_data(secret)
             .app_data(web::JsonConfig::default().limit(MAX_BODY))
             .app_data(web::PayloadConfig::new(MAX_BODY))
             .route("/health", web::get().to(replica_health))
             .route("/metrics", web::get().to(metrics))
             .service(
                 web::scope("/internal")
+                    .wrap(actix_web::middleware::from_fn(require_secret))
                     .route("/replicate", web::post().to(replicate))
                     .route("/rpc", web::get().to(rpc))
                     .route("/multi", web::post().to(multi))
@@ -711,15 +696,62 @@ mod tests {
 
     /// A standalone replica answering with [`Echo`], no secret, and its metrics.
     fn echo_app(node: Arc<Node>) -> (web::Data<ReplicaApp>, Arc<Metrics>) {
+        echo_app_with_secret(node, "")
+    }
+
+    /// [`echo_app`] with the cluster secret `secret`.
+    fn echo_app_with_secret(node: Arc<Node>, secret: &str) -> (web::Data<ReplicaApp>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let app = ReplicaApp {
             node,
             handler: Arc::new(Echo),
             metrics: metrics.clone(),
-            secret: String::new(),
+            secret: secret.to_string(),
             closing: Default::default(),
         };
         (web::Data::new(app), metrics)
+    }
+
+    /// Without the secret, every internal path and every routed request is a 403, whatever
+    /// is wrong with its path, query or body; before, the Paxos body, the lease's argument and
+    /// the digest's query were parsed first (400, 404, 400). With the secret, the same
+    /// requests reach their parsers.
+    #[actix_web::test]
+    async fn the_secret_is_checked_before_anything_is_parsed() {
+        let (app, _) = echo_app_with_secret(Arc::new(Node::standalone(Arc::new(MemStore::new()))), "s3cret");
+        let svc = init_service(App::new().configure(configure_replica(app))).await;
+        let cases: &[(&str, &str, &str, u16)] = &[
+            ("POST", "/internal/paxos", "not json", 400),
+            ("GET", "/internal/lease/x", "", 404),
+            ("GET", "/internal/digest?round=abc", "", 400),
+            ("POST", "/internal/replicate", "garbage", 400),
+            ("POST", "/internal/ae/list", "{", 400),
+            ("POST", "/internal/ae/end/x", "", 404),
+            ("POST", "/internal/push/x", "", 404),
+            ("GET", "/internal/nothing", "", 404),
+            ("GET", "/internal/view", "", 200),
+            ("GET", "/stock/find/x", "", 200),
+        ];
+        for (method, path, body, with_secret) in cases {
+            for secret in [None, Some("wrong"), Some("s3cret")] {
+                let mut req = TestRequest::default()
+                    .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
+                    .uri(path)
+                    .insert_header(("content-type", "application/json"))
+                    .set_payload(body.to_string());
+                if let Some(s) = secret {
+                    req = req.insert_header((SECRET, s));
+                }
+                let resp = call_service(&svc, req.to_request()).await;
+                let want = if secret == Some("s3cret") { *with_secret } else { 403 };
+                let status = resp.status().as_u16();
+                let got = read_body(resp).await;
+                assert_eq!(status, want, "{method} {path} secret {secret:?}: {got:?}");
+                if want == 403 {
+                    assert_eq!(std::str::from_utf8(&got).unwrap(), FORBIDDEN, "{method} {path}");
+                }
+            }
+        }
     }
 
     /// Each call of a multi call is answered as the same request alone: status, body and type.

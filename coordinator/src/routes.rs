@@ -7,10 +7,13 @@ use crate::state::{Coordinator, Forward};
 use crate::status::{gather, render_html, wants_html};
 use actix_web::http::header::{ACCEPT, CONTENT_TYPE};
 use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use common::metrics::labels;
 use common::routing::{resolve, KeySource, Method, RouteError};
-use common::server::{authorized, forbidden, health, method_of, metrics_response, route_error_parts, FORBIDDEN};
+use common::server::{
+    authorized, health, method_of, metrics_response, require_secret, route_error_parts, ClusterSecret, FORBIDDEN,
+};
 use common::wire::{MultiCall, REQUEST_ID, UNAVAILABLE_CAUSE};
 use std::borrow::Cow;
 use std::time::Instant;
@@ -31,17 +34,26 @@ const UNMATCHED: &str = "unmatched";
 /// default service.
 pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg: &mut web::ServiceConfig| {
+        let secret = web::Data::new(ClusterSecret(app.secret.as_str().into()));
+        // The admin changes need the secret, the status page does not.
+        let view_changes = web::scope("/view")
+            .wrap(from_fn(require_secret))
+            .route("/{change}/{replica}", web::post().to(admin_view_change));
+        let anti_entropy =
+            web::resource("/anti-entropy").wrap(from_fn(require_secret)).route(web::post().to(admin_anti_entropy));
         cfg.app_data(app.clone())
+            .app_data(secret)
             .app_data(web::PayloadConfig::new(MAX_PUBLIC_BODY))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
             .service(
                 web::scope("/admin")
                     .route("/status", web::get().to(admin_status))
-                    .route("/view/{change}/{replica}", web::post().to(admin_view_change))
-                    .route("/anti-entropy", web::post().to(admin_anti_entropy)),
+                    .service(view_changes)
+                    .service(anti_entropy),
             );
         let internal = web::scope("/internal")
+            .wrap(from_fn(require_secret))
             .route("/suspect/{replica}", web::post().to(suspect))
             .route("/multi", web::post().to(multi))
             .route("/rpc", web::get().to(rpc));
@@ -57,10 +69,7 @@ pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig
 /// as a refused connection would, or heals the cut. The replica itself and the other
 /// coordinators are untouched: the partial partition the fault tests need.
 #[cfg(feature = "fault-hooks")]
-async fn fault(req: HttpRequest, path: web::Path<(String, u32)>, app: web::Data<Coordinator>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn fault(path: web::Path<(String, u32)>, app: web::Data<Coordinator>) -> HttpResponse {
     let (what, id) = path.into_inner();
     let mut cut = app.forwarder.cut.write().unwrap();
     match what.as_str() {
@@ -88,24 +97,14 @@ async fn admin_status(req: HttpRequest, app: web::Data<Coordinator>) -> HttpResp
 
 /// `POST /admin/anti-entropy` (cluster secret required): runs an anti-entropy round now, on
 /// this coordinator, and answers its report (the benchmark and operators use it).
-async fn admin_anti_entropy(req: HttpRequest, app: web::Data<Coordinator>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn admin_anti_entropy(app: web::Data<Coordinator>) -> HttpResponse {
     HttpResponse::Ok().json(app.anti_entropy_round("requested").await)
 }
 
 /// `POST /admin/view/{evict|learner|promote}/{replica}` (cluster secret required): changes
 /// the view by Paxos and answers the view routed by afterwards. For operators and tests;
 /// the coordinators' own failure handling makes the same changes.
-async fn admin_view_change(
-    req: HttpRequest,
-    path: web::Path<(String, u32)>,
-    app: web::Data<Coordinator>,
-) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn admin_view_change(path: web::Path<(String, u32)>, app: web::Data<Coordinator>) -> HttpResponse {
     let (change, id) = path.into_inner();
     let n = app.forwarder.replicas();
     if id >= n {
@@ -127,10 +126,7 @@ async fn admin_view_change(
 /// `POST /internal/suspect/{replica}` (cluster secret required): a primary could not get a
 /// peer's acknowledgement. The peer is re-probed and evicted if it does not answer; the reply
 /// is the view routed by afterwards, which the primary serves by before it answers its write.
-async fn suspect(req: HttpRequest, path: web::Path<u32>, app: web::Data<Coordinator>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
+async fn suspect(path: web::Path<u32>, app: web::Data<Coordinator>) -> HttpResponse {
     let id = path.into_inner();
     if id >= app.forwarder.replicas() {
         return HttpResponse::BadRequest().body(format!("no replica {id}"));
@@ -142,9 +138,6 @@ async fn suspect(req: HttpRequest, path: web::Path<u32>, app: web::Data<Coordina
 /// `POST /internal/multi` (cluster secret required): several keyed requests of this service
 /// in one exchange (`crate::multi`); the answer lists one answer per call, in order.
 async fn multi(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
     reply_response(&multi_reply(&app, &body, request_id_of(&req)).await)
 }
 
@@ -173,9 +166,6 @@ async fn multi_reply(app: &Coordinator, body: &[u8], request_id: Cow<'_, str>) -
 /// ([`common::rpc`]), which the order service's replicas use for the saga's steps: multi
 /// calls, and single keyed requests answered as over HTTP.
 async fn rpc(req: HttpRequest, payload: web::Payload, app: web::Data<Coordinator>) -> HttpResponse {
-    if !authorized(&req, &app.secret) {
-        return forbidden();
-    }
     let closing = app.closing.clone();
     common::rpc::serve(&req, payload, closing, move |call| {
         let app = app.clone();
@@ -384,22 +374,23 @@ mod tests {
             ("POST", "/stock/add/x/1.5", 400, "not a non-negative integer: '1.5'"),
             ("POST", "/stock/tx/subtract/i/2/o%231", 403, "missing or wrong cluster secret"),
             // Around the coordinator's own endpoints: the wrong method or argument, unknown
-            // paths under their prefixes (which reach the public handler).
+            // paths under their prefixes (which reach the public handler). Without the secret,
+            // everything under /internal and the admin changes is refused before it is parsed.
             ("POST", "/health", 404, "no such endpoint"),
             ("POST", "/metrics", 404, "no such endpoint"),
-            ("GET", "/admin/view/evict/0", 404, "no such endpoint"),
-            ("POST", "/admin/view/evict/x", 404, "can not parse \"x\" to a u32"),
+            ("GET", "/admin/view/evict/0", 403, "missing or wrong cluster secret"),
+            ("POST", "/admin/view/evict/x", 403, "missing or wrong cluster secret"),
             ("POST", "/admin/view/evict/0", 403, "missing or wrong cluster secret"),
             ("POST", "/admin/status", 404, "no such endpoint"),
-            ("GET", "/admin/anti-entropy", 404, "no such endpoint"),
+            ("GET", "/admin/anti-entropy", 403, "missing or wrong cluster secret"),
             ("POST", "/admin/anti-entropy", 403, "missing or wrong cluster secret"),
             ("GET", "/admin/nothing", 404, "no such endpoint"),
             ("GET", "/admin", 404, "no such endpoint"),
-            ("GET", "/internal/suspect/0", 404, "no such endpoint"),
+            ("GET", "/internal/suspect/0", 403, "missing or wrong cluster secret"),
             ("POST", "/internal/suspect/0", 403, "missing or wrong cluster secret"),
-            ("POST", "/internal/suspect/x", 404, "can not parse \"x\" to a u32"),
-            ("POST", "/internal/nothing", 404, "no such endpoint"),
-            ("GET", "/internal", 404, "no such endpoint"),
+            ("POST", "/internal/suspect/x", 403, "missing or wrong cluster secret"),
+            ("POST", "/internal/nothing", 403, "missing or wrong cluster secret"),
+            ("GET", "/internal", 403, "missing or wrong cluster secret"),
             ("GET", "/adminx/status", 404, "no such endpoint"),
             ("GET", "/stock/find/x/", 404, "no such endpoint"),
         ];
