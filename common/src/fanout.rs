@@ -29,12 +29,17 @@ use tokio::sync::oneshot;
 pub const BATCH_TYPE: &str = "application/octet-stream";
 /// Where a peer takes a batch.
 pub const REPLICATE_PATH: &str = "/internal/replicate";
+/// The header that marks a replicate request as a page of a full copy ([`PeerLink::send_copy`]).
+pub const COPY: &str = "x-webshop-copy";
 
 /// Records encoded once as frame entries, to be sent to every peer.
 #[derive(Debug)]
 pub struct Encoded {
     records: usize,
     entries: Vec<u8>,
+    /// The records' keys: a peer's refusal of some states ([`SendError::Newer`]) goes to the
+    /// writes whose keys it names, not to every write its batch carried.
+    keys: Vec<String>,
 }
 
 impl Encoded {
@@ -44,7 +49,23 @@ impl Encoded {
         for r in records {
             push_doc(&mut entries, r);
         }
-        Encoded { records: records.len(), entries }
+        Encoded { records: records.len(), entries, keys: records.iter().map(|r| r.key.clone()).collect() }
+    }
+}
+
+/// What one write of a batch learns from the batch's outcome: a refusal for newer states
+/// concerns only the writes whose keys it names; the others were applied (or already held).
+fn outcome_for(outcome: &Result<(), SendError>, records: &Encoded) -> Result<(), SendError> {
+    match outcome {
+        Err(SendError::Newer(newer)) => {
+            let mine: Vec<Record> = newer.iter().filter(|r| records.keys.contains(&r.key)).cloned().collect();
+            if mine.is_empty() {
+                Ok(())
+            } else {
+                Err(SendError::Newer(mine))
+            }
+        }
+        other => other.clone(),
     }
 }
 
@@ -59,8 +80,9 @@ pub(crate) fn batch_body<'a>(epoch: u64, parts: impl Iterator<Item = &'a Encoded
     frame
 }
 
-/// Reads a replicate request's body: exactly one intact frame of document entries.
-pub fn decode_batch(body: &[u8]) -> Result<ReplicateBatch, String> {
+/// Reads a replicate request's body: exactly one intact frame of document entries (`copy`:
+/// the request carried [`COPY`]).
+pub fn decode_batch(body: &[u8], copy: bool) -> Result<ReplicateBatch, String> {
     let (epoch, payload, rest) = read_frame(body).ok_or("not an intact frame")?;
     if !rest.is_empty() {
         return Err(format!("{} bytes after the frame", rest.len()));
@@ -72,7 +94,7 @@ pub fn decode_batch(body: &[u8]) -> Result<ReplicateBatch, String> {
         }
         records.push(decode(key, value).map_err(|e| e.to_string())?);
     }
-    Ok(ReplicateBatch { epoch, records })
+    Ok(ReplicateBatch { epoch, records, copy })
 }
 
 /// Requests in flight to one peer at once. One: the writes made while a batch is on its way
@@ -89,6 +111,8 @@ pub const MAX_BATCH_RECORDS: usize = 4096;
 pub enum SendError {
     /// The peer holds a newer view: the batch's epoch is stale. Carries the peer's view.
     Stale(crate::wire::View),
+    /// The peer holds newer states of some of the keys (the sender is behind): those states.
+    Newer(Vec<Record>),
     /// No acknowledgement: refused, timed out, or failed on the peer.
     Failed(String),
 }
@@ -97,6 +121,7 @@ impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Stale(v) => write!(f, "stale epoch (peer has view {})", v.epoch),
+            SendError::Newer(r) => write!(f, "peer holds newer states of {} keys", r.len()),
             SendError::Failed(why) => f.write_str(why),
         }
     }
@@ -133,6 +158,12 @@ impl PeerLink {
         PeerLink { target: Arc::new(Target { peer, rpc, timeout }), queue: BatchQueue::default() }
     }
 
+    /// Sends a page of a full copy (states already acknowledged, streamed to a learner) on
+    /// its own, outside the write batches, and waits for the peer's acknowledgement.
+    pub async fn send_copy(&self, epoch: u64, records: &Encoded) -> Result<(), SendError> {
+        send_batch(&self.target, epoch, batch_body(epoch, std::iter::once(records)), true).await
+    }
+
     /// Sends states made under `epoch` and waits for the peer's acknowledgement.
     pub async fn send(&self, epoch: u64, records: Arc<Encoded>) -> Result<(), SendError> {
         let (done, wait) = oneshot::channel();
@@ -165,21 +196,28 @@ async fn send_group(target: &Target, mut group: Vec<Job>) {
         let split = group.iter().position(|j| j.epoch != epoch).unwrap_or(group.len());
         let rest = group.split_off(split);
         let body = batch_body(epoch, group.iter().map(|j| &*j.records));
-        let outcome = send_batch(target, epoch, body).await;
+        let outcome = send_batch(target, epoch, body, false).await;
         for job in group {
-            let _ = job.done.send(outcome.clone());
+            let _ = job.done.send(outcome_for(&outcome, &job.records));
         }
         group = rest;
     }
 }
 
-/// Sends one batch and reads the peer's verdict.
-async fn send_batch(target: &Target, epoch: u64, body: Vec<u8>) -> Result<(), SendError> {
+/// Sends one batch and reads the peer's verdict. A `copy` (a full member's documents streamed
+/// to a learner) is applied where newer and never refused for holding newer states: the
+/// learner takes every new write while the copy is on its way.
+async fn send_batch(target: &Target, epoch: u64, body: Vec<u8>, copy: bool) -> Result<(), SendError> {
     let peer = target.peer;
+    let mut headers =
+        vec![(EPOCH.to_string(), epoch.to_string()), ("content-type".to_string(), BATCH_TYPE.to_string())];
+    if copy {
+        headers.push((COPY.to_string(), "1".to_string()));
+    }
     let request = crate::rpc::Request {
         method: crate::routing::Method::Post,
         path: REPLICATE_PATH.to_string(),
-        headers: vec![(EPOCH.to_string(), epoch.to_string()), ("content-type".to_string(), BATCH_TYPE.to_string())],
+        headers,
         body: Bytes::from(body),
     };
     let answer = target
@@ -193,9 +231,17 @@ async fn send_batch(target: &Target, epoch: u64, body: Vec<u8>) -> Result<(), Se
             Ok(view) => Err(SendError::Stale(view)),
             Err(e) => Err(SendError::Failed(format!("replica {peer}: misdirected without a view: {e}"))),
         },
+        STATUS_HOLDS_NEWER => match serde_json::from_slice(&answer.body) {
+            Ok(records) => Err(SendError::Newer(records)),
+            Err(e) => Err(SendError::Failed(format!("replica {peer}: holds newer states, unreadable: {e}"))),
+        },
         status => Err(SendError::Failed(format!("replica {peer} answered {status}"))),
     }
 }
+
+/// The status of a replicate request refused because the peer holds newer states of some of
+/// its keys; the body lists them (JSON records).
+pub const STATUS_HOLDS_NEWER: u16 = 409;
 
 #[cfg(test)]
 mod tests {
@@ -203,6 +249,22 @@ mod tests {
     use crate::version::Version;
     use actix_web::{web, App, HttpRequest, HttpServer};
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A refusal for newer states reaches only the writes of the keys it names; the others
+    /// of the same batch were applied.
+    #[test]
+    fn a_refusal_for_newer_states_concerns_only_the_writes_of_its_keys() {
+        let v = Version { epoch: 1, seq: 1 };
+        let held = Record::new("b".into(), Version { epoch: 1, seq: 9 }, "{}".into());
+        let outcome = Err(SendError::Newer(vec![held.clone()]));
+        let a = Encoded::new(&[Record::new("a".into(), v, "{}".into())]);
+        let ab = Encoded::new(&[Record::new("a".into(), v, "{}".into()), Record::new("b".into(), v, "{}".into())]);
+        assert_eq!(outcome_for(&outcome, &a), Ok(()));
+        assert_eq!(outcome_for(&outcome, &ab), Err(SendError::Newer(vec![held])));
+        let failed = Err(SendError::Failed("timeout".into()));
+        assert_eq!(outcome_for(&failed, &a), failed);
+        assert_eq!(outcome_for(&Ok(()), &a), Ok(()));
+    }
 
     /// A fake peer that counts requests and records, answering `status`.
     async fn peer(status: u16) -> (String, Arc<(AtomicUsize, AtomicUsize)>) {
@@ -221,7 +283,7 @@ mod tests {
                             let c = c.clone();
                             async move {
                                 assert_eq!(call.path, REPLICATE_PATH);
-                                let b = decode_batch(&call.body).unwrap();
+                                let b = decode_batch(&call.body, false).unwrap();
                                 c.0.fetch_add(1, Ordering::SeqCst);
                                 c.1.fetch_add(b.records.len(), Ordering::SeqCst);
                                 crate::rpc::Response { status, headers: vec![], body: Bytes::new() }
@@ -249,17 +311,17 @@ mod tests {
         let a = [Record::new("a".into(), v(1), r#"{"x":"\"quoted\""}"#.into())];
         let b = [Record::new("b".into(), v(2), "{}".into()), Record::new("c".into(), v(7), "[1]".into())];
         let body = batch_body(9, [Encoded::new(&a), Encoded::new(&b)].iter());
-        let batch = decode_batch(&body).unwrap();
+        let batch = decode_batch(&body, false).unwrap();
         assert_eq!(batch.epoch, 9);
         assert_eq!(batch.records, [&a[..], &b[..]].concat());
         assert!(batch.records.iter().all(Record::hash_ok));
         // Cut, extended or altered bodies are refused.
-        assert!(decode_batch(&body[..body.len() - 1]).is_err());
-        assert!(decode_batch(&[&body[..], b"x"].concat()).is_err());
+        assert!(decode_batch(&body[..body.len() - 1], false).is_err());
+        assert!(decode_batch(&[&body[..], b"x"].concat(), false).is_err());
         let mut bad = body.clone();
         *bad.last_mut().unwrap() ^= 1;
-        assert!(decode_batch(&bad).is_err());
-        assert!(decode_batch(b"").is_err());
+        assert!(decode_batch(&bad, false).is_err());
+        assert!(decode_batch(b"", false).is_err());
     }
 
     #[actix_web::test]

@@ -69,6 +69,17 @@ pub enum NodeError {
     /// The request was not for this node: stale epoch or not the key's primary.
     #[error("misdirected: {}", .0.reason)]
     Misdirected(Misdirected),
+    /// A peer holds newer states of keys than the ones it was sent (the sender is behind:
+    /// restarted from older data, or deposed): the states it holds. Not acknowledged.
+    #[error("a peer holds newer states of {} keys", .0.len())]
+    Newer(Vec<Record>),
+}
+
+/// Whether a peer holding `held` must refuse `sent` as older: it holds a higher version, or
+/// another state under the same version (two primaries wrote in one epoch: a bug, logged).
+pub fn holds_newer(held: &Record, sent: &Record) -> bool {
+    crate::storage::check_same_version(held, sent);
+    held.version > sent.version || (held.version == sent.version && held.hash != sent.hash)
 }
 
 /// A batch of replicated states, as a primary sends it to a peer (on the wire: see
@@ -79,6 +90,9 @@ pub struct ReplicateBatch {
     pub epoch: u64,
     /// The states, each with its version.
     pub records: Vec<Record>,
+    /// A page of a full copy to a learner ([`crate::fanout::PeerLink::send_copy`]): newer
+    /// states held are no reason to refuse it.
+    pub copy: bool,
 }
 
 /// Why a request was not for this node (a 421 carrying the view).
@@ -126,6 +140,8 @@ pub struct Node {
     /// Keys whose last write here was not acknowledged by every peer (see
     /// `ensure_replicated`). Kept in memory only.
     unreplicated: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The epoch of the view served by, for those who act when it changes ([`Node::views`]).
+    epochs: tokio::sync::watch::Sender<u64>,
 }
 
 impl Node {
@@ -168,6 +184,7 @@ impl Node {
             me,
             service,
             store,
+            epochs: tokio::sync::watch::Sender::new(view.epoch),
             view: RwLock::new(view),
             acceptor: tokio::sync::Mutex::new(acceptor),
             links,
@@ -283,7 +300,7 @@ impl Node {
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             sent += page.len();
-            link.send(self.epoch(), Arc::new(Encoded::new(&page)))
+            link.send_copy(self.epoch(), &Encoded::new(&page))
                 .await
                 .map_err(|e| NodeError::Unavailable(e.to_string()))?;
         }
@@ -400,8 +417,13 @@ impl Node {
                 return Ok(());
             }
             let mut resend = false;
+            let mut newer = Vec::new();
             for (id, why) in &failed {
                 match why {
+                    SendError::Newer(records) => {
+                        log::warn!("{} replica {}: replica {id} holds newer states", self.service, self.me);
+                        newer.extend(records.iter().cloned());
+                    }
                     SendError::Stale(newer) => {
                         self.install(newer);
                         resend = true;
@@ -413,6 +435,10 @@ impl Node {
                         }
                     }
                 }
+            }
+            if !newer.is_empty() {
+                // Behind: catch up first, then the write is decided again.
+                return self.adopt_newer(newer).await;
             }
             let now = self.primary_view_of(&records)?;
             let gone = |id: &u32| !now.members.contains(id) && !now.learners.contains(id);
@@ -526,7 +552,15 @@ impl Node {
                 view.learners
             );
             *cur = view.clone();
+            self.epochs.send_replace(view.epoch);
         }
+    }
+
+    /// Tells every change of the view this node serves by (its epoch): a node that may have
+    /// become the primary of keys acts on what it finds among them (the order service resumes
+    /// the checkouts in flight).
+    pub fn views(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.epochs.subscribe()
     }
 
     /// Whether this replica may vote in membership decisions (false after an empty restart
@@ -643,14 +677,65 @@ impl Node {
             }
         }
         self.note_written(batch.records.iter().map(|r| r.key.as_str()));
-        let puts = batch.records.into_iter().map(|record| Put { expect: Expect::Older, record }).collect();
-        let applied = self.store.write(puts).await?;
+        let copy = batch.copy;
+        let puts: Vec<Put> = batch.records.into_iter().map(|record| Put { expect: Expect::Older, record }).collect();
+        let applied = self.store.write(puts.clone()).await?;
         // Acknowledge only if no newer view was installed while the states were written: a
         // newer view may make this node a primary whose first writes read the documents
         // before these states landed, and such an acknowledged state would be lost. Refused,
         // the sender finds it is no longer the keys' primary and the write is retried there.
         self.refuse_older_than(batch.epoch, "view changed during the write")?;
+        // A state not applied because this node holds a newer one is not acknowledged: the
+        // sender wrote over a state it never saw (it restarted from older data, or was
+        // deposed), and its client must not be told the write is durable. The same state
+        // again (a resend, or a repair that came first) is acknowledged.
+        let skipped: Vec<&Record> = if copy {
+            Vec::new()
+        } else {
+            puts.iter().zip(&applied).filter(|(_, a)| !**a).map(|(p, _)| &p.record).collect()
+        };
+        if !skipped.is_empty() {
+            let keys: Vec<String> = skipped.iter().map(|r| r.key.clone()).collect();
+            let stored = self.store.get_many(&keys).await?;
+            let newer: Vec<Record> =
+                skipped.iter().zip(stored).filter_map(|(sent, held)| held.filter(|h| holds_newer(h, sent))).collect();
+            if !newer.is_empty() {
+                log::warn!(
+                    "{} replica {}: refusing {} states older than the ones held (first: {})",
+                    self.service,
+                    self.me,
+                    newer.len(),
+                    newer[0].key
+                );
+                return Err(NodeError::Newer(newer));
+            }
+        }
         Ok(applied.iter().filter(|a| **a).count())
+    }
+
+    /// Takes the newer states a peer refused a fan-out with ([`NodeError::Newer`]) in place of
+    /// this node's own, never acknowledged, states of those keys: the write is then decided
+    /// again on them ([`NodeError::Conflict`]). States from a newer epoch than this node's view
+    /// mean it was deposed: it stops (the write is unavailable here, and the coordinator looks
+    /// for the new view) instead of writing on.
+    async fn adopt_newer(&self, newer: Vec<Record>) -> Result<(), NodeError> {
+        let epoch = self.epoch();
+        let first = newer.first().map(|r| r.key.clone()).unwrap_or_default();
+        log::warn!(
+            "{} replica {}: a peer holds newer states of {} keys (first: {first}); taking them",
+            self.service,
+            self.me,
+            newer.len()
+        );
+        let deposed = newer.iter().any(|r| r.version.epoch > epoch);
+        let puts = newer.into_iter().map(|record| Put { expect: Expect::Older, record }).collect();
+        self.store.write(puts).await?;
+        if deposed {
+            return Err(NodeError::Unavailable(format!(
+                "a peer holds states of a newer epoch than this node's view ({epoch}): deposed"
+            )));
+        }
+        Err(NodeError::Conflict(first))
     }
 
     /// A misdirected rejection, with the current view, if that view is newer than `epoch`.
@@ -660,5 +745,58 @@ impl Node {
             return Err(NodeError::Misdirected(Misdirected { view: view.clone(), reason }));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::mem::MemStore;
+    use crate::version::Version;
+
+    fn rec(key: &str, epoch: u64, seq: u64, body: &str) -> Record {
+        Record::new(key.into(), Version { epoch, seq }, body.into())
+    }
+
+    #[test]
+    fn a_peer_refuses_only_states_older_than_or_different_from_what_it_holds() {
+        let cases = [
+            // (held, sent, refused)
+            (rec("k", 1, 5, "a"), rec("k", 1, 6, "b"), false),
+            (rec("k", 1, 5, "a"), rec("k", 1, 5, "a"), false),
+            (rec("k", 1, 9, "a"), rec("k", 1, 6, "b"), true),
+            (rec("k", 2, 1, "a"), rec("k", 1, 6, "b"), true),
+            (rec("k", 1, 5, "a"), rec("k", 1, 5, "b"), true),
+            (rec("k", 1, 9, "a"), rec("k", 2, 1, "b"), false),
+        ];
+        for (held, sent, refused) in cases {
+            assert_eq!(holds_newer(&held, &sent), refused, "held {} sent {}", held.version, sent.version);
+        }
+    }
+
+    /// A peer holding a newer state of a key does not acknowledge an older one (the sender
+    /// restarted from older data), and says which state it holds; the same state again is
+    /// acknowledged, and a page of a full copy is never refused.
+    #[tokio::test]
+    async fn a_state_older_than_the_one_held_is_not_acknowledged() {
+        let node = Node::standalone(Arc::new(MemStore::new()));
+        let epoch = node.epoch();
+        let batch = |records: Vec<Record>, copy: bool| ReplicateBatch { epoch, records, copy };
+        let newest = rec("a", epoch, 9, "{\"n\":9}");
+        assert_eq!(node.apply_replicated(batch(vec![newest.clone()], false)).await.unwrap(), 1);
+        // The same state again: acknowledged, nothing applied.
+        assert_eq!(node.apply_replicated(batch(vec![newest.clone()], false)).await.unwrap(), 0);
+        // An older state beside a new key: the new key is applied, the batch refused with
+        // the state held.
+        let older = rec("a", epoch, 6, "{\"n\":6}");
+        match node.apply_replicated(batch(vec![older.clone(), rec("b", epoch, 1, "{}")], false)).await {
+            Err(NodeError::Newer(held)) => assert_eq!(held, vec![newest.clone()]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(node.store().get("a").await.unwrap(), Some(newest.clone()));
+        assert!(node.store().get("b").await.unwrap().is_some());
+        // A copy page with the older state: acknowledged, nothing applied.
+        assert_eq!(node.apply_replicated(batch(vec![older], true)).await.unwrap(), 0);
+        assert_eq!(node.store().get("a").await.unwrap(), Some(newest));
     }
 }

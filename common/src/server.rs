@@ -346,13 +346,13 @@ async fn route_call(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> (Option<&'
     (Some(route), parts)
 }
 
-async fn replicate(body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
-    replicate_parts(&app, &body).await.response()
+async fn replicate(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
+    replicate_parts(&app, &body, req.headers().contains_key(crate::fanout::COPY)).await.response()
 }
 
 /// Applies a fan-out batch (`POST /internal/replicate`, over HTTP or [`crate::rpc`]).
-async fn replicate_parts(app: &ReplicaApp, body: &[u8]) -> Parts {
-    let batch = match crate::fanout::decode_batch(body) {
+async fn replicate_parts(app: &ReplicaApp, body: &[u8], copy: bool) -> Parts {
+    let batch = match crate::fanout::decode_batch(body, copy) {
         Ok(b) => b,
         Err(e) => return Parts::text(400, format!("replicate: {e}")),
     };
@@ -364,6 +364,13 @@ async fn replicate_parts(app: &ReplicaApp, body: &[u8]) -> Parts {
             app.metrics.add("replicated_states_total", labels(&[("applied", "false")]), n - applied as u64);
             Parts { json: true, ..Parts::text(200, serde_json::json!({ "applied": applied }).to_string()) }
         }
+        Err(NodeError::Newer(records)) => Parts {
+            json: true,
+            ..Parts::text(
+                crate::fanout::STATUS_HOLDS_NEWER,
+                serde_json::to_string(&records).expect("records serialize"),
+            )
+        },
         Err(e) => error_parts(&HandlerError::Table(TableError::Node(e))),
     }
 }
@@ -384,7 +391,9 @@ async fn rpc_answer(app: &ReplicaApp, call: crate::rpc::Request) -> crate::rpc::
     let path = call.path.split('?').next().unwrap_or_default();
     let epoch = call.header(EPOCH).and_then(|e| e.parse().ok());
     let parts = match (call.method, path) {
-        (Method::Post, crate::fanout::REPLICATE_PATH) => replicate_parts(app, &call.body).await,
+        (Method::Post, crate::fanout::REPLICATE_PATH) => {
+            replicate_parts(app, &call.body, call.header(crate::fanout::COPY).is_some()).await
+        }
         (Method::Post, MULTI_PATH) => multi_parts(app, epoch, &call.body).await,
         (method, path) => {
             let request_id = call.header(REQUEST_ID).map(str::to_string);
