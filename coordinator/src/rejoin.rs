@@ -28,6 +28,10 @@ impl Coordinator {
             // fresh probes, never from what was known before the pause.
             if self.leads().await {
                 self.probe_round().await;
+            } else {
+                // Every coordinator learns a newer view within an interval, with or without
+                // requests to learn it from (its status page tells the current view).
+                self.learn_view().await;
             }
         }
     }

@@ -172,3 +172,27 @@ async fn a_paused_replica_is_evicted_and_rejoins_after_resume() {
     println!("replica 0 a full member again {:?} after its resume", resumed.elapsed().max(took));
     c.assert_replicas_equal(Service::Stock).await;
 }
+
+/// A coordinator that gets no requests still learns a new view within a few seconds, so its
+/// status page tells the current view. Before, coordinator 1 went on reporting an evicted
+/// replica as up for as long as no request passed through it (seen for more than 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_without_traffic_learns_a_new_view() {
+    let c = start(3).await;
+    let r = admin(&c, Service::Stock, "/admin/view/evict/2").await;
+    assert_eq!(r.status(), 200);
+    let view: View = r.json().await.unwrap();
+    assert_eq!(view.epoch, 2);
+    // Nothing is sent to coordinator 1 but its own background work.
+    let start = std::time::Instant::now();
+    loop {
+        let status = c.coordinator_status(Service::Stock, 1).await;
+        let epoch = status["epoch"].as_u64().unwrap();
+        if epoch >= view.epoch {
+            println!("coordinator 1 learned epoch {epoch} after {:?}", start.elapsed());
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "coordinator 1 still at {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
