@@ -17,8 +17,10 @@ use routes::{OrderHandler, Orders};
 use std::future::Future;
 use std::sync::Arc;
 
-/// Runs an order replica on `listener` until `shutdown` completes. At start it resumes
-/// every checkout it finds in flight among the orders it is primary of.
+/// Runs an order replica on `listener` until `shutdown` completes. At start, and whenever the
+/// view it serves by changes (it may have become the primary of orders), it resumes every
+/// checkout it finds in flight among the orders it is primary of, without waiting for a
+/// request to touch them.
 pub async fn run(
     settings: ReplicaSettings,
     topology: Topology,
@@ -30,8 +32,8 @@ pub async fn run(
     };
     let remote = clients::Remote { payment: client(Service::Payment), stock: client(Service::Stock) };
     common::server::run_replica(settings, topology.clone(), listener, shutdown, move |node| {
-        let orders = Arc::new(Orders { table: common::table::Table::new(node), remote });
-        tokio::spawn(orders.clone().resume_all());
+        let orders = Arc::new(Orders { table: common::table::Table::new(node), remote, stalled: Default::default() });
+        tokio::spawn(orders.clone().resume_on_every_view());
         Arc::new(OrderHandler(orders))
     })
     .await

@@ -23,7 +23,14 @@ pub struct Orders {
     pub table: Table<Order>,
     /// The payment and stock services.
     pub remote: Remote,
+    /// Orders whose checkout driver stopped on a failure (a write not replicated, a view
+    /// change under it) with the checkout still in flight: retried every
+    /// [`STALLED_RETRY`] by [`Orders::resume_on_every_view`].
+    pub stalled: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// How often checkouts whose driver stopped on a failure are resumed.
+pub const STALLED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The routes, over shared state (saga tasks outlive the request that started them).
 pub struct OrderHandler(pub Arc<Orders>);
@@ -65,6 +72,64 @@ impl Orders {
         Ok(reply)
     }
 
+    /// Resumes the checkouts in flight among the orders this node is primary of now, and again
+    /// after every change of its view (start, a view change, a promotion: it may have become
+    /// the primary of orders whose previous primary was paused or cut off mid-checkout). Runs
+    /// until the process stops. View changes during a pass are caught up by one more pass.
+    /// Checkouts whose driver stopped on a failure are resumed every [`STALLED_RETRY`].
+    pub async fn resume_on_every_view(self: Arc<Self>) {
+        let mut views = self.table.node().views();
+        views.mark_unchanged();
+        self.clone().resume_all().await;
+        loop {
+            tokio::select! {
+                changed = views.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    views.mark_unchanged();
+                    log::info!("view {} installed: resuming checkouts in flight among my orders", *views.borrow());
+                    self.clone().resume_all().await;
+                }
+                _ = tokio::time::sleep(STALLED_RETRY) => {
+                    let stalled: Vec<String> = self.stalled.lock().unwrap().drain().collect();
+                    if !stalled.is_empty() {
+                        log::info!("resuming {} checkouts whose driver stopped on a failure", stalled.len());
+                        self.clone().resume(stalled).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Notes the outcome of a checkout driver: one that failed with its checkout still in
+    /// flight is retried later.
+    pub fn note_outcome<T>(&self, key: &str, result: &Result<T, HandlerError>) {
+        if result.is_err() {
+            self.stalled.lock().unwrap().insert(key.to_string());
+        }
+    }
+
+    /// Resumes the checkouts in flight among `keys` that this node is primary of.
+    async fn resume(self: Arc<Self>, keys: Vec<String>) {
+        let node = self.table.node().clone();
+        let mine: Vec<String> = keys.into_iter().filter(|k| node.is_primary(k)).collect();
+        for chunk in mine.chunks(RESUME_PARALLELISM) {
+            let runs = chunk.iter().map(|key| {
+                let me = self.clone();
+                async move {
+                    let g = me.table.lock(key).await;
+                    let result = me.finish_in_flight(&g).await;
+                    if let Err(e) = &result {
+                        log::warn!("resuming checkout of {key} failed: {e}");
+                    }
+                    me.note_outcome(key, &result);
+                }
+            });
+            futures::future::join_all(runs).await;
+        }
+    }
+
     /// Resumes every checkout found in flight among the orders this node is primary of.
     pub async fn resume_all(self: Arc<Self>) {
         let mut after: Option<String> = None;
@@ -82,19 +147,8 @@ impl Orders {
             let node = self.table.node().clone();
             let todo: Vec<String> =
                 page.into_iter().filter(|(k, o)| o.in_flight() && node.is_primary(k)).map(|(k, _)| k).collect();
-            for chunk in todo.chunks(RESUME_PARALLELISM) {
-                let runs = chunk.iter().map(|key| {
-                    let me = self.clone();
-                    async move {
-                        let g = me.table.lock(key).await;
-                        if let Err(e) = me.finish_in_flight(&g).await {
-                            log::warn!("resuming checkout of {key} failed: {e}");
-                        }
-                    }
-                });
-                futures::future::join_all(runs).await;
-                resumed += chunk.len();
-            }
+            resumed += todo.len();
+            self.clone().resume(todo).await;
         }
         if resumed > 0 {
             log::info!("resumed {resumed} checkouts found in flight");
@@ -140,7 +194,9 @@ impl Handler for OrderHandler {
                 let orders = orders.clone();
                 let task = tokio::spawn(async move {
                     let g = orders.table.lock(&key).await;
-                    drive(&orders.table, &g, &orders.remote, rid.as_ref(), Mode::Checkout).await
+                    let result = drive(&orders.table, &g, &orders.remote, rid.as_ref(), Mode::Checkout).await;
+                    orders.note_outcome(&key, &result);
+                    result
                 });
                 task.await.map_err(|e| HandlerError::Dependency(format!("checkout task: {e}")))?
             }
