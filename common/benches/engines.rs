@@ -304,6 +304,11 @@ impl Store for FjallStore {
     async fn put_meta(&self, name: &str, value: Vec<u8>) -> StoreResult<()> {
         self.writer.meta(name, value).await
     }
+
+    /// The benchmark's workload writes no side records.
+    async fn prune_sides(&self, _now_ms: u64) -> StoreResult<usize> {
+        Ok(0)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ pub mod routing;
 pub mod rpc;
 pub mod server;
 pub mod settings;
+pub mod side;
 pub mod storage;
 pub mod table;
 pub mod topology;

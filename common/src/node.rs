@@ -31,11 +31,30 @@ pub struct Timings {
     /// The read lease (`crate::lease`): well under the time it takes to evict a replica that
     /// stopped answering (a fan-out timeout plus a re-probe).
     pub lease: Duration,
+    /// How long the record of a request id is kept beside the document it wrote
+    /// ([`DEFAULT_REQUEST_TTL`]).
+    pub request_ttl: Duration,
 }
+
+/// How long a request id's record is kept by default: longer than any retry path of the
+/// cluster can deliver a repeat. nginx retries a request on the other coordinator once
+/// (`proxy_next_upstream_tries 2`) after at most `proxy_read_timeout` (65 s), and each
+/// coordinator retries a write at the key's new primary within its own long timeout (60 s),
+/// so a repeat arrives within about 130 s of the first try; 180 s leaves a margin. A client
+/// that retries later with its own key needs a longer setting (`request_ttl_ms`).
+pub const DEFAULT_REQUEST_TTL: Duration = Duration::from_secs(180);
+
+/// How often a replica drops its expired side records.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Default for Timings {
     fn default() -> Timings {
-        Timings { fanout: Duration::from_secs(2), suspect: Duration::from_secs(5), lease: Duration::from_secs(1) }
+        Timings {
+            fanout: Duration::from_secs(2),
+            suspect: Duration::from_secs(5),
+            lease: Duration::from_secs(1),
+            request_ttl: DEFAULT_REQUEST_TTL,
+        }
     }
 }
 
@@ -142,6 +161,8 @@ pub struct Node {
     unreplicated: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The epoch of the view served by, for those who act when it changes ([`Node::views`]).
     epochs: tokio::sync::watch::Sender<u64>,
+    /// How long a request id's record is kept ([`Timings::request_ttl`]).
+    request_ttl: Duration,
 }
 
 impl Node {
@@ -196,6 +217,7 @@ impl Node {
             leases: std::sync::Mutex::new(leases),
             unreplicated: Default::default(),
             suspect_timeout: timings.suspect,
+            request_ttl: timings.request_ttl,
             rounds: Default::default(),
         }
     }
@@ -265,6 +287,21 @@ impl Node {
         loop {
             tick.tick().await;
             self.renew_lease().await;
+        }
+    }
+
+    /// Drops expired side records ([`crate::side`]) every [`PRUNE_INTERVAL`]. Runs until the
+    /// process stops.
+    pub async fn prune_sides(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.store.prune_sides(crate::side::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => log::debug!("{} replica {}: dropped {n} expired side records", self.service, self.me),
+                Err(e) => log::warn!("{} replica {}: dropping expired side records failed: {e}", self.service, self.me),
+            }
         }
     }
 
@@ -374,22 +411,60 @@ impl Node {
         result
     }
 
-    /// Makes sure the stored state of `key` is on every peer before it is read or decided on
-    /// again: a write whose fan-out failed is in this node's store but maybe not on its peers,
-    /// and must be neither shown nor answered from the request log (a retry of it with the
-    /// same request id would otherwise be acknowledged unreplicated) until it is. Sends the
-    /// key's current state again if the fan-out of its last write failed.
+    /// How long a request id's record is kept beside its document.
+    pub fn request_ttl(&self) -> Duration {
+        self.request_ttl
+    }
+
+    /// Makes sure the stored state of document `key` (and of the side records its writes left,
+    /// [`crate::side`]) is on every peer before it is read or decided on again: a write whose
+    /// fan-out failed is in this node's store but maybe not on its peers, and must be neither
+    /// shown nor answered from a request record (a retry of it with the same request id would
+    /// otherwise be acknowledged unreplicated) until it is. Sends the current state of every
+    /// such record again if the fan-out of its last write failed.
     pub async fn ensure_replicated(&self, key: &str) -> Result<(), NodeError> {
-        if !self.unreplicated.lock().unwrap().contains(key) {
+        let keys: Vec<String> = {
+            let unreplicated = self.unreplicated.lock().unwrap();
+            if unreplicated.is_empty() {
+                return Ok(());
+            }
+            unreplicated.iter().filter(|k| crate::side::doc_of(k) == key).cloned().collect()
+        };
+        if keys.is_empty() {
             return Ok(());
         }
-        let Some(record) = self.store.get(key).await? else {
-            return Ok(());
-        };
+        let records: Vec<Record> = self.store.get_many(&keys).await?.into_iter().flatten().collect();
         log::info!("{} replica {}: sending {key} again: its last fan-out failed", self.service, self.me);
-        self.fan_out(vec![record]).await?;
-        self.unreplicated.lock().unwrap().remove(key);
+        if !records.is_empty() {
+            self.fan_out(records).await?;
+        }
+        let mut unreplicated = self.unreplicated.lock().unwrap();
+        for k in &keys {
+            unreplicated.remove(k);
+        }
         Ok(())
+    }
+
+    /// The side records ([`crate::side`]) stored beside document `doc`: they sort right after
+    /// it, before any other document.
+    pub async fn sides_of(&self, doc: &str) -> Result<Vec<Record>, NodeError> {
+        const PAGE: usize = 256;
+        let prefix = crate::side::key(doc, "");
+        let mut out = Vec::new();
+        let mut after = prefix.clone();
+        loop {
+            let page = self.store.scan(Some(&after), PAGE).await?;
+            let n = page.len();
+            let mine: Vec<Record> = page.into_iter().take_while(|r| r.key.starts_with(&prefix)).collect();
+            let more = mine.len() == n && n == PAGE;
+            if let Some(last) = mine.last() {
+                after = last.key.clone();
+            }
+            out.extend(mine);
+            if !more {
+                return Ok(out);
+            }
+        }
     }
 
     /// Sends states to every peer of the view and waits for all acknowledgements.
@@ -438,7 +513,7 @@ impl Node {
             }
             if !newer.is_empty() {
                 // Behind: catch up first, then the write is decided again.
-                return self.adopt_newer(newer).await;
+                return self.adopt_newer(newer, &records).await;
             }
             let now = self.primary_view_of(&records)?;
             let gone = |id: &u32| !now.members.contains(id) && !now.learners.contains(id);
@@ -656,17 +731,29 @@ impl Node {
     }
 
     /// The stored records of `keys` (those present).
+    /// The documents stored under `keys`, each followed by its side records (which
+    /// anti-entropy carries along with a repaired document; they are in no bucket).
     pub async fn fetch(&self, keys: &[String]) -> Result<Vec<Record>, NodeError> {
-        Ok(self.store.get_many(keys).await?.into_iter().flatten().collect())
+        let mut out = Vec::new();
+        for record in self.store.get_many(keys).await?.into_iter().flatten() {
+            let key = record.key.clone();
+            out.push(record);
+            if !crate::side::is_side(&key) {
+                out.extend(self.sides_of(&key).await?);
+            }
+        }
+        Ok(out)
     }
 
     /// Applies anti-entropy repairs: each record only if this replica still holds the
     /// version it listed (zero: still lacks the key). Returns how many were applied.
+    /// Side records come with version zero listed: applied only where missing.
     pub async fn repair(&self, repairs: Vec<(Record, crate::version::Version)>) -> Result<usize, NodeError> {
+        let docs: Vec<bool> = repairs.iter().map(|(r, _)| !crate::side::is_side(&r.key)).collect();
         let puts =
             repairs.into_iter().map(|(record, listed)| Put { expect: Expect::Exactly(listed), record }).collect();
         let applied = self.store.write(puts).await?;
-        Ok(applied.iter().filter(|a| **a).count())
+        Ok(applied.iter().zip(docs).filter(|(a, doc)| **a && *doc).count())
     }
 
     pub async fn apply_replicated(&self, batch: ReplicateBatch) -> Result<usize, NodeError> {
@@ -677,38 +764,49 @@ impl Node {
             }
         }
         self.note_written(batch.records.iter().map(|r| r.key.as_str()));
-        let copy = batch.copy;
-        let puts: Vec<Put> = batch.records.into_iter().map(|record| Put { expect: Expect::Older, record }).collect();
+        // A state older than the one held here is not acknowledged: its sender wrote over a
+        // state it never saw (it restarted from older data, or was deposed), and its client
+        // must not be told the write is durable. Neither are the side records its write left
+        // (a request record of a write that did not happen must not answer a retry). The
+        // same state again (a resend, or a repair that came first) is acknowledged, and the
+        // rest of the batch is applied. A full copy is never refused.
+        let mut refused: Vec<Record> = Vec::new();
+        if !batch.copy {
+            let docs: Vec<&Record> = batch.records.iter().filter(|r| !crate::side::is_side(&r.key)).collect();
+            let keys: Vec<String> = docs.iter().map(|r| r.key.clone()).collect();
+            let held = self.store.get_many(&keys).await?;
+            refused = docs.iter().zip(held).filter_map(|(sent, held)| held.filter(|h| holds_newer(h, sent))).collect();
+        }
+        let refused_keys: std::collections::HashSet<String> = refused.iter().map(|r| r.key.clone()).collect();
+        let puts: Vec<Put> = batch
+            .records
+            .into_iter()
+            .filter(|r| !refused_keys.contains(crate::side::doc_of(&r.key)))
+            .map(|record| Put { expect: Expect::Older, record })
+            .collect();
         let applied = self.store.write(puts.clone()).await?;
         // Acknowledge only if no newer view was installed while the states were written: a
         // newer view may make this node a primary whose first writes read the documents
         // before these states landed, and such an acknowledged state would be lost. Refused,
         // the sender finds it is no longer the keys' primary and the write is retried there.
         self.refuse_older_than(batch.epoch, "view changed during the write")?;
-        // A state not applied because this node holds a newer one is not acknowledged: the
-        // sender wrote over a state it never saw (it restarted from older data, or was
-        // deposed), and its client must not be told the write is durable. The same state
-        // again (a resend, or a repair that came first) is acknowledged.
-        let skipped: Vec<&Record> = if copy {
-            Vec::new()
-        } else {
-            puts.iter().zip(&applied).filter(|(_, a)| !**a).map(|(p, _)| &p.record).collect()
-        };
-        if !skipped.is_empty() {
+        if !batch.copy {
+            // A newer state that landed between the check and the write (a repair).
+            let skipped: Vec<&Record> =
+                puts.iter().zip(&applied).filter(|(_, a)| !**a).map(|(p, _)| &p.record).collect();
             let keys: Vec<String> = skipped.iter().map(|r| r.key.clone()).collect();
-            let stored = self.store.get_many(&keys).await?;
-            let newer: Vec<Record> =
-                skipped.iter().zip(stored).filter_map(|(sent, held)| held.filter(|h| holds_newer(h, sent))).collect();
-            if !newer.is_empty() {
-                log::warn!(
-                    "{} replica {}: refusing {} states older than the ones held (first: {})",
-                    self.service,
-                    self.me,
-                    newer.len(),
-                    newer[0].key
-                );
-                return Err(NodeError::Newer(newer));
-            }
+            let held = self.store.get_many(&keys).await?;
+            refused.extend(skipped.iter().zip(held).filter_map(|(sent, held)| held.filter(|h| holds_newer(h, sent))));
+        }
+        if !refused.is_empty() {
+            log::warn!(
+                "{} replica {}: refusing {} states older than the ones held (first: {})",
+                self.service,
+                self.me,
+                refused.len(),
+                refused[0].key
+            );
+            return Err(NodeError::Newer(refused));
         }
         Ok(applied.iter().filter(|a| **a).count())
     }
@@ -718,7 +816,11 @@ impl Node {
     /// again on them ([`NodeError::Conflict`]). States from a newer epoch than this node's view
     /// mean it was deposed: it stops (the write is unavailable here, and the coordinator looks
     /// for the new view) instead of writing on.
-    async fn adopt_newer(&self, newer: Vec<Record>) -> Result<(), NodeError> {
+    ///
+    /// The side records the refused write left here beside those documents (`sent`: the
+    /// write's records) are expired at once, in the same storage call: the write did not
+    /// happen, so its request records must not answer a retry as if it had.
+    async fn adopt_newer(&self, newer: Vec<Record>, sent: &[Record]) -> Result<(), NodeError> {
         let epoch = self.epoch();
         let first = newer.first().map(|r| r.key.clone()).unwrap_or_default();
         log::warn!(
@@ -728,7 +830,17 @@ impl Node {
             newer.len()
         );
         let deposed = newer.iter().any(|r| r.version.epoch > epoch);
-        let puts = newer.into_iter().map(|record| Put { expect: Expect::Older, record }).collect();
+        let refused: std::collections::HashSet<&str> = newer.iter().map(|r| r.key.as_str()).collect();
+        let undone: Vec<Put> = sent
+            .iter()
+            .filter(|r| crate::side::is_side(&r.key) && refused.contains(crate::side::doc_of(&r.key)))
+            .map(|r| {
+                let payload = crate::side::parse(&r.body).map(|(_, p)| p).unwrap_or_default();
+                let record = Record::new(r.key.clone(), r.version.next(epoch), crate::side::body(0, payload));
+                Put { expect: Expect::Exactly(r.version), record }
+            })
+            .collect();
+        let puts = newer.into_iter().map(|record| Put { expect: Expect::Older, record }).chain(undone).collect();
         self.store.write(puts).await?;
         if deposed {
             return Err(NodeError::Unavailable(format!(
@@ -789,11 +901,15 @@ mod tests {
         // An older state beside a new key: the new key is applied, the batch refused with
         // the state held.
         let older = rec("a", epoch, 6, "{\"n\":6}");
-        match node.apply_replicated(batch(vec![older.clone(), rec("b", epoch, 1, "{}")], false)).await {
+        // The older state's request record goes with it: not applied either.
+        let its_request = rec(&crate::side::key("a", "r:x"), epoch, 6, &crate::side::body(u64::MAX, "{}"));
+        let b = rec("b", epoch, 1, "{}");
+        match node.apply_replicated(batch(vec![older.clone(), its_request.clone(), b], false)).await {
             Err(NodeError::Newer(held)) => assert_eq!(held, vec![newest.clone()]),
             other => panic!("{other:?}"),
         }
         assert_eq!(node.store().get("a").await.unwrap(), Some(newest.clone()));
+        assert_eq!(node.store().get(&its_request.key).await.unwrap(), None);
         assert!(node.store().get("b").await.unwrap().is_some());
         // A copy page with the older state: acknowledged, nothing applied.
         assert_eq!(node.apply_replicated(batch(vec![older], true)).await.unwrap(), 0);

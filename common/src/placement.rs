@@ -14,6 +14,8 @@ pub fn preference(key: &str, replicas: &[u32]) -> Vec<u32> {
 
 /// The key's primary among `members` (the view's full members), if any.
 pub fn primary(key: &str, members: &[u32]) -> Option<u32> {
+    // A side record is placed with its document (crate::side).
+    let key = crate::side::doc_of(key);
     members.iter().copied().max_by(|&a, &b| score(key, a).cmp(&score(key, b)).then(b.cmp(&a)))
 }
 

@@ -272,8 +272,13 @@ pub fn resolve(service: Service, method: Method, path: &str) -> Result<Target, R
         for (seg, p) in route.segs.iter().zip(parts) {
             match seg {
                 Lit(_) => {}
-                Id => args
-                    .push(Arg::Id(percent_decode(p).ok_or_else(|| RouteError::Bad(format!("malformed id: '{p}'")))?)),
+                // Ids never hold control characters: a document's side records are keyed by
+                // its id and one (crate::side).
+                Id => args.push(Arg::Id(
+                    percent_decode(p)
+                        .filter(|id| !id.chars().any(char::is_control))
+                        .ok_or_else(|| RouteError::Bad(format!("malformed id: '{p}'")))?,
+                )),
                 Int => args.push(Arg::Int(parse_int(p).map_err(RouteError::Bad)?)),
             }
         }
@@ -323,6 +328,15 @@ mod tests {
         let t = resolve(Service::Order, Method::Post, "/orders/batch_init/10/5/5/1").unwrap();
         assert_eq!(t.route.key, KeySource::Batch(0));
         assert_eq!(t.int(0), 10);
+    }
+
+    #[test]
+    fn ids_with_control_characters_are_refused() {
+        for bad in ["a%00b", "a%0Ab", "%7F", "x%1F"] {
+            let path = format!("/stock/find/{bad}");
+            assert!(matches!(resolve(Service::Stock, Method::Get, &path), Err(RouteError::Bad(_))), "{path}");
+        }
+        assert!(resolve(Service::Stock, Method::Get, "/stock/find/a%20b").is_ok());
     }
 
     #[test]

@@ -653,6 +653,7 @@ where
         node = node.started_empty();
     }
     let node = Arc::new(node);
+    tokio::spawn(node.clone().prune_sides());
     if n > 1 {
         tokio::spawn(node.clone().heartbeat());
     }

@@ -48,6 +48,10 @@ pub struct ReplicaSettings {
     /// How long a primary waits for a coordinator to settle a suspicion (re-probe, and an
     /// eviction by Paxos), in milliseconds.
     pub suspect_timeout_ms: u64,
+    /// How long the record of a request id is kept beside the document it wrote, in
+    /// milliseconds: a repeat within it gets the first answer (`common::node::DEFAULT_REQUEST_TTL`
+    /// says why 180 s).
+    pub request_ttl_ms: u64,
 }
 
 /// Settings of a coordinator process.
@@ -138,6 +142,7 @@ impl ReplicaSettings {
             ("lease_ms", "1000"),
             ("fanout_timeout_ms", "2000"),
             ("suspect_timeout_ms", "5000"),
+            ("request_ttl_ms", "180000"),
         ])?;
         if s.lease_ms == 0 || s.lease_ms >= s.fanout_timeout_ms {
             return Err(SettingsError(format!(
@@ -172,6 +177,7 @@ impl ReplicaSettings {
             fanout: ms(self.fanout_timeout_ms),
             suspect: ms(self.suspect_timeout_ms),
             lease: ms(self.lease_ms),
+            request_ttl: ms(self.request_ttl_ms),
         }
     }
 }

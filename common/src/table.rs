@@ -1,9 +1,10 @@
 //! The replicated-document layer, written once and generic over a service's document type.
 //!
-//! A [`Table`] serializes all operations on a key (one async lock per key), keeps the
-//! recent request ids of each document inside the document (bounded), each with its
-//! request's fingerprint ([`crate::idempotency`]), so that a repeated request gets its first
-//! answer and an id reused for another request is refused, applies a write as one atomic conditional put with the
+//! A [`Table`] serializes all operations on a key (one async lock per key), keeps a record of
+//! each request id that wrote a document beside it (a side record, [`crate::side`], kept for
+//! the node's request TTL however hot the document), with the request's fingerprint
+//! ([`crate::idempotency`]), so that a repeated request gets its first answer and an id
+//! reused for another request is refused, applies a write as one atomic conditional put with the
 //! next version, and hands the resulting state to the [`Node`] for fan-out before it
 //! answers. Services supply only a pure decision: given the current document, what to
 //! write and what to answer ([`Decision`]).
@@ -11,11 +12,12 @@
 use crate::idempotency::{self, RequestKey, Seen, SeenRequest};
 use crate::node::{Node, NodeError};
 use crate::reply::Reply;
+use crate::side;
 use crate::storage::{Expect, Put, Record};
 use crate::version::Version;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedMutexGuard;
@@ -24,10 +26,6 @@ use tokio::sync::OwnedMutexGuard;
 /// the read and the put. That happens only while a view change moves the key's primary here
 /// (the previous primary's last states still arriving), so once or twice at most.
 const CONFLICT_RETRIES: u32 = 3;
-
-/// How many request ids a document remembers. A retry arrives within seconds of its first
-/// try; 32 covers that even for a key written by many clients at once.
-pub const RECENT_REQUESTS: usize = 32;
 
 /// What a service document must be.
 pub trait Doc: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
@@ -42,19 +40,17 @@ pub enum Decision<D> {
     Answer(Reply),
 }
 
-/// What is stored: the service's document and its recent requests (id, fingerprint,
-/// answer). Documents written before requests had fingerprints kept theirs under `recent`,
-/// which is no longer read: those requests are forgotten, as if they had aged out.
+/// What is stored under a document's key: the service's document. Documents written before
+/// request records moved beside them kept theirs inside (`recent`, `requests`), which is no
+/// longer read: those requests are forgotten, as if they had aged out.
 #[derive(Serialize, Deserialize)]
 struct Envelope<D> {
     doc: D,
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    requests: VecDeque<SeenRequest>,
 }
 
-/// Unix milliseconds.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+/// The name of the side record of request id `id`.
+fn request_record(id: &str) -> String {
+    format!("r:{id}")
 }
 
 /// Per-key async locks; an entry lives only while someone holds or waits for it.
@@ -149,13 +145,25 @@ impl<D: Doc> Table<D> {
     /// What a request with `request` gets on this key ([`idempotency::check`] against the
     /// record the key's document keeps of the same id).
     pub async fn seen(&self, key: &str, request: &RequestKey) -> Result<Seen, TableError> {
-        let loaded = self.load(key).await?;
-        Ok(Self::seen_in(loaded.as_ref().map(|(_, env)| env), request))
+        self.node.ensure_replicated(key).await?;
+        self.seen_replicated(key, request).await
     }
 
-    fn seen_in(env: Option<&Envelope<D>>, request: &RequestKey) -> Seen {
-        let stored = env.and_then(|env| env.requests.iter().find(|s| s.id == request.id));
-        idempotency::check(request, stored)
+    /// [`Table::seen`] once the key's last write is known replicated.
+    async fn seen_replicated(&self, key: &str, request: &RequestKey) -> Result<Seen, TableError> {
+        let name = side::key(key, &request_record(&request.id));
+        let stored = match self.node.store().get(&name).await? {
+            // Expired (or undone: a write a peer refused), the record is as good as gone.
+            Some(r) if side::expired(&r.body, side::now_ms()) => None,
+            None => None,
+            Some(r) => {
+                let payload = side::parse(&r.body).map(|(_, p)| p).unwrap_or_default();
+                let seen: SeenRequest =
+                    serde_json::from_str(payload).map_err(|e| TableError::Corrupt(name.clone(), e.to_string()))?;
+                Some(seen)
+            }
+        };
+        Ok(idempotency::check(request, stored.as_ref()))
     }
 
     /// Reads, decides and writes under the key's lock.
@@ -187,7 +195,7 @@ impl<D: Doc> Table<D> {
         loop {
             let loaded = self.load(key).await?;
             if let Some(req) = request {
-                match Self::seen_in(loaded.as_ref().map(|(_, env)| env), req) {
+                match self.seen_replicated(key, req).await? {
                     Seen::New => {}
                     Seen::Repeat(reply) => {
                         log::debug!("{key}: request {} seen before, answering its first reply", req.id);
@@ -199,30 +207,31 @@ impl<D: Doc> Table<D> {
                     }
                 }
             }
-            let (old_version, mut requests) = match &loaded {
-                Some((v, env)) => (*v, env.requests.clone()),
-                None => (Version::ZERO, VecDeque::new()),
-            };
+            let old_version = loaded.as_ref().map(|(v, _)| *v).unwrap_or(Version::ZERO);
             let decision = decide(loaded.as_ref().map(|(_, env)| &env.doc));
             let (doc, reply) = match decision {
                 Decision::Answer(reply) => return Ok(reply),
                 Decision::Write(doc, reply) => (doc, reply),
             };
+            let body = serde_json::to_string(&Envelope { doc }).expect("documents serialize");
+            let version = old_version.next(self.node.epoch());
+            let record = Record::new(key.to_string(), version, body);
+            let mut puts = vec![Put { expect: Expect::Exactly(old_version), record }];
             if let Some(req) = request {
-                requests.push_back(SeenRequest {
+                // The request's record, beside the document: same storage call, same fan-out.
+                let now = side::now_ms();
+                let seen = SeenRequest {
                     id: req.id.clone(),
                     fingerprint: req.fingerprint.clone(),
                     reply: reply.clone(),
-                    at: unix_ms(),
-                });
-                while requests.len() > RECENT_REQUESTS {
-                    requests.pop_front();
-                }
+                    at: now,
+                };
+                let expires = now + self.node.request_ttl().as_millis() as u64;
+                let body = side::body(expires, &serde_json::to_string(&seen).expect("records serialize"));
+                let record = Record::new(side::key(key, &request_record(&req.id)), version, body);
+                puts.push(Put { expect: Expect::Older, record });
             }
-            let body = serde_json::to_string(&Envelope { doc, requests }).expect("documents serialize");
-            let version = old_version.next(self.node.epoch());
-            let record = Record::new(key.to_string(), version, body);
-            match self.node.write_primary(vec![Put { expect: Expect::Exactly(old_version), record }]).await {
+            match self.node.write_primary(puts).await {
                 // A state replicated by the previous primary landed between the read and the
                 // put (the view changed under the write): decide again on the newer state.
                 Err(NodeError::Conflict(_)) if attempt < CONFLICT_RETRIES => {
@@ -270,8 +279,7 @@ impl<D: Doc> Table<D> {
             .zip(current)
             .map(|((key, doc), cur)| {
                 let old = cur.map(|r| r.version).unwrap_or(Version::ZERO);
-                let body =
-                    serde_json::to_string(&Envelope { doc, requests: VecDeque::new() }).expect("documents serialize");
+                let body = serde_json::to_string(&Envelope { doc }).expect("documents serialize");
                 Put { expect: Expect::Exactly(old), record: Record::new(key, old.next(epoch), body) }
             })
             .collect();
@@ -281,9 +289,23 @@ impl<D: Doc> Table<D> {
     }
 
     /// Up to `limit` documents with keys after `after`, in key order.
+    /// Side records are skipped: a page may hold fewer than `limit` documents, and is empty
+    /// only at the end.
     pub async fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, D)>, TableError> {
-        let recs = self.node.store().scan(after, limit).await?;
-        recs.into_iter().map(|r| Ok((r.key.clone(), Self::decode(&r)?.doc))).collect()
+        let mut after = after.map(str::to_string);
+        loop {
+            let recs = self.node.store().scan(after.as_deref(), limit).await?;
+            let Some(last) = recs.last() else { return Ok(Vec::new()) };
+            after = Some(last.key.clone());
+            let docs: Vec<(String, D)> = recs
+                .into_iter()
+                .filter(|r| !side::is_side(&r.key))
+                .map(|r| Ok((r.key.clone(), Self::decode(&r)?.doc)))
+                .collect::<Result<_, TableError>>()?;
+            if !docs.is_empty() {
+                return Ok(docs);
+            }
+        }
     }
 
     async fn load(&self, key: &str) -> Result<Option<(Version, Envelope<D>)>, TableError> {
@@ -352,18 +374,29 @@ mod tests {
         assert_eq!(t.read("u").await.unwrap(), Some(Counter { n: 10 }));
     }
 
+    /// A retry after many other writes to the same document is still a repeat (before, a
+    /// document remembered its last 32 ids, and the 33rd write made the first id new again),
+    /// and the document does not grow with the requests that wrote it: each request's record
+    /// is beside it, under its own key, until it expires.
     #[tokio::test]
-    async fn recent_ids_are_bounded() {
+    async fn a_retry_after_many_writes_to_a_hot_key_is_still_a_repeat() {
         let t = table();
-        for i in 0..(RECENT_REQUESTS + 5) {
+        t.write("k", Some(&rq("r0")), add(1)).await.unwrap();
+        for i in 1..=100 {
             t.write("k", Some(&rq(&format!("r{i}"))), add(1)).await.unwrap();
         }
-        // The oldest ids have been forgotten; the newest are remembered.
-        let newest = rq(&format!("r{}", RECENT_REQUESTS + 4));
-        assert_eq!(t.write("k", Some(&newest), add(100)).await.unwrap().body, (RECENT_REQUESTS + 5).to_string());
-        let rec = t.node().store().get("k").await.unwrap().unwrap();
-        let env: Envelope<Counter> = serde_json::from_str(&rec.body).unwrap();
-        assert_eq!(env.requests.len(), RECENT_REQUESTS);
+        assert_eq!(t.write("k", Some(&rq("r0")), add(1)).await.unwrap().body, "1", "r0's first answer");
+        assert_eq!(t.read("k").await.unwrap(), Some(Counter { n: 101 }));
+        let body = t.node().store().get("k").await.unwrap().unwrap().body;
+        assert_eq!(body, r#"{"doc":{"n":101}}"#, "the document holds the document only");
+        // The records are beside the document, and out of its digests.
+        assert_eq!(t.node().sides_of("k").await.unwrap().len(), 101);
+        assert_eq!(t.scan(None, 10).await.unwrap(), vec![("k".to_string(), Counter { n: 101 })]);
+        // Expired, a record is dropped and its id is new again.
+        let ttl = t.node().request_ttl().as_millis() as u64;
+        let dropped = t.node().store().prune_sides(side::now_ms() + ttl + 1).await.unwrap();
+        assert_eq!(dropped, 101);
+        assert!(matches!(t.seen("k", &rq("r0")).await.unwrap(), Seen::New));
     }
 
     #[tokio::test]

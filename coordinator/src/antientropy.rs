@@ -316,6 +316,12 @@ impl Coordinator {
                     all_sent = false;
                     continue;
                 };
+                // Each document comes with its side records (common::side), which go along
+                // to the targets that lack them (version zero: applied only where missing).
+                let mut sides: HashMap<&str, Vec<&Record>> = HashMap::new();
+                for rec in records.iter().filter(|r| common::side::is_side(&r.key) && r.hash_ok()) {
+                    sides.entry(common::side::doc_of(&rec.key)).or_default().push(rec);
+                }
                 let records: HashMap<&str, &Record> = records.iter().map(|r| (r.key.as_str(), r)).collect();
                 for r in chunk {
                     // The source may have moved on since it listed the key: the next round
@@ -323,7 +329,11 @@ impl Coordinator {
                     match records.get(r.key.as_str()) {
                         Some(rec) if rec.version == r.version && rec.hash == r.hash && rec.hash_ok() => {
                             for (to, listed) in &r.to {
-                                outgoing.entry(*to).or_default().push(((*rec).clone(), *listed));
+                                let out = outgoing.entry(*to).or_default();
+                                out.push(((*rec).clone(), *listed));
+                                for side in sides.get(r.key.as_str()).into_iter().flatten() {
+                                    out.push(((*side).clone(), Version::ZERO));
+                                }
                             }
                         }
                         _ => all_sent = false,

@@ -203,6 +203,30 @@ async fn a_request_id_reused_for_another_request_is_refused_and_changes_nothing(
     assert_eq!(api.item(&item).await.0, 4);
 }
 
+/// A retry is applied once however many other writes the key took in between: before, a
+/// document remembered its last 32 request ids, so `stock/add` with ids r0..r33 and then r0
+/// again left stock 35, not 34. With three replicas the request's record is on every one of
+/// them: after the primary is killed, the retry reaching the new primary is still a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_many_writes_to_the_same_key_is_applied_once_even_after_a_failover() {
+    let mut c = start(3).await;
+    let api = Api::new(&c.gateway_url());
+    api.post_ok("/stock/batch_init/1/0/1").await;
+    for i in 0..34 {
+        let r = api.try_send("POST", "/stock/add/0/1", Some(&format!("r{i}"))).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let again = api.try_send("POST", "/stock/add/0/1", Some("r0")).await.unwrap();
+    assert_eq!(again.status, 200);
+    assert_eq!(api.item("0").await.0, 34);
+
+    let primary = common::wire::View::initial(3).primary("0").unwrap();
+    c.kill(Node::Replica(Service::Stock, primary));
+    let again = api.try_send("POST", "/stock/add/0/1", Some("r1")).await.unwrap();
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(api.item("0").await.0, 34, "the retry at the new primary was a repeat");
+}
+
 /// The course consistency scenario: 1 item with stock 100, 1000 users with credit 1, 1000
 /// orders of that item for random users, all checkouts fired at once (100 in flight).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ pub async fn digests_by_scan(store: &dyn Store) -> Digests {
         if page.is_empty() {
             return d;
         }
-        for r in &page {
+        for r in page.iter().filter(|r| !crate::side::is_side(&r.key)) {
             d.replace(&r.key, None, &r.hash);
         }
         after = Some(page.last().unwrap().key.clone());
@@ -51,6 +51,42 @@ where
     buckets_and_scans(make().await).await;
     meta_values(make().await).await;
     concurrent_compare_and_set(make().await).await;
+    side_records(make().await).await;
+}
+
+/// Side records (crate::side) are written with their document in one call, found by key and
+/// by scans, never counted in the digests nor listed in a bucket, and dropped once expired.
+async fn side_records(s: DynStore) {
+    use crate::side;
+    let doc = rec("d", v(1, 1), r#"{"n":1}"#);
+    let live = rec(&side::key("d", "r:a"), v(1, 1), &side::body(2_000, r#"{"x":1}"#));
+    let old = rec(&side::key("d", "r:b"), v(1, 1), &side::body(1_000, r#"{"x":2}"#));
+    let got = s
+        .write(vec![
+            put(Expect::Exactly(Version::ZERO), doc.clone()),
+            put(Expect::Older, live.clone()),
+            put(Expect::Older, old.clone()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![true, true, true]);
+    assert_eq!(s.get(&live.key).await.unwrap(), Some(live.clone()));
+    let mut only_doc = Digests::default();
+    only_doc.replace("d", None, &doc.hash);
+    assert!(s.digests().await.unwrap() == only_doc, "side records are not in the digests");
+    let listed = s.bucket(bucket_of("d")).await.unwrap();
+    assert_eq!(listed.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), vec!["d"]);
+    for b in [bucket_of(&live.key), bucket_of(&old.key)] {
+        assert!(s.bucket(b).await.unwrap().iter().all(|k| !side::is_side(&k.key)));
+    }
+    assert_eq!(s.scan(None, 10).await.unwrap().len(), 3, "scans show side records");
+    assert_eq!(s.prune_sides(999).await.unwrap(), 0);
+    assert_eq!(s.prune_sides(1_500).await.unwrap(), 1);
+    assert_eq!(s.get(&old.key).await.unwrap(), None);
+    assert_eq!(s.get(&live.key).await.unwrap(), Some(live.clone()));
+    assert!(s.digests().await.unwrap() == only_doc);
+    assert_eq!(s.prune_sides(2_000).await.unwrap(), 1);
+    assert_eq!(s.scan(None, 10).await.unwrap(), vec![doc]);
 }
 
 async fn conditional_puts(s: DynStore) {

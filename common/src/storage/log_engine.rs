@@ -198,6 +198,12 @@ fn compact(dir: &Path, upto: u64) -> StoreResult<()> {
         map.insert(key.to_string(), value.to_vec());
         Ok(())
     })?;
+    // Side records expired by now are left out (memory dropped them, or will).
+    let now = crate::side::now_ms();
+    docs.retain(|key, value| {
+        !(crate::side::is_side(key)
+            && std::str::from_utf8(value.get(48..).unwrap_or_default()).is_ok_and(|b| crate::side::expired(b, now)))
+    });
     let name = file_name(SNAPSHOT, upto);
     let temporary = dir.join(format!("{name}{TEMPORARY}"));
     let mut out = std::io::BufWriter::new(File::create(&temporary).map_err(StoreError::of)?);
@@ -569,6 +575,10 @@ impl Store for LogStore {
         synced.map_err(StoreError::of)?;
         self.inner.lock().unwrap().docs.set_meta(name.to_string(), value);
         Ok(())
+    }
+
+    async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize> {
+        Ok(self.inner.lock().unwrap().docs.prune_sides(now_ms))
     }
 }
 

@@ -13,18 +13,29 @@ use std::sync::Mutex;
 struct Entry {
     record: Record,
     bucket: u8,
+    /// A side record's expiry (`crate::side`): not in the digests, dropped once expired.
+    expires: Option<u64>,
+}
+
+/// The expiry of a side record stored under `key` (None for a document). A side body that
+/// does not parse never expires.
+fn expiry_of(record: &Record) -> Option<u64> {
+    crate::side::is_side(&record.key).then(|| crate::side::parse(&record.body).map(|(exp, _)| exp).unwrap_or(u64::MAX))
 }
 
 /// Documents, their bucket digests and the meta values, all in memory. Documents are found
 /// by hash (a write looks its key up twice, and a sorted map of 100,000 keys cost every
 /// lookup about 17 key comparisons, each a likely cache miss); the keys are also kept in
-/// order, for scans. No key is ever removed.
+/// order, for scans. Side records (`crate::side`) are kept like documents but left out of
+/// the digests and bucket listings, and indexed by expiry; no document is ever removed.
 #[derive(Default)]
 pub(super) struct Docs {
     map: HashMap<String, Entry>,
     order: BTreeSet<String>,
     digests: Digests,
     meta: HashMap<String, Vec<u8>>,
+    /// Side records by expiry.
+    expiring: BTreeSet<(u64, String)>,
 }
 
 impl Docs {
@@ -52,17 +63,48 @@ impl Docs {
             .collect()
     }
 
-    /// Stores a record (decided to apply, or replayed) and counts it in the digests.
+    /// Stores a record (decided to apply, or replayed) and counts a document in the digests
+    /// (a side record in the expiry index instead).
     pub(super) fn store(&mut self, record: Record) {
+        let expires = expiry_of(&record);
         if let Some(e) = self.map.get_mut(&record.key) {
-            self.digests.replace_in(e.bucket, Some(&e.record.hash), &record.hash);
+            match (e.expires, expires) {
+                (None, None) => self.digests.replace_in(e.bucket, Some(&e.record.hash), &record.hash),
+                (Some(old), Some(new)) => {
+                    self.expiring.remove(&(old, record.key.clone()));
+                    self.expiring.insert((new, record.key.clone()));
+                    e.expires = Some(new);
+                }
+                // A key is a side record's or a document's by its form (crate::side).
+                _ => unreachable!("a key changed between document and side record"),
+            }
             e.record = record;
             return;
         }
         let bucket = bucket_of(&record.key);
-        self.digests.replace_in(bucket, None, &record.hash);
+        match expires {
+            None => self.digests.replace_in(bucket, None, &record.hash),
+            Some(exp) => {
+                self.expiring.insert((exp, record.key.clone()));
+            }
+        }
         self.order.insert(record.key.clone());
-        self.map.insert(record.key.clone(), Entry { record, bucket });
+        self.map.insert(record.key.clone(), Entry { record, bucket, expires });
+    }
+
+    /// Drops the side records expired at `now_ms`; how many.
+    pub(super) fn prune_sides(&mut self, now_ms: u64) -> usize {
+        let mut dropped = 0;
+        while let Some((exp, key)) = self.expiring.first().cloned() {
+            if exp > now_ms {
+                break;
+            }
+            self.expiring.pop_first();
+            self.map.remove(&key);
+            self.order.remove(&key);
+            dropped += 1;
+        }
+        dropped
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Record> {
@@ -82,7 +124,7 @@ impl Docs {
         let mut out: Vec<KeyVersion> = self
             .map
             .values()
-            .filter(|e| wanted[e.bucket as usize])
+            .filter(|e| wanted[e.bucket as usize] && e.expires.is_none())
             .map(|e| KeyVersion { key: e.record.key.clone(), version: e.record.version, hash: e.record.hash })
             .collect();
         out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
@@ -170,6 +212,10 @@ impl Store for MemStore {
     async fn put_meta(&self, name: &str, value: Vec<u8>) -> StoreResult<()> {
         self.docs.lock().unwrap().set_meta(name.to_string(), value);
         Ok(())
+    }
+
+    async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize> {
+        Ok(self.docs.lock().unwrap().prune_sides(now_ms))
     }
 }
 

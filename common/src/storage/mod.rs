@@ -146,6 +146,12 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a named value; durable when it returns. An engine that syncs documents on an
     /// interval syncs a meta write before answering it (Paxos promises and accepts: rare).
     async fn put_meta(&self, name: &str, value: Vec<u8>) -> StoreResult<()>;
+
+    /// Drops the side records ([`crate::side`]) expired at `now_ms`; returns how many. Side
+    /// records are stored by `write` like documents, but never counted in the digests nor
+    /// listed by `bucket`/`buckets`. Dropping need not be durable: a side record a restart
+    /// brings back has still expired and is dropped again.
+    async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize>;
 }
 
 /// A shared handle to any engine.

@@ -12,6 +12,9 @@
 //!   per transaction, however many buckets the write touched (SecantusDB, the test server, is
 //!   slow at many-field updates and per-document operations).
 //! - `meta`: the named values of [`Store::put_meta`], `{_id: name, value: binary}`.
+//! - Side records (`crate::side`) are documents of `docs` too, with bucket -1 (never listed
+//!   to anti-entropy, never counted in the digests) and their expiry in `exp`, which
+//!   [`Store::prune_sides`] deletes by.
 //!
 //! Every write is a multi-document transaction that changes the records and the digests of
 //! their buckets together: a reader (and a crash) sees both or neither. Writes go through one
@@ -155,15 +158,25 @@ fn binary(bytes: &[u8]) -> Binary {
 }
 
 fn record_doc(r: &Record) -> StoreResult<Document> {
-    Ok(doc! {
+    let side = crate::side::is_side(&r.key);
+    let mut d = doc! {
         "_id": &r.key,
         "epoch": to_i64(r.version.epoch, "epoch")?,
         "seq": to_i64(r.version.seq, "seq")?,
         "hash": binary(&r.hash.0),
-        "bucket": bucket_of(&r.key) as i32,
+        // A side record is in no bucket: never listed to anti-entropy.
+        "bucket": if side { SIDE_BUCKET } else { bucket_of(&r.key) as i32 },
         "body": &r.body,
-    })
+    };
+    if side {
+        let exp = crate::side::parse(&r.body).map(|(exp, _)| exp).unwrap_or(u64::MAX);
+        d.insert("exp", i64::try_from(exp).unwrap_or(i64::MAX));
+    }
+    Ok(d)
 }
+
+/// The `bucket` field of a side record (`crate::side`): no bucket.
+const SIDE_BUCKET: i32 = -1;
 
 fn bad(key: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("mongo document {key}: {e}"))
@@ -375,11 +388,14 @@ async fn attempt_group(colls: &Colls, session: &mut ClientSession, puts: &[&Put]
             outcomes.push(false);
             continue;
         }
-        let delta = deltas.entry(bucket_of(&r.key)).or_default();
-        if let Some(s) = now {
-            xor(delta, &s.hash);
+        // Side records are not counted in the digests (crate::side).
+        if !crate::side::is_side(&r.key) {
+            let delta = deltas.entry(bucket_of(&r.key)).or_default();
+            if let Some(s) = now {
+                xor(delta, &s.hash);
+            }
+            xor(delta, &r.hash);
         }
-        xor(delta, &r.hash);
         if !changed.contains(&r.key) {
             changed.push(r.key.clone());
         }
@@ -535,6 +551,15 @@ impl Store for MongoStore {
             .await
             .map_err(StoreError::of)?;
         Ok(())
+    }
+
+    /// One `delete_many` of the side records whose `exp` has passed. It races no write that
+    /// matters: a side record is written once per name and version, and one that expired is
+    /// never read again.
+    async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize> {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let res = self.colls.docs.delete_many(doc! { "exp": { "$lte": now } }).await.map_err(StoreError::of)?;
+        Ok(res.deleted_count as usize)
     }
 }
 

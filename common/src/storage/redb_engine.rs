@@ -245,6 +245,9 @@ impl RedbStore {
             let t = tx.open_table(DOCS).map_err(StoreError::of)?;
             for item in t.iter().map_err(StoreError::of)? {
                 let (k, v) = item.map_err(StoreError::of)?;
+                if crate::side::is_side(k.value()) {
+                    continue;
+                }
                 let (_, hash) = decode_head(v.value())?;
                 digests.replace(k.value(), None, &hash);
             }
@@ -493,7 +496,8 @@ impl Writer {
 
     fn count(&self, changes: &Changes) {
         let mut digests = self.digests.lock().unwrap();
-        for (k, old, new) in changes {
+        // Side records are not counted in the digests (crate::side).
+        for (k, old, new) in changes.iter().filter(|(k, _, _)| !crate::side::is_side(k)) {
             digests.replace(k, old.as_ref(), new);
         }
     }
@@ -618,7 +622,8 @@ impl RedbStore {
     }
 
     fn keys_in(&self, wanted: &[bool; crate::digest::BUCKETS]) -> StoreResult<Vec<KeyVersion>> {
-        let want = |k: &str| wanted[bucket_of(k) as usize];
+        // Side records are in no bucket (crate::side).
+        let want = |k: &str| !crate::side::is_side(k) && wanted[bucket_of(k) as usize];
         let (over, t) = self.view(std::ops::Bound::Unbounded, want, usize::MAX)?;
         let mut out = Vec::new();
         merged(&t, std::ops::Bound::Unbounded, &over, |k, v| {
@@ -678,6 +683,47 @@ impl Store for RedbStore {
             }
         }
         Ok(out)
+    }
+
+    /// Drops the expired side records from the overlay, then deletes those in redb in a
+    /// transaction of its own. A checkpoint racing the prune may write one back, which the
+    /// next prune deletes: an expired side record is never read again, so leaving late
+    /// changes nothing, and a write-ahead log replay that brings one back likewise.
+    async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize> {
+        let expired = move |key: &str, value: &[u8]| {
+            crate::side::is_side(key)
+                && std::str::from_utf8(value.get(48..).unwrap_or_default())
+                    .is_ok_and(|b| crate::side::expired(b, now_ms))
+        };
+        let mut dropped: std::collections::HashSet<String> = std::collections::HashSet::new();
+        self.overlay.write().unwrap().retain(|key, value| {
+            let gone = expired(key, value);
+            if gone {
+                dropped.insert(key.clone());
+            }
+            !gone
+        });
+        let db = self.db.clone();
+        let prune = move || -> StoreResult<Vec<String>> {
+            let tx = db.begin_write().map_err(StoreError::of)?;
+            let mut gone = Vec::new();
+            {
+                let mut t = tx.open_table(DOCS).map_err(StoreError::of)?;
+                for item in t.iter().map_err(StoreError::of)? {
+                    let (k, v) = item.map_err(StoreError::of)?;
+                    if expired(k.value(), v.value()) {
+                        gone.push(k.value().to_string());
+                    }
+                }
+                for key in &gone {
+                    t.remove(key.as_str()).map_err(StoreError::of)?;
+                }
+            }
+            tx.commit().map_err(StoreError::of)?;
+            Ok(gone)
+        };
+        dropped.extend(tokio::task::spawn_blocking(prune).await.map_err(StoreError::of)??);
+        Ok(dropped.len())
     }
 
     async fn write(&self, puts: Vec<Put>) -> StoreResult<Vec<bool>> {
