@@ -4,26 +4,26 @@
 //! fields, texts and reply shapes; everything else (rules, routes, the saga participant's
 //! transaction records) is here.
 //!
-//! Saga steps carry a transaction id (`order_id#attempt`). Each document records the
-//! transactions that touched it as `applied` or `compensated`, checked and updated in the
-//! same atomic write as the balance: a repeated step is answered without applying twice, a
-//! compensation adds back exactly what was taken, and a step arriving after its compensation
-//! (or a compensation of a step never seen, which records `compensated`) is refused.
-//! Records are dropped [`TX_HORIZON_SECS`] after they were written.
+//! Saga steps carry a transaction id (`order_id#attempt`). Each document records every
+//! transaction that touched it as `applied`, `refused` or `compensated`, in a side record of
+//! its own beside the document (`t:<tx>`, [`crate::side`]), checked and written in the same
+//! atomic write as the balance, so a hot document never grows with them: a repeated step is
+//! answered as the first time without applying twice, a compensation adds back exactly what
+//! was taken, and a step arriving after its compensation (or after a compensation of a step
+//! never seen, which records `compensated`) or after its own refusal is refused.
+//!
+//! A record is kept until its saga is known finished: once the order's final state is
+//! durable, its driver tells each participant to forget the transaction (`tx/forget`), and
+//! the record is then dropped after a grace period (the node's request TTL, which outlasts
+//! any retry path that could still deliver a late copy of a step), never by its age alone.
 
 use crate::reply::Reply;
 use crate::routing::Target;
 use crate::server::{Handler, HandlerError, RequestCtx};
-use crate::table::{Decision, Doc, Table};
+use crate::table::{Decision, Doc, SideWrite, Table};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// How long a transaction record is kept. A saga retries a step until it gets an answer,
-/// and resumes in-flight checkouts when an order node comes back; an hour covers any
-/// outage this system is meant to ride out, while bounding the records a hot key keeps.
-pub const TX_HORIZON_SECS: u64 = 3600;
 
 /// What a transaction did to a document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,31 +31,39 @@ pub const TX_HORIZON_SECS: u64 = 3600;
 pub enum TxState {
     /// The debit was applied.
     Applied,
+    /// The debit was refused (not enough balance); a late copy of it is refused again.
+    Refused,
     /// The debit was undone, or refused in advance by a compensation that came first.
     Compensated,
 }
 
-/// One transaction record.
+/// One transaction's record beside a document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxEntry {
-    /// Applied or compensated.
+    /// Applied, refused or compensated.
     pub state: TxState,
-    /// How much the debit took (0 for a compensation that came first).
+    /// How much the debit took (0 if it took nothing).
     pub amount: i64,
-    /// Unix seconds when recorded, for dropping it after the horizon.
+    /// Unix seconds when recorded (for people reading it).
     pub at: u64,
+    /// The saga is known finished: the record goes after a grace period.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forgotten: bool,
 }
 
-/// A ledger document: the balance, the service's extra fields, the transaction records.
+/// A ledger document: the balance and the service's extra fields. Documents written before
+/// the transaction records moved beside them kept them inside (`txs`), no longer read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Account<X> {
     /// Stock of an item, credit of a user.
     pub balance: i64,
     /// Service-specific fields (an item's price).
     pub extra: X,
-    /// Recent saga transactions by id.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub txs: BTreeMap<String, TxEntry>,
+}
+
+/// The name of transaction `tx`'s side record.
+pub fn tx_record(tx: &str) -> String {
+    format!("t:{tx}")
 }
 
 /// What distinguishes one ledger service from the other.
@@ -82,11 +90,6 @@ pub trait LedgerKind: Send + Sync + 'static {
     fn batch_doc(target: &Target) -> Account<Self::Extra>;
 }
 
-/// Drops records older than the horizon.
-fn prune(txs: &mut BTreeMap<String, TxEntry>, now: u64) {
-    txs.retain(|_, e| e.at + TX_HORIZON_SECS >= now);
-}
-
 /// Adds `amount` to the balance; 400 on overflow.
 pub fn credit<X: Clone>(doc: &Account<X>, amount: i64) -> Result<Account<X>, String> {
     let balance =
@@ -102,63 +105,92 @@ pub fn debit<X: Clone>(doc: &Account<X>, amount: i64, insufficient: &str) -> Res
     Ok(Account { balance: doc.balance - amount, ..doc.clone() })
 }
 
-/// A saga step: debit under transaction `tx`, at most once.
-pub fn debit_tx<X: Clone>(doc: &Account<X>, tx: &str, amount: i64, now: u64, insufficient: &str) -> TxDecision<X> {
-    match doc.txs.get(tx).map(|e| e.state) {
+fn entry(state: TxState, amount: i64, now: u64) -> TxEntry {
+    TxEntry { state, amount, at: now, forgotten: false }
+}
+
+/// A saga step: debit under transaction `tx`'s record `rec`, at most once. A refusal is
+/// recorded too, so that every copy of the step gets the same answer.
+pub fn debit_tx<X: Clone>(
+    doc: &Account<X>,
+    rec: Option<&TxEntry>,
+    amount: i64,
+    now: u64,
+    insufficient: &str,
+) -> TxDecision<X> {
+    match rec.map(|e| e.state) {
         Some(TxState::Applied) => TxDecision::Answer(Reply::ok_text("already applied")),
+        Some(TxState::Refused) => TxDecision::Answer(Reply::bad(insufficient)),
         Some(TxState::Compensated) => TxDecision::Answer(Reply::bad("transaction was compensated")),
         None => match debit(doc, amount, insufficient) {
-            Err(msg) => TxDecision::Answer(Reply::bad(msg)),
-            Ok(mut next) => {
-                prune(&mut next.txs, now);
-                next.txs.insert(tx.to_string(), TxEntry { state: TxState::Applied, amount, at: now });
-                TxDecision::Write(next, Reply::ok_text("applied"))
-            }
+            Err(msg) => TxDecision::Write(doc.clone(), entry(TxState::Refused, 0, now), Reply::bad(msg)),
+            Ok(next) => TxDecision::Write(next, entry(TxState::Applied, amount, now), Reply::ok_text("applied")),
         },
     }
 }
 
-/// A saga compensation: undo `tx` if it was applied; record it as compensated either way.
-pub fn compensate_tx<X: Clone>(doc: &Account<X>, tx: &str, now: u64) -> TxDecision<X> {
-    let mut next = doc.clone();
-    prune(&mut next.txs, now);
-    match doc.txs.get(tx) {
+/// A saga compensation: undo the transaction if it was applied; record it as compensated
+/// either way (a step that never arrived is refused when it does), unless it was refused.
+pub fn compensate_tx<X: Clone>(doc: &Account<X>, rec: Option<&TxEntry>, now: u64) -> TxDecision<X> {
+    match rec {
         Some(e) if e.state == TxState::Compensated => TxDecision::Answer(Reply::ok_text("already compensated")),
+        Some(e) if e.state == TxState::Refused => TxDecision::Answer(Reply::ok_text("refused: nothing to compensate")),
         Some(e) => {
             // Adding back what this transaction took cannot overflow unless credits since
             // then brought the balance near i64::MAX; saturate rather than fail a rollback.
-            next.balance = doc.balance.saturating_add(e.amount);
-            next.txs.insert(tx.to_string(), TxEntry { state: TxState::Compensated, amount: e.amount, at: now });
-            TxDecision::Write(next, Reply::ok_text("compensated"))
+            let next = Account { balance: doc.balance.saturating_add(e.amount), ..doc.clone() };
+            TxDecision::Write(next, entry(TxState::Compensated, e.amount, now), Reply::ok_text("compensated"))
         }
-        None => {
-            next.txs.insert(tx.to_string(), TxEntry { state: TxState::Compensated, amount: 0, at: now });
-            TxDecision::Write(next, Reply::ok_text("compensated"))
+        None => TxDecision::Write(doc.clone(), entry(TxState::Compensated, 0, now), Reply::ok_text("compensated")),
+    }
+}
+
+/// The transaction's saga is finished: its record is marked forgotten (and then dropped after
+/// the grace period). A transaction never seen here has nothing to forget: no step of it was
+/// ever sent (a finished saga compensated every step that may have been).
+pub fn forget_tx<X: Clone>(doc: &Account<X>, rec: Option<&TxEntry>) -> TxDecision<X> {
+    match rec {
+        Some(e) if !e.forgotten => {
+            TxDecision::Write(doc.clone(), TxEntry { forgotten: true, ..e.clone() }, Reply::ok_text("forgotten"))
         }
+        _ => TxDecision::Answer(Reply::ok_text("nothing to forget")),
     }
 }
 
 /// The outcome of a saga step's decision.
 #[derive(Debug, PartialEq)]
 pub enum TxDecision<X> {
-    /// Store this document and answer.
-    Write(Account<X>, Reply),
+    /// Store this document and this record of the transaction, and answer.
+    Write(Account<X>, TxEntry, Reply),
     /// Answer without writing.
     Answer(Reply),
 }
 
-impl<X> From<TxDecision<X>> for Decision<Account<X>> {
-    fn from(d: TxDecision<X>) -> Self {
-        match d {
-            TxDecision::Write(doc, r) => Decision::Write(doc, r),
+impl<X> TxDecision<X> {
+    /// As the table's decision on the document, the record written beside it under `tx`; a
+    /// forgotten record expires `grace_ms` from `now_ms`, any other never.
+    pub fn into_decision(self, tx: &str, now_ms: u64, grace_ms: u64) -> Decision<Account<X>> {
+        match self {
             TxDecision::Answer(r) => Decision::Answer(r),
+            TxDecision::Write(doc, e, r) => {
+                let expires = if e.forgotten { now_ms.saturating_add(grace_ms) } else { u64::MAX };
+                let payload = serde_json::to_string(&e).expect("records serialize");
+                Decision::WriteWith(doc, vec![SideWrite { name: tx_record(tx), payload, expires }], r)
+            }
         }
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+/// A transaction record as stored beside a document (`None`: unreadable, as if absent; logged).
+fn parse_entry(payload: Option<&str>) -> Option<TxEntry> {
+    let p = payload?;
+    match serde_json::from_str(p) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            log::error!("unreadable transaction record {p:?}: {e}");
+            None
+        }
+    }
 }
 
 /// The routes of a ledger service.
@@ -171,6 +203,13 @@ impl<K: LedgerKind> LedgerHandler<K> {
     /// A handler over the node's table.
     pub fn new(node: Arc<crate::node::Node>) -> LedgerHandler<K> {
         LedgerHandler { table: Table::new(node), _kind: std::marker::PhantomData }
+    }
+
+    /// Unix seconds and milliseconds now, and how long a forgotten transaction's record is
+    /// kept (the node's request TTL: any retry path delivers a late copy of a step within it).
+    fn clocks(&self) -> (u64, u64, u64) {
+        let now_ms = crate::side::now_ms();
+        (now_ms / 1000, now_ms, self.table.node().request_ttl().as_millis() as u64)
     }
 }
 
@@ -195,10 +234,7 @@ impl<K: LedgerKind> Handler for LedgerHandler<K> {
                         // A minted key is fresh; finding it means this is a retry whose
                         // request id was forgotten: answer as the create did.
                         Some(_) => Decision::Answer(K::create_reply(&key)),
-                        None => Decision::Write(
-                            Account { balance: 0, extra: extra.clone(), txs: BTreeMap::new() },
-                            K::create_reply(&key),
-                        ),
+                        None => Decision::Write(Account { balance: 0, extra: extra.clone() }, K::create_reply(&key)),
                     })
                     .await?
             }
@@ -234,22 +270,35 @@ impl<K: LedgerKind> Handler for LedgerHandler<K> {
             }
             "tx_debit" => {
                 let (amount, tx) = (t.int(1), t.id(2).to_string());
-                let now = unix_now();
+                let (now, now_ms, grace) = self.clocks();
                 self.table
-                    .write(&key, None, |cur| match cur {
+                    .write_with_side(&key, &tx_record(&tx), |cur, rec| match cur {
                         None => not_found(K::NOT_FOUND),
-                        Some(doc) => debit_tx(doc, &tx, amount, now, K::INSUFFICIENT).into(),
+                        Some(doc) => debit_tx(doc, parse_entry(rec).as_ref(), amount, now, K::INSUFFICIENT)
+                            .into_decision(&tx, now_ms, grace),
                     })
                     .await?
             }
             "tx_compensate" => {
                 let tx = t.id(1).to_string();
-                let now = unix_now();
+                let (now, now_ms, grace) = self.clocks();
                 self.table
-                    .write(&key, None, |cur| match cur {
+                    .write_with_side(&key, &tx_record(&tx), |cur, rec| match cur {
                         // Nothing was ever taken from a key that does not exist.
                         None => Decision::Answer(Reply::ok_text("nothing to compensate")),
-                        Some(doc) => compensate_tx(doc, &tx, now).into(),
+                        Some(doc) => {
+                            compensate_tx(doc, parse_entry(rec).as_ref(), now).into_decision(&tx, now_ms, grace)
+                        }
+                    })
+                    .await?
+            }
+            "tx_forget" => {
+                let tx = t.id(1).to_string();
+                let (_, now_ms, grace) = self.clocks();
+                self.table
+                    .write_with_side(&key, &tx_record(&tx), |cur, rec| match cur {
+                        None => Decision::Answer(Reply::ok_text("nothing to forget")),
+                        Some(doc) => forget_tx(doc, parse_entry(rec).as_ref()).into_decision(&tx, now_ms, grace),
                     })
                     .await?
             }
@@ -274,15 +323,12 @@ mod tests {
     use super::*;
 
     fn acct(balance: i64) -> Account<()> {
-        Account { balance, extra: (), txs: BTreeMap::new() }
+        Account { balance, extra: () }
     }
 
-    fn written(d: TxDecision<()>) -> Account<()> {
+    fn written(d: TxDecision<()>) -> (Account<()>, TxEntry, Reply) {
         match d {
-            TxDecision::Write(a, r) => {
-                assert_eq!(r.status, 200);
-                a
-            }
+            TxDecision::Write(a, e, r) => (a, e, r),
             TxDecision::Answer(r) => panic!("expected a write, got {r:?}"),
         }
     }
@@ -290,7 +336,7 @@ mod tests {
     fn answered(d: TxDecision<()>) -> Reply {
         match d {
             TxDecision::Answer(r) => r,
-            TxDecision::Write(a, _) => panic!("expected an answer, got a write {a:?}"),
+            TxDecision::Write(a, e, _) => panic!("expected an answer, got a write {a:?} {e:?}"),
         }
     }
 
@@ -304,45 +350,70 @@ mod tests {
 
     #[test]
     fn a_step_applies_once() {
-        let a = written(debit_tx(&acct(10), "o#1", 4, 100, "no"));
-        assert_eq!(a.balance, 6);
-        let again = answered(debit_tx(&a, "o#1", 4, 101, "no"));
+        let (a, e, r) = written(debit_tx(&acct(10), None, 4, 100, "no"));
+        assert_eq!((a.balance, e.state, e.amount, r.status), (6, TxState::Applied, 4, 200));
+        let again = answered(debit_tx(&a, Some(&e), 4, 101, "no"));
         assert_eq!((again.status, again.body.as_str()), (200, "already applied"));
     }
 
+    /// A refused step is recorded, so that a late copy of it is refused too even if the
+    /// balance has grown since (before, a refusal recorded nothing, and a reordered copy of
+    /// the step could still be applied after the saga had decided not to compensate it).
     #[test]
-    fn insufficient_balance_is_refused_and_records_nothing() {
-        let r = answered(debit_tx(&acct(3), "o#1", 4, 100, "not enough"));
+    fn a_refused_step_stays_refused() {
+        let (a, e, r) = written(debit_tx(&acct(3), None, 4, 100, "not enough"));
         assert_eq!((r.status, r.body.as_str()), (400, "not enough"));
+        assert_eq!((a.balance, e.state, e.amount), (3, TxState::Refused, 0));
+        let richer = acct(100);
+        let late = answered(debit_tx(&richer, Some(&e), 4, 101, "not enough"));
+        assert_eq!(late.status, 400);
+        // Its compensation changes nothing.
+        let c = answered(compensate_tx(&richer, Some(&e), 102));
+        assert_eq!(c.status, 200);
     }
 
     #[test]
     fn compensation_adds_back_exactly_once() {
-        let a = written(debit_tx(&acct(10), "o#1", 4, 100, "no"));
-        let c = written(compensate_tx(&a, "o#1", 101));
-        assert_eq!(c.balance, 10);
-        assert_eq!(c.txs["o#1"].state, TxState::Compensated);
-        let again = answered(compensate_tx(&c, "o#1", 102));
+        let (a, e, _) = written(debit_tx(&acct(10), None, 4, 100, "no"));
+        let (c, ce, _) = written(compensate_tx(&a, Some(&e), 101));
+        assert_eq!((c.balance, ce.state, ce.amount), (10, TxState::Compensated, 4));
+        let again = answered(compensate_tx(&c, Some(&ce), 102));
         assert_eq!(again.status, 200);
         // A late repeat of the step is refused once it was compensated.
-        assert_eq!(answered(debit_tx(&c, "o#1", 4, 103, "no")).status, 400);
+        assert_eq!(answered(debit_tx(&c, Some(&ce), 4, 103, "no")).status, 400);
     }
 
     #[test]
     fn a_compensation_before_its_step_fences_the_step() {
-        let c = written(compensate_tx(&acct(10), "o#2", 100));
+        let (c, ce, _) = written(compensate_tx(&acct(10), None, 100));
         assert_eq!(c.balance, 10);
-        assert_eq!(c.txs["o#2"], TxEntry { state: TxState::Compensated, amount: 0, at: 100 });
-        let late = answered(debit_tx(&c, "o#2", 4, 101, "no"));
+        assert_eq!(ce, TxEntry { state: TxState::Compensated, amount: 0, at: 100, forgotten: false });
+        let late = answered(debit_tx(&c, Some(&ce), 4, 101, "no"));
         assert_eq!((late.status, late.body.as_str()), (400, "transaction was compensated"));
     }
 
+    /// A record stays until its saga is known finished, then for the grace period; never
+    /// dropped by its age alone.
     #[test]
-    fn records_are_dropped_after_the_horizon() {
-        let a = written(debit_tx(&acct(10), "old", 1, 100, "no"));
-        let b = written(debit_tx(&a, "new", 1, 100 + TX_HORIZON_SECS + 1, "no"));
-        assert!(!b.txs.contains_key("old"));
-        assert!(b.txs.contains_key("new"));
-        assert_eq!(b.balance, 8);
+    fn a_record_expires_only_once_its_saga_is_forgotten() {
+        let (a, e, r) = written(debit_tx(&acct(10), None, 4, 100, "no"));
+        match TxDecision::Write(a.clone(), e.clone(), r).into_decision("o#1", 5_000, 1_000) {
+            Decision::WriteWith(_, sides, _) => {
+                assert_eq!((sides[0].name.as_str(), sides[0].expires), ("t:o#1", u64::MAX));
+            }
+            d => panic!("{d:?}"),
+        }
+        let (_, fe, _) = written(forget_tx(&a, Some(&e)));
+        assert!(fe.forgotten);
+        assert_eq!((fe.state, fe.amount), (TxState::Applied, 4));
+        match TxDecision::Write(a.clone(), fe.clone(), Reply::ok_text("")).into_decision("o#1", 5_000, 1_000) {
+            Decision::WriteWith(_, sides, _) => assert_eq!(sides[0].expires, 6_000),
+            d => panic!("{d:?}"),
+        }
+        // Forgotten twice, or never seen: nothing to write.
+        assert_eq!(answered(forget_tx(&a, Some(&fe))).status, 200);
+        assert_eq!(answered(forget_tx(&a, None)).status, 200);
+        // A forgotten record still answers a late copy of the step.
+        assert_eq!(answered(debit_tx(&a, Some(&fe), 4, 101, "no")).body, "already applied");
     }
 }

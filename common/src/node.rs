@@ -44,6 +44,10 @@ pub struct Timings {
 /// that retries later with its own key needs a longer setting (`request_ttl_ms`).
 pub const DEFAULT_REQUEST_TTL: Duration = Duration::from_secs(180);
 
+/// How often [`Node::ensure_replicated`] sends a key's state again after taking a peer's
+/// newer one in its place.
+const CONFLICT_RESENDS: u32 = 2;
+
 /// How often a replica drops its expired side records.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -433,10 +437,24 @@ impl Node {
         if keys.is_empty() {
             return Ok(());
         }
-        let records: Vec<Record> = self.store.get_many(&keys).await?.into_iter().flatten().collect();
         log::info!("{} replica {}: sending {key} again: its last fan-out failed", self.service, self.me);
-        if !records.is_empty() {
-            self.fan_out(records).await?;
+        let mut adopted = 0;
+        loop {
+            let records: Vec<Record> = self.store.get_many(&keys).await?.into_iter().flatten().collect();
+            if records.is_empty() {
+                break;
+            }
+            match self.fan_out(records).await {
+                Ok(()) => break,
+                // A peer held newer states, now taken here in place of ours: send those, so
+                // that every member has what is read or decided on next. Not the reader's
+                // failure.
+                Err(NodeError::Conflict(k)) if adopted < CONFLICT_RESENDS => {
+                    adopted += 1;
+                    log::info!("{} replica {}: took a peer's newer state of {k}; sending it", self.service, self.me);
+                }
+                Err(e) => return Err(e),
+            }
         }
         let mut unreplicated = self.unreplicated.lock().unwrap();
         for k in &keys {
@@ -840,7 +858,17 @@ impl Node {
                 Put { expect: Expect::Exactly(r.version), record }
             })
             .collect();
-        let puts = newer.into_iter().map(|record| Put { expect: Expect::Older, record }).chain(undone).collect();
+        // In place of whatever this node holds of those keys: its own states of them were
+        // never acknowledged (a peer refused them), even one under the same version as the
+        // peer's (which `Older` would not replace).
+        let keys: Vec<String> = newer.iter().map(|r| r.key.clone()).collect();
+        let held = self.store.get_many(&keys).await?;
+        let adopted = newer.into_iter().zip(held).filter_map(|(record, held)| match held {
+            Some(h) if h.version == record.version && h.hash == record.hash => None,
+            Some(h) => Some(Put { expect: Expect::Exactly(h.version), record }),
+            None => Some(Put { expect: Expect::Exactly(crate::version::Version::ZERO), record }),
+        });
+        let puts = adopted.chain(undone).collect();
         self.store.write(puts).await?;
         if deposed {
             return Err(NodeError::Unavailable(format!(
@@ -884,6 +912,32 @@ mod tests {
         for (held, sent, refused) in cases {
             assert_eq!(holds_newer(&held, &sent), refused, "held {} sent {}", held.version, sent.version);
         }
+    }
+
+    /// A primary whose write a peer refused takes the peer's state in place of its own, even
+    /// one under the same version (two states under one version: `Older` would not replace
+    /// it, and every later read and write of the key failed), and expires the request
+    /// records its refused write left.
+    #[tokio::test]
+    async fn a_refused_primary_takes_the_peers_state_and_undoes_its_records() {
+        let node = Node::standalone(Arc::new(MemStore::new()));
+        let epoch = node.epoch();
+        let mine = rec("a", epoch, 6, "{\"n\":1}");
+        let my_request = rec(&crate::side::key("a", "r:x"), epoch, 6, &crate::side::body(u64::MAX, "{}"));
+        let puts = vec![
+            Put { expect: Expect::Exactly(crate::version::Version::ZERO), record: mine.clone() },
+            Put { expect: Expect::Beside(crate::version::Version::ZERO), record: my_request.clone() },
+        ];
+        assert_eq!(node.store().write(puts).await.unwrap(), vec![true, true]);
+        let theirs = rec("a", epoch, 6, "{\"n\":2}");
+        match node.adopt_newer(vec![theirs.clone()], &[mine, my_request.clone()]).await {
+            Err(NodeError::Conflict(k)) => assert_eq!(k, "a"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(node.store().get("a").await.unwrap(), Some(theirs));
+        let undone = node.store().get(&my_request.key).await.unwrap().unwrap();
+        assert!(crate::side::expired(&undone.body, 1), "{undone:?}");
+        assert!(undone.version > my_request.version);
     }
 
     /// A peer holding a newer state of a key does not acknowledge an older one (the sender

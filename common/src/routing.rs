@@ -86,6 +86,7 @@ static STOCK: &[Route] = &[
     r("batch_init", Post, &[Lit("batch_init"), Int, Int, Int], Batch(0)),
     internal("tx_debit", &[Lit("tx"), Lit("subtract"), Id, Int, Id], Arg(0)),
     internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0)),
+    internal("tx_forget", &[Lit("tx"), Lit("forget"), Id, Id], Arg(0)),
 ];
 
 static PAYMENT: &[Route] = &[
@@ -96,6 +97,7 @@ static PAYMENT: &[Route] = &[
     r("batch_init", Post, &[Lit("batch_init"), Int, Int], Batch(0)),
     internal("tx_debit", &[Lit("tx"), Lit("pay"), Id, Int, Id], Arg(0)),
     internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0)),
+    internal("tx_forget", &[Lit("tx"), Lit("forget"), Id, Id], Arg(0)),
 ];
 
 static ORDER: &[Route] = &[

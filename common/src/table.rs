@@ -36,8 +36,22 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Doc for T 
 pub enum Decision<D> {
     /// Store this document and answer this reply (remembered under the request id).
     Write(D, Reply),
+    /// [`Decision::Write`], and store side records beside the document in the same write
+    /// ([`crate::side`]: a saga transaction's record).
+    WriteWith(D, Vec<SideWrite>, Reply),
     /// Answer without writing (reads, business rejections, no-ops).
     Answer(Reply),
+}
+
+/// A side record a decision writes beside its document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SideWrite {
+    /// Its name (`crate::side::key` of the document and this name is its key).
+    pub name: String,
+    /// What it holds.
+    pub payload: String,
+    /// When it expires (Unix milliseconds; `u64::MAX`: kept until rewritten).
+    pub expires: u64,
 }
 
 /// What is stored under a document's key: the service's document. Documents written before
@@ -151,19 +165,33 @@ impl<D: Doc> Table<D> {
 
     /// [`Table::seen`] once the key's last write is known replicated.
     async fn seen_replicated(&self, key: &str, request: &RequestKey) -> Result<Seen, TableError> {
-        let name = side::key(key, &request_record(&request.id));
-        let stored = match self.node.store().get(&name).await? {
-            // Expired (or undone: a write a peer refused), the record is as good as gone.
-            Some(r) if side::expired(&r.body, side::now_ms()) => None,
+        Ok(self.seen_with_version(key, request).await?.0)
+    }
+
+    /// [`Table::seen_replicated`], and the stored version of the request's record (zero if
+    /// none), which a new record replaces.
+    async fn seen_with_version(&self, key: &str, request: &RequestKey) -> Result<(Seen, Version), TableError> {
+        let name = request_record(&request.id);
+        let (payload, version) = self.side_record(key, &name).await?;
+        let stored = match payload {
             None => None,
-            Some(r) => {
-                let payload = side::parse(&r.body).map(|(_, p)| p).unwrap_or_default();
-                let seen: SeenRequest =
-                    serde_json::from_str(payload).map_err(|e| TableError::Corrupt(name.clone(), e.to_string()))?;
-                Some(seen)
-            }
+            Some(p) => Some(
+                serde_json::from_str::<SeenRequest>(&p)
+                    .map_err(|e| TableError::Corrupt(side::key(key, &name), e.to_string()))?,
+            ),
         };
-        Ok(idempotency::check(request, stored.as_ref()))
+        Ok((idempotency::check(request, stored.as_ref()), version))
+    }
+
+    /// The payload of document `key`'s side record `name` (`None` if it has none, or it
+    /// expired: an expired record, or one undone because its write was refused by a peer,
+    /// is as good as gone) and its stored version (zero if none).
+    async fn side_record(&self, key: &str, name: &str) -> Result<(Option<String>, Version), TableError> {
+        Ok(match self.node.store().get(&side::key(key, name)).await? {
+            None => (None, Version::ZERO),
+            Some(r) if side::expired(&r.body, side::now_ms()) => (None, r.version),
+            Some(r) => (side::parse(&r.body).map(|(_, p)| p.to_string()), r.version),
+        })
     }
 
     /// Reads, decides and writes under the key's lock.
@@ -190,12 +218,47 @@ impl<D: Doc> Table<D> {
     where
         F: Fn(Option<&D>) -> Decision<D>,
     {
+        self.write_inner(guard, request, None, |doc, _| decide(doc)).await
+    }
+
+    /// Reads, decides and writes under the key's lock, giving `decide` the payload of the
+    /// document's side record `side` too (`None` if it has none, or it expired).
+    pub async fn write_with_side<F>(&self, key: &str, side: &str, decide: F) -> Result<Reply, TableError>
+    where
+        F: Fn(Option<&D>, Option<&str>) -> Decision<D>,
+    {
+        let g = self.lock(key).await;
+        self.write_inner(&g, None, Some(side), decide).await
+    }
+
+    async fn write_inner<F>(
+        &self,
+        guard: &KeyGuard,
+        request: Option<&RequestKey>,
+        side_name: Option<&str>,
+        decide: F,
+    ) -> Result<Reply, TableError>
+    where
+        F: Fn(Option<&D>, Option<&str>) -> Decision<D>,
+    {
         let key = guard.key();
         let mut attempt = 0;
         loop {
             let loaded = self.load(key).await?;
+            // The stored versions of the side records this write may replace.
+            let mut replaced: HashMap<String, Version> = HashMap::new();
+            let side_payload = match side_name {
+                None => None,
+                Some(name) => {
+                    let (payload, version) = self.side_record(key, name).await?;
+                    replaced.insert(name.to_string(), version);
+                    payload
+                }
+            };
             if let Some(req) = request {
-                match self.seen_replicated(key, req).await? {
+                let (seen, version) = self.seen_with_version(key, req).await?;
+                replaced.insert(request_record(&req.id), version);
+                match seen {
                     Seen::New => {}
                     Seen::Repeat(reply) => {
                         log::debug!("{key}: request {} seen before, answering its first reply", req.id);
@@ -208,17 +271,30 @@ impl<D: Doc> Table<D> {
                 }
             }
             let old_version = loaded.as_ref().map(|(v, _)| *v).unwrap_or(Version::ZERO);
-            let decision = decide(loaded.as_ref().map(|(_, env)| &env.doc));
-            let (doc, reply) = match decision {
+            let decision = decide(loaded.as_ref().map(|(_, env)| &env.doc), side_payload.as_deref());
+            let (doc, sides, reply) = match decision {
                 Decision::Answer(reply) => return Ok(reply),
-                Decision::Write(doc, reply) => (doc, reply),
+                Decision::Write(doc, reply) => (doc, Vec::new(), reply),
+                Decision::WriteWith(doc, sides, reply) => (doc, sides, reply),
             };
             let body = serde_json::to_string(&Envelope { doc }).expect("documents serialize");
             let version = old_version.next(self.node.epoch());
             let record = Record::new(key.to_string(), version, body);
             let mut puts = vec![Put { expect: Expect::Exactly(old_version), record }];
+            // Side records go beside the document, in the same storage call (applied with it
+            // or not at all: Expect::Beside) and the same fan-out. Each replaces the version
+            // read above and takes a version above both it and the document's.
+            let epoch = self.node.epoch();
+            let beside = |name: &str, body: String| {
+                let prev = replaced.get(name).copied().unwrap_or(Version::ZERO);
+                let v = version.max(prev.next(epoch));
+                Put { expect: Expect::Beside(prev), record: Record::new(side::key(key, name), v, body) }
+            };
+            for w in sides {
+                puts.push(beside(&w.name, side::body(w.expires, &w.payload)));
+            }
             if let Some(req) = request {
-                // The request's record, beside the document: same storage call, same fan-out.
+                // The request's record.
                 let now = side::now_ms();
                 let seen = SeenRequest {
                     id: req.id.clone(),
@@ -228,8 +304,7 @@ impl<D: Doc> Table<D> {
                 };
                 let expires = now + self.node.request_ttl().as_millis() as u64;
                 let body = side::body(expires, &serde_json::to_string(&seen).expect("records serialize"));
-                let record = Record::new(side::key(key, &request_record(&req.id)), version, body);
-                puts.push(Put { expect: Expect::Older, record });
+                puts.push(beside(&request_record(&req.id), body));
             }
             match self.node.write_primary(puts).await {
                 // A state replicated by the previous primary landed between the read and the

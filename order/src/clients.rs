@@ -50,6 +50,25 @@ impl Participants for Remote {
         let path = format!("/stock/tx/compensate/{}/{}", enc(item), enc(tx));
         step(self.stock.call(Method::Post, path).await?)
     }
+
+    async fn forget_payment(&self, user: &str, tx: &str) -> Result<(), Unavailable> {
+        let path = format!("/payment/tx/forget/{}/{}", enc(user), enc(tx));
+        told(self.payment.call(Method::Post, path).await?)
+    }
+
+    async fn forget_stock(&self, item: &str, tx: &str) -> Result<(), Unavailable> {
+        let path = format!("/stock/tx/forget/{}/{}", enc(item), enc(tx));
+        told(self.stock.call(Method::Post, path).await?)
+    }
+}
+
+/// A forget's answer: 200 (forgotten, or nothing to forget) is done; anything else is tried
+/// again later.
+fn told(answer: Answer) -> Result<(), Unavailable> {
+    match answer.status {
+        200 => Ok(()),
+        s => Err(Unavailable(format!("forget answered {s}: {}", answer.body))),
+    }
 }
 
 impl Remote {

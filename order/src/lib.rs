@@ -32,7 +32,12 @@ pub async fn run(
     };
     let remote = clients::Remote { payment: client(Service::Payment), stock: client(Service::Stock) };
     common::server::run_replica(settings, topology.clone(), listener, shutdown, move |node| {
-        let orders = Arc::new(Orders { table: common::table::Table::new(node), remote, stalled: Default::default() });
+        let orders = Arc::new(Orders {
+            table: common::table::Table::new(node),
+            remote,
+            stalled: Default::default(),
+            unforgotten: Default::default(),
+        });
         tokio::spawn(orders.clone().resume_on_every_view());
         Arc::new(OrderHandler(orders))
     })

@@ -2,7 +2,7 @@
 
 use crate::clients::Remote;
 use crate::domain::{batch_order, Order};
-use crate::saga::{drive, Mode};
+use crate::saga::{drive_reporting, Mode};
 use async_trait::async_trait;
 use common::idempotency::RequestKey;
 use common::reply::Reply;
@@ -27,6 +27,9 @@ pub struct Orders {
     /// change under it) with the checkout still in flight: retried every
     /// [`STALLED_RETRY`] by [`Orders::resume_on_every_view`].
     pub stalled: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Orders whose finished checkout's participants were not all told to forget its
+    /// transaction: told again every [`STALLED_RETRY`].
+    pub unforgotten: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How often checkouts whose driver stopped on a failure are resumed.
@@ -37,14 +40,23 @@ pub struct OrderHandler(pub Arc<Orders>);
 
 impl Orders {
     /// Drives the order's in-flight saga, if any, to its end (the caller holds the lock).
-    async fn finish_in_flight(&self, guard: &common::table::KeyGuard) -> Result<(), HandlerError> {
+    /// A driver that finishes the attempt has its participants told to forget its transaction.
+    async fn finish_in_flight(self: &Arc<Self>, guard: &common::table::KeyGuard) -> Result<(), HandlerError> {
         if self.table.read(guard.key()).await?.is_some_and(|o| o.in_flight()) {
-            drive(&self.table, guard, &self.remote, None, Mode::Resume).await?;
+            let result = drive_reporting(&self.table, guard, &self.remote, None, Mode::Resume).await;
+            self.note_outcome(guard.key(), result.as_ref().map(|(_, finished)| *finished).ok());
+            result?;
         }
         Ok(())
     }
 
-    async fn add_item(&self, key: &str, item: &str, qty: i64, rid: Option<&RequestKey>) -> Result<Reply, HandlerError> {
+    async fn add_item(
+        self: &Arc<Self>,
+        key: &str,
+        item: &str,
+        qty: i64,
+        rid: Option<&RequestKey>,
+    ) -> Result<Reply, HandlerError> {
         match self.table.read(key).await? {
             None => return Ok(Reply::bad("order not found")),
             Some(o) if o.paid => return Ok(Reply::bad("order already paid")),
@@ -97,16 +109,49 @@ impl Orders {
                         log::info!("resuming {} checkouts whose driver stopped on a failure", stalled.len());
                         self.clone().resume(stalled).await;
                     }
+                    let unforgotten: Vec<String> = self.unforgotten.lock().unwrap().drain().collect();
+                    for key in unforgotten {
+                        self.forget(&key).await;
+                    }
                 }
             }
         }
     }
 
     /// Notes the outcome of a checkout driver: one that failed with its checkout still in
-    /// flight is retried later.
-    pub fn note_outcome<T>(&self, key: &str, result: &Result<T, HandlerError>) {
-        if result.is_err() {
-            self.stalled.lock().unwrap().insert(key.to_string());
+    /// flight is retried later; one that finished has its participants told to forget the
+    /// transaction, in a task of its own (the client's answer does not wait for it).
+    /// `finished`: `None` if the driver failed, else whether it finished the attempt.
+    pub fn note_outcome(self: &Arc<Self>, key: &str, finished: Option<bool>) {
+        match finished {
+            None => {
+                self.stalled.lock().unwrap().insert(key.to_string());
+            }
+            Some(true) => {
+                let (me, key) = (self.clone(), key.to_string());
+                tokio::spawn(async move { me.forget(&key).await });
+            }
+            Some(false) => {}
+        }
+    }
+
+    /// Tells the participants of the order's finished checkout to forget its transaction;
+    /// notes the order to try again if not all of them could be told.
+    async fn forget(&self, key: &str) {
+        let order = match self.table.read(key).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return,
+            Err(e) => {
+                log::warn!("{key}: reading the order to forget its transaction failed: {e}");
+                self.unforgotten.lock().unwrap().insert(key.to_string());
+                return;
+            }
+        };
+        if order.in_flight() {
+            return;
+        }
+        if !crate::saga::forget_finished(key, &order, &self.remote).await {
+            self.unforgotten.lock().unwrap().insert(key.to_string());
         }
     }
 
@@ -119,11 +164,9 @@ impl Orders {
                 let me = self.clone();
                 async move {
                     let g = me.table.lock(key).await;
-                    let result = me.finish_in_flight(&g).await;
-                    if let Err(e) = &result {
+                    if let Err(e) = me.finish_in_flight(&g).await {
                         log::warn!("resuming checkout of {key} failed: {e}");
                     }
-                    me.note_outcome(key, &result);
                 }
             });
             futures::future::join_all(runs).await;
@@ -194,9 +237,9 @@ impl Handler for OrderHandler {
                 let orders = orders.clone();
                 let task = tokio::spawn(async move {
                     let g = orders.table.lock(&key).await;
-                    let result = drive(&orders.table, &g, &orders.remote, rid.as_ref(), Mode::Checkout).await;
-                    orders.note_outcome(&key, &result);
-                    result
+                    let result = drive_reporting(&orders.table, &g, &orders.remote, rid.as_ref(), Mode::Checkout).await;
+                    orders.note_outcome(&key, result.as_ref().map(|(_, finished)| *finished).ok());
+                    result.map(|(reply, _)| reply)
                 });
                 task.await.map_err(|e| HandlerError::Dependency(format!("checkout task: {e}")))?
             }

@@ -36,6 +36,29 @@ pub trait Participants: Send + Sync + 'static {
     async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Step, Unavailable>;
     /// Undoes `tx` at the item (or fences it).
     async fn release(&self, item: &str, tx: &str) -> Result<Step, Unavailable>;
+    /// Tells the user's payment that `tx`'s saga is finished (its record may go).
+    async fn forget_payment(&self, user: &str, tx: &str) -> Result<(), Unavailable>;
+    /// Tells the item's stock that `tx`'s saga is finished (its record may go).
+    async fn forget_stock(&self, item: &str, tx: &str) -> Result<(), Unavailable>;
+}
+
+/// Tells every participant of the order's last checkout attempt that its saga is finished,
+/// if it is (paid, or failed with its compensation durable): they may then drop their
+/// records of the transaction after a grace period. Returns whether every one was told.
+pub async fn forget_finished(order_id: &str, order: &Order, participants: &dyn Participants) -> bool {
+    let Some(c) = &order.checkout else { return true };
+    if !matches!(c.phase, Phase::Paid | Phase::Failed) {
+        return false;
+    }
+    let tx = tx_id(order_id, c.attempt);
+    let user = participants.forget_payment(&order.user_id, &tx);
+    let items = futures::future::join_all(order.items.iter().map(|(item, _)| participants.forget_stock(item, &tx)));
+    let (user, items) = futures::join!(user, items);
+    let told = user.is_ok() && items.iter().all(Result::is_ok);
+    if !told {
+        log::info!("{order_id}: not every participant of {tx} was told it is finished; trying again later");
+    }
+    told
 }
 
 /// First pause before retrying a step whose participant was unavailable.
@@ -90,12 +113,24 @@ pub async fn drive(
     request: Option<&RequestKey>,
     mode: Mode,
 ) -> Result<Reply, HandlerError> {
+    Ok(drive_reporting(table, guard, participants, request, mode).await?.0)
+}
+
+/// [`drive`], also telling whether this call finished an attempt (wrote its final state),
+/// after which the participants may be told to forget its transaction.
+pub async fn drive_reporting(
+    table: &Table<Order>,
+    guard: &KeyGuard,
+    participants: &dyn Participants,
+    request: Option<&RequestKey>,
+    mode: Mode,
+) -> Result<(Reply, bool), HandlerError> {
     let key = guard.key().to_string();
     if let Some(req) = request {
         match table.seen(&key, req).await? {
             Seen::New => {}
-            Seen::Repeat(first) => return Ok(first),
-            Seen::Reused(refusal) => return Ok(refusal),
+            Seen::Repeat(first) => return Ok((first, false)),
+            Seen::Reused(refusal) => return Ok((refusal, false)),
         }
     }
     // Each transition is a write of the whole next document under the lock.
@@ -109,10 +144,10 @@ pub async fn drive(
     let mut entered: Option<Phase> = None;
     loop {
         let Some(order) = table.read(&key).await? else {
-            return Ok(Reply::bad("order not found"));
+            return Ok((Reply::bad("order not found"), false));
         };
         if order.paid {
-            return Ok(Reply::ok_text(ALREADY_PAID));
+            return Ok((Reply::ok_text(ALREADY_PAID), false));
         }
         let attempt = order.checkout.as_ref().map(|c| c.attempt).unwrap_or(0);
         let tx = tx_id(&key, attempt);
@@ -121,7 +156,7 @@ pub async fn drive(
             None | Some(Phase::Failed) | Some(Phase::Paid) => {
                 if mode == Mode::Resume {
                     let reason = order.checkout.and_then(|c| c.reason).unwrap_or_else(|| "checkout failed".into());
-                    return Ok(Reply::bad(reason));
+                    return Ok((Reply::bad(reason), false));
                 }
                 let next = order.start_attempt();
                 log::debug!("{key}: checkout attempt {}", attempt + 1);
@@ -175,7 +210,7 @@ pub async fn drive(
                     None => {
                         let reply = Reply::ok_text(SUCCESS);
                         write(order.moved(Phase::Paid), reply.clone(), request).await?;
-                        return Ok(reply);
+                        return Ok((reply, true));
                     }
                 }
             }
@@ -191,7 +226,7 @@ pub async fn drive(
                 }
                 let reply = Reply::bad(c.reason.unwrap_or_else(|| "checkout failed".into()));
                 write(order.moved(Phase::Failed), reply.clone(), request).await?;
-                return Ok(reply);
+                return Ok((reply, true));
             }
         }
     }
@@ -271,6 +306,14 @@ mod tests {
             self.flaky()?;
             self.calls.lock().unwrap().push(format!("reserve {item} {qty} {tx}"));
             Ok(self.debit(&self.stock, item, qty, tx, "not enough stock"))
+        }
+        async fn forget_payment(&self, user: &str, tx: &str) -> Result<(), Unavailable> {
+            self.calls.lock().unwrap().push(format!("forget payment {user} {tx}"));
+            Ok(())
+        }
+        async fn forget_stock(&self, item: &str, tx: &str) -> Result<(), Unavailable> {
+            self.calls.lock().unwrap().push(format!("forget stock {item} {tx}"));
+            Ok(())
         }
         async fn release(&self, item: &str, tx: &str) -> Result<Step, Unavailable> {
             self.flaky()?;

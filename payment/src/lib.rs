@@ -40,7 +40,7 @@ impl LedgerKind for Payment {
 
     fn batch_doc(t: &Target) -> Account<()> {
         // batch_init/{n}/{starting_money}
-        Account { balance: t.int(1), extra: (), txs: Default::default() }
+        Account { balance: t.int(1), extra: () }
     }
 }
 

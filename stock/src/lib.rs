@@ -50,7 +50,7 @@ impl LedgerKind for Stock {
 
     fn batch_doc(t: &Target) -> Account<ItemInfo> {
         // batch_init/{n}/{starting_stock}/{item_price}
-        Account { balance: t.int(1), extra: ItemInfo { price: t.int(2) }, txs: Default::default() }
+        Account { balance: t.int(1), extra: ItemInfo { price: t.int(2) } }
     }
 }
 

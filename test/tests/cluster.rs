@@ -227,6 +227,82 @@ async fn a_retry_after_many_writes_to_the_same_key_is_applied_once_even_after_a_
     assert_eq!(api.item("0").await.0, 34, "the retry at the new primary was a repeat");
 }
 
+/// The stored document of stock item `item` on stock replica 0 and the side records beside it.
+async fn stored_item(c: &support::TestCluster, item: &str) -> (String, usize) {
+    let records: Vec<common::storage::Record> = reqwest::Client::new()
+        .post(format!("http://{}/internal/ae/fetch", c.topology().stock.replicas[0]))
+        .header(common::wire::SECRET, c.secret())
+        .json(&[item])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let doc = records.iter().find(|r| r.key == item).expect("the item is stored").body.clone();
+    (doc, records.len() - 1)
+}
+
+/// Median time of `n` adds of 1 to `item`, one at a time.
+async fn median_add(api: &Api, item: &str, n: usize) -> std::time::Duration {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        assert_eq!(api.post(&format!("/stock/add/{item}/1")).await.status, 200);
+        times.push(start.elapsed());
+    }
+    times.sort();
+    times[n / 2]
+}
+
+/// 10,000 failed checkouts touching one item leave its stored document as it was: every
+/// attempt's transaction record is a side record beside it, not inside it (before, each
+/// attempt left a record inside the item for an hour, and every later write to the item
+/// re-serialised, replicated and logged all of them). Once the sagas are finished, their
+/// records are marked forgotten (dropped after the grace period).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_checkouts_do_not_grow_the_documents_they_touch() {
+    const ORDERS: usize = 100;
+    const ATTEMPTS: usize = 100;
+    let c = start(1).await;
+    let api = Api::new(&c.gateway_url());
+    let plenty = id_of(&api.post_ok("/stock/item/create/1").await, "item_id");
+    assert_eq!(api.post(&format!("/stock/add/{plenty}/1000")).await.status, 200);
+    let none = id_of(&api.post_ok("/stock/item/create/1").await, "item_id");
+    api.post_ok(&format!("/payment/batch_init/{ORDERS}/1000000")).await;
+    let orders = run_parallel(ORDERS, 16, |i| {
+        let (api, plenty, none) = (api.clone(), plenty.clone(), none.clone());
+        async move {
+            let o = id_of(&api.post_ok(&format!("/orders/create/{i}")).await, "order_id");
+            for item in [&plenty, &none] {
+                assert_eq!(api.post(&format!("/orders/addItem/{o}/{item}/1")).await.status, 200);
+            }
+            o
+        }
+    })
+    .await;
+    let (before, _) = stored_item(&c, &plenty).await;
+    let add_before = median_add(&api, &plenty, 200).await;
+
+    let started = std::time::Instant::now();
+    let statuses = run_parallel(ORDERS * ATTEMPTS, 32, |i| {
+        let (api, o) = (api.clone(), orders[i % ORDERS].clone());
+        async move { api.post(&format!("/orders/checkout/{o}")).await.status }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 400), "every checkout fails for the missing stock");
+    println!("{} failed checkouts in {:?}", statuses.len(), started.elapsed());
+
+    let (after, sides) = stored_item(&c, &plenty).await;
+    // The stock moved from 1,000 to 1,200 (the timed adds): same size, nothing else in it.
+    assert_eq!(after.len(), before.len(), "{before} -> {after}");
+    assert_eq!(after, before.replace("1000", "1200"));
+    assert!(sides >= ORDERS * ATTEMPTS, "each attempt's record is beside the item: {sides}");
+    let add_after = median_add(&api, &plenty, 200).await;
+    println!("median add to the item: {add_before:?} before, {add_after:?} after");
+    assert_eq!(api.item(&plenty).await.0, 1000 + 400, "every reservation was released");
+}
+
 /// The course consistency scenario: 1 item with stock 100, 1000 users with credit 1, 1000
 /// orders of that item for random users, all checkouts fired at once (100 in flight).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

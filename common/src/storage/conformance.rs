@@ -52,6 +52,44 @@ where
     meta_values(make().await).await;
     concurrent_compare_and_set(make().await).await;
     side_records(make().await).await;
+    groups_apply_whole(make().await).await;
+}
+
+/// A put and the `Beside` puts after it apply together or not at all.
+async fn groups_apply_whole(s: DynStore) {
+    let side = |seq, body: &str| rec(&crate::side::key("d", "r:x"), v(1, seq), &crate::side::body(u64::MAX, body));
+    let got = s
+        .write(vec![
+            put(Expect::Exactly(Version::ZERO), rec("d", v(1, 1), "1")),
+            put(Expect::Beside(Version::ZERO), side(1, "a")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![true, true]);
+    // The document's condition fails: its side record is not written either.
+    let other = rec(&crate::side::key("d", "r:y"), v(1, 2), &crate::side::body(u64::MAX, "b"));
+    let got = s
+        .write(vec![
+            put(Expect::Exactly(v(1, 7)), rec("d", v(1, 2), "2")),
+            put(Expect::Beside(Version::ZERO), other.clone()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![false, false]);
+    assert_eq!(s.get(&other.key).await.unwrap(), None);
+    // The side record's condition fails: the document is not written either; a group after
+    // it is decided on its own.
+    let got = s
+        .write(vec![
+            put(Expect::Exactly(v(1, 1)), rec("d", v(1, 2), "2")),
+            put(Expect::Beside(Version::ZERO), side(2, "c")),
+            put(Expect::Exactly(Version::ZERO), rec("e", v(1, 1), "e")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![false, false, true]);
+    assert_eq!(s.get("d").await.unwrap().unwrap().body, "1");
+    assert_eq!(s.get(&side(1, "a").key).await.unwrap(), Some(side(1, "a")));
 }
 
 /// Side records (crate::side) are written with their document in one call, found by key and

@@ -44,23 +44,30 @@ impl Docs {
     /// applied.
     pub(super) fn decide(&self, puts: &[Put]) -> Vec<bool> {
         let mut earlier: HashMap<&str, (Version, Hash)> = HashMap::new();
-        puts.iter()
-            .map(|put| {
-                let r = &put.record;
-                let stored = earlier
-                    .get(r.key.as_str())
-                    .copied()
-                    .or_else(|| self.map.get(&r.key).map(|e| (e.record.version, e.record.hash)));
-                if let Some((version, hash)) = &stored {
-                    check_same_state(&r.key, *version, hash, r);
+        let mut out = vec![false; puts.len()];
+        for group in super::groups(puts.iter().map(|p| p.expect)) {
+            let holds: Vec<bool> = puts[group.clone()]
+                .iter()
+                .map(|put| {
+                    let r = &put.record;
+                    let stored = earlier
+                        .get(r.key.as_str())
+                        .copied()
+                        .or_else(|| self.map.get(&r.key).map(|e| (e.record.version, e.record.hash)));
+                    if let Some((version, hash)) = &stored {
+                        check_same_state(&r.key, *version, hash, r);
+                    }
+                    condition_holds(put.expect, stored.map(|s| s.0).unwrap_or(Version::ZERO), r.version)
+                })
+                .collect();
+            if holds.iter().all(|h| *h) {
+                for i in group {
+                    earlier.insert(&puts[i].record.key, (puts[i].record.version, puts[i].record.hash));
+                    out[i] = true;
                 }
-                let applies = condition_holds(put.expect, stored.map(|s| s.0).unwrap_or(Version::ZERO), r.version);
-                if applies {
-                    earlier.insert(&r.key, (r.version, r.hash));
-                }
-                applies
-            })
-            .collect()
+            }
+        }
+        out
     }
 
     /// Stores a record (decided to apply, or replayed) and counts a document in the digests

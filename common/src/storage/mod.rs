@@ -60,6 +60,25 @@ pub enum Expect {
     Exactly(Version),
     /// Apply only if the stored version is lower than the record's (a replicated state).
     Older,
+    /// Apply only if the stored version equals this one, and only together with the put
+    /// before it in the same call: a side record written with its document
+    /// ([`crate::side`]). A put and the `Beside` puts that follow it form a group that
+    /// applies whole or not at all.
+    Beside(Version),
+}
+
+/// The groups of a call's puts, given their conditions in order ([`Expect::Beside`]): each
+/// put not `Beside` starts one, and the `Beside` puts after it join it. A leading `Beside`
+/// put is a group of its own.
+pub fn groups(expects: impl IntoIterator<Item = Expect>) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, e) in expects.into_iter().enumerate() {
+        match (e, out.last_mut()) {
+            (Expect::Beside(_), Some(g)) => g.end = i + 1,
+            _ => out.push(i..i + 1),
+        }
+    }
+    out
 }
 
 /// A conditional put.
@@ -115,8 +134,9 @@ pub trait Store: Send + Sync + 'static {
         Ok(out)
     }
 
-    /// Applies each put whose condition holds, each atomically with its digest update;
-    /// returns per put whether it was applied. Durable when it returns (survives the kill of
+    /// Applies each put whose condition holds, each atomically with its digest update, and
+    /// every group of puts ([`groups`], [`Expect::Beside`]) whole or not at all; returns per
+    /// put whether it was applied. Durable when it returns (survives the kill of
     /// any process; see the module docs): engines group-commit concurrent calls, and may sync
     /// to the disk on a short interval rather than per call.
     async fn write(&self, puts: Vec<Put>) -> StoreResult<Vec<bool>>;
@@ -160,7 +180,7 @@ pub type DynStore = Arc<dyn Store>;
 /// Whether a put's condition holds against the currently stored version.
 pub fn condition_holds(expect: Expect, stored: Version, new: Version) -> bool {
     match expect {
-        Expect::Exactly(v) => stored == v,
+        Expect::Exactly(v) | Expect::Beside(v) => stored == v,
         Expect::Older => stored < new,
     }
 }
@@ -238,6 +258,22 @@ mod tests {
         ];
         for (expect, stored, new, want) in cases {
             assert_eq!(condition_holds(expect, stored, new), want, "{expect:?} {stored} {new}");
+        }
+    }
+
+    #[test]
+    fn a_put_and_the_beside_puts_after_it_form_a_group() {
+        let v = Version::ZERO;
+        let (x, o, b) = (Expect::Exactly(v), Expect::Older, Expect::Beside(v));
+        let cases: &[(&[Expect], &[std::ops::Range<usize>])] = &[
+            (&[], &[]),
+            (&[x], &[0..1, 1..1][..1]),
+            (&[x, b, b], &[0..3, 3..3][..1]),
+            (&[x, b, o, x, b], &[0..2, 2..3, 3..5]),
+            (&[b, x], &[0..1, 1..2]),
+        ];
+        for (expects, want) in cases {
+            assert_eq!(groups(expects.iter().copied()), want.to_vec(), "{expects:?}");
         }
     }
 

@@ -377,30 +377,37 @@ async fn attempt_group(colls: &Colls, session: &mut ClientSession, puts: &[&Put]
     let read: HashMap<String, Version> = stored.iter().map(|(k, r)| (k.clone(), r.version)).collect();
     let mut changed: Vec<String> = Vec::new();
     let mut deltas: HashMap<u8, Hash> = HashMap::new();
-    let mut outcomes = Vec::with_capacity(puts.len());
-    for put in puts {
-        let r = &put.record;
-        let now = stored.get(&r.key);
-        if let Some(s) = now {
-            check_same_version(s, r);
-        }
-        if !condition_holds(put.expect, now.map_or(Version::ZERO, |s| s.version), r.version) {
-            outcomes.push(false);
+    let mut outcomes = vec![false; puts.len()];
+    // A group of puts (super::groups) applies whole or not at all; its puts are of distinct
+    // keys, so they are decided against what was there before.
+    for group in super::groups(puts.iter().map(|p| p.expect)) {
+        let all = puts[group.clone()].iter().all(|put| {
+            let r = &put.record;
+            let now = stored.get(&r.key);
+            if let Some(s) = now {
+                check_same_version(s, r);
+            }
+            condition_holds(put.expect, now.map_or(Version::ZERO, |s| s.version), r.version)
+        });
+        if !all {
             continue;
         }
-        // Side records are not counted in the digests (crate::side).
-        if !crate::side::is_side(&r.key) {
-            let delta = deltas.entry(bucket_of(&r.key)).or_default();
-            if let Some(s) = now {
-                xor(delta, &s.hash);
+        for i in group {
+            let r = &puts[i].record;
+            // Side records are not counted in the digests (crate::side).
+            if !crate::side::is_side(&r.key) {
+                let delta = deltas.entry(bucket_of(&r.key)).or_default();
+                if let Some(s) = stored.get(&r.key) {
+                    xor(delta, &s.hash);
+                }
+                xor(delta, &r.hash);
             }
-            xor(delta, &r.hash);
+            if !changed.contains(&r.key) {
+                changed.push(r.key.clone());
+            }
+            stored.insert(r.key.clone(), r.clone());
+            outcomes[i] = true;
         }
-        if !changed.contains(&r.key) {
-            changed.push(r.key.clone());
-        }
-        stored.insert(r.key.clone(), r.clone());
-        outcomes.push(true);
     }
     let encode = |r: &Record| record_doc(r).map_err(|e| TxnError::Mongo(mongodb::error::Error::custom(e.0)));
     let mut replaced = Vec::new();

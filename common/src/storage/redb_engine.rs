@@ -406,38 +406,48 @@ impl Writer {
         for job in group {
             match job {
                 Job::Docs(puts, _) => {
-                    let mut applied = Vec::with_capacity(puts.len());
-                    for put in puts {
-                        let r = &put.record;
-                        let head = if let Some(&i) = in_group.get(r.key.as_str()) {
-                            Some(decode_head(&d.docs[i].1)?)
-                        } else if let Some(v) = overlay.get(&r.key) {
-                            Some(decode_head(v)?)
-                        } else {
-                            let t = match &redb {
-                                Some(t) => t,
-                                None => {
-                                    let tx = self.db.begin_read().map_err(StoreError::of)?;
-                                    redb.insert(tx.open_table(DOCS).map_err(StoreError::of)?)
+                    let mut applied = vec![false; puts.len()];
+                    // A group of puts (super::groups) applies whole or not at all; its puts
+                    // are of distinct keys, so they are decided against what was there before.
+                    for group in super::groups(puts.iter().map(|p| p.expect)) {
+                        let mut heads = Vec::with_capacity(group.len());
+                        let mut all = true;
+                        for put in &puts[group.clone()] {
+                            let r = &put.record;
+                            let head = if let Some(&i) = in_group.get(r.key.as_str()) {
+                                Some(decode_head(&d.docs[i].1)?)
+                            } else if let Some(v) = overlay.get(&r.key) {
+                                Some(decode_head(v)?)
+                            } else {
+                                let t = match &redb {
+                                    Some(t) => t,
+                                    None => {
+                                        let tx = self.db.begin_read().map_err(StoreError::of)?;
+                                        redb.insert(tx.open_table(DOCS).map_err(StoreError::of)?)
+                                    }
+                                };
+                                match t.get(r.key.as_str()).map_err(StoreError::of)? {
+                                    Some(v) => Some(decode_head(v.value())?),
+                                    None => None,
                                 }
                             };
-                            match t.get(r.key.as_str()).map_err(StoreError::of)? {
-                                Some(v) => Some(decode_head(v.value())?),
-                                None => None,
+                            if let Some((version, hash)) = &head {
+                                check_same_state(&r.key, *version, hash, r);
                             }
-                        };
-                        if let Some((version, hash)) = &head {
-                            check_same_state(&r.key, *version, hash, r);
+                            let stored_version = head.map(|h| h.0).unwrap_or(Version::ZERO);
+                            all &= condition_holds(put.expect, stored_version, r.version);
+                            heads.push(head);
                         }
-                        let stored_version = head.map(|h| h.0).unwrap_or(Version::ZERO);
-                        if !condition_holds(put.expect, stored_version, r.version) {
-                            applied.push(false);
+                        if !all {
                             continue;
                         }
-                        in_group.insert(&r.key, d.docs.len());
-                        d.docs.push((r.key.clone(), encode(r)));
-                        d.changes.push((r.key.clone(), head.map(|h| h.1), r.hash));
-                        applied.push(true);
+                        for (i, head) in group.zip(heads) {
+                            let r = &puts[i].record;
+                            in_group.insert(&r.key, d.docs.len());
+                            d.docs.push((r.key.clone(), encode(r)));
+                            d.changes.push((r.key.clone(), head.map(|h| h.1), r.hash));
+                            applied[i] = true;
+                        }
                     }
                     d.outcomes.push(applied);
                 }
@@ -685,34 +695,31 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    /// Drops the expired side records from the overlay, then deletes those in redb in a
-    /// transaction of its own. A checkpoint racing the prune may write one back, which the
-    /// next prune deletes: an expired side record is never read again, so leaving late
-    /// changes nothing, and a write-ahead log replay that brings one back likewise.
+    /// Deletes the expired side records from redb, and those still in the overlay from redb
+    /// too, in a transaction of its own; only then drops the latter from the overlay. So a
+    /// reader never falls through an expired overlay entry to an older, live copy in redb (an
+    /// undone request record over its original). A checkpoint racing the prune may write an
+    /// expired entry back, which the next prune deletes: an expired side record is never
+    /// read again, and a write-ahead log replay that brings one back is likewise harmless.
     async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize> {
         let expired = move |key: &str, value: &[u8]| {
             crate::side::is_side(key)
                 && std::str::from_utf8(value.get(48..).unwrap_or_default())
                     .is_ok_and(|b| crate::side::expired(b, now_ms))
         };
-        let mut dropped: std::collections::HashSet<String> = std::collections::HashSet::new();
-        self.overlay.write().unwrap().retain(|key, value| {
-            let gone = expired(key, value);
-            if gone {
-                dropped.insert(key.clone());
-            }
-            !gone
-        });
+        let in_overlay: Vec<String> =
+            self.overlay.read().unwrap().iter().filter(|(k, v)| expired(k, v)).map(|(k, _)| k.clone()).collect();
         let db = self.db.clone();
-        let prune = move || -> StoreResult<Vec<String>> {
+        let also = in_overlay.clone();
+        let prune = move || -> StoreResult<std::collections::HashSet<String>> {
             let tx = db.begin_write().map_err(StoreError::of)?;
-            let mut gone = Vec::new();
+            let mut gone: std::collections::HashSet<String> = also.into_iter().collect();
             {
                 let mut t = tx.open_table(DOCS).map_err(StoreError::of)?;
                 for item in t.iter().map_err(StoreError::of)? {
                     let (k, v) = item.map_err(StoreError::of)?;
                     if expired(k.value(), v.value()) {
-                        gone.push(k.value().to_string());
+                        gone.insert(k.value().to_string());
                     }
                 }
                 for key in &gone {
@@ -722,8 +729,14 @@ impl Store for RedbStore {
             tx.commit().map_err(StoreError::of)?;
             Ok(gone)
         };
-        dropped.extend(tokio::task::spawn_blocking(prune).await.map_err(StoreError::of)??);
-        Ok(dropped.len())
+        let gone = tokio::task::spawn_blocking(prune).await.map_err(StoreError::of)??;
+        let mut overlay = self.overlay.write().unwrap();
+        for key in &in_overlay {
+            if overlay.get(key).is_some_and(|v| expired(key, v)) {
+                overlay.remove(key);
+            }
+        }
+        Ok(gone.len())
     }
 
     async fn write(&self, puts: Vec<Put>) -> StoreResult<Vec<bool>> {
