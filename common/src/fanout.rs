@@ -244,7 +244,7 @@ async fn send_batch(target: &Target, epoch: u64, body: Vec<u8>, copy: bool) -> R
 pub const STATUS_HOLDS_NEWER: u16 = 409;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::version::Version;
     use actix_web::{web, App, HttpRequest, HttpServer};
@@ -267,7 +267,7 @@ mod tests {
     }
 
     /// A fake peer that counts requests and records, answering `status`.
-    async fn peer(status: u16) -> (String, Arc<(AtomicUsize, AtomicUsize)>) {
+    pub(crate) async fn peer(status: u16) -> (String, Arc<(AtomicUsize, AtomicUsize)>) {
         let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
         let c = counts.clone();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

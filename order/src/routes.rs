@@ -138,6 +138,13 @@ impl Orders {
     /// Tells the participants of the order's finished checkout to forget its transaction;
     /// notes the order to try again if not all of them could be told.
     async fn forget(&self, key: &str) {
+        // Read on the order's primary only (a read elsewhere is misdirected). An order whose
+        // primary changed in between is left: its participants keep the transaction's records
+        // (a leak of a few records, never a wrong answer).
+        if !self.table.node().is_primary(key) {
+            log::info!("{key}: no longer its primary; its participants are not told to forget");
+            return;
+        }
         let order = match self.table.read(key).await {
             Ok(Some(o)) => o,
             Ok(None) => return,
