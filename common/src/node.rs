@@ -49,6 +49,12 @@ pub const DEFAULT_REQUEST_TTL: Duration = Duration::from_secs(180);
 /// newer one in its place.
 const CONFLICT_RESENDS: u32 = 2;
 
+/// The meta value a replica writes to find out whether its store takes writes again.
+const STORE_PROBE: &str = "store-probe";
+
+/// The size of that value.
+const STORE_PROBE_BYTES: usize = 64 << 10;
+
 /// How often a replica drops its expired side records.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -171,6 +177,9 @@ pub struct Node {
     /// The documents whose state from an older epoch this node, as their primary, has sent
     /// to every member under the current epoch (`ensure_replicated`), with that epoch.
     settled: std::sync::Mutex<(u64, std::collections::HashSet<String>)>,
+    /// The last failure of a write to the store, until a write succeeds again
+    /// ([`Node::store_health`]).
+    store_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Node {
@@ -225,6 +234,7 @@ impl Node {
             leases: std::sync::Mutex::new(leases),
             unreplicated: Default::default(),
             settled: Default::default(),
+            store_failure: Default::default(),
             suspect_timeout: timings.suspect,
             request_ttl: timings.request_ttl,
             rounds: Default::default(),
@@ -297,6 +307,37 @@ impl Node {
             tick.tick().await;
             self.renew_lease().await;
         }
+    }
+
+    /// Notes the outcome of a write to the store: a failure makes the node report itself
+    /// unhealthy ([`Node::store_health`]) until a write succeeds again.
+    fn noted<T>(&self, result: crate::storage::StoreResult<T>) -> crate::storage::StoreResult<T> {
+        let mut failure = self.store_failure.lock().unwrap();
+        match &result {
+            Ok(_) => *failure = None,
+            Err(e) => {
+                if failure.is_none() {
+                    log::error!("{} replica {}: the store failed a write: {e}", self.service, self.me);
+                }
+                *failure = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    /// Whether the store takes writes (DESIGN section 7: storage failure is fail-stop). After
+    /// a failed write, a small durable write (a meta value) is tried first: a replica whose
+    /// store cannot write reports itself unhealthy, so the coordinators' re-probe confirms
+    /// its eviction and the service writes on the others; once the store takes writes again,
+    /// it is healthy and re-joins.
+    pub async fn store_health(&self) -> Result<(), String> {
+        if self.store_failure.lock().unwrap().is_none() {
+            return Ok(());
+        }
+        // Larger than the writes that failed are likely to be: a few bytes still fit where a
+        // document no longer does (the last page of a full file system).
+        let probe = vec![0u8; STORE_PROBE_BYTES];
+        self.noted(self.store.put_meta(STORE_PROBE, probe).await).map_err(|e| e.to_string())
     }
 
     /// Drops expired side records ([`crate::side`]) every [`PRUNE_INTERVAL`]. Runs until the
@@ -404,7 +445,7 @@ impl Node {
     pub async fn write_primary(&self, puts: Vec<Put>) -> Result<(), NodeError> {
         let records: Vec<Record> = puts.iter().map(|p| p.record.clone()).collect();
         self.note_written(records.iter().map(|r| r.key.as_str()));
-        let applied = self.store.write(puts).await?;
+        let applied = self.noted(self.store.write(puts).await)?;
         if let Some(i) = applied.iter().position(|a| !a) {
             return Err(NodeError::Conflict(records[i].key.clone()));
         }
@@ -843,7 +884,7 @@ impl Node {
             .filter(|r| !refused_keys.contains(crate::side::doc_of(&r.key)))
             .map(|record| Put { expect: Expect::Older, record })
             .collect();
-        let applied = self.store.write(puts.clone()).await?;
+        let applied = self.noted(self.store.write(puts.clone()).await)?;
         // Acknowledge only if no newer view was installed while the states were written: a
         // newer view may make this node a primary whose first writes read the documents
         // before these states landed, and such an acknowledged state would be lost. Refused,

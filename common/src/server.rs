@@ -502,9 +502,31 @@ fn recovering() -> Parts {
     Parts::unavailable(RECOVERING, "recovering: this replica lost its data and must re-join")
 }
 
+/// How often a replica checks that its store has not stopped for good.
+const STORE_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ends the process when its store refuses every write for good ([`crate::storage::Store::stopped`]):
+/// fail-stop, so that it is evicted at once (its connections refused) and the launcher's, or
+/// the container's, restart opens the store again from what is on disk.
+async fn stop_when_the_store_stops(node: Arc<Node>) {
+    loop {
+        tokio::time::sleep(STORE_WATCH).await;
+        if let Some(why) = node.store().stopped() {
+            log::error!("{} replica {}: the store stopped ({why}); exiting", node.service, node.me);
+            std::process::exit(STORE_STOPPED_EXIT);
+        }
+    }
+}
+
+/// The exit status of a replica whose store stopped (EX_IOERR).
+pub const STORE_STOPPED_EXIT: i32 = 74;
+
 async fn replica_health(app: web::Data<ReplicaApp>) -> HttpResponse {
     if app.node.needs_rejoin() {
         return recovering().response();
+    }
+    if let Err(e) = app.node.store_health().await {
+        return Parts::unavailable("store", format!("the store cannot write: {e}")).response();
     }
     health().await
 }
@@ -654,6 +676,7 @@ where
     }
     let node = Arc::new(node);
     tokio::spawn(node.clone().prune_sides());
+    tokio::spawn(stop_when_the_store_stops(node.clone()));
     if n > 1 {
         tokio::spawn(node.clone().heartbeat());
     }

@@ -110,6 +110,14 @@ pub fn classify(result: Result<ReplicaReply, SendError>) -> Outcome {
         Ok(r) if r.status == 503 && r.unavailable_cause.as_deref() == Some(NO_LEASE) => {
             Outcome::Unavailable("replica holds no read lease".into())
         }
+        // The replica's own failure (its store cannot write, a corrupt document): not an
+        // answer about the request. The coordinator re-probes it and evicts it if it no
+        // longer reports healthy (a store that fails stops it from doing so), then retries
+        // at the key's new primary with the same request id.
+        Ok(r) if r.status == 500 => Outcome::Unavailable(format!(
+            "replica failed: {}",
+            String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
+        )),
         Ok(r) => Outcome::Answer(r),
     }
 }
@@ -321,11 +329,16 @@ mod tests {
     fn classification() {
         let view = View { epoch: 4, members: vec![0, 2], learners: vec![1] };
         let view_json = serde_json::to_string(&view).unwrap();
-        let answers = [200, 400, 403, 404, 500, 503];
+        let answers = [200, 400, 403, 404, 503];
         for status in answers {
             let r = reply(status, "x");
             assert_eq!(classify(Ok(r.clone())), Outcome::Answer(r), "{status}");
         }
+        // A replica's own failure is re-probed, not passed on.
+        assert_eq!(
+            classify(Ok(reply(500, "storage: disk full"))),
+            Outcome::Unavailable("replica failed: storage: disk full".into())
+        );
         assert_eq!(classify(Ok(reply(421, &view_json))), Outcome::Misdirected(view));
         assert!(matches!(classify(Ok(reply(421, "not a view"))), Outcome::Unavailable(_)));
         for e in [SendError::Timeout, SendError::Connect("refused".into()), SendError::Broken("reset".into())] {

@@ -201,9 +201,14 @@ impl Coordinator {
                 }
                 Outcome::Unavailable(reason) => {
                     self.note_unavailable(primary, req, &reason);
-                    // The primary may be out of a newer view we have not heard of: ask the
-                    // replicas, and retry at the key's new primary with the same request id.
-                    if retries < MISDIRECTED_RETRIES && (self.learn_view().await || self.evict_if_dead(primary).await) {
+                    // The primary may be out of a newer view: one adopted while the request
+                    // was on its way (another request evicted it), one we have not heard of
+                    // (ask the replicas), or one this failure leads to. Retry at the key's
+                    // new primary with the same request id.
+                    let moved = || self.view.route(key).1 != Some(primary);
+                    if retries < MISDIRECTED_RETRIES
+                        && (moved() || self.learn_view().await || self.evict_if_dead(primary).await)
+                    {
                         retries += 1;
                         continue;
                     }

@@ -302,3 +302,94 @@ async fn checkouts_in_flight_on_a_deposed_primary_are_finished_without_a_request
     assert_eq!(STOCK as i64 - api.item(&setup.item).await.0, taken);
     assert_eq!(USERS as i64 - api.total_credit(USERS, 32).await, taken);
 }
+
+/// A tmpfs mounted over a folder for the length of a test (lazily unmounted when dropped:
+/// the replica still has its files open).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` over `dir`; `Err` says why it could not (no root, no mount).
+    fn mount(dir: &std::path::Path, size: &str) -> Result<Tmpfs, String> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("mount: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `dir` with a file `filler` until no byte is left.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.flush();
+    path
+}
+
+/// A stock replica whose store cannot write (its data folder on a full 3 MiB tmpfs): the
+/// replica reports itself unhealthy, is evicted, and the service keeps writing on the others;
+/// with space again, it re-joins with the same data. Before, every add to the items it held
+/// answered 500 or 503 for as long as the disk was full, and it stayed up in every view
+/// because `/health` ignored the store. Skips, saying why, where a tmpfs cannot be mounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_store_cannot_write_is_evicted_and_rejoins_when_it_can() {
+    const ITEMS: usize = 30;
+    let mut c = start(3).await;
+    let api = Api::new(&c.gateway_url());
+    api.post_ok(&format!("/stock/batch_init/{ITEMS}/0/1")).await;
+    let victim = 2;
+    c.kill(Node::Replica(Service::Stock, victim));
+    // Its data moves onto a tmpfs mounted over its folder; it starts again on it, a full
+    // member with all its data.
+    let data = c.data_dir(Service::Stock, victim);
+    let aside = data.with_file_name("stock-2-aside");
+    std::fs::rename(&data, &aside).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    let _tmpfs = match Tmpfs::mount(&data, "3m") {
+        Ok(t) => t,
+        Err(why) => {
+            println!("skipped: cannot mount a tmpfs here ({why})");
+            return;
+        }
+    };
+    let cp = std::process::Command::new("cp").arg("-a").arg(aside.join(".")).arg(&data).status().unwrap();
+    assert!(cp.success());
+    c.start_again(Node::Replica(Service::Stock, victim)).await;
+    c.wait_all_members(Service::Stock, Duration::from_secs(30)).await;
+    assert_eq!(api.post("/stock/add/0/1").await.status, 200);
+    let status = c.coordinator_status(Service::Stock, 0).await;
+    assert_eq!(status["members"][victim as usize]["state"], "up", "{status}");
+    let filler = fill(&data);
+
+    let results = adds(&api, 300, ITEMS, Arc::new(AtomicUsize::new(0))).await;
+    let failed: Vec<String> =
+        results.iter().filter(|a| a.status != Ok(200)).map(|a| format!("item {}: {:?}", a.item, a.status)).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 300 adds not answered 200 while one replica's disk is full, first: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let (mut acked, unknown) = tally(&results, ITEMS);
+    acked[0] += 1;
+    let status = c.coordinator_status(Service::Stock, 0).await;
+    assert_eq!(status["members"][victim as usize]["state"], "evicted", "{status}");
+
+    std::fs::remove_file(filler).unwrap();
+    c.wait_all_members(Service::Stock, Duration::from_secs(30)).await;
+    c.assert_replicas_equal(Service::Stock).await;
+    assert_adds_kept(&api, &acked, &unknown).await;
+}

@@ -580,6 +580,10 @@ impl Store for LogStore {
     async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize> {
         Ok(self.inner.lock().unwrap().docs.prune_sides(now_ms))
     }
+
+    fn stopped(&self) -> Option<String> {
+        self.writable().err().map(|e| e.0)
+    }
 }
 
 #[cfg(test)]

@@ -172,6 +172,14 @@ pub trait Store: Send + Sync + 'static {
     /// listed by `bucket`/`buckets`. Dropping need not be durable: a side record a restart
     /// brings back has still expired and is dropped again.
     async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize>;
+
+    /// Why the store refuses every write from now on, if it does (the log engine after a
+    /// failed sync, or an append it could not cut back): the process must stop, so that a
+    /// restart opens the store again from what is on disk. `None` for an engine whose
+    /// failures pass (a full disk, a server restarting).
+    fn stopped(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A shared handle to any engine.
