@@ -11,7 +11,12 @@
 //!   it gave that member has run out (plus a margin for clock rate drift), and from that
 //!   moment gives that member no more grants, until it learns a committed view of that epoch
 //!   or later (which either keeps the member or tells it, through the next ping, that it is
-//!   out). A replica accepting a view that removes itself stops counting its own vote.
+//!   out), or until [`Leases::withhold_limit`] has passed since it last accepted such a view
+//!   (the proposal then never committed: its coordinator died mid-change and the member may
+//!   well be alive; withholding for ever would leave its keys unreadable). A later
+//!   acceptance of that removal, by whichever proposer, waits out the grants given since,
+//!   as every acceptance does. A replica accepting a view that removes itself stops counting
+//!   its own vote, within the same bound.
 //!
 //! So a view that deposes a primary is chosen only after a majority of acceptors waited out
 //! their grants, and any majority of grants the old primary still counts overlaps that
@@ -34,9 +39,10 @@ pub struct Leases {
     held: HashMap<u32, Instant>,
     /// As grantor: when this replica last granted each peer.
     given: HashMap<u32, Instant>,
-    /// As grantor: replicas refused grants until a committed view of this epoch or later.
-    /// May hold `me`: then this replica does not count its own vote.
-    withheld: HashMap<u32, u64>,
+    /// As grantor: replicas refused grants until a committed view of this epoch or later,
+    /// with when the refusal began (it ends after [`Leases::withhold_limit`]). May hold `me`:
+    /// then this replica does not count its own vote.
+    withheld: HashMap<u32, (u64, Instant)>,
 }
 
 impl Leases {
@@ -56,9 +62,21 @@ impl Leases {
         self.lease + self.lease / 10
     }
 
+    /// How long grants stay withheld for a removal that is not committed: ten lease periods,
+    /// far longer than a proposal takes to commit once its acceptors have waited out their
+    /// grants (one promise, [`Leases::promise`], then a Paxos round).
+    pub fn withhold_limit(&self) -> Duration {
+        self.lease * 10
+    }
+
+    /// Whether grants to `id` are withheld at `now`.
+    fn withholds(&self, id: u32, now: Instant) -> bool {
+        self.withheld.get(&id).is_some_and(|(_, since)| now.saturating_duration_since(*since) < self.withhold_limit())
+    }
+
     /// Whether the replica may serve reads at `now`.
     pub fn holds(&self, now: Instant) -> bool {
-        let own = usize::from(!self.withheld.contains_key(&self.me));
+        let own = usize::from(!self.withholds(self.me, now));
         let fresh = self.held.values().filter(|sent| now.saturating_duration_since(**sent) < self.lease).count();
         own + fresh >= crate::paxos::majority(self.replicas)
     }
@@ -74,8 +92,11 @@ impl Leases {
     /// Answers a ping from `peer` at `now`: true (and remembered) if the peer may have the
     /// grant, false while it is withheld.
     pub fn grant(&mut self, peer: u32, now: Instant) -> bool {
-        if self.withheld.contains_key(&peer) {
+        if self.withholds(peer, now) {
             return false;
+        }
+        if self.withheld.remove(&peer).is_some() {
+            log::warn!("replica {}: granting replica {peer} again: the view removing it did not commit", self.me);
         }
         self.given.insert(peer, now);
         true
@@ -87,8 +108,8 @@ impl Leases {
     pub fn withhold(&mut self, removed: &[u32], epoch: u64, now: Instant) -> Duration {
         let mut wait = Duration::ZERO;
         for &id in removed {
-            let e = self.withheld.entry(id).or_insert(epoch);
-            *e = (*e).max(epoch);
+            let e = self.withheld.entry(id).or_insert((epoch, now));
+            *e = (e.0.max(epoch), now);
             if let Some(given) = self.given.get(&id) {
                 wait = wait.max((*given + self.promise()).saturating_duration_since(now));
             }
@@ -98,7 +119,7 @@ impl Leases {
 
     /// A view of `epoch` is committed: grants withheld for that epoch or earlier resume.
     pub fn committed(&mut self, epoch: u64) {
-        self.withheld.retain(|_, e| *e > epoch);
+        self.withheld.retain(|_, (e, _)| *e > epoch);
     }
 }
 
@@ -200,6 +221,24 @@ mod tests {
         assert!(!l.grant(0, t0), "a later proposal still withholds");
         l.committed(6);
         assert!(l.grant(0, t0));
+    }
+
+    /// A removal that never commits (its proposer died, the member is alive) withholds
+    /// grants for a bounded time only: before, the member's keys answered 503 for ever.
+    #[test]
+    fn withheld_grants_resume_when_the_removal_does_not_commit_in_time() {
+        let t0 = Instant::now();
+        let mut l = Leases::new(1, 3, L);
+        let limit = l.withhold_limit();
+        l.withhold(&[0, 1], 5, t0);
+        assert!(!l.grant(0, t0 + limit - ms(1)));
+        assert!(!l.holds(t0 + limit - ms(1)), "its own vote withheld too, and no grants");
+        assert!(l.grant(0, t0 + limit));
+        l.granted_by(2, t0 + limit);
+        assert!(l.holds(t0 + limit + ms(1)), "its own vote counts again");
+        // Accepting the removal again withholds again, from then on.
+        l.withhold(&[0], 6, t0 + limit + ms(5));
+        assert!(!l.grant(0, t0 + limit + ms(10)));
     }
 
     #[test]

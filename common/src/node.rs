@@ -11,7 +11,6 @@ use crate::lease::Leases;
 use crate::paxos::{self, AcceptorState};
 use crate::storage::{DynStore, Expect, Put, Record, StoreError};
 use crate::topology::Service;
-use crate::version::Version;
 use crate::wire::View;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -174,9 +173,6 @@ pub struct Node {
     epochs: tokio::sync::watch::Sender<u64>,
     /// How long a request id's record is kept ([`Timings::request_ttl`]).
     request_ttl: Duration,
-    /// The documents whose state from an older epoch this node, as their primary, has sent
-    /// to every member under the current epoch (`ensure_replicated`), with that epoch.
-    settled: std::sync::Mutex<(u64, std::collections::HashSet<String>)>,
     /// The last failure of a write to the store, until a write succeeds again
     /// ([`Node::store_health`]).
     store_failure: std::sync::Mutex<Option<String>>,
@@ -233,7 +229,6 @@ impl Node {
             empty_start: std::sync::atomic::AtomicBool::new(false),
             leases: std::sync::Mutex::new(leases),
             unreplicated: Default::default(),
-            settled: Default::default(),
             store_failure: Default::default(),
             suspect_timeout: timings.suspect,
             request_ttl: timings.request_ttl,
@@ -473,17 +468,10 @@ impl Node {
     /// otherwise be acknowledged unreplicated) until it is. Sends the current state of every
     /// such record again if the fan-out of its last write failed.
     ///
-    /// Likewise a document whose stored version is from an older epoch: this node may have
-    /// it from a fan-out of the previous primary that reached only some members (and its
-    /// client may never have been answered). Before it is answered from, or written over,
-    /// it is sent with its side records to every member under the current view, once per
-    /// view. Else a retry answered here from its request record, or a write on top of it,
-    /// would be acknowledged while a member that may be the next primary lacks it.
-    ///
-    /// `stored` is the version of the document the caller read. Returns whether anything was
-    /// sent (the stored state may then have changed: a peer's newer one taken in its place).
-    pub async fn ensure_replicated(&self, key: &str, stored: Option<Version>) -> Result<bool, NodeError> {
-        let mut keys: Vec<String> = {
+    /// Returns whether anything was sent (the stored state may then have changed: a peer's
+    /// newer one taken in its place).
+    pub async fn ensure_replicated(&self, key: &str) -> Result<bool, NodeError> {
+        let keys: Vec<String> = {
             let unreplicated = self.unreplicated.lock().unwrap();
             if unreplicated.is_empty() {
                 Vec::new()
@@ -491,19 +479,10 @@ impl Node {
                 unreplicated.iter().filter(|k| crate::side::doc_of(k) == key).cloned().collect()
             }
         };
-        let epoch = self.epoch();
-        let inherited = stored.is_some_and(|v| v.epoch < epoch)
-            && !self.settled_in(key, epoch)
-            && !self.view().peers_of(self.me).is_empty();
-        if inherited {
-            keys.push(key.to_string());
-            keys.extend(self.sides_of(key).await?.into_iter().map(|r| r.key));
-        }
         if keys.is_empty() {
             return Ok(false);
         }
-        let why = if inherited { "its state is from an older view" } else { "its last fan-out failed" };
-        log::info!("{} replica {}: sending {key} to every member: {why}", self.service, self.me);
+        log::info!("{} replica {}: sending {key} again: its last fan-out failed", self.service, self.me);
         let mut adopted = 0;
         loop {
             let records: Vec<Record> = self.store.get_many(&keys).await?.into_iter().flatten().collect();
@@ -526,23 +505,7 @@ impl Node {
         for k in &keys {
             unreplicated.remove(k);
         }
-        if inherited {
-            let mut settled = self.settled.lock().unwrap();
-            if settled.0 == epoch {
-                settled.1.insert(key.to_string());
-            }
-        }
         Ok(true)
-    }
-
-    /// Whether document `key`'s inherited state was sent to every member under `epoch`. A
-    /// new epoch forgets every earlier one's.
-    fn settled_in(&self, key: &str, epoch: u64) -> bool {
-        let mut settled = self.settled.lock().unwrap();
-        if settled.0 != epoch {
-            *settled = (epoch, Default::default());
-        }
-        settled.1.contains(key)
     }
 
     /// The side records ([`crate::side`]) stored beside document `doc`: they sort right after
@@ -595,9 +558,18 @@ impl Node {
             let mut newer = Vec::new();
             for (id, why) in &failed {
                 match why {
-                    SendError::Newer(records) => {
+                    // Only a full member's newer states are acknowledged data (a learner's may be
+                    // a deposed primary's leftovers, and learners do not refuse).
+                    SendError::Newer(records) if view.members.contains(id) => {
                         log::warn!("{} replica {}: replica {id} holds newer states", self.service, self.me);
                         newer.extend(records.iter().cloned());
+                    }
+                    SendError::Newer(_) => {
+                        log::warn!(
+                            "{} replica {}: learner {id} refused states as older; ignored",
+                            self.service,
+                            self.me
+                        );
                     }
                     SendError::Stale(newer) => {
                         self.install(newer);
@@ -870,8 +842,12 @@ impl Node {
         // (a request record of a write that did not happen must not answer a retry). The
         // same state again (a resend, or a repair that came first) is acknowledged, and the
         // rest of the batch is applied. A full copy is never refused.
+        // Only a full member refuses: a learner may hold a deposed primary's never acknowledged
+        // state (written while it was paused, say), which a new primary must not take for
+        // acknowledged data; anti-entropy repairs a learner's copy before its promotion.
+        let judges = !batch.copy && self.view().members.contains(&self.me);
         let mut refused: Vec<Record> = Vec::new();
-        if !batch.copy {
+        if judges {
             let docs: Vec<&Record> = batch.records.iter().filter(|r| !crate::side::is_side(&r.key)).collect();
             let keys: Vec<String> = docs.iter().map(|r| r.key.clone()).collect();
             let held = self.store.get_many(&keys).await?;
@@ -890,7 +866,7 @@ impl Node {
         // before these states landed, and such an acknowledged state would be lost. Refused,
         // the sender finds it is no longer the keys' primary and the write is retried there.
         self.refuse_older_than(batch.epoch, "view changed during the write")?;
-        if !batch.copy {
+        if judges {
             // A newer state that landed between the check and the write (a repair).
             let skipped: Vec<&Record> =
                 puts.iter().zip(&applied).filter(|(_, a)| !**a).map(|(p, _)| &p.record).collect();
@@ -906,7 +882,15 @@ impl Node {
                 refused.len(),
                 refused[0].key
             );
-            return Err(NodeError::Newer(refused));
+            // With the side records of the documents held: the sender takes them along, so a
+            // retry of a request those states applied finds its record there.
+            let mut with_sides = Vec::with_capacity(refused.len());
+            for doc in refused {
+                let sides = self.sides_of(&doc.key).await?;
+                with_sides.push(doc);
+                with_sides.extend(sides);
+            }
+            return Err(NodeError::Newer(with_sides));
         }
         Ok(applied.iter().filter(|a| **a).count())
     }
@@ -930,10 +914,14 @@ impl Node {
             newer.len()
         );
         let deposed = newer.iter().any(|r| r.version.epoch > epoch);
-        let refused: std::collections::HashSet<&str> = newer.iter().map(|r| r.key.as_str()).collect();
+        let taken: std::collections::HashSet<&str> = newer.iter().map(|r| r.key.as_str()).collect();
         let undone: Vec<Put> = sent
             .iter()
-            .filter(|r| crate::side::is_side(&r.key) && refused.contains(crate::side::doc_of(&r.key)))
+            .filter(|r| {
+                crate::side::is_side(&r.key)
+                    && taken.contains(crate::side::doc_of(&r.key))
+                    && !taken.contains(r.key.as_str())
+            })
             .map(|r| {
                 let payload = crate::side::parse(&r.body).map(|(_, p)| p).unwrap_or_default();
                 let record = Record::new(r.key.clone(), r.version.next(epoch), crate::side::body(0, payload));
@@ -996,41 +984,23 @@ mod tests {
         }
     }
 
-    /// A state from an older view is sent, with its side records, to every member before the
-    /// primary answers from it or writes over it (the previous primary's fan-out may have
-    /// reached only this node), once per view.
-    #[actix_web::test]
-    async fn a_state_from_an_older_view_is_sent_to_every_member_once_per_view() {
-        let (addr, counts) = crate::fanout::tests::peer(200).await;
-        let peers = HashMap::from([(1, format!("http://{addr}"))]);
-        let node = Node::new(
-            0,
-            Service::Stock,
-            Arc::new(MemStore::new()),
-            peers,
-            String::new(),
-            AcceptorState::initial(2),
-            Timings::default(),
-        );
+    /// A learner never refuses a state as older: what it holds may be a deposed primary's
+    /// never acknowledged write (before, a new primary sending a learner that held one took
+    /// it for acknowledged data, and a retried add was applied twice).
+    #[tokio::test]
+    async fn a_learner_never_refuses_a_state_as_older() {
+        let node = Node::standalone(Arc::new(MemStore::new()));
         let view = node.view();
-        let key = (0..).map(|i| format!("k{i}")).find(|k| view.primary(k) == Some(0)).unwrap();
-        let old = Version { epoch: view.epoch - 1, seq: 5 };
-        let doc = Record::new(key.clone(), old, "{}".into());
-        let request = Record::new(crate::side::key(&key, "r:x"), old, crate::side::body(u64::MAX, "{}"));
-        let puts = [doc, request].map(|record| Put { expect: Expect::Older, record }).to_vec();
-        node.store().write(puts).await.unwrap();
-        let records = || counts.1.load(std::sync::atomic::Ordering::SeqCst);
-
-        assert!(node.ensure_replicated(&key, Some(old)).await.unwrap());
-        assert_eq!(records(), 2, "the document and its request record");
-        assert!(!node.ensure_replicated(&key, Some(old)).await.unwrap(), "once per view");
-        // A state of the current view was written (and fanned out) by this primary.
-        let current = Version { epoch: view.epoch, seq: 6 };
-        assert!(!node.ensure_replicated(&key, Some(current)).await.unwrap());
-        // A newer view: sent again.
-        node.install(&View { epoch: view.epoch + 1, ..view.clone() });
-        assert!(node.ensure_replicated(&key, Some(old)).await.unwrap());
-        assert_eq!(records(), 4);
+        let epoch = view.epoch;
+        let leftover = rec("a", epoch, 9, "{\"n\":9}");
+        let put = Put { expect: Expect::Older, record: leftover.clone() };
+        node.store().write(vec![put]).await.unwrap();
+        // This node is a learner in a newer view.
+        node.install(&View { epoch: epoch + 1, members: vec![1], learners: vec![0] });
+        let sent = rec("a", epoch, 6, "{\"n\":6}");
+        let batch = ReplicateBatch { epoch: epoch + 1, records: vec![sent], copy: false };
+        assert_eq!(node.apply_replicated(batch).await.unwrap(), 0);
+        assert_eq!(node.store().get("a").await.unwrap(), Some(leftover));
     }
 
     /// A primary whose write a peer refused takes the peer's state in place of its own, even

@@ -387,7 +387,7 @@ impl<D: Doc> Table<D> {
     /// ([`Node::ensure_replicated`]).
     async fn load(&self, key: &str) -> Result<Option<(Version, Envelope<D>)>, TableError> {
         let mut stored = self.node.store().get(key).await?;
-        if self.node.ensure_replicated(key, stored.as_ref().map(|r| r.version)).await? {
+        if self.node.ensure_replicated(key).await? {
             stored = self.node.store().get(key).await?;
         }
         match stored {

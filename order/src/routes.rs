@@ -27,9 +27,9 @@ pub struct Orders {
     /// change under it) with the checkout still in flight: retried every
     /// [`STALLED_RETRY`] by [`Orders::resume_on_every_view`].
     pub stalled: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Orders whose finished checkout's participants were not all told to forget its
-    /// transaction: told again every [`STALLED_RETRY`].
-    pub unforgotten: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Finished checkout attempts (order, attempt) whose participants were not all told to
+    /// forget the transaction: told again every [`STALLED_RETRY`].
+    pub unforgotten: std::sync::Mutex<std::collections::HashSet<(String, u32)>>,
 }
 
 /// How often checkouts whose driver stopped on a failure are resumed.
@@ -109,9 +109,9 @@ impl Orders {
                         log::info!("resuming {} checkouts whose driver stopped on a failure", stalled.len());
                         self.clone().resume(stalled).await;
                     }
-                    let unforgotten: Vec<String> = self.unforgotten.lock().unwrap().drain().collect();
-                    for key in unforgotten {
-                        self.forget(&key).await;
+                    let unforgotten: Vec<(String, u32)> = self.unforgotten.lock().unwrap().drain().collect();
+                    for (key, attempt) in unforgotten {
+                        self.forget(&key, attempt).await;
                     }
                 }
             }
@@ -121,23 +121,23 @@ impl Orders {
     /// Notes the outcome of a checkout driver: one that failed with its checkout still in
     /// flight is retried later; one that finished has its participants told to forget the
     /// transaction, in a task of its own (the client's answer does not wait for it).
-    /// `finished`: `None` if the driver failed, else whether it finished the attempt.
-    pub fn note_outcome(self: &Arc<Self>, key: &str, finished: Option<bool>) {
+    /// `finished`: `None` if the driver failed, else the attempt it finished, if any.
+    pub fn note_outcome(self: &Arc<Self>, key: &str, finished: Option<Option<u32>>) {
         match finished {
             None => {
                 self.stalled.lock().unwrap().insert(key.to_string());
             }
-            Some(true) => {
+            Some(Some(attempt)) => {
                 let (me, key) = (self.clone(), key.to_string());
-                tokio::spawn(async move { me.forget(&key).await });
+                tokio::spawn(async move { me.forget(&key, attempt).await });
             }
-            Some(false) => {}
+            Some(None) => {}
         }
     }
 
-    /// Tells the participants of the order's finished checkout to forget its transaction;
-    /// notes the order to try again if not all of them could be told.
-    async fn forget(&self, key: &str) {
+    /// Tells the participants of the order's finished checkout attempt to forget its
+    /// transaction; notes it to try again if not all of them could be told.
+    async fn forget(&self, key: &str, attempt: u32) {
         // Read on the order's primary only (a read elsewhere is misdirected). An order whose
         // primary changed in between is left: its participants keep the transaction's records
         // (a leak of a few records, never a wrong answer).
@@ -150,15 +150,12 @@ impl Orders {
             Ok(None) => return,
             Err(e) => {
                 log::warn!("{key}: reading the order to forget its transaction failed: {e}");
-                self.unforgotten.lock().unwrap().insert(key.to_string());
+                self.unforgotten.lock().unwrap().insert((key.to_string(), attempt));
                 return;
             }
         };
-        if order.in_flight() {
-            return;
-        }
-        if !crate::saga::forget_finished(key, &order, &self.remote).await {
-            self.unforgotten.lock().unwrap().insert(key.to_string());
+        if !crate::saga::forget_finished(key, attempt, &order, &self.remote).await {
+            self.unforgotten.lock().unwrap().insert((key.to_string(), attempt));
         }
     }
 

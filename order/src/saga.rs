@@ -42,15 +42,14 @@ pub trait Participants: Send + Sync + 'static {
     async fn forget_stock(&self, item: &str, tx: &str) -> Result<(), Unavailable>;
 }
 
-/// Tells every participant of the order's last checkout attempt that its saga is finished,
-/// if it is (paid, or failed with its compensation durable): they may then drop their
-/// records of the transaction after a grace period. Returns whether every one was told.
-pub async fn forget_finished(order_id: &str, order: &Order, participants: &dyn Participants) -> bool {
-    let Some(c) = &order.checkout else { return true };
-    if !matches!(c.phase, Phase::Paid | Phase::Failed) {
-        return false;
-    }
-    let tx = tx_id(order_id, c.attempt);
+/// Tells every participant of checkout attempt `attempt` of the order, which finished (paid,
+/// or failed with its compensation durable), that its saga is finished: they may then drop
+/// their records of the transaction after a grace period. A later attempt may be under way
+/// meanwhile; the order's items then include every item of the finished one (items are only
+/// ever added), and an item the finished attempt did not touch has nothing to forget.
+/// Returns whether every one was told.
+pub async fn forget_finished(order_id: &str, attempt: u32, order: &Order, participants: &dyn Participants) -> bool {
+    let tx = tx_id(order_id, attempt);
     let user = participants.forget_payment(&order.user_id, &tx);
     let items = futures::future::join_all(order.items.iter().map(|(item, _)| participants.forget_stock(item, &tx)));
     let (user, items) = futures::join!(user, items);
@@ -116,21 +115,21 @@ pub async fn drive(
     Ok(drive_reporting(table, guard, participants, request, mode).await?.0)
 }
 
-/// [`drive`], also telling whether this call finished an attempt (wrote its final state),
-/// after which the participants may be told to forget its transaction.
+/// [`drive`], also telling which attempt this call finished (wrote its final state), if it
+/// did: the participants may then be told to forget its transaction.
 pub async fn drive_reporting(
     table: &Table<Order>,
     guard: &KeyGuard,
     participants: &dyn Participants,
     request: Option<&RequestKey>,
     mode: Mode,
-) -> Result<(Reply, bool), HandlerError> {
+) -> Result<(Reply, Option<u32>), HandlerError> {
     let key = guard.key().to_string();
     if let Some(req) = request {
         match table.seen(&key, req).await? {
             Seen::New => {}
-            Seen::Repeat(first) => return Ok((first, false)),
-            Seen::Reused(refusal) => return Ok((refusal, false)),
+            Seen::Repeat(first) => return Ok((first, None)),
+            Seen::Reused(refusal) => return Ok((refusal, None)),
         }
     }
     // Each transition is a write of the whole next document under the lock.
@@ -144,10 +143,10 @@ pub async fn drive_reporting(
     let mut entered: Option<Phase> = None;
     loop {
         let Some(order) = table.read(&key).await? else {
-            return Ok((Reply::bad("order not found"), false));
+            return Ok((Reply::bad("order not found"), None));
         };
         if order.paid {
-            return Ok((Reply::ok_text(ALREADY_PAID), false));
+            return Ok((Reply::ok_text(ALREADY_PAID), None));
         }
         let attempt = order.checkout.as_ref().map(|c| c.attempt).unwrap_or(0);
         let tx = tx_id(&key, attempt);
@@ -156,7 +155,7 @@ pub async fn drive_reporting(
             None | Some(Phase::Failed) | Some(Phase::Paid) => {
                 if mode == Mode::Resume {
                     let reason = order.checkout.and_then(|c| c.reason).unwrap_or_else(|| "checkout failed".into());
-                    return Ok((Reply::bad(reason), false));
+                    return Ok((Reply::bad(reason), None));
                 }
                 let next = order.start_attempt();
                 log::debug!("{key}: checkout attempt {}", attempt + 1);
@@ -210,7 +209,7 @@ pub async fn drive_reporting(
                     None => {
                         let reply = Reply::ok_text(SUCCESS);
                         write(order.moved(Phase::Paid), reply.clone(), request).await?;
-                        return Ok((reply, true));
+                        return Ok((reply, Some(attempt)));
                     }
                 }
             }
@@ -226,7 +225,7 @@ pub async fn drive_reporting(
                 }
                 let reply = Reply::bad(c.reason.unwrap_or_else(|| "checkout failed".into()));
                 write(order.moved(Phase::Failed), reply.clone(), request).await?;
-                return Ok((reply, true));
+                return Ok((reply, Some(attempt)));
             }
         }
     }
@@ -337,6 +336,28 @@ mod tests {
         let g = table.lock("o").await;
         let req = RequestKey::new(rid, "POST", "/orders/checkout/o");
         drive(table, &g, fake, Some(&req), Mode::Checkout).await.unwrap()
+    }
+
+    /// The driver names the attempt it finished, so that its transaction is the one forgotten
+    /// even when a later attempt has started by the time the participants are told (before,
+    /// the order's last attempt was forgotten, and a finished attempt followed at once by
+    /// another was never); a repeat or a paid order finishes none.
+    #[tokio::test]
+    async fn the_driver_names_the_attempt_it_finished() {
+        let (table, fake) = setup(100, 0, 5).await;
+        let g = table.lock("o").await;
+        let first = drive_reporting(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
+        assert_eq!((first.0.status, first.1), (400, Some(1)));
+        fake.stock.lock().unwrap().insert("a".into(), 5);
+        let second = drive_reporting(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
+        assert_eq!((second.0.status, second.1), (200, Some(2)));
+        let again = drive_reporting(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
+        assert_eq!((again.0.body.as_str(), again.1), (ALREADY_PAID, None));
+        let order = table.read("o").await.unwrap().unwrap();
+        assert!(forget_finished("o", 1, &order, &fake).await);
+        let calls = fake.calls.lock().unwrap().clone();
+        let forgets: Vec<&String> = calls.iter().filter(|c| c.starts_with("forget")).collect();
+        assert_eq!(forgets, ["forget payment u o#1", "forget stock a o#1", "forget stock b o#1"]);
     }
 
     #[tokio::test]

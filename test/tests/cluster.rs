@@ -227,9 +227,9 @@ async fn a_retry_after_many_writes_to_the_same_key_is_applied_once_even_after_a_
     assert_eq!(api.item("0").await.0, 34, "the retry at the new primary was a repeat");
 }
 
-/// The stored document of stock item `item` on stock replica 0 and the side records beside it.
-async fn stored_item(c: &support::TestCluster, item: &str) -> (String, usize) {
-    let records: Vec<common::storage::Record> = reqwest::Client::new()
+/// The records of stock item `item` on stock replica 0: its document and its side records.
+async fn fetch_item(c: &support::TestCluster, item: &str) -> Vec<common::storage::Record> {
+    reqwest::Client::new()
         .post(format!("http://{}/internal/ae/fetch", c.topology().stock.replicas[0]))
         .header(common::wire::SECRET, c.secret())
         .json(&[item])
@@ -238,7 +238,13 @@ async fn stored_item(c: &support::TestCluster, item: &str) -> (String, usize) {
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The stored document of stock item `item` on stock replica 0 and the number of side
+/// records beside it.
+async fn stored_item(c: &support::TestCluster, item: &str) -> (String, usize) {
+    let records = fetch_item(c, item).await;
     let doc = records.iter().find(|r| r.key == item).expect("the item is stored").body.clone();
     (doc, records.len() - 1)
 }
@@ -293,6 +299,28 @@ async fn failed_checkouts_do_not_grow_the_documents_they_touch() {
     assert!(statuses.iter().all(|s| *s == 400), "every checkout fails for the missing stock");
     println!("{} failed checkouts in {:?}", statuses.len(), started.elapsed());
 
+    // Every saga finished, so every record beside the item is marked forgotten (to go after
+    // the grace period), soon after its checkout's answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let records = fetch_item(&c, &plenty).await;
+        let tx = common::side::key(&plenty, "t:");
+        let kept: Vec<&str> = records
+            .iter()
+            .filter(|r| r.key.starts_with(&tx) && !r.body.contains("\"forgotten\":true"))
+            .map(|r| r.body.as_str())
+            .collect();
+        if kept.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} transaction records not forgotten, first: {:?}",
+            kept.len(),
+            &kept[..kept.len().min(3)]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let (after, sides) = stored_item(&c, &plenty).await;
     // The stock moved from 1,000 to 1,200 (the timed adds): same size, nothing else in it.
     assert_eq!(after.len(), before.len(), "{before} -> {after}");

@@ -52,6 +52,15 @@ fn tally(adds: &[Add], items: usize) -> (Vec<i64>, Vec<i64>) {
     (acked, unknown)
 }
 
+/// A cluster of three replicas per service with `items` stock items "0".."items-1" (stock 0,
+/// price 1), and a client of its gateway.
+async fn with_items(items: usize) -> (support::TestCluster, Api) {
+    let c = start(3).await;
+    let api = Api::new(&c.gateway_url());
+    api.post_ok(&format!("/stock/batch_init/{items}/0/1")).await;
+    (c, api)
+}
+
 /// Waits until `n` is at least `at`.
 async fn reached(n: &AtomicUsize, at: usize) {
     while n.load(Ordering::SeqCst) < at {
@@ -76,9 +85,7 @@ async fn assert_adds_kept(api: &Api, acked: &[i64], unknown: &[i64]) {
 async fn killing_a_primary_during_concurrent_adds_loses_no_acknowledged_add() {
     const ITEMS: usize = 30;
     const ADDS: usize = 900;
-    let mut c = start(3).await;
-    let api = Api::new(&c.gateway_url());
-    api.post_ok(&format!("/stock/batch_init/{ITEMS}/0/1")).await;
+    let (mut c, api) = with_items(ITEMS).await;
     let victim = 1;
     let owned: Vec<usize> = (0..ITEMS).filter(|i| View::initial(3).primary(&i.to_string()) == Some(victim)).collect();
     assert!(!owned.is_empty());
@@ -190,9 +197,7 @@ async fn the_consistency_scenario_holds_with_a_replica_of_each_service_dead_and_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_restarted_from_older_data_acknowledges_no_write_it_lost() {
     const ITEMS: usize = 20;
-    let mut c = start(3).await;
-    let api = Api::new(&c.gateway_url());
-    api.post_ok(&format!("/stock/batch_init/{ITEMS}/0/1")).await;
+    let (mut c, api) = with_items(ITEMS).await;
     let victim = 1;
     let owned: Vec<usize> = (0..ITEMS).filter(|i| View::initial(3).primary(&i.to_string()) == Some(victim)).collect();
     assert!(!owned.is_empty());
@@ -347,9 +352,7 @@ fn fill(dir: &std::path::Path) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_store_cannot_write_is_evicted_and_rejoins_when_it_can() {
     const ITEMS: usize = 30;
-    let mut c = start(3).await;
-    let api = Api::new(&c.gateway_url());
-    api.post_ok(&format!("/stock/batch_init/{ITEMS}/0/1")).await;
+    let (mut c, api) = with_items(ITEMS).await;
     let victim = 2;
     c.kill(Node::Replica(Service::Stock, victim));
     // Its data moves onto a tmpfs mounted over its folder; it starts again on it, a full
