@@ -205,11 +205,26 @@ impl<K: LedgerKind> LedgerHandler<K> {
         LedgerHandler { table: Table::new(node), _kind: std::marker::PhantomData }
     }
 
-    /// Unix seconds and milliseconds now, and how long a forgotten transaction's record is
-    /// kept (the node's request TTL: any retry path delivers a late copy of a step within it).
-    fn clocks(&self) -> (u64, u64, u64) {
+    /// A saga step on `key` under transaction `tx`: `step` decides on the document, its
+    /// record of the transaction and the time (Unix seconds), and the record goes beside the
+    /// document in the same write; `missing` answers for a key that does not exist. A
+    /// forgotten record is kept for the node's request TTL (any retry path delivers a late
+    /// copy of a step within it).
+    async fn tx_step(
+        &self,
+        key: &str,
+        tx: &str,
+        missing: impl Fn() -> Decision<Account<K::Extra>>,
+        step: impl Fn(&Account<K::Extra>, Option<&TxEntry>, u64) -> TxDecision<K::Extra>,
+    ) -> Result<Reply, crate::table::TableError> {
         let now_ms = crate::side::now_ms();
-        (now_ms / 1000, now_ms, self.table.node().request_ttl().as_millis() as u64)
+        let grace = self.table.node().request_ttl().as_millis() as u64;
+        self.table
+            .write_with_side(key, &tx_record(tx), |cur, rec| match cur {
+                None => missing(),
+                Some(doc) => step(doc, parse_entry(rec).as_ref(), now_ms / 1000).into_decision(tx, now_ms, grace),
+            })
+            .await
     }
 }
 
@@ -269,38 +284,28 @@ impl<K: LedgerKind> Handler for LedgerHandler<K> {
                     .await?
             }
             "tx_debit" => {
-                let (amount, tx) = (t.int(1), t.id(2).to_string());
-                let (now, now_ms, grace) = self.clocks();
-                self.table
-                    .write_with_side(&key, &tx_record(&tx), |cur, rec| match cur {
-                        None => not_found(K::NOT_FOUND),
-                        Some(doc) => debit_tx(doc, parse_entry(rec).as_ref(), amount, now, K::INSUFFICIENT)
-                            .into_decision(&tx, now_ms, grace),
-                    })
-                    .await?
+                let amount = t.int(1);
+                self.tx_step(
+                    &key,
+                    t.id(2),
+                    || not_found(K::NOT_FOUND),
+                    |doc, rec, now| debit_tx(doc, rec, amount, now, K::INSUFFICIENT),
+                )
+                .await?
             }
+            // Nothing was ever taken from a key that does not exist.
             "tx_compensate" => {
-                let tx = t.id(1).to_string();
-                let (now, now_ms, grace) = self.clocks();
-                self.table
-                    .write_with_side(&key, &tx_record(&tx), |cur, rec| match cur {
-                        // Nothing was ever taken from a key that does not exist.
-                        None => Decision::Answer(Reply::ok_text("nothing to compensate")),
-                        Some(doc) => {
-                            compensate_tx(doc, parse_entry(rec).as_ref(), now).into_decision(&tx, now_ms, grace)
-                        }
-                    })
+                self.tx_step(&key, t.id(1), || Decision::Answer(Reply::ok_text("nothing to compensate")), compensate_tx)
                     .await?
             }
             "tx_forget" => {
-                let tx = t.id(1).to_string();
-                let (_, now_ms, grace) = self.clocks();
-                self.table
-                    .write_with_side(&key, &tx_record(&tx), |cur, rec| match cur {
-                        None => Decision::Answer(Reply::ok_text("nothing to forget")),
-                        Some(doc) => forget_tx(doc, parse_entry(rec).as_ref()).into_decision(&tx, now_ms, grace),
-                    })
-                    .await?
+                self.tx_step(
+                    &key,
+                    t.id(1),
+                    || Decision::Answer(Reply::ok_text("nothing to forget")),
+                    |doc, rec, _| forget_tx(doc, rec),
+                )
+                .await?
             }
             other => unreachable!("ledger route {other} is not dispatched here"),
         };

@@ -467,20 +467,11 @@ impl Node {
     /// shown nor answered from a request record (a retry of it with the same request id would
     /// otherwise be acknowledged unreplicated) until it is. Sends the current state of every
     /// such record again if the fan-out of its last write failed.
-    ///
-    /// Returns whether anything was sent (the stored state may then have changed: a peer's
-    /// newer one taken in its place).
-    pub async fn ensure_replicated(&self, key: &str) -> Result<bool, NodeError> {
-        let keys: Vec<String> = {
-            let unreplicated = self.unreplicated.lock().unwrap();
-            if unreplicated.is_empty() {
-                Vec::new()
-            } else {
-                unreplicated.iter().filter(|k| crate::side::doc_of(k) == key).cloned().collect()
-            }
-        };
+    pub async fn ensure_replicated(&self, key: &str) -> Result<(), NodeError> {
+        let keys: Vec<String> =
+            self.unreplicated.lock().unwrap().iter().filter(|k| crate::side::doc_of(k) == key).cloned().collect();
         if keys.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
         log::info!("{} replica {}: sending {key} again: its last fan-out failed", self.service, self.me);
         let mut adopted = 0;
@@ -505,7 +496,7 @@ impl Node {
         for k in &keys {
             unreplicated.remove(k);
         }
-        Ok(true)
+        Ok(())
     }
 
     /// The side records ([`crate::side`]) stored beside document `doc`: they sort right after
@@ -802,7 +793,6 @@ impl Node {
             .collect())
     }
 
-    /// The stored records of `keys` (those present).
     /// The documents stored under `keys`, each followed by its side records (which
     /// anti-entropy carries along with a repaired document; they are in no bucket).
     pub async fn fetch(&self, keys: &[String]) -> Result<Vec<Record>, NodeError> {
@@ -866,10 +856,10 @@ impl Node {
         // before these states landed, and such an acknowledged state would be lost. Refused,
         // the sender finds it is no longer the keys' primary and the write is retried there.
         self.refuse_older_than(batch.epoch, "view changed during the write")?;
-        if judges {
-            // A newer state that landed between the check and the write (a repair).
-            let skipped: Vec<&Record> =
-                puts.iter().zip(&applied).filter(|(_, a)| !**a).map(|(p, _)| &p.record).collect();
+        // A newer state that landed between the check and the write (a repair). Read only if
+        // some state was not applied: in the usual batch every one is.
+        let skipped: Vec<&Record> = puts.iter().zip(&applied).filter(|(_, a)| !**a).map(|(p, _)| &p.record).collect();
+        if judges && !skipped.is_empty() {
             let keys: Vec<String> = skipped.iter().map(|r| r.key.clone()).collect();
             let held = self.store.get_many(&keys).await?;
             refused.extend(skipped.iter().zip(held).filter_map(|(sent, held)| held.filter(|h| holds_newer(h, sent))));

@@ -159,7 +159,7 @@ impl<D: Doc> Table<D> {
     /// What a request with `request` gets on this key ([`idempotency::check`] against the
     /// record the key's document keeps of the same id).
     pub async fn seen(&self, key: &str, request: &RequestKey) -> Result<Seen, TableError> {
-        self.load(key).await?;
+        self.node.ensure_replicated(key).await?;
         self.seen_replicated(key, request).await
     }
 
@@ -386,11 +386,8 @@ impl<D: Doc> Table<D> {
     /// The document as stored, once its state is known to be on every member
     /// ([`Node::ensure_replicated`]).
     async fn load(&self, key: &str) -> Result<Option<(Version, Envelope<D>)>, TableError> {
-        let mut stored = self.node.store().get(key).await?;
-        if self.node.ensure_replicated(key).await? {
-            stored = self.node.store().get(key).await?;
-        }
-        match stored {
+        self.node.ensure_replicated(key).await?;
+        match self.node.store().get(key).await? {
             Some(r) => Ok(Some((r.version, Self::decode(&r)?))),
             None => Ok(None),
         }

@@ -2,7 +2,7 @@
 
 use crate::clients::Remote;
 use crate::domain::{batch_order, Order};
-use crate::saga::{drive_reporting, Mode};
+use crate::saga::{drive, Mode};
 use async_trait::async_trait;
 use common::idempotency::RequestKey;
 use common::reply::Reply;
@@ -43,7 +43,7 @@ impl Orders {
     /// A driver that finishes the attempt has its participants told to forget its transaction.
     async fn finish_in_flight(self: &Arc<Self>, guard: &common::table::KeyGuard) -> Result<(), HandlerError> {
         if self.table.read(guard.key()).await?.is_some_and(|o| o.in_flight()) {
-            let result = drive_reporting(&self.table, guard, &self.remote, None, Mode::Resume).await;
+            let result = drive(&self.table, guard, &self.remote, None, Mode::Resume).await;
             self.note_outcome(guard.key(), result.as_ref().map(|(_, finished)| *finished).ok());
             result?;
         }
@@ -241,7 +241,7 @@ impl Handler for OrderHandler {
                 let orders = orders.clone();
                 let task = tokio::spawn(async move {
                     let g = orders.table.lock(&key).await;
-                    let result = drive_reporting(&orders.table, &g, &orders.remote, rid.as_ref(), Mode::Checkout).await;
+                    let result = drive(&orders.table, &g, &orders.remote, rid.as_ref(), Mode::Checkout).await;
                     orders.note_outcome(&key, result.as_ref().map(|(_, finished)| *finished).ok());
                     result.map(|(reply, _)| reply)
                 });

@@ -102,22 +102,12 @@ pub const SUCCESS: &str = "Checkout successful";
 /// The reply to checking out a paid order (nothing is charged).
 pub const ALREADY_PAID: &str = "Order is already paid";
 
-/// Drives the order's checkout to its end and returns the client's reply. The caller holds
-/// the order's lock (`guard`). `request` is remembered with the final answer; a repeat of
-/// it gets that answer, and its id reused for another request a refusal.
+/// Drives the order's checkout to its end and returns the client's reply, and the attempt
+/// this call finished (wrote its final state), if it did: the participants may then be told
+/// to forget its transaction. The caller holds the order's lock (`guard`). `request` is
+/// remembered with the final answer; a repeat of it gets that answer, and its id reused for
+/// another request a refusal.
 pub async fn drive(
-    table: &Table<Order>,
-    guard: &KeyGuard,
-    participants: &dyn Participants,
-    request: Option<&RequestKey>,
-    mode: Mode,
-) -> Result<Reply, HandlerError> {
-    Ok(drive_reporting(table, guard, participants, request, mode).await?.0)
-}
-
-/// [`drive`], also telling which attempt this call finished (wrote its final state), if it
-/// did: the participants may then be told to forget its transaction.
-pub async fn drive_reporting(
     table: &Table<Order>,
     guard: &KeyGuard,
     participants: &dyn Participants,
@@ -335,7 +325,7 @@ mod tests {
     async fn checkout(table: &Table<Order>, fake: &Fake, rid: &str) -> Reply {
         let g = table.lock("o").await;
         let req = RequestKey::new(rid, "POST", "/orders/checkout/o");
-        drive(table, &g, fake, Some(&req), Mode::Checkout).await.unwrap()
+        drive(table, &g, fake, Some(&req), Mode::Checkout).await.unwrap().0
     }
 
     /// The driver names the attempt it finished, so that its transaction is the one forgotten
@@ -346,12 +336,12 @@ mod tests {
     async fn the_driver_names_the_attempt_it_finished() {
         let (table, fake) = setup(100, 0, 5).await;
         let g = table.lock("o").await;
-        let first = drive_reporting(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
+        let first = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
         assert_eq!((first.0.status, first.1), (400, Some(1)));
         fake.stock.lock().unwrap().insert("a".into(), 5);
-        let second = drive_reporting(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
+        let second = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
         assert_eq!((second.0.status, second.1), (200, Some(2)));
-        let again = drive_reporting(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
+        let again = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
         assert_eq!((again.0.body.as_str(), again.1), (ALREADY_PAID, None));
         let order = table.read("o").await.unwrap().unwrap();
         assert!(forget_finished("o", 1, &order, &fake).await);
@@ -450,7 +440,7 @@ mod tests {
         table.write("o", None, |_| Decision::Write(o.clone(), Reply::ok_text(""))).await.unwrap();
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         let g = table.lock("o").await;
-        let r = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
+        let (r, _) = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
         assert_eq!(r.status, 400);
         let calls = fake.calls.lock().unwrap().clone();
         assert_eq!(&calls[2..], &["release a o#1", "release b o#1", "refund u o#1"]);
@@ -476,14 +466,14 @@ mod tests {
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         fake.debit(&fake.stock, "a", 1, "o#1", "");
         let g = table.lock("o").await;
-        let r = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
+        let (r, _) = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
         assert_eq!(r.body, SUCCESS);
         // Nothing was taken twice.
         assert_eq!(fake.credit.lock().unwrap()["u"], 87);
         assert_eq!(fake.stock.lock().unwrap()["a"], 4);
         assert_eq!(fake.stock.lock().unwrap()["b"], 3);
         // Resuming a finished order starts nothing.
-        let r = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
+        let (r, _) = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
         assert_eq!(r.body, ALREADY_PAID);
     }
 }
