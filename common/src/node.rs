@@ -975,8 +975,7 @@ mod tests {
     }
 
     /// A learner never refuses a state as older: what it holds may be a deposed primary's
-    /// never acknowledged write (before, a new primary sending a learner that held one took
-    /// it for acknowledged data, and a retried add was applied twice).
+    /// never acknowledged write, which a primary it refused would take for acknowledged data.
     #[tokio::test]
     async fn a_learner_never_refuses_a_state_as_older() {
         let node = Node::standalone(Arc::new(MemStore::new()));
