@@ -242,8 +242,9 @@ fn compact(dir: &Path, upto: u64) -> StoreResult<()> {
 #[derive(Default)]
 struct Unsynced {
     files: Vec<Arc<File>>,
-    /// A segment was created: the folder needs a sync for it to survive a power loss.
-    dir: bool,
+    /// The newest segment created since the folder's last sync: the folder needs a sync for
+    /// it to survive a power loss.
+    dir: Option<u64>,
     /// When the oldest unsynced write was made.
     since: Option<Instant>,
     closing: bool,
@@ -256,16 +257,20 @@ struct Syncer {
     dir: PathBuf,
     /// Set when a sync failed: what was acknowledged may not survive a power loss.
     failed: AtomicBool,
+    /// The newest segment whose entry in the folder is synced (the folder was synced after
+    /// it was created).
+    dir_synced: std::sync::atomic::AtomicU64,
 }
 
 impl Syncer {
-    /// Notes a write to `file` (and a new segment in the folder, if `dir`).
-    fn wrote(&self, file: &Arc<File>, dir: bool) {
+    /// Notes a write to `file` (and, with `created`, that segment `created` is new in the
+    /// folder).
+    fn wrote(&self, file: &Arc<File>, created: Option<u64>) {
         let mut u = self.unsynced.lock().unwrap();
         if !u.files.iter().any(|f| Arc::ptr_eq(f, file)) {
             u.files.push(file.clone());
         }
-        u.dir |= dir;
+        u.dir = u.dir.max(created);
         if u.since.is_none() {
             u.since = Some(Instant::now());
             self.wake.notify_one();
@@ -295,10 +300,20 @@ impl Syncer {
             for f in files {
                 self.check(f.sync_data(), "sync the log");
             }
-            if dir {
-                self.check(sync_dir(&self.dir), "sync the folder");
+            if let Some(number) = dir {
+                self.sync_dir_upto(number);
             }
             u = self.unsynced.lock().unwrap();
+        }
+    }
+
+    /// Syncs the folder, which then holds every segment up to `number` for good.
+    fn sync_dir_upto(&self, number: u64) {
+        let r = sync_dir(&self.dir);
+        let ok = r.is_ok();
+        self.check(r, "sync the folder");
+        if ok {
+            self.dir_synced.fetch_max(number, Ordering::SeqCst);
         }
     }
 
@@ -388,6 +403,7 @@ impl LogStore {
             interval: policy.interval,
             dir: dir.to_path_buf(),
             failed: AtomicBool::new(false),
+            dir_synced: std::sync::atomic::AtomicU64::new(number),
         });
         let s = syncer.clone();
         let sync_thread =
@@ -420,9 +436,9 @@ impl LogStore {
 
     /// Appends a sealed frame to the current segment; on failure cuts it back off (or
     /// poisons the store). Returns the file written, for a caller that syncs it.
-    fn append(&self, inner: &mut Inner, frame: &mut [u8]) -> StoreResult<Arc<File>> {
+    fn append(&self, inner: &mut Inner, frame: &mut [u8]) -> StoreResult<(Arc<File>, u64)> {
         seal(frame, inner.log.number);
-        let file = inner.log.file.clone();
+        let (file, number) = (inner.log.file.clone(), inner.log.number);
         if let Err(e) = (&*file).write_all(frame) {
             let msg = match file.set_len(inner.log.len) {
                 Ok(()) => format!("log: append failed: {e}"),
@@ -436,11 +452,11 @@ impl LogStore {
             return Err(StoreError(msg));
         }
         inner.log.len += frame.len() as u64;
-        self.syncer.wrote(&file, false);
+        self.syncer.wrote(&file, None);
         if inner.log.len > self.policy.segment_limit {
             self.rotate(inner);
         }
-        Ok(file)
+        Ok((file, number))
     }
 
     /// Goes on in a new segment and compacts the closed ones.
@@ -449,7 +465,7 @@ impl LogStore {
         match create_segment(&self.dir, number) {
             Ok(file) => {
                 // The closed segment's last writes are already queued for the syncer.
-                self.syncer.wrote(&file, true);
+                self.syncer.wrote(&file, Some(number));
                 inner.log = Segment { file, number, len: 0 };
                 self.start_compaction(inner);
             }
@@ -564,14 +580,27 @@ impl Store for LogStore {
     /// order the log has them.
     async fn put_meta(&self, name: &str, value: Vec<u8>) -> StoreResult<()> {
         let _turn = self.meta_turn.lock().await;
-        let file = {
+        let (file, number) = {
             let mut inner = self.writable()?;
             let mut frame = new_frame();
             push_entry(&mut frame, ENTRY_META, name, &value);
             self.append(&mut inner, &mut frame)?
         };
-        // The frame is in `file` even if a rotation followed.
-        let synced = tokio::task::spawn_blocking(move || file.sync_data()).await.map_err(StoreError::of)?;
+        // The frame is in `file` even if a rotation followed. A segment created since the
+        // folder's last sync (a rotation moments ago) is not there for good until the folder
+        // is synced too: without that, a power loss could take the segment, and the promise
+        // in it, away after it was answered.
+        let syncer = self.syncer.clone();
+        let synced = tokio::task::spawn_blocking(move || {
+            file.sync_data()?;
+            if syncer.dir_synced.load(Ordering::SeqCst) < number {
+                sync_dir(&syncer.dir)?;
+                syncer.dir_synced.fetch_max(number, Ordering::SeqCst);
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(StoreError::of)?;
         synced.map_err(StoreError::of)?;
         self.inner.lock().unwrap().docs.set_meta(name.to_string(), value);
         Ok(())
@@ -618,6 +647,27 @@ mod tests {
     /// Small segments, so that a few writes rotate and compact.
     fn small() -> LogPolicy {
         LogPolicy { interval: SYNC_INTERVAL, segment_limit: 4096 }
+    }
+
+    /// A membership promise written into a segment created moments before (a rotation the
+    /// syncer has not synced the folder for yet) is answered only once the folder holds that
+    /// segment for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_promise_after_a_rotation_is_durable_with_its_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        // The syncer would wait an hour: only `put_meta` itself can sync the folder.
+        let policy = LogPolicy { interval: Duration::from_secs(3600), segment_limit: 4096 };
+        let store = LogStore::open_with(dir.path(), policy).unwrap();
+        let first = store.inner.lock().unwrap().log.number;
+        let mut seq = 1;
+        while store.inner.lock().unwrap().log.number == first {
+            store.write(vec![update("k", seq, &"x".repeat(512))]).await.unwrap();
+            seq += 1;
+        }
+        let rotated = store.inner.lock().unwrap().log.number;
+        assert!(store.syncer.dir_synced.load(Ordering::SeqCst) < rotated, "the syncer has not run");
+        store.put_meta("paxos", b"promise".to_vec()).await.unwrap();
+        assert!(store.syncer.dir_synced.load(Ordering::SeqCst) >= rotated, "the folder holds the new segment");
     }
 
     fn update(key: &str, seq: u64, body: &str) -> Put {
