@@ -96,10 +96,20 @@ pub fn in_flux(divergent: &[u8], before: &[(u32, Hash, Vec<Hash>)], now: &[(u32,
         .collect()
 }
 
+/// A key left for the next round because it was written during this one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deferred {
+    /// The key.
+    pub key: String,
+    /// The replicas whose entry differs from the newest one listed (or that lack the key):
+    /// not known to hold its state yet. A learner among them is not yet clean.
+    pub unsettled: Vec<u32>,
+}
+
 /// The repairs for listed buckets. `listings` holds every listed replica's entries (voters
-/// and learners); returns the repairs and the number of keys left for the next round because
-/// they were written during this one.
-pub fn plan(listings: &[(u32, Vec<Entry>)], voters: &[u32]) -> (Vec<Repair>, usize) {
+/// and learners); returns the repairs and the keys left for the next round because they were
+/// written during this one.
+pub fn plan(listings: &[(u32, Vec<Entry>)], voters: &[u32]) -> (Vec<Repair>, Vec<Deferred>) {
     // key -> replica -> entry
     let mut keys: BTreeMap<&str, HashMap<u32, &Entry>> = BTreeMap::new();
     for (id, entries) in listings {
@@ -108,10 +118,16 @@ pub fn plan(listings: &[(u32, Vec<Entry>)], voters: &[u32]) -> (Vec<Repair>, usi
         }
     }
     let mut repairs = Vec::new();
-    let mut deferred = 0;
+    let mut deferred = Vec::new();
     for (key, held) in keys {
         if held.values().any(|e| e.fresh) {
-            deferred += 1;
+            let newest = held.values().max_by_key(|e| e.version).map(|e| (e.version, e.hash));
+            let unsettled = listings
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| held.get(id).map(|e| (e.version, e.hash)) != newest)
+                .collect();
+            deferred.push(Deferred { key: key.to_string(), unsettled });
             continue;
         }
         let mut voting: Vec<(u32, &Entry)> =
@@ -236,8 +252,8 @@ mod tests {
 
     /// An expected repair: key, source, version, targets.
     type Want<'a> = (&'a str, u32, Version, Vec<(u32, Version)>);
-    /// (listings, voters, expected repairs, deferred)
-    type Case = (Vec<(u32, Vec<Entry>)>, Vec<u32>, Vec<Want<'static>>, usize);
+    /// (listings, voters, expected repairs, deferred keys with their unsettled replicas)
+    type Case = (Vec<(u32, Vec<Entry>)>, Vec<u32>, Vec<Want<'static>>, Vec<(&'static str, Vec<u32>)>);
 
     #[test]
     fn repair_plans() {
@@ -249,7 +265,7 @@ mod tests {
                     vec![(0, vec![e("k", v(1, 5), 5)]), (1, vec![e("k", v(1, 5), 5)]), (2, vec![e("k", v(1, 3), 3)])],
                     vec![0, 1, 2],
                     vec![("k", 0, v(1, 5), vec![(2, v(1, 3))])],
-                    0,
+                    vec![],
                 ),
             ),
             (
@@ -258,7 +274,7 @@ mod tests {
                     vec![(0, vec![e("k", v(1, 1), 1)]), (1, vec![]), (2, vec![e("k", v(1, 1), 1)])],
                     vec![0, 1, 2],
                     vec![("k", 0, v(1, 1), vec![(1, z)])],
-                    0,
+                    vec![],
                 ),
             ),
             (
@@ -267,7 +283,7 @@ mod tests {
                     vec![(0, vec![e("k", v(1, 1), 1)]), (1, vec![e("k", v(1, 1), 1)]), (2, vec![e("k", v(2, 2), 2)])],
                     vec![0, 1, 2],
                     vec![("k", 2, v(2, 2), vec![(0, v(1, 1)), (1, v(1, 1))])],
-                    0,
+                    vec![],
                 ),
             ),
             (
@@ -276,7 +292,7 @@ mod tests {
                     vec![(0, vec![e("k", v(1, 4), 9)]), (1, vec![e("k", v(1, 4), 4)]), (2, vec![e("k", v(1, 4), 4)])],
                     vec![0, 1, 2],
                     vec![("k", 1, v(1, 4), vec![(0, v(1, 4))])],
-                    0,
+                    vec![],
                 ),
             ),
             (
@@ -285,7 +301,7 @@ mod tests {
                     vec![(0, vec![e("k", v(1, 4), 9)]), (1, vec![e("k", v(1, 4), 4)])],
                     vec![0, 1],
                     vec![("k", 0, v(1, 4), vec![(1, v(1, 4))])],
-                    0,
+                    vec![],
                 ),
             ),
             (
@@ -297,7 +313,33 @@ mod tests {
                     ],
                     vec![0, 1],
                     vec![("j", 0, v(1, 2), vec![(1, v(1, 1))])],
-                    1,
+                    vec![("k", vec![1])],
+                ),
+            ),
+            (
+                "a key written during the round: a learner behind on it is unsettled",
+                (
+                    vec![
+                        (0, vec![Entry { fresh: true, ..e("k", v(1, 6), 6) }]),
+                        (1, vec![Entry { fresh: true, ..e("k", v(1, 6), 6) }]),
+                        (2, vec![e("k", v(1, 3), 3)]),
+                        (3, vec![]),
+                    ],
+                    vec![0, 1],
+                    vec![],
+                    vec![("k", vec![2, 3])],
+                ),
+            ),
+            (
+                "a key written during the round that every replica holds alike settles nobody",
+                (
+                    vec![
+                        (0, vec![Entry { fresh: true, ..e("k", v(1, 6), 6) }]),
+                        (2, vec![Entry { fresh: true, ..e("k", v(1, 6), 6) }]),
+                    ],
+                    vec![0],
+                    vec![],
+                    vec![("k", vec![])],
                 ),
             ),
             (
@@ -310,7 +352,7 @@ mod tests {
                     ],
                     vec![0, 1],
                     vec![("k", 0, v(1, 2), vec![(2, v(1, 1))])],
-                    0,
+                    vec![],
                 ),
             ),
             (
@@ -323,18 +365,19 @@ mod tests {
                     ],
                     vec![0, 1],
                     vec![("a", 0, v(1, 1), vec![(2, z)]), ("b", 0, v(2, 3), vec![(2, z)])],
-                    0,
+                    vec![],
                 ),
             ),
             (
                 "equal everywhere: nothing to do",
-                (vec![(0, vec![e("k", v(1, 1), 1)]), (1, vec![e("k", v(1, 1), 1)])], vec![0, 1], vec![], 0),
+                (vec![(0, vec![e("k", v(1, 1), 1)]), (1, vec![e("k", v(1, 1), 1)])], vec![0, 1], vec![], vec![]),
             ),
         ];
         for (name, (listings, voters, want, deferred)) in cases {
             let (repairs, d) = plan(&listings, &voters);
             let got: Vec<Want> = repairs.iter().map(|r| (r.key.as_str(), r.from, r.version, r.to.clone())).collect();
             assert_eq!(got, want, "{name}");
+            let d: Vec<(&str, Vec<u32>)> = d.iter().map(|d| (d.key.as_str(), d.unsettled.clone())).collect();
             assert_eq!(d, deferred, "{name}");
         }
     }

@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 /// store scans it once: seconds at a million keys).
 const ROUND_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Times a round learns a newer view that a replica tells and reads the digests again,
+/// before it gives up repairing (the view keeps changing).
+const STALE_VIEW_RETRIES: usize = 2;
+
 /// Records per fetch or repair request.
 const CHUNK: usize = 1000;
 
@@ -75,6 +79,10 @@ pub struct RoundReport {
     pub planned: BTreeMap<u32, usize>,
     /// Keys written during the round, left for the next one.
     pub deferred: usize,
+    /// Per replica, the buckets of the deferred keys it was not known to hold the newest
+    /// state of ([`common::antientropy::Deferred::unsettled`]): not clean on it yet.
+    #[serde(default)]
+    pub unsettled: BTreeMap<u32, std::collections::BTreeSet<u8>>,
     /// Whether the round covered everything: every replica of the view answered, every
     /// divergent bucket was listed and every planned repair was sent.
     pub complete: bool,
@@ -85,12 +93,31 @@ pub struct RoundReport {
 struct Digests {
     root: String,
     buckets: Vec<String>,
+    /// The replica's view epoch.
+    #[serde(default)]
+    epoch: u64,
+}
+
+/// One replica's digests as a round uses them: id, root, buckets, and the epoch of the view
+/// it serves by.
+type Reading = (u32, Hash, Vec<Hash>, u64);
+
+/// Whether a round's voters, taken from a view of epoch `view_epoch`, may be out of date:
+/// some replica that answered serves by a newer view (members evicted or promoted since;
+/// an evicted member's copy must not vote, nor a newly promoted one be left out).
+pub fn votes_with_stale_view(view_epoch: u64, readings: &[Reading]) -> bool {
+    readings.iter().any(|r| r.3 > view_epoch)
 }
 
 impl Coordinator {
     /// Replica `id`'s root and 256 bucket digests (`None` if it did not answer them);
     /// `round` opens that anti-entropy round on the replica.
     pub(crate) async fn digests_of(&self, id: u32, round: Option<u64>, timeout: Duration) -> Option<(Hash, Vec<Hash>)> {
+        self.reading_of(id, round, timeout).await.map(|(_, root, buckets, _)| (root, buckets))
+    }
+
+    /// Replica `id`'s digests with the epoch of its view ([`Reading`]).
+    async fn reading_of(&self, id: u32, round: Option<u64>, timeout: Duration) -> Option<Reading> {
         let path = match round {
             Some(r) => format!("/internal/digest?round={r}&buckets=true"),
             None => "/internal/digest?buckets=true".to_string(),
@@ -99,7 +126,7 @@ impl Coordinator {
         let d: Digests = serde_json::from_slice(&r.body).ok()?;
         let buckets: Option<Vec<Hash>> = d.buckets.iter().map(|h| Hash::from_hex(h)).collect();
         match (Hash::from_hex(&d.root), buckets) {
-            (Some(root), Some(b)) if b.len() == BUCKETS => Some((root, b)),
+            (Some(root), Some(b)) if b.len() == BUCKETS => Some((id, root, b, d.epoch)),
             _ => {
                 log::warn!("replica {id} sent unreadable digests");
                 None
@@ -125,10 +152,22 @@ impl Coordinator {
     pub async fn anti_entropy_round(&self, reason: &str) -> RoundReport {
         let _one_at_a_time = self.round_lock.lock().await;
         let started = Instant::now();
-        let view = self.view.get();
+        let round_id = uuid::Uuid::new_v4().as_u64_pair().0;
+        // The voters are the members of the view the replicas serve by: a replica telling a
+        // newer view than this coordinator's sends it to learn that view and read again.
+        let mut view = self.view.get();
+        let mut readings = self.readings(&view, round_id).await;
+        for _ in 0..STALE_VIEW_RETRIES {
+            if !votes_with_stale_view(view.epoch, &readings) {
+                break;
+            }
+            self.learn_view().await;
+            view = self.view.get();
+            readings = self.readings(&view, round_id).await;
+        }
+        let stale = votes_with_stale_view(view.epoch, &readings);
         let voters = view.members.clone();
         let targets: Vec<u32> = view.members.iter().chain(&view.learners).copied().collect();
-        let round_id = uuid::Uuid::new_v4().as_u64_pair().0;
         let mut report = RoundReport {
             reason: reason.to_string(),
             started_ms: std::time::SystemTime::now()
@@ -138,16 +177,10 @@ impl Coordinator {
             epoch: view.epoch,
             ..RoundReport::default()
         };
-
-        let asks = targets
-            .iter()
-            .map(|&id| async move { (id, self.digests_of(id, Some(round_id), ROUND_CALL_TIMEOUT).await) });
         let mut digests: Vec<(u32, Hash, Vec<Hash>)> = Vec::new();
-        for (id, d) in futures::future::join_all(asks).await {
-            if let Some((root, buckets)) = d {
-                report.roots.insert(id, root.to_hex());
-                digests.push((id, root, buckets));
-            }
+        for (id, root, buckets, _) in readings {
+            report.roots.insert(id, root.to_hex());
+            digests.push((id, root, buckets));
         }
         let answered: Vec<u32> = digests.iter().map(|(id, _, _)| *id).collect();
         let roots: Vec<(u32, Hash)> = digests.iter().map(|(id, r, _)| (*id, *r)).collect();
@@ -156,13 +189,15 @@ impl Coordinator {
         report.divergent_buckets = divergent_buckets(&digests, &voters);
 
         report.unanswered = targets.iter().filter(|id| !answered.contains(id)).copied().collect();
-        let mut complete = report.unanswered.is_empty();
+        let mut complete = report.unanswered.is_empty() && !stale;
         let mut to_list = report.divergent_buckets.clone();
         if reason == INTERVAL {
             report.in_flux = self.leave_in_flux(&mut to_list, &digests).await;
             complete &= report.in_flux.is_empty();
         }
-        if !to_list.is_empty() && answered.iter().any(|id| voters.contains(id)) {
+        if stale {
+            log::warn!("anti-entropy ({reason}): the view kept changing; nothing repaired this round");
+        } else if !to_list.is_empty() && answered.iter().any(|id| voters.contains(id)) {
             complete &= self.repair_round(round_id, &answered, &voters, &to_list, &mut report).await;
         }
         report.complete = complete;
@@ -191,6 +226,14 @@ impl Coordinator {
         }
         *self.last_round.lock().unwrap() = Some(report.clone());
         report
+    }
+
+    /// The digests of the members and learners of `view` that answered; `round` opens that
+    /// anti-entropy round on each.
+    async fn readings(&self, view: &common::wire::View, round: u64) -> Vec<Reading> {
+        let asks =
+            view.members.iter().chain(&view.learners).map(|&id| self.reading_of(id, Some(round), ROUND_CALL_TIMEOUT));
+        futures::future::join_all(asks).await.into_iter().flatten().collect()
     }
 
     /// Reads the digests of the replicas in `first` again after [`FLUX_WAIT`] and takes the
@@ -271,7 +314,12 @@ impl Coordinator {
             }
         }
         let (mut repairs, deferred) = plan(&listings, voters);
-        report.deferred = deferred;
+        report.deferred = deferred.len();
+        for d in &deferred {
+            for id in &d.unsettled {
+                report.unsettled.entry(*id).or_default().insert(common::digest::bucket_of(&d.key));
+            }
+        }
         for r in &repairs {
             for (to, _) in &r.to {
                 *report.planned.entry(*to).or_default() += 1;
@@ -358,5 +406,22 @@ impl Coordinator {
             }
         }
         (repaired, all_sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(id: u32, epoch: u64) -> Reading {
+        (id, Hash::default(), vec![Hash::default(); BUCKETS], epoch)
+    }
+
+    #[test]
+    fn a_round_votes_with_a_stale_view_when_a_replica_serves_by_a_newer_one() {
+        assert!(!votes_with_stale_view(5, &[reading(0, 5), reading(1, 5)]));
+        assert!(!votes_with_stale_view(5, &[reading(0, 4), reading(1, 5)]), "a replica behind learns it later");
+        assert!(votes_with_stale_view(5, &[reading(0, 5), reading(1, 6)]));
+        assert!(!votes_with_stale_view(5, &[]));
     }
 }

@@ -125,11 +125,14 @@ impl Coordinator {
         let mut clean = std::collections::HashSet::new();
         for _ in 0..self.catch_up_rounds() {
             let report = self.anti_entropy_round(&format!("re-join of replica {id}")).await;
-            if !report.roots.contains_key(&id) || report.unanswered.contains(&id) || report.planned.contains_key(&id) {
+            let Some(found) = clean_buckets(&report, id) else {
                 clean.clear();
                 continue;
+            };
+            clean.extend(found);
+            for b in report.unsettled.get(&id).into_iter().flatten() {
+                clean.remove(b);
             }
-            clean.extend(report.listed.iter().copied());
             if report.divergent_buckets.iter().all(|b| clean.contains(b)) {
                 match self.change_view(&format!("promote replica {id}"), |v| paxos::promote(v, id, n)).await {
                     Ok(v) if v.members.contains(&id) => log::info!("replica {id} is a full member again"),
@@ -142,6 +145,51 @@ impl Coordinator {
         log::info!(
             "replica {id} still differs after {} anti-entropy rounds; trying again later",
             self.catch_up_rounds()
+        );
+    }
+}
+
+/// The buckets a re-join round found learner `id` clean in: those it listed, except the
+/// buckets of keys written during the round whose newest state the learner was not known to
+/// hold (deferred, [`common::antientropy::Deferred`]: counted clean, the promoted replica
+/// could serve a key whose state it lacks). `None` when the round disqualifies it: it did
+/// not answer, or a repair was planned on it.
+fn clean_buckets(report: &crate::antientropy::RoundReport, id: u32) -> Option<Vec<u8>> {
+    if !report.roots.contains_key(&id) || report.unanswered.contains(&id) || report.planned.contains_key(&id) {
+        return None;
+    }
+    let unsettled = report.unsettled.get(&id);
+    Some(report.listed.iter().copied().filter(|b| !unsettled.is_some_and(|u| u.contains(b))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::antientropy::RoundReport;
+
+    #[test]
+    fn the_buckets_a_round_finds_a_learner_clean_in() {
+        let base = RoundReport {
+            roots: [(0, String::new()), (2, String::new())].into(),
+            listed: vec![3, 7, 9],
+            ..Default::default()
+        };
+        let r = |f: fn(&mut RoundReport)| {
+            let mut r = base.clone();
+            f(&mut r);
+            clean_buckets(&r, 2)
+        };
+        assert_eq!(r(|_| {}), Some(vec![3, 7, 9]), "every listed bucket");
+        assert_eq!(r(|r| r.unsettled = [(2, [7].into())].into()), Some(vec![3, 9]), "a deferred key it lacks");
+        assert_eq!(r(|r| r.unsettled = [(0, [7].into())].into()), Some(vec![3, 7, 9]), "another replica's");
+        assert_eq!(r(|r| r.planned = [(2, 1)].into()), None, "a planned repair");
+        assert_eq!(r(|r| r.unanswered = vec![2]), None, "its listing did not come");
+        assert_eq!(
+            r(|r| {
+                r.roots.remove(&2);
+            }),
+            None,
+            "its digests did not come"
         );
     }
 }
