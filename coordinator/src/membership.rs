@@ -52,7 +52,12 @@ impl Coordinator {
                     );
                     self.commit(&view).await;
                     self.view.offer(view.clone());
-                    return Ok(view);
+                    // A round may choose another proposer's view (one a majority had already
+                    // accepted): then this change is still to be made, on top of it.
+                    if done_by(&view, &change) {
+                        return Ok(view);
+                    }
+                    log::info!("{what}: the view chosen was another proposal; proposing again on top of it");
                 }
                 Round::Adopt(view) => {
                     self.view.offer(view);
@@ -169,6 +174,12 @@ impl Coordinator {
     }
 }
 
+/// Whether a chosen `view` carries the change (`change` finds nothing left to do on it): a
+/// round that chose another proposer's view, accepted by a majority before, did not make it.
+fn done_by(view: &View, change: impl Fn(&View) -> Option<View>) -> bool {
+    change(view).is_none()
+}
+
 /// The two phases of a round.
 #[derive(Clone, Copy)]
 enum Phase {
@@ -182,5 +193,23 @@ impl Phase {
             Phase::Prepare => p.on_promise(from, reply),
             Phase::Accept => p.on_accepted(from, reply),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_done_only_by_a_chosen_view_that_carries_it() {
+        let base = View { epoch: 4, members: vec![0, 1, 2, 3, 4], learners: vec![] };
+        let evict_2 = |v: &View| paxos::evict(v, 2, 5);
+        let ours = evict_2(&base).unwrap();
+        assert!(done_by(&ours, evict_2), "our own proposal");
+        // Another coordinator's proposal, accepted by a majority first, evicted replica 1.
+        let theirs = paxos::evict(&base, 1, 5).unwrap();
+        assert!(!done_by(&theirs, evict_2), "replica 2 is still a member: propose again");
+        // Another proposal that did the same change.
+        assert!(done_by(&View { epoch: 6, ..ours.clone() }, evict_2));
     }
 }
