@@ -54,11 +54,18 @@ impl Encoded {
 }
 
 /// What one write of a batch learns from the batch's outcome: a refusal for newer states
-/// concerns only the writes whose keys it names; the others were applied (or already held).
+/// concerns only the writes of the documents it names (with their side records); the others
+/// were applied (or already held).
 fn outcome_for(outcome: &Result<(), SendError>, records: &Encoded) -> Result<(), SendError> {
     match outcome {
         Err(SendError::Newer(newer)) => {
-            let mine: Vec<Record> = newer.iter().filter(|r| records.keys.contains(&r.key)).cloned().collect();
+            // By document: a refused document comes with every side record the peer holds
+            // beside it, also those this write did not carry.
+            let mine: Vec<Record> = newer
+                .iter()
+                .filter(|r| records.keys.iter().any(|k| crate::side::doc_of(k) == crate::side::doc_of(&r.key)))
+                .cloned()
+                .collect();
             if mine.is_empty() {
                 Ok(())
             } else {
@@ -264,6 +271,23 @@ pub(crate) mod tests {
         let failed = Err(SendError::Failed("timeout".into()));
         assert_eq!(outcome_for(&failed, &a), failed);
         assert_eq!(outcome_for(&Ok(()), &a), Ok(()));
+    }
+
+    /// A peer refusing a document sends the side records it holds beside it: those the write
+    /// did not carry (a request record of a write the sender never saw) reach the write too,
+    /// so that the sender takes them with the document (else a retry of that request finds
+    /// no record at the sender and is applied a second time).
+    #[test]
+    fn a_refusal_carries_the_side_records_of_a_refused_document_the_write_did_not_send() {
+        let v = Version { epoch: 1, seq: 1 };
+        let newer = Version { epoch: 2, seq: 3 };
+        let held = Record::new("a".into(), newer, "{}".into());
+        let theirs = Record::new(crate::side::key("a", "r:theirs"), newer, crate::side::body(u64::MAX, "{}"));
+        let other = Record::new(crate::side::key("b", "r:x"), newer, crate::side::body(u64::MAX, "{}"));
+        let outcome = Err(SendError::Newer(vec![held.clone(), theirs.clone(), other]));
+        let mine = Record::new(crate::side::key("a", "r:mine"), v, crate::side::body(u64::MAX, "{}"));
+        let a = Encoded::new(&[Record::new("a".into(), v, "{}".into()), mine]);
+        assert_eq!(outcome_for(&outcome, &a), Err(SendError::Newer(vec![held, theirs])));
     }
 
     /// A fake peer that counts requests and records, answering `status`.
