@@ -11,6 +11,7 @@ use crate::lease::Leases;
 use crate::paxos::{self, AcceptorState};
 use crate::storage::{DynStore, Expect, Put, Record, StoreError};
 use crate::topology::Service;
+use crate::version::Version;
 use crate::wire::View;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -176,6 +177,9 @@ pub struct Node {
     /// The last failure of a write to the store, until a write succeeds again
     /// ([`Node::store_health`]).
     store_failure: std::sync::Mutex<Option<String>>,
+    /// The documents whose state from an older epoch this node, as their primary, has sent
+    /// to every member under the current epoch (`ensure_replicated`), with that epoch.
+    settled: std::sync::Mutex<(u64, std::collections::HashSet<String>)>,
 }
 
 impl Node {
@@ -230,6 +234,7 @@ impl Node {
             leases: std::sync::Mutex::new(leases),
             unreplicated: Default::default(),
             store_failure: Default::default(),
+            settled: Default::default(),
             suspect_timeout: timings.suspect,
             request_ttl: timings.request_ttl,
             rounds: Default::default(),
@@ -467,13 +472,38 @@ impl Node {
     /// shown nor answered from a request record (a retry of it with the same request id would
     /// otherwise be acknowledged unreplicated) until it is. Sends the current state of every
     /// such record again if the fan-out of its last write failed.
-    pub async fn ensure_replicated(&self, key: &str) -> Result<(), NodeError> {
-        let keys: Vec<String> =
-            self.unreplicated.lock().unwrap().iter().filter(|k| crate::side::doc_of(k) == key).cloned().collect();
-        if keys.is_empty() {
-            return Ok(());
+    ///
+    /// Likewise a document whose stored version is from an older epoch: this node may have
+    /// it from a fan-out of the previous primary that reached only some members (and its
+    /// client may never have been answered). Before it is answered from, or written over,
+    /// it is sent with its side records to every member under the current view, once per
+    /// view. Else a retry answered here from its request record, or a write on top of it,
+    /// would be acknowledged while a member that may be the next primary lacks it.
+    ///
+    /// `stored` is the version of the document the caller read. Returns whether anything was
+    /// sent (the stored state may then have changed: a peer's newer one taken in its place).
+    pub async fn ensure_replicated(&self, key: &str, stored: Option<Version>) -> Result<bool, NodeError> {
+        let mut keys: Vec<String> = {
+            let unreplicated = self.unreplicated.lock().unwrap();
+            if unreplicated.is_empty() {
+                Vec::new()
+            } else {
+                unreplicated.iter().filter(|k| crate::side::doc_of(k) == key).cloned().collect()
+            }
+        };
+        let epoch = self.epoch();
+        let inherited = stored.is_some_and(|v| v.epoch < epoch)
+            && !self.settled_in(key, epoch)
+            && !self.view().peers_of(self.me).is_empty();
+        if inherited {
+            keys.push(key.to_string());
+            keys.extend(self.sides_of(key).await?.into_iter().map(|r| r.key));
         }
-        log::info!("{} replica {}: sending {key} again: its last fan-out failed", self.service, self.me);
+        if keys.is_empty() {
+            return Ok(false);
+        }
+        let why = if inherited { "its state is from an older view" } else { "its last fan-out failed" };
+        log::info!("{} replica {}: sending {key} to every member: {why}", self.service, self.me);
         let mut adopted = 0;
         loop {
             let records: Vec<Record> = self.store.get_many(&keys).await?.into_iter().flatten().collect();
@@ -496,7 +526,23 @@ impl Node {
         for k in &keys {
             unreplicated.remove(k);
         }
-        Ok(())
+        if inherited {
+            let mut settled = self.settled.lock().unwrap();
+            if settled.0 == epoch {
+                settled.1.insert(key.to_string());
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether document `key`'s inherited state was sent to every member under `epoch`. A
+    /// new epoch forgets every earlier one's.
+    fn settled_in(&self, key: &str, epoch: u64) -> bool {
+        let mut settled = self.settled.lock().unwrap();
+        if settled.0 != epoch {
+            *settled = (epoch, Default::default());
+        }
+        settled.1.contains(key)
     }
 
     /// The side records ([`crate::side`]) stored beside document `doc`: they sort right after
@@ -990,6 +1036,43 @@ mod tests {
         let batch = ReplicateBatch { epoch: epoch + 1, records: vec![sent], copy: false };
         assert_eq!(node.apply_replicated(batch).await.unwrap(), 0);
         assert_eq!(node.store().get("a").await.unwrap(), Some(leftover));
+    }
+
+    /// A state from an older view is sent, with its side records, to every member before the
+    /// primary answers from it or writes over it (the previous primary's fan-out may have
+    /// reached only this node), once per view.
+    #[actix_web::test]
+    async fn a_state_from_an_older_view_is_sent_to_every_member_once_per_view() {
+        let (addr, counts) = crate::fanout::tests::peer(200).await;
+        let peers = HashMap::from([(1, format!("http://{addr}"))]);
+        let node = Node::new(
+            0,
+            Service::Stock,
+            Arc::new(MemStore::new()),
+            peers,
+            String::new(),
+            AcceptorState::initial(2),
+            Timings::default(),
+        );
+        let view = node.view();
+        let key = (0..).map(|i| format!("k{i}")).find(|k| view.primary(k) == Some(0)).unwrap();
+        let old = Version { epoch: view.epoch - 1, seq: 5 };
+        let doc = Record::new(key.clone(), old, "{}".into());
+        let request = Record::new(crate::side::key(&key, "r:x"), old, crate::side::body(u64::MAX, "{}"));
+        let puts = [doc, request].map(|record| Put { expect: Expect::Older, record }).to_vec();
+        node.store().write(puts).await.unwrap();
+        let records = || counts.1.load(std::sync::atomic::Ordering::SeqCst);
+
+        assert!(node.ensure_replicated(&key, Some(old)).await.unwrap());
+        assert_eq!(records(), 2, "the document and its request record");
+        assert!(!node.ensure_replicated(&key, Some(old)).await.unwrap(), "once per view");
+        // A state of the current view was written (and fanned out) by this primary.
+        let current = Version { epoch: view.epoch, seq: 6 };
+        assert!(!node.ensure_replicated(&key, Some(current)).await.unwrap());
+        // A newer view: sent again.
+        node.install(&View { epoch: view.epoch + 1, ..view.clone() });
+        assert!(node.ensure_replicated(&key, Some(old)).await.unwrap());
+        assert_eq!(records(), 4);
     }
 
     /// A primary whose write a peer refused takes the peer's state in place of its own, even

@@ -159,7 +159,7 @@ impl<D: Doc> Table<D> {
     /// What a request with `request` gets on this key ([`idempotency::check`] against the
     /// record the key's document keeps of the same id).
     pub async fn seen(&self, key: &str, request: &RequestKey) -> Result<Seen, TableError> {
-        self.node.ensure_replicated(key).await?;
+        self.load(key).await?;
         self.seen_replicated(key, request).await
     }
 
@@ -386,8 +386,11 @@ impl<D: Doc> Table<D> {
     /// The document as stored, once its state is known to be on every member
     /// ([`Node::ensure_replicated`]).
     async fn load(&self, key: &str) -> Result<Option<(Version, Envelope<D>)>, TableError> {
-        self.node.ensure_replicated(key).await?;
-        match self.node.store().get(key).await? {
+        let mut stored = self.node.store().get(key).await?;
+        if self.node.ensure_replicated(key, stored.as_ref().map(|r| r.version)).await? {
+            stored = self.node.store().get(key).await?;
+        }
+        match stored {
             Some(r) => Ok(Some((r.version, Self::decode(&r)?))),
             None => Ok(None),
         }
