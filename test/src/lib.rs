@@ -3,6 +3,7 @@
 //! fully applied or not at all).
 
 pub mod loadgen;
+pub mod nemesis;
 
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
