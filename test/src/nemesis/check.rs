@@ -932,10 +932,13 @@ mod tests {
         assert_eq!(found[1].ops, [item]);
     }
 
+    /// A fault as (kind, target, start, end).
+    type FaultSpec = (&'static str, &'static str, u64, u64);
+
     #[test]
     fn five_hundred_is_reported_only_while_a_majority_of_every_service_was_up() {
-        // (faults as (kind, target, start, end), whether the 503 over 100..200 is a violation)
-        let cases: &[(&[(&str, &str, u64, u64)], bool)] = &[
+        // (faults, whether the 503 over 100..200 is a violation)
+        let cases: &[(&[FaultSpec], bool)] = &[
             (&[], true),
             // One of three stock replicas down leaves a majority up.
             (&[("kill", "stock-replica-1", 50, 150)], true),
