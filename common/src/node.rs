@@ -112,6 +112,21 @@ pub fn holds_newer(held: &Record, sent: &Record) -> bool {
     held.version > sent.version || (held.version == sent.version && held.hash != sent.hash)
 }
 
+/// How a node takes a peer's newer state `newer` of a key in place of what it holds (`held`)
+/// after the peer refused its own ([`NodeError::Newer`]): `None` where it holds that very state,
+/// or a newer one (written here after the refused states were read: a reader's resend of a
+/// stale state raced a write, and the refusal answers the stale state); else the put's
+/// condition, replacing what it holds even under the same version (its own state, never
+/// acknowledged, which `Older` would not replace).
+pub fn adoption(held: Option<&Record>, newer: &Record) -> Option<Expect> {
+    match held {
+        None => Some(Expect::Exactly(crate::version::Version::ZERO)),
+        Some(h) if h.version > newer.version => None,
+        Some(h) if h.version == newer.version && h.hash == newer.hash => None,
+        Some(h) => Some(Expect::Exactly(h.version)),
+    }
+}
+
 /// A batch of replicated states, as a primary sends it to a peer (on the wire: see
 /// [`crate::fanout`]).
 #[derive(Clone, Debug)]
@@ -950,12 +965,28 @@ impl Node {
             newer.len()
         );
         let deposed = newer.iter().any(|r| r.version.epoch > epoch);
-        let taken: std::collections::HashSet<&str> = newer.iter().map(|r| r.key.as_str()).collect();
+        // A document is taken where this node's own state of it is older than the peer's (or
+        // the same version with other content: its own, never acknowledged); never over a
+        // state written here since the refused states were read (a reader's stale resend
+        // raced a write), and the side records of a document not taken stay as they are.
+        let docs: Vec<String> = newer.iter().filter(|r| !crate::side::is_side(&r.key)).map(|r| r.key.clone()).collect();
+        let held_docs = self.store.get_many(&docs).await?;
+        let taken_docs: std::collections::HashSet<&str> = docs
+            .iter()
+            .zip(&held_docs)
+            .filter(|(k, h)| {
+                let n = newer.iter().find(|r| &r.key == *k).expect("from newer");
+                adoption(h.as_ref(), n).is_some()
+            })
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let taken: std::collections::HashSet<&str> =
+            newer.iter().filter(|r| taken_docs.contains(crate::side::doc_of(&r.key))).map(|r| r.key.as_str()).collect();
         let undone: Vec<Put> = sent
             .iter()
             .filter(|r| {
                 crate::side::is_side(&r.key)
-                    && taken.contains(crate::side::doc_of(&r.key))
+                    && taken_docs.contains(crate::side::doc_of(&r.key))
                     && !taken.contains(r.key.as_str())
             })
             .map(|r| {
@@ -964,16 +995,13 @@ impl Node {
                 Put { expect: Expect::Exactly(r.version), record }
             })
             .collect();
-        // In place of whatever this node holds of those keys: its own states of them were
-        // never acknowledged (a peer refused them), even one under the same version as the
-        // peer's (which `Older` would not replace).
-        let keys: Vec<String> = newer.iter().map(|r| r.key.clone()).collect();
+        let taken_records: Vec<Record> = newer.iter().filter(|r| taken.contains(r.key.as_str())).cloned().collect();
+        let keys: Vec<String> = taken_records.iter().map(|r| r.key.clone()).collect();
         let held = self.store.get_many(&keys).await?;
-        let adopted = newer.into_iter().zip(held).filter_map(|(record, held)| match held {
-            Some(h) if h.version == record.version && h.hash == record.hash => None,
-            Some(h) => Some(Put { expect: Expect::Exactly(h.version), record }),
-            None => Some(Put { expect: Expect::Exactly(crate::version::Version::ZERO), record }),
-        });
+        let adopted = taken_records
+            .into_iter()
+            .zip(held)
+            .filter_map(|(record, held)| adoption(held.as_ref(), &record).map(|expect| Put { expect, record }));
         let puts = adopted.chain(undone).collect();
         self.store.write(puts).await?;
         if deposed {
@@ -1099,6 +1127,52 @@ mod tests {
         let undone = node.store().get(&my_request.key).await.unwrap().unwrap();
         assert!(crate::side::expired(&undone.body, 1), "{undone:?}");
         assert!(undone.version > my_request.version);
+    }
+
+    #[test]
+    fn a_peers_newer_state_is_taken_only_over_an_older_or_conflicting_own_state() {
+        let zero = crate::version::Version::ZERO;
+        let theirs = rec("a", 2, 5, "{\"n\":5}");
+        let v = |e, s| crate::version::Version { epoch: e, seq: s };
+        let cases = [
+            ("nothing held", None, Some(Expect::Exactly(zero))),
+            ("an older state", Some(rec("a", 2, 4, "{}")), Some(Expect::Exactly(v(2, 4)))),
+            ("its own state under the same version", Some(rec("a", 2, 5, "{\"n\":9}")), Some(Expect::Exactly(v(2, 5)))),
+            ("that very state", Some(theirs.clone()), None),
+            ("a newer state written since", Some(rec("a", 3, 6, "{}")), None),
+        ];
+        for (name, held, want) in cases {
+            assert_eq!(adoption(held.as_ref(), &theirs), want, "{name}");
+        }
+    }
+
+    /// A refusal that answers a stale send (a reader sent the state it read before a write
+    /// of this primary replaced it) never takes the primary back over that newer, written
+    /// state: nemesis seed 20261202 saw the primary serve a stock without an acknowledged add,
+    /// and write the next version a second time with other content, after a reader's resend
+    /// of an inherited state was refused with the state the write had been based on.
+    #[tokio::test]
+    async fn a_refusal_of_a_stale_send_does_not_take_the_primary_back_over_a_newer_write() {
+        let node = Node::standalone(Arc::new(MemStore::new()));
+        let epoch = node.epoch();
+        let stale = rec("a", epoch - 1, 4, "{\"n\":4}");
+        let peers = rec("a", epoch - 1, 5, "{\"n\":5}");
+        let written = rec("a", epoch, 6, "{\"n\":8}");
+        let request = rec(&crate::side::key("a", "r:w"), epoch, 6, &crate::side::body(u64::MAX, "{}"));
+        let old_request = rec(&crate::side::key("a", "r:old"), epoch - 1, 4, &crate::side::body(u64::MAX, "{}"));
+        let puts = vec![
+            Put { expect: Expect::Exactly(crate::version::Version::ZERO), record: written.clone() },
+            Put { expect: Expect::Beside(crate::version::Version::ZERO), record: request.clone() },
+            Put { expect: Expect::Beside(crate::version::Version::ZERO), record: old_request.clone() },
+        ];
+        assert_eq!(node.store().write(puts).await.unwrap(), vec![true, true, true]);
+        // The reader had read `stale` with its side record; the peer refused it holding `peers`.
+        let theirs_side = rec(&crate::side::key("a", "r:theirs"), epoch - 1, 5, &crate::side::body(u64::MAX, "{}"));
+        let _ = node.adopt_newer(vec![peers, theirs_side.clone()], &[stale, old_request.clone()]).await;
+        assert_eq!(node.store().get("a").await.unwrap(), Some(written), "the newer write stays");
+        assert_eq!(node.store().get(&request.key).await.unwrap(), Some(request));
+        assert_eq!(node.store().get(&old_request.key).await.unwrap(), Some(old_request), "not undone");
+        assert_eq!(node.store().get(&theirs_side.key).await.unwrap(), None, "a record of a write it does not hold");
     }
 
     /// A peer holding a newer state of a key does not acknowledge an older one (the sender
