@@ -919,7 +919,14 @@ impl Node {
         self.refuse_older_than(batch.epoch, "view changed during the write")?;
         // A newer state that landed between the check and the write (a repair). Read only if
         // some state was not applied: in the usual batch every one is.
-        let skipped: Vec<&Record> = puts.iter().zip(&applied).filter(|(_, a)| !**a).map(|(p, _)| &p.record).collect();
+        // Documents only: a side record held under a newer version (rewritten or undone
+        // since) stays, and is no reason to refuse.
+        let skipped: Vec<&Record> = puts
+            .iter()
+            .zip(&applied)
+            .filter(|(p, a)| !**a && !crate::side::is_side(&p.record.key))
+            .map(|(p, _)| &p.record)
+            .collect();
         if judges && !skipped.is_empty() {
             let keys: Vec<String> = skipped.iter().map(|r| r.key.clone()).collect();
             let held = self.store.get_many(&keys).await?;
@@ -1173,6 +1180,25 @@ mod tests {
         assert_eq!(node.store().get(&request.key).await.unwrap(), Some(request));
         assert_eq!(node.store().get(&old_request.key).await.unwrap(), Some(old_request), "not undone");
         assert_eq!(node.store().get(&theirs_side.key).await.unwrap(), None, "a record of a write it does not hold");
+    }
+
+    /// A peer judges documents only: a side record it holds under a newer version than the
+    /// one sent (a request record rewritten, or undone, since) is kept and the batch is
+    /// acknowledged. The nemesis (seed 20261202) saw such refusals loop until the primary
+    /// answered reads of an item with 503 and its final read failed.
+    #[tokio::test]
+    async fn a_newer_side_record_held_by_a_peer_is_no_reason_to_refuse() {
+        let node = Node::standalone(Arc::new(MemStore::new()));
+        let epoch = node.epoch();
+        let side = crate::side::key("a", "r:x");
+        let held = rec(&side, epoch, 7, &crate::side::body(0, "{}"));
+        node.store().write(vec![Put { expect: Expect::Older, record: held.clone() }]).await.unwrap();
+        let doc = rec("a", epoch, 6, "{}");
+        let sent_side = rec(&side, epoch, 6, &crate::side::body(u64::MAX, "{}"));
+        let batch = ReplicateBatch { epoch, records: vec![doc.clone(), sent_side], copy: false };
+        assert_eq!(node.apply_replicated(batch).await.unwrap(), 1, "the document applied");
+        assert_eq!(node.store().get(&side).await.unwrap(), Some(held), "the newer side record kept");
+        assert_eq!(node.store().get("a").await.unwrap(), Some(doc));
     }
 
     /// A peer holding a newer state of a key does not acknowledge an older one (the sender
