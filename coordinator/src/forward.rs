@@ -93,6 +93,9 @@ pub enum Outcome {
     Unavailable(String),
 }
 
+/// The reason [`classify`] gives a primary's refusal for want of a read lease.
+pub const NO_LEASE_REASON: &str = "replica holds no read lease";
+
 /// Classifies the result of forwarding a request to a replica.
 pub fn classify(result: Result<ReplicaReply, SendError>) -> Outcome {
     match result {
@@ -108,7 +111,7 @@ pub fn classify(result: Result<ReplicaReply, SendError>) -> Outcome {
         }
         // A replica without a read lease may have been deposed: look for a newer view.
         Ok(r) if r.status == 503 && r.unavailable_cause.as_deref() == Some(NO_LEASE) => {
-            Outcome::Unavailable("replica holds no read lease".into())
+            Outcome::Unavailable(NO_LEASE_REASON.into())
         }
         // The replica's own failure (its store cannot write, a corrupt document): not an
         // answer about the request. The coordinator re-probes it and evicts it if it no

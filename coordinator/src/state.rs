@@ -5,7 +5,7 @@
 
 use crate::batch::{batch_keys, combine, partition, Part};
 use crate::error::CoordError;
-use crate::forward::{classify, Forwarder, Outcome, Outgoing, ReplicaReply, SendError};
+use crate::forward::{classify, Forwarder, Outcome, Outgoing, ReplicaReply, SendError, NO_LEASE_REASON};
 use crate::view::ViewCell;
 use actix_web::web::Bytes;
 use common::metrics::{labels, Metrics};
@@ -19,6 +19,13 @@ use std::time::Duration;
 /// change moves a key once; more than a few rejections in a row mean the replicas disagree
 /// about the view, which waiting here will not fix.
 pub const MISDIRECTED_RETRIES: u32 = 3;
+
+/// Times a request refused by a primary without a read lease is asked again, and the pause
+/// before each: 15 x 200 ms is three lease periods at the default `lease_ms` (1 s), by which
+/// a view removing the primary has committed (its acceptors wait out one lease period) or
+/// the primary holds its lease again.
+const NO_LEASE_WAITS: u32 = 15;
+const NO_LEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Pause before a retry whose rejection taught us no newer view (the replica is behind us):
 /// long enough for it to learn the view, short against a client's patience.
@@ -184,6 +191,7 @@ impl Coordinator {
     ) -> Result<ReplicaReply, CoordError> {
         let mut retries = 0;
         let mut resent = false;
+        let mut lease_waits = 0;
         loop {
             let (epoch, primary) = self.view.route(key);
             let primary = primary.ok_or(CoordError::NoPrimary)?;
@@ -198,6 +206,15 @@ impl Coordinator {
                     // id, which a replica that did get the first one answers from its log.
                     log::info!("{} {}: resending to replica {primary}: {reason}", req.request_id, req.route);
                     resent = true;
+                }
+                Outcome::Unavailable(reason) if reason == NO_LEASE_REASON && lease_waits < NO_LEASE_WAITS => {
+                    // The primary's peers stopped granting it reads: a view removing it waits
+                    // for its lease to run out (then routes the key elsewhere), or it lost
+                    // them for a moment (and gets the lease back). Within a few lease periods
+                    // one of the two holds: ask again under the newest view.
+                    lease_waits += 1;
+                    tokio::time::sleep(NO_LEASE_PAUSE).await;
+                    self.learn_view().await;
                 }
                 Outcome::Unavailable(reason) => {
                     self.note_unavailable(primary, req, &reason);

@@ -41,6 +41,8 @@ struct Answer {
     json: bool,
     /// Body text.
     body: String,
+    /// The replica's cause of a 503 (`x-webshop-unavailable`), if any.
+    cause: Option<&'static str>,
 }
 
 /// Decides a fake's answer from its id and the request; `None` gives the default: a JSON echo
@@ -67,11 +69,13 @@ fn header(req: &HttpRequest, name: &str) -> Option<String> {
 
 fn default_answer(id: u32, seen: &Seen) -> Answer {
     match seen.path.as_str() {
-        "/internal/view" => Answer { status: 404, json: false, body: "no view here".into() },
+        "/internal/view" => Answer { status: 404, json: false, body: "no view here".into(), cause: None },
         "/internal/digest" => {
-            Answer { status: 200, json: true, body: json!({"root": format!("root-{id}")}).to_string() }
+            Answer { status: 200, json: true, body: json!({"root": format!("root-{id}")}).to_string(), cause: None }
         }
-        _ => Answer { status: 200, json: true, body: json!({"replica": id, "path": seen.path}).to_string() },
+        _ => {
+            Answer { status: 200, json: true, body: json!({"replica": id, "path": seen.path}).to_string(), cause: None }
+        }
     }
 }
 
@@ -121,7 +125,10 @@ async fn start_fake(id: u32, script: Script) -> Fake {
                                 body: call.body.to_vec(),
                             };
                             let a = serve_one(id, &script, &record, s);
-                            let headers = vec![("content-type".to_string(), content_type(&a).to_string())];
+                            let mut headers = vec![("content-type".to_string(), content_type(&a).to_string())];
+                            if let Some(cause) = a.cause {
+                                headers.push((common::wire::UNAVAILABLE_CAUSE.to_string(), cause.to_string()));
+                            }
                             async move { common::rpc::Response { status: a.status, headers, body: a.body.into() } }
                         })
                     }
@@ -141,6 +148,9 @@ async fn start_fake(id: u32, script: Script) -> Fake {
                 let a = serve_one(id, &script, &record, s);
                 let mut resp = HttpResponse::build(actix_web::http::StatusCode::from_u16(a.status).unwrap());
                 resp.content_type(content_type(&a));
+                if let Some(cause) = a.cause {
+                    resp.insert_header((common::wire::UNAVAILABLE_CAUSE, cause));
+                }
                 async move { resp.body(a.body) }
             }))
     })
@@ -288,8 +298,10 @@ async fn keys_go_to_their_primary() {
 #[actix_web::test]
 async fn replica_answers_pass_through() {
     let script: Script = Arc::new(|_, s: &Seen| match s.path.as_str() {
-        "/stock/subtract/k/99" => Some(Answer { status: 400, json: false, body: "not enough stock".into() }),
-        "/stock/find/broken" => Some(Answer { status: 500, json: false, body: "store failed".into() }),
+        "/stock/subtract/k/99" => {
+            Some(Answer { status: 400, json: false, body: "not enough stock".into(), cause: None })
+        }
+        "/stock/find/broken" => Some(Answer { status: 500, json: false, body: "store failed".into(), cause: None }),
         _ => None,
     });
     let fakes = start_fakes(1, script).await;
@@ -327,8 +339,9 @@ async fn batch_init_is_split_by_primary() {
 
 #[actix_web::test]
 async fn batch_init_passes_a_400_through() {
-    let script: Script =
-        Arc::new(|id, _: &Seen| (id == 1).then(|| Answer { status: 400, json: false, body: "bad batch".into() }));
+    let script: Script = Arc::new(|id, _: &Seen| {
+        (id == 1).then(|| Answer { status: 400, json: false, body: "bad batch".into(), cause: None })
+    });
     let fakes = start_fakes(3, script).await;
     let coord = boot(Service::Payment, addrs(&fakes), 5000).await;
     let (status, _, body) = coord.send("POST", "/payment/batch_init/30/100", &[]).await;
@@ -341,7 +354,12 @@ async fn misdirected_is_retried_at_the_new_primary() {
     let newer = View { epoch: 2, members: vec![0, 2], learners: vec![] };
     let reject = serde_json::to_string(&newer).unwrap();
     let script: Script = Arc::new(move |id, s: &Seen| {
-        (id == 1 && !s.path.starts_with("/internal/")).then(|| Answer { status: 421, json: true, body: reject.clone() })
+        (id == 1 && !s.path.starts_with("/internal/")).then(|| Answer {
+            status: 421,
+            json: true,
+            body: reject.clone(),
+            cause: None,
+        })
     });
     let fakes = start_fakes(3, script).await;
     let coord = boot(Service::Order, addrs(&fakes), 5000).await;
@@ -367,12 +385,44 @@ async fn misdirected_is_retried_at_the_new_primary() {
     assert!(metrics.contains("coordinator_requests_total{route=\"checkout\",status=\"200\"} 1"), "{metrics}");
 }
 
+/// A primary without a read lease (its peers stopped granting while a view removing it
+/// waits for its lease to run out, or it lost them for a moment) is asked again shortly,
+/// under the newest view: its reads answer once the lease is back or the view moved on,
+/// not a 503 while a majority of the replicas is up (found by the nemesis, seed 20261202).
+#[actix_web::test]
+async fn a_read_refused_for_want_of_a_lease_is_asked_again() {
+    let key = key_with_primary(1, &[0, 1, 2]);
+    let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = refusals.clone();
+    let script: Script = Arc::new(move |id, s: &Seen| {
+        let refuse = id == 1
+            && !s.path.starts_with("/internal/")
+            && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3;
+        refuse.then(|| Answer {
+            status: 503,
+            json: false,
+            body: "no read lease".into(),
+            cause: Some(common::wire::NO_LEASE),
+        })
+    });
+    let fakes = start_fakes(3, script).await;
+    let coord = boot(Service::Stock, addrs(&fakes), 5000).await;
+    let (status, _, body) = coord.send("GET", &format!("/stock/find/{key}"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fakes[1].public().len(), 4, "three refusals, then the answer");
+}
+
 #[actix_web::test]
 async fn batch_keys_rejected_as_misdirected_are_resent() {
     let newer = View { epoch: 3, members: vec![0, 1], learners: vec![] };
     let reject = serde_json::to_string(&newer).unwrap();
     let script: Script = Arc::new(move |id, s: &Seen| {
-        (id == 2 && !s.path.starts_with("/internal/")).then(|| Answer { status: 421, json: true, body: reject.clone() })
+        (id == 2 && !s.path.starts_with("/internal/")).then(|| Answer {
+            status: 421,
+            json: true,
+            body: reject.clone(),
+            cause: None,
+        })
     });
     let fakes = start_fakes(3, script).await;
     let coord = boot(Service::Stock, addrs(&fakes), 5000).await;
@@ -453,8 +503,8 @@ async fn view_is_learned_at_start_and_shown_in_status() {
     let view = View { epoch: 5, members: vec![0, 2], learners: vec![1] };
     let view_json = serde_json::to_string(&view).unwrap();
     let script: Script = Arc::new(move |id, s: &Seen| match s.path.as_str() {
-        "/internal/view" => Some(Answer { status: 200, json: true, body: view_json.clone() }),
-        "/internal/digest" if id == 2 => Some(Answer { status: 500, json: false, body: "no".into() }),
+        "/internal/view" => Some(Answer { status: 200, json: true, body: view_json.clone(), cause: None }),
+        "/internal/digest" if id == 2 => Some(Answer { status: 500, json: false, body: "no".into(), cause: None }),
         _ => None,
     });
     let fakes = start_fakes(3, script).await;
@@ -514,7 +564,7 @@ async fn multi_calls_are_split_by_primary_and_misdirected_ones_go_alone() {
                 _ => MultiAnswer { status: 200, body: format!("{id} {}", c.path), json: false, cause: None },
             })
             .collect();
-        Some(Answer { status: 200, json: true, body: serde_json::to_string(&answers).unwrap() })
+        Some(Answer { status: 200, json: true, body: serde_json::to_string(&answers).unwrap(), cause: None })
     });
     let fakes = start_fakes(3, script).await;
     let coord = boot(Service::Payment, addrs(&fakes), 5000).await;
