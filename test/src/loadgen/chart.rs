@@ -17,11 +17,11 @@ type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
 /// Size of the picture in pixels.
 const SIZE: (u32, u32) = (1200, 800);
 /// The font family name the chart asks for (registered from the embedded DejaVu Sans).
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 static FONTS: Once = Once::new();
 
-fn register_fonts() {
+pub(crate) fn register_fonts() {
     FONTS.call_once(|| {
         // The bytes are DejaVu Sans, a valid TrueType font: registration cannot fail.
         let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
@@ -29,12 +29,12 @@ fn register_fonts() {
     });
 }
 
-fn err(e: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing the chart: {e}")
 }
 
 /// Rounds a chart's upper bound up so that the top line does not touch the frame.
-fn headroom(max: f64) -> f64 {
+pub(crate) fn headroom(max: f64) -> f64 {
     if max <= 0.0 {
         1.0
     } else {

@@ -43,7 +43,18 @@ impl Conn {
     /// Sends `GET` or `POST` (`get`) of `path` and reads the whole answer: status and body.
     /// A failure drops the connection, so the next request opens a fresh one.
     pub async fn send(&mut self, get: bool, path: String) -> Result<(u16, Bytes), Failure> {
-        let res = match tokio::time::timeout(self.timeout, self.exchange(get, path)).await {
+        self.send_keyed(get, path, None).await
+    }
+
+    /// [`Conn::send`] with the idempotency key `request_id` as the `X-Request-Id` header, if
+    /// given (a retry of the same request sends the same key).
+    pub async fn send_keyed(
+        &mut self,
+        get: bool,
+        path: String,
+        request_id: Option<&str>,
+    ) -> Result<(u16, Bytes), Failure> {
+        let res = match tokio::time::timeout(self.timeout, self.exchange(get, path, request_id)).await {
             Ok(r) => r,
             Err(_) => Err(Failure::Timeout),
         };
@@ -53,19 +64,21 @@ impl Conn {
         res
     }
 
-    async fn exchange(&mut self, get: bool, path: String) -> Result<(u16, Bytes), Failure> {
+    async fn exchange(&mut self, get: bool, path: String, request_id: Option<&str>) -> Result<(u16, Bytes), Failure> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.sender = Some(self.connect().await?);
         }
         let sender = self.sender.as_mut().expect("just set");
         // Waits until the previous answer was read off the connection (it always was).
         sender.ready().await.map_err(|_| Failure::Io)?;
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(if get { Method::GET } else { Method::POST })
             .uri(path)
-            .header(HOST, self.host.clone())
-            .body(Empty::new())
-            .map_err(|_| Failure::Io)?;
+            .header(HOST, self.host.clone());
+        if let Some(id) = request_id {
+            req = req.header("x-request-id", id);
+        }
+        let req = req.body(Empty::new()).map_err(|_| Failure::Io)?;
         let resp = sender.send_request(req).await.map_err(|_| Failure::Io)?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.map_err(|_| Failure::Io)?.to_bytes();

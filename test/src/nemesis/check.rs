@@ -564,12 +564,13 @@ fn check_unavailable(h: &History) -> Checked {
     for (op, down_text) in bad {
         found.push(
             format!(
-                "{} op {} answered {} over {}..{} us ({down_text}): 5xx while a majority of every service was up",
+                "{} op {} answered {} over {}..{} us ({down_text}): 5xx while a majority of every service was up{}",
                 op.kind.name(),
                 op.id,
                 op.status.unwrap_or_default(),
                 op.invoked_us,
-                op.completed_us
+                op.completed_us,
+                op.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
             ),
             vec![op.id],
         );
@@ -621,7 +622,18 @@ mod tests {
                 Outcome::Unknown => None,
             };
             let process = id as u32 % 8;
-            self.h.ops.push(Op { id, process, invoked_us: t0, completed_us: t1, outcome, status, attempts: 1, kind });
+            let detail = None;
+            self.h.ops.push(Op {
+                id,
+                process,
+                invoked_us: t0,
+                completed_us: t1,
+                outcome,
+                status,
+                attempts: 1,
+                kind,
+                detail,
+            });
             id
         }
 

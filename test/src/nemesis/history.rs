@@ -42,6 +42,9 @@ pub struct Op {
     pub attempts: u32,
     /// What it was, with what it read.
     pub kind: Kind,
+    /// The start of the last answer's body when it was not a 2xx (why it failed), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// What an operation did, and what it read when it read something.

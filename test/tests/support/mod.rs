@@ -36,19 +36,28 @@ pub struct TestCluster {
 
 /// Starts a cluster with `replicas` replicas and 2 coordinators per service, on the durable
 /// engine, with dead processes kept down (the scenarios restart them themselves).
+#[allow(dead_code)]
 pub async fn start(replicas: usize) -> TestCluster {
     start_on(replicas, "log").await
 }
 
 /// [`start`] on the storage engine `engine` (`log`, `redb`, `memory`, or `mongo`: one SecantusDB
 /// server per replica, which must be installed: scripts/install-deps.sh).
+#[allow(dead_code)]
 pub async fn start_on(replicas: usize, engine: &str) -> TestCluster {
+    start_with(replicas, engine, true).await
+}
+
+/// [`start_on`], with processes that die restarted by the launcher unless `keep_dead` (as
+/// `cluster up` and compose's restart policy do: the nemesis kills and lets them come back).
+#[allow(dead_code)]
+pub async fn start_with(replicas: usize, engine: &str, keep_dead: bool) -> TestCluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().to_path_buf();
     let engine = engine.to_string();
     let cluster = tokio::task::spawn_blocking(move || {
         let mut spec = ClusterSpec::local(replicas, 2, env!("CARGO_BIN_EXE_webshop-node"), path).expect("free ports");
-        spec.keep_dead = true;
+        spec.keep_dead = keep_dead;
         spec.engine = engine;
         Cluster::start(spec)
     })
