@@ -222,9 +222,14 @@ impl Coordinator {
                     // was on its way (another request evicted it), one we have not heard of
                     // (ask the replicas), or one this failure leads to. Retry at the key's
                     // new primary with the same request id.
+                    // Or it answers again (killed and restarted with its data, say): send
+                    // the request to it again.
                     let moved = || self.view.route(key).1 != Some(primary);
                     if retries < MISDIRECTED_RETRIES
-                        && (moved() || self.learn_view().await || self.evict_if_dead(primary).await)
+                        && (moved()
+                            || self.learn_view().await
+                            || self.evict_if_dead(primary).await
+                            || self.answers(primary).await)
                     {
                         retries += 1;
                         continue;

@@ -412,6 +412,27 @@ async fn a_read_refused_for_want_of_a_lease_is_asked_again() {
     assert_eq!(fakes[1].public().len(), 4, "three refusals, then the answer");
 }
 
+/// A primary that failed a request but answers the re-probe (killed and restarted by its
+/// supervisor in between, with its data) gets the request again, with the same request id,
+/// instead of the client getting a 503 (found by the nemesis, seed 20261202).
+#[actix_web::test]
+async fn a_primary_back_on_the_re_probe_gets_the_request_again() {
+    let key = key_with_primary(1, &[0, 1, 2]);
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let once = failed.clone();
+    let script: Script = Arc::new(move |id, s: &Seen| {
+        let fail = id == 1 && s.path.starts_with("/orders/") && !once.swap(true, std::sync::atomic::Ordering::SeqCst);
+        fail.then(|| Answer { status: 500, json: false, body: "restarting".into(), cause: None })
+    });
+    let fakes = start_fakes(3, script).await;
+    let coord = boot(Service::Order, addrs(&fakes), 5000).await;
+    let (status, _, body) = coord.send("GET", &format!("/orders/find/{key}"), &[("X-Request-Id", "req-back")]).await;
+    assert_eq!(status, 200, "{body}");
+    let sent: Vec<Seen> = fakes[1].public().into_iter().filter(|s| s.path.starts_with("/orders/")).collect();
+    assert_eq!(sent.len(), 2, "the failure, then the same request again");
+    assert_eq!(sent[1].request_id.as_deref(), Some("req-back"));
+}
+
 #[actix_web::test]
 async fn batch_keys_rejected_as_misdirected_are_resent() {
     let newer = View { epoch: 3, members: vec![0, 1], learners: vec![] };
