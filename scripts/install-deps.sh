@@ -2,7 +2,9 @@
 # Installs what building and testing the project needs besides the Rust toolchain (cargo,
 # rustfmt, clippy; cargo-nextest is used when present):
 #   - nginx, the gateway that `cluster up` and the whole-cluster tests start;
-#   - SecantusDB (`secantusd-py`), the MongoDB-compatible server of the mongo engine tests;
+#   - SecantusDB's Rust build (`secantusd-rs`, crates.io `secantus-mdb`, built with cmake:
+#     about 10 minutes on 2 cores the first time), the MongoDB-compatible server of the
+#     mongo engine tests;
 #   - docker-compose (Debian's), which validates the generated docker-compose.yml offline;
 #   - kubernetes-validate (PyPI), which validates k8s/ against the bundled Kubernetes schemas.
 # Idempotent: installs only what is missing, so it is cheap to run before every test run.
@@ -39,11 +41,14 @@ else
     have_nginx || { echo "install-deps: nginx still not found after installing it" >&2; exit 1; }
 fi
 
-# SecantusDB, a MongoDB-compatible server (PyPI `SecantusDB`, command `secantusd-py`): the
-# mongo engine's tests and `cluster up --engine mongo` run it as a separate process (it is
-# GPL; it is never linked). `SECANTUSD` may name another build of it (e.g. `secantusd-rs`).
+# SecantusDB, a MongoDB-compatible server: the mongo engine's tests and `cluster up --engine
+# mongo` run it as a separate process (it is GPL; it is never linked). Its Rust build,
+# `secantusd-rs`, from crates.io: the Python one (`secantusd-py`, PyPI `SecantusDB`) could not
+# carry the course scenario here (common/src/storage/mongo.rs). `SECANTUSD` may name another
+# build of it.
+SECANTUS_VERSION=0.5.3-beta.196
 have_secantusd() {
-    command -v "${SECANTUSD:-secantusd-py}" >/dev/null 2>&1
+    command -v "${SECANTUSD:-secantusd-rs}" >/dev/null 2>&1
 }
 
 pip_install() {
@@ -58,11 +63,13 @@ pip_install() {
 }
 
 if have_secantusd; then
-    echo "install-deps: ${SECANTUSD:-secantusd-py} present"
+    echo "install-deps: ${SECANTUSD:-secantusd-rs} present"
 else
-    echo "install-deps: installing SecantusDB (secantusd-py)"
-    pip_install SecantusDB
-    have_secantusd || { echo "install-deps: secantusd-py still not found after installing SecantusDB (is pip's bin folder on PATH?)" >&2; exit 1; }
+    command -v cmake >/dev/null 2>&1 || apt_install cmake
+    echo "install-deps: building SecantusDB (secantusd-rs $SECANTUS_VERSION; about 10 minutes the first time)"
+    cargo install -q secantus-mdb --version "$SECANTUS_VERSION" --locked --ignore-rust-version
+    hash -r
+    have_secantusd || { echo "install-deps: secantusd-rs still not found after building it (is ~/.cargo/bin on PATH?)" >&2; exit 1; }
 fi
 
 if command -v docker-compose >/dev/null 2>&1; then
