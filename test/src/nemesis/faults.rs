@@ -148,6 +148,12 @@ pub struct ScheduleSpec {
 /// Time a kill keeps its service free of other faults: the launcher's restart, the start,
 /// and the re-join as a learner and its promotion.
 const KILL_HOLD: Duration = Duration::from_secs(8);
+/// Time a fault on a replica keeps its service free of other faults after it ends: a paused,
+/// cut or killed replica is evicted, and re-joins as a learner and is promoted only a few
+/// seconds after it answers again (an eviction may even commit after the fault ended). A
+/// second fault in that window could take a majority of the view's members down while a
+/// majority of the processes is up.
+const REJOIN_MARGIN: Duration = Duration::from_secs(8);
 /// Bounds of a pause's and a cut's length.
 const HOLD_MIN: Duration = Duration::from_millis(500);
 const HOLD_MAX: Duration = Duration::from_secs(8);
@@ -192,7 +198,7 @@ pub fn schedule(seed: u64, spec: &ScheduleSpec, targets: &[Target]) -> Vec<Plann
                 FaultKind::Cut => t.role == Role::Replica,
                 _ => true,
             })
-            .filter(|t| busy(&planned, targets, &t.service, at, at + hold) < spec.max_down)
+            .filter(|t| busy(&planned, targets, &t.service, at, at + occupation(kind, t.role, hold)) < spec.max_down)
             .collect();
         if candidates.is_empty() {
             continue;
@@ -213,12 +219,25 @@ pub fn schedule(seed: u64, spec: &ScheduleSpec, targets: &[Target]) -> Vec<Plann
     }
 }
 
+/// How long a fault of `kind` on a process of `role` lasting `hold` keeps its service from
+/// other faults: its length, and for a replica (a cut hits a replica) the re-join after it.
+fn occupation(kind: FaultKind, role: Role, hold: Duration) -> Duration {
+    if role == Role::Replica || kind == FaultKind::Cut {
+        hold + REJOIN_MARGIN
+    } else {
+        hold
+    }
+}
+
 /// How many planned faults occupy `service` at some time in `[from, to]`.
 fn busy(planned: &[Planned], targets: &[Target], service: &str, from: Duration, to: Duration) -> usize {
     planned
         .iter()
-        .filter(|p| p.at <= to && from <= p.at + p.hold)
-        .filter(|p| targets.iter().any(|t| t.name == p.target && t.service == service))
+        .filter_map(|p| {
+            let t = targets.iter().find(|t| t.name == p.target && t.service == service)?;
+            Some(p.at..=p.at + occupation(p.kind, t.role, p.hold))
+        })
+        .filter(|span| *span.start() <= to && from <= *span.end())
         .count()
 }
 
@@ -295,7 +314,13 @@ impl Injector {
             done.len() - 1
         };
         let (done, open, started, hold) = (self.done.clone(), self.open.clone(), self.started, p.hold);
-        let close = move |done: &Mutex<Vec<Fault>>| {
+        // A replica is down until it is a full member again (evicted, it re-joins and is
+        // promoted a few seconds after it answers): the fault lasts until then.
+        let member = (target.role == Role::Replica).then(|| (self.manifest.clone(), target.service.clone(), target.id));
+        let close = move |done: Arc<Mutex<Vec<Fault>>>| async move {
+            if let Some((manifest, service, id)) = member {
+                full_member(&manifest, &service, id).await;
+            }
             done.lock().unwrap()[index].end_us = started.elapsed().as_micros() as u64;
         };
         log::info!("nemesis: {} {} for {:?}", p.kind.name(), p.target, p.hold);
@@ -305,7 +330,7 @@ impl Injector {
                 let (manifest, name, old) = (self.manifest.clone(), p.target.clone(), target.pid);
                 Ok(tokio::spawn(async move {
                     back_up(&manifest, &name, old).await;
-                    close(&done);
+                    close(done).await;
                 }))
             }
             FaultKind::Pause => {
@@ -316,7 +341,7 @@ impl Injector {
                     if take(&open, &Open::Paused(target.pid)) {
                         let _ = signal(target.pid, libc::SIGCONT);
                     }
-                    close(&done);
+                    close(done).await;
                 }))
             }
             FaultKind::Cut => {
@@ -333,7 +358,7 @@ impl Injector {
                     if take(&open, &it) {
                         heal_cut(&http, &secret, &from.addr, target.id).await;
                     }
-                    close(&done);
+                    close(done).await;
                 }))
             }
         }
@@ -385,6 +410,35 @@ fn signal(pid: u32, sig: libc::c_int) -> anyhow::Result<()> {
     let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
     anyhow::ensure!(r == 0, "signal {sig} to pid {pid}: {}", std::io::Error::last_os_error());
     Ok(())
+}
+
+/// Waits until a coordinator of `service` shows replica `id` a full member of its view, at
+/// most [`KILL_BOUND`].
+async fn full_member(manifest: &std::path::Path, service: &str, id: u32) {
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    while start.elapsed() < KILL_BOUND {
+        let coordinators: Vec<String> = Manifest::load(manifest)
+            .map(|m| {
+                m.processes
+                    .into_iter()
+                    .filter(|e| e.role == Role::Coordinator && e.service == service)
+                    .map(|e| e.addr)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for addr in coordinators {
+            let r = http.get(format!("http://{addr}/admin/status")).timeout(Duration::from_secs(2)).send().await;
+            if let Ok(v) = async { r?.json::<serde_json::Value>().await }.await {
+                if v["members"][id as usize]["state"] == "up" {
+                    return;
+                }
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    log::warn!("nemesis: {service} replica {id} not a full member again within {KILL_BOUND:?}");
 }
 
 /// Waits until the launcher restarted process `name` (another pid in the manifest) and the
@@ -450,14 +504,18 @@ mod tests {
         let t = targets();
         for max_down in [1, 2] {
             let plan = schedule(3, &spec(max_down), &t);
-            assert!(plan.len() > 100, "a fault every 2 s on average over 600 s: {}", plan.len());
+            assert!(plan.len() > 60, "faults every few seconds over 600 s: {}", plan.len());
             for p in &plan {
                 assert!(p.at + p.hold <= Duration::from_secs(600));
                 let service = &t.iter().find(|x| x.name == p.target).unwrap().service;
                 let overlapping = plan
                     .iter()
-                    .filter(|q| q.at <= p.at && p.at <= q.at + q.hold)
-                    .filter(|q| &t.iter().find(|x| x.name == q.target).unwrap().service == service)
+                    .filter(|q| {
+                        let target = t.iter().find(|x| x.name == q.target).unwrap();
+                        &target.service == service
+                            && q.at <= p.at
+                            && p.at <= q.at + occupation(q.kind, target.role, q.hold)
+                    })
                     .count();
                 assert!(overlapping <= max_down, "{p:?}: {overlapping} faults in {service} at once");
             }
