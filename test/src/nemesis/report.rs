@@ -110,11 +110,6 @@ pub fn draw(path: &Path, o: &Outcome) -> anyhow::Result<()> {
     );
     let root = root.titled(&title, (FONT, 22)).map_err(err)?;
     let (upper, lower) = root.split_vertically(380);
-    let shade = |kind: &str| match kind {
-        "kill" => RED.mix(0.15),
-        "pause" => BLUE.mix(0.12),
-        _ => RGBColor(230, 140, 0).mix(0.15),
-    };
     let faults: Vec<(f64, f64, &str)> = o
         .history
         .faults
@@ -122,57 +117,60 @@ pub fn draw(path: &Path, o: &Outcome) -> anyhow::Result<()> {
         .map(|f| (f.start_us as f64 / 1e6, (f.end_us.min(f.start_us + 600_000_000)) as f64 / 1e6, f.kind.as_str()))
         .collect();
 
-    let y_max = headroom(b.iter().map(|x| x.1 + x.2).fold(0.0, f64::max));
-    let mut c = ChartBuilder::on(&upper)
+    let ops: [Line; 2] = [
+        ("ok", BLUE, b.iter().map(|x| (x.0, x.1)).collect()),
+        ("refused or unknown", RED, b.iter().map(|x| (x.0, x.2)).collect()),
+    ];
+    let caption = "operations per second (shaded: kill red, pause blue, cut orange)";
+    panel(&upper, caption, "ops/s", t_max, &faults, &ops)?;
+    let latency: [Line; 2] =
+        [("p50", GREEN, b.iter().map(|x| (x.0, x.3)).collect()), ("p99", RED, b.iter().map(|x| (x.0, x.4)).collect())];
+    let caption = "latency of the operations completed each second (with retries)";
+    panel(&lower, caption, "latency (ms)", t_max, &faults, &latency)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// A line of a panel: its name, colour and points.
+type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
+
+/// One chart of the timeline: `lines` over time, each fault (start, end, kind) shaded.
+fn panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    caption: &str,
+    y_desc: &str,
+    t_max: f64,
+    faults: &[(f64, f64, &str)],
+    lines: &[Line],
+) -> anyhow::Result<()> {
+    let y_max = headroom(lines.iter().flat_map(|l| l.2.iter().map(|p| p.1)).fold(0.0, f64::max));
+    let mut c = ChartBuilder::on(area)
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(70)
-        .caption("operations per second (shaded: kill red, pause blue, cut orange)", (FONT, 18))
+        .caption(caption, (FONT, 18))
         .build_cartesian_2d(0f64..t_max, 0f64..y_max)
         .map_err(err)?;
-    c.configure_mesh().x_desc("time (s)").y_desc("ops/s").label_style((FONT, 14)).draw().map_err(err)?;
+    c.configure_mesh().x_desc("time (s)").y_desc(y_desc).label_style((FONT, 14)).draw().map_err(err)?;
+    let shade = |kind: &str| match kind {
+        "kill" => RED.mix(0.15),
+        "pause" => BLUE.mix(0.12),
+        _ => RGBColor(230, 140, 0).mix(0.15),
+    };
     c.draw_series(faults.iter().map(|(a, z, k)| Rectangle::new([(*a, 0.0), (*z, y_max)], shade(k).filled())))
         .map_err(err)?;
-    c.draw_series(LineSeries::new(b.iter().map(|x| (x.0, x.1)), BLUE.stroke_width(2)))
-        .map_err(err)?
-        .label("ok")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-    c.draw_series(LineSeries::new(b.iter().map(|x| (x.0, x.2)), RED.stroke_width(2)))
-        .map_err(err)?
-        .label("failed or unknown")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    for (name, color, points) in lines {
+        let color = *color;
+        c.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
     c.configure_series_labels()
         .label_font((FONT, 14))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
         .map_err(err)?;
-
-    let l_max = headroom(b.iter().map(|x| x.4).fold(0.0, f64::max));
-    let mut c = ChartBuilder::on(&lower)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(70)
-        .caption("latency of the operations completed each second (with retries)", (FONT, 18))
-        .build_cartesian_2d(0f64..t_max, 0f64..l_max)
-        .map_err(err)?;
-    c.configure_mesh().x_desc("time (s)").y_desc("latency (ms)").label_style((FONT, 14)).draw().map_err(err)?;
-    c.draw_series(faults.iter().map(|(a, z, k)| Rectangle::new([(*a, 0.0), (*z, l_max)], shade(k).filled())))
-        .map_err(err)?;
-    c.draw_series(LineSeries::new(b.iter().map(|x| (x.0, x.3)), GREEN.stroke_width(2)))
-        .map_err(err)?
-        .label("p50")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN.stroke_width(2)));
-    c.draw_series(LineSeries::new(b.iter().map(|x| (x.0, x.4)), RED.stroke_width(2)))
-        .map_err(err)?
-        .label("p99")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-    c.configure_series_labels()
-        .label_font((FONT, 14))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
     Ok(())
 }
