@@ -461,6 +461,18 @@ impl Node {
     /// Applies puts as the keys' primary, then fans the new states out; returns when every
     /// peer acknowledged.
     pub async fn write_primary(&self, puts: Vec<Put>) -> Result<(), NodeError> {
+        // Only the primary of the view a version names writes it, and it checks before its
+        // own store takes the state: a node that computed a version under a view in which it
+        // is not (or no longer) the key's primary (a saga driver or request in flight across
+        // a view change) would otherwise store a second state under a version the primary
+        // writes too. Refused, its caller decides again under the current view.
+        let view = self.view();
+        if puts.iter().any(|p| {
+            !crate::side::is_side(&p.record.key)
+                && (p.record.version.epoch != view.epoch || view.primary(&p.record.key) != Some(self.me))
+        }) {
+            return Err(NodeError::Misdirected(Misdirected { view, reason: "not the primary of the version's view" }));
+        }
         let records: Vec<Record> = puts.iter().map(|p| p.record.clone()).collect();
         self.note_written(records.iter().map(|r| r.key.as_str()));
         let applied = self.noted(self.store.write(puts).await)?;
@@ -1154,6 +1166,40 @@ mod tests {
         for (name, held, want) in cases {
             assert_eq!(adoption(held.as_ref(), &theirs), want, "{name}");
         }
+    }
+
+    /// A node writes a version only as the key's primary in the view the version names,
+    /// and checks before its own store takes it. The nemesis (seed 20261202, with cuts) saw
+    /// a replica deposed by a view change store its saga's next state under that view's
+    /// epoch, beside the new primary's state under the same version ('two different states
+    /// at version 7.22'), after which every request for the order answered 503.
+    #[tokio::test]
+    async fn only_the_primary_of_the_versions_view_writes_it() {
+        let (addr, _counts) = crate::fanout::tests::peer(200).await;
+        let node = Node::new(
+            0,
+            Service::Order,
+            Arc::new(MemStore::new()),
+            HashMap::from([(1, format!("http://{addr}"))]),
+            String::new(),
+            AcceptorState::initial(2),
+            Timings::default(),
+        );
+        let view = node.view();
+        let theirs = (0..).map(|i| format!("k{i}")).find(|k| view.primary(k) == Some(1)).unwrap();
+        let mine = (0..).map(|i| format!("k{i}")).find(|k| view.primary(k) == Some(0)).unwrap();
+        let put = |key: &str, epoch| Put {
+            expect: Expect::Exactly(crate::version::Version::ZERO),
+            record: rec(key, epoch, 1, "{}"),
+        };
+        let refused = node.write_primary(vec![put(&theirs, view.epoch)]).await;
+        assert!(matches!(refused, Err(NodeError::Misdirected(_))), "{refused:?}");
+        assert_eq!(node.store().get(&theirs).await.unwrap(), None, "not stored");
+        let stale = node.write_primary(vec![put(&mine, view.epoch - 1)]).await;
+        assert!(matches!(stale, Err(NodeError::Misdirected(_))), "a version of an older view: {stale:?}");
+        assert_eq!(node.store().get(&mine).await.unwrap(), None);
+        node.write_primary(vec![put(&mine, view.epoch)]).await.unwrap();
+        assert!(node.store().get(&mine).await.unwrap().is_some());
     }
 
     /// A refusal that answers a stale send (a reader sent the state it read before a write
