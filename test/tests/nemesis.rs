@@ -1,12 +1,6 @@
 //! The nemesis in CI: a 60-second run with a fixed seed against a test cluster (three
 //! replicas and two coordinators per service, dead processes restarted by the launcher):
-//! kills and pauses at random, every operation recorded, and every checker must hold.
-//!
-//! Cuts are left out here for now: a coordinator cut off from one replica evicts it while the
-//! other coordinator re-adds and promotes it, views flap, and in 2 of 4 runs with cuts a key
-//! ended with two different states under one version on two replicas, which the next
-//! primary could not settle (503 'write conflict' for that order). That open bug is in the
-//! issue's notes; `nemesis --faults kill,pause,cut` reproduces it.
+//! kills, pauses and cuts at random, every operation recorded, and every checker must hold.
 //! The checkers' own tests (`webshop_tests::nemesis::check`) show each of them failing on a
 //! hand-made history.
 
@@ -22,7 +16,6 @@ fn a_sixty_second_nemesis_run_with_a_fixed_seed_finds_nothing() {
     let c = rt.block_on(start_with(3, "log", false));
     let mut opts = nemesis::Options::new(&c.gateway_url(), c.manifest_path(), Some(c.secret().to_string()));
     opts.seed = 20261202;
-    opts.mix = nemesis::faults::Mix { kill: 1, pause: 1, cut: 0 };
     opts.run_time = Duration::from_secs(60);
     let out = std::env::var_os("NEMESIS_OUT").map(std::path::PathBuf::from);
     let o = std::thread::scope(|s| s.spawn(|| nemesis::run(&opts)).join().unwrap()).expect("the run was made");
