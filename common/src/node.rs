@@ -461,19 +461,16 @@ impl Node {
     /// Applies puts as the keys' primary, then fans the new states out; returns when every
     /// peer acknowledged.
     pub async fn write_primary(&self, puts: Vec<Put>) -> Result<(), NodeError> {
+        let records: Vec<Record> = puts.iter().map(|p| p.record.clone()).collect();
         // Only the primary of the view a version names writes it, and it checks before its
         // own store takes the state: a node that computed a version under a view in which it
         // is not (or no longer) the key's primary (a saga driver or request in flight across
         // a view change) would otherwise store a second state under a version the primary
         // writes too. Refused, its caller decides again under the current view.
-        let view = self.view();
-        if puts.iter().any(|p| {
-            !crate::side::is_side(&p.record.key)
-                && (p.record.version.epoch != view.epoch || view.primary(&p.record.key) != Some(self.me))
-        }) {
-            return Err(NodeError::Misdirected(Misdirected { view, reason: "not the primary of the version's view" }));
+        let view = self.primary_view_of(&records)?;
+        if records.iter().any(|r| !crate::side::is_side(&r.key) && r.version.epoch != view.epoch) {
+            return Err(NodeError::Misdirected(Misdirected { view, reason: "a version of another view" }));
         }
-        let records: Vec<Record> = puts.iter().map(|p| p.record.clone()).collect();
         self.note_written(records.iter().map(|r| r.key.as_str()));
         let applied = self.noted(self.store.write(puts).await)?;
         if let Some(i) = applied.iter().position(|a| !a) {
@@ -991,16 +988,13 @@ impl Node {
         // the same version with other content: its own, never acknowledged); never over a
         // state written here since the refused states were read (a reader's stale resend
         // raced a write), and the side records of a document not taken stay as they are.
-        let docs: Vec<String> = newer.iter().filter(|r| !crate::side::is_side(&r.key)).map(|r| r.key.clone()).collect();
-        let held_docs = self.store.get_many(&docs).await?;
-        let taken_docs: std::collections::HashSet<&str> = docs
+        let keys: Vec<String> = newer.iter().map(|r| r.key.clone()).collect();
+        let held = self.store.get_many(&keys).await?;
+        let taken_docs: std::collections::HashSet<&str> = newer
             .iter()
-            .zip(&held_docs)
-            .filter(|(k, h)| {
-                let n = newer.iter().find(|r| &r.key == *k).expect("from newer");
-                adoption(h.as_ref(), n).is_some()
-            })
-            .map(|(k, _)| k.as_str())
+            .zip(&held)
+            .filter(|(n, h)| !crate::side::is_side(&n.key) && adoption(h.as_ref(), n).is_some())
+            .map(|(n, _)| n.key.as_str())
             .collect();
         let taken: std::collections::HashSet<&str> =
             newer.iter().filter(|r| taken_docs.contains(crate::side::doc_of(&r.key))).map(|r| r.key.as_str()).collect();
@@ -1017,13 +1011,9 @@ impl Node {
                 Put { expect: Expect::Exactly(r.version), record }
             })
             .collect();
-        let taken_records: Vec<Record> = newer.iter().filter(|r| taken.contains(r.key.as_str())).cloned().collect();
-        let keys: Vec<String> = taken_records.iter().map(|r| r.key.clone()).collect();
-        let held = self.store.get_many(&keys).await?;
-        let adopted = taken_records
-            .into_iter()
-            .zip(held)
-            .filter_map(|(record, held)| adoption(held.as_ref(), &record).map(|expect| Put { expect, record }));
+        let adopted = newer.iter().zip(held).filter(|(record, _)| taken.contains(record.key.as_str())).filter_map(
+            |(record, held)| adoption(held.as_ref(), record).map(|expect| Put { expect, record: record.clone() }),
+        );
         let puts = adopted.chain(undone).collect();
         self.store.write(puts).await?;
         if deposed {
