@@ -16,7 +16,6 @@ use crate::loadgen::stats::Failure;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -78,6 +77,14 @@ async fn call(conn: &mut Conn, get: bool, path: String, key: Option<&str>) -> An
     // A body that is not JSON (the text of an error) is kept as a JSON string.
     let value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
     Ok((status, value))
+}
+
+/// The body of a 200 answer.
+fn ok_body(answer: &Answer) -> Option<&Value> {
+    match answer {
+        Ok((200, v)) => Some(v),
+        _ => None,
+    }
 }
 
 /// The first 200 characters of an answer's body, for the history.
@@ -237,10 +244,7 @@ pub async fn worker(shared: std::rc::Rc<Shared>, worker: u32) -> Vec<Op> {
             }
             Next::Read(item) => {
                 let a = call(&mut conn, true, format!("/stock/find/{item}"), None).await;
-                let value = match &a {
-                    Ok((200, v)) => v["stock"].as_i64(),
-                    _ => None,
-                };
+                let value = ok_body(&a).and_then(|v| v["stock"].as_i64());
                 (Kind::Read { item, value }, a, 1)
             }
             Next::Checkout(order) => {
@@ -249,26 +253,17 @@ pub async fn worker(shared: std::rc::Rc<Shared>, worker: u32) -> Vec<Op> {
             }
             Next::FindOrder(order) => {
                 let a = call(&mut conn, true, format!("/orders/find/{order}"), None).await;
-                let paid = match &a {
-                    Ok((200, v)) => v["paid"].as_bool(),
-                    _ => None,
-                };
+                let paid = ok_body(&a).and_then(|v| v["paid"].as_bool());
                 (Kind::FindOrder { order, paid }, a, 1)
             }
             Next::CreateUser => {
                 let a = call(&mut conn, false, "/payment/create_user".into(), Some(&key)).await;
-                let id = match &a {
-                    Ok((200, v)) => v["user_id"].as_str().map(String::from),
-                    _ => None,
-                };
+                let id = ok_body(&a).and_then(|v| v["user_id"].as_str().map(String::from));
                 (Kind::CreateUser { id }, a, 1)
             }
             Next::CreateItem => {
                 let a = call(&mut conn, false, format!("/stock/item/create/{PRICE}"), Some(&key)).await;
-                let id = match &a {
-                    Ok((200, v)) => v["item_id"].as_str().map(String::from),
-                    _ => None,
-                };
+                let id = ok_body(&a).and_then(|v| v["item_id"].as_str().map(String::from));
                 (Kind::CreateItem { id }, a, 1)
             }
         };
@@ -321,30 +316,24 @@ pub async fn final_reads(gw: &Gateway, setup: &Setup, ops: &[Op]) -> Final {
     let mut fin = Final::default();
     for item in setup.items.keys() {
         let v = call(&mut conn, true, format!("/stock/find/{item}"), None).await;
-        fin.stock.insert(item.clone(), v.ok().filter(|(s, _)| *s == 200).and_then(|(_, v)| v["stock"].as_i64()));
+        fin.stock.insert(item.clone(), ok_body(&v).and_then(|v| v["stock"].as_i64()));
     }
     for user in setup.users.keys() {
         let v = call(&mut conn, true, format!("/payment/find_user/{user}"), None).await;
-        fin.credit.insert(user.clone(), v.ok().filter(|(s, _)| *s == 200).and_then(|(_, v)| v["credit"].as_i64()));
+        fin.credit.insert(user.clone(), ok_body(&v).and_then(|v| v["credit"].as_i64()));
     }
     for order in setup.orders.keys() {
         let v = call(&mut conn, true, format!("/orders/find/{order}"), None).await;
-        fin.paid.insert(order.clone(), v.ok().filter(|(s, _)| *s == 200).and_then(|(_, v)| v["paid"].as_bool()));
+        fin.paid.insert(order.clone(), ok_body(&v).and_then(|v| v["paid"].as_bool()));
     }
-    let mut found = BTreeMap::new();
     for op in ops.iter().filter(|o| o.outcome == Outcome::Ok) {
-        let (path, user) = match &op.kind {
-            Kind::CreateUser { id: Some(id) } => (format!("/payment/find_user/{id}"), Some(id)),
-            Kind::CreateItem { id: Some(id) } => (format!("/stock/find/{id}"), None),
+        let (path, id, found) = match &op.kind {
+            Kind::CreateUser { id: Some(id) } => (format!("/payment/find_user/{id}"), id, &mut fin.users_found),
+            Kind::CreateItem { id: Some(id) } => (format!("/stock/find/{id}"), id, &mut fin.items_found),
             _ => continue,
         };
-        let ok = matches!(call(&mut conn, true, path.clone(), None).await, Ok((200, _)));
-        found.insert(path, ok);
-        match (user, &op.kind) {
-            (Some(id), _) => fin.users_found.insert(id.clone(), ok),
-            (None, Kind::CreateItem { id: Some(id) }) => fin.items_found.insert(id.clone(), ok),
-            _ => None,
-        };
+        let answer = call(&mut conn, true, path, None).await;
+        found.insert(id.clone(), ok_body(&answer).is_some());
     }
     fin
 }
