@@ -7,13 +7,18 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 cargo fmt --all --check
-# The container deployments, checked statically (no Docker engine or Kubernetes runs here):
-# compose's own validation of the generated file (the secret is a placeholder, compose only
-# checks that one is given), and k8s/ against the Kubernetes API schemas, offline. That
-# both are up to date with the topology is a test (build_compose/tests/golden.rs).
+# The container deployments, checked statically: compose's own validation of the generated
+# files (the secret is a placeholder, compose only checks that one is given), and k8s/
+# against the Kubernetes API schemas, offline. That they are up to date with the topology
+# is a test (build_compose/tests/golden.rs); the container tests (test/tests/containers.rs)
+# run the local compose file for real.
 WEBSHOP_SECRET=static-check docker-compose -f docker-compose.yml config -q
+WEBSHOP_SECRET=static-check docker-compose -f deploy/compose/docker-compose.local.yml config -q
 kubernetes-validate --strict --quiet k8s/*.yaml
 cargo clippy --workspace --all-targets -- -D warnings
+# The container tests (test/tests/containers.rs) run the release build's node binary in their
+# images (scripts/images.sh builds it when missing; here, before the tests start).
+cargo build --release -p cluster
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace
 else

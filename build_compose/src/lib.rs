@@ -171,8 +171,8 @@ fn header(comment: &str, what: &str) -> String {
 /// first run, then is healthy once the server is the writable primary.
 fn mongo_check_script() -> String {
     format!(
-        "try {{ rs.status() }} catch (e) {{ rs.initiate({{_id: '{MONGO_REPLSET}', members: [{{_id: 0, host: \
-         'localhost:{MONGO_PORT}'}}]}}) }}; quit(db.hello().isWritablePrimary ? 0 : 1)"
+        "try {{ rs.status() }} catch (e) {{ rs.initiate({{_id: \"{MONGO_REPLSET}\", members: [{{_id: 0, host: \
+         \"localhost:{MONGO_PORT}\"}}]}}) }}; quit(db.hello().isWritablePrimary ? 0 : 1)"
     )
 }
 
@@ -182,11 +182,63 @@ fn mongo_uri(host: &str) -> String {
     format!("mongodb://{host}:{MONGO_PORT}/?directConnection=true")
 }
 
-/// The files of the compose deployment, paths relative to the compose file's folder:
-/// `docker-compose.yml` (named `compose_name`) and the configs it mounts. `context` is the
-/// node image's build context (the repository root) as the compose file names it: `.` when
-/// the file is at the root.
-pub fn compose_files(t: &Topology, compose_name: &str, context: &str) -> Result<Vec<(PathBuf, String)>, GenError> {
+/// The two compose files made from one topology. They have the same services, dependencies,
+/// ports, settings and limits (one function writes both, so they cannot drift apart); they
+/// differ only in their images, in how a store starts, and in where the gateway is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// `docker-compose.yml` at the repository root, for users who can pull images: `mongo:7.0`
+    /// (its replica set of one initiated by a one-shot job), `nginx:1.27`, and the node image
+    /// built from the repository's Dockerfile. The gateway is published on every interface.
+    Published,
+    /// [`LOCAL_COMPOSE`], which `scripts/compose.sh` runs: the images scripts/images.sh builds
+    /// without a registry ([`LOCAL_NODE_IMAGE`], [`LOCAL_STORE_IMAGE`] running SecantusDB,
+    /// [`LOCAL_GATEWAY_IMAGE`]). The gateway is published on loopback only, on
+    /// `WEBSHOP_GATEWAY_PORT` (default the topology's gateway port).
+    Local,
+}
+
+/// The local compose file, relative to the repository root (beside the configs it mounts).
+pub const LOCAL_COMPOSE: &str = "deploy/compose/docker-compose.local.yml";
+/// The node image scripts/images.sh builds: its base and the node binary built on the host.
+pub const LOCAL_NODE_IMAGE: &str = "webshop-node:local";
+/// The store image scripts/images.sh builds: its base and SecantusDB (`secantusd-rs`).
+pub const LOCAL_STORE_IMAGE: &str = "webshop-store:local";
+/// The gateway image scripts/images.sh builds: its base running Debian's nginx.
+pub const LOCAL_GATEWAY_IMAGE: &str = "webshop-gateway:local";
+/// The variable that moves the local deployment's gateway to another host port.
+pub const GATEWAY_PORT_ENV: &str = "WEBSHOP_GATEWAY_PORT";
+
+/// MongoDB's WiredTiger cache per store (GB): its default, half the memory minus 1 GB,
+/// counts the whole machine's memory in each of nine containers; the benchmark's data is a
+/// few hundred megabytes per service.
+pub const MONGO_CACHE_GB: &str = "0.25";
+
+/// Resources per container: (reserved memory, memory limit, CPUs). A node holds its request
+/// records and connections (tens of MiB under the benchmark, README); a store its cache
+/// ([`MONGO_CACHE_GB`]) and its working set; nginx little. Each may use up to one core.
+pub const NODE_RESOURCES: (&str, &str, &str) = ("128m", "1g", "1.0");
+/// See [`NODE_RESOURCES`].
+pub const STORE_RESOURCES: (&str, &str, &str) = ("256m", "1g", "1.0");
+/// See [`NODE_RESOURCES`].
+pub const GATEWAY_RESOURCES: (&str, &str, &str) = ("32m", "256m", "1.0");
+
+/// A service's resource lines.
+fn resources((reserved, limit, cpus): (&str, &str, &str)) -> String {
+    format!("    mem_reservation: {reserved}\n    mem_limit: {limit}\n    cpus: {cpus}\n")
+}
+
+/// The one-shot job that initiates a published store's replica set of one: it retries until
+/// the server answers and is the writable primary, then exits; the replica starts after it.
+/// The store itself has no periodic health check (a `mongosh` every few seconds in nine
+/// containers for the whole run).
+fn mongo_init_name(s: Service, id: usize) -> String {
+    format!("{}-init", mongo_name(s, id))
+}
+
+/// The compose file of `flavor`. `config` is the configs' folder as the file names it (`.`
+/// when the file is in it); `context` the node image's build context (published only).
+fn compose_file(t: &Topology, flavor: Flavor, config: &str, context: &str) -> Result<String, GenError> {
     let ct = compose_topology(t)?;
     let gateway_port = port_of(&t.gateway)?;
     let health = |test: String| {
@@ -198,47 +250,108 @@ pub fn compose_files(t: &Topology, compose_name: &str, context: &str) -> Result<
     let node_health = |port: u16| {
         health(list(&["CMD", "curl", "-fsS", "-o", "/dev/null", &format!("http://127.0.0.1:{port}/health")]))
     };
+    let node_image = match flavor {
+        Flavor::Published => format!("    build: {}\n    image: {NODE_IMAGE}\n", q(context)),
+        Flavor::Local => format!("    image: {LOCAL_NODE_IMAGE}\n"),
+    };
     let secret = format!("${{{SECRET_ENV}:?set {SECRET_ENV} to the cluster secret (README, Docker compose)}}");
-    let mut out = header("#", "docker compose deployment of the webshop cluster (README, \"Docker compose\").");
-    out.push_str(&format!(
-        "# Run: export {SECRET_ENV}=$(openssl rand -hex 16); docker compose up --build\n\
-         # The gateway is then on http://localhost:{gateway_port}.\n\nservices:\n"
-    ));
+    let mut out = match flavor {
+        Flavor::Published => {
+            header("#", "docker compose deployment of the webshop cluster (README, \"Docker compose\").")
+                + &format!(
+                    "# Run: export {SECRET_ENV}=$(openssl rand -hex 16); docker compose up --build\n\
+                     # The gateway is then on http://localhost:{gateway_port}.\n"
+                )
+        }
+        Flavor::Local => {
+            header(
+                "#",
+                "docker compose deployment on images built here without a registry (README, \"Docker compose\").",
+            ) + &format!(
+                "# Run: scripts/compose.sh up (builds the images with scripts/images.sh, sets {SECRET_ENV}).\n\
+                     # The gateway is then on http://127.0.0.1:{gateway_port} (or ${GATEWAY_PORT_ENV}).\n"
+            )
+        }
+    };
+    out.push_str("\nservices:\n");
     let mut volumes = Vec::new();
     for s in Service::ALL {
         let n = ct.nodes(s);
         for (i, addr) in n.replicas.iter().enumerate() {
             let (name, mongo, port) = (node_name(s, "replica", i), mongo_name(s, i), port_of(addr)?);
             volumes.push(mongo.clone());
+            let store_ready = match flavor {
+                Flavor::Published => {
+                    let cmd = [
+                        "mongod",
+                        "--replSet",
+                        MONGO_REPLSET,
+                        "--bind_ip_all",
+                        "--wiredTigerCacheSizeGB",
+                        MONGO_CACHE_GB,
+                    ];
+                    out.push_str(&format!(
+                        "  {mongo}:\n    image: {MONGO_IMAGE}\n    command: {}\n    restart: unless-stopped\n    volumes:\n      - \"{mongo}:/data/db\"\n{}",
+                        list(&cmd),
+                        resources(STORE_RESOURCES),
+                    ));
+                    let init = mongo_init_name(s, i);
+                    let check = format!(
+                        "until mongosh --quiet --host {mongo}:{MONGO_PORT} --eval {}; do sleep 1; done",
+                        shell_quote(&mongo_check_script())
+                    );
+                    out.push_str(&format!(
+                        "  {init}:\n    image: {MONGO_IMAGE}\n    command: {}\n    restart: \"no\"\n    depends_on:\n      - {mongo}\n",
+                        list(&["bash", "-c", &check]),
+                    ));
+                    format!("      {mongo}:\n        condition: service_started\n      {init}:\n        condition: service_completed_successfully\n")
+                }
+                Flavor::Local => {
+                    let args: Vec<String> =
+                        common::storage::mongo::server_args("0.0.0.0", MONGO_PORT, std::path::Path::new("/data/db"))
+                            .into_iter()
+                            .map(|a| a.to_string_lossy().into_owned())
+                            .collect();
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    out.push_str(&format!(
+                        "  {mongo}:\n    image: {LOCAL_STORE_IMAGE}\n    command: {}\n    restart: unless-stopped\n    volumes:\n      - \"{mongo}:/data/db\"\n{}",
+                        list(&args),
+                        resources(STORE_RESOURCES),
+                    ));
+                    // Accepting connections is being ready: SecantusDB listens once its store is
+                    // open. Bash's /dev/tcp, as the image has no MongoDB shell.
+                    out.push_str(&health(list(&[
+                        "CMD",
+                        "bash",
+                        "-c",
+                        &format!("exec 3<>/dev/tcp/127.0.0.1/{MONGO_PORT}"),
+                    ])));
+                    format!("      {mongo}:\n        condition: service_healthy\n")
+                }
+            };
             out.push_str(&format!(
-                "  {mongo}:\n    image: {MONGO_IMAGE}\n    command: {}\n    restart: unless-stopped\n    volumes:\n      - \"{mongo}:/data/db\"\n",
-                list(&["mongod", "--replSet", MONGO_REPLSET, "--bind_ip_all"])
-            ));
-            out.push_str(&health(list(&["CMD", "mongosh", "--quiet", "--eval", &mongo_check_script()])));
-            out.push_str(&format!(
-                "  {name}:\n    build: {ctx}\n    image: {NODE_IMAGE}\n    command: [\"replica\"]\n    restart: unless-stopped\n    \
+                "  {name}:\n{node_image}    command: [\"replica\"]\n    restart: unless-stopped\n    \
                  environment:\n      APP__SERVICE: {svc}\n      APP__ID: \"{i}\"\n      APP__TOPOLOGY: {TOPOLOGY_PATH}\n      \
                  APP__LISTEN: \"0.0.0.0:{port}\"\n      APP__ENGINE: mongo\n      APP__MONGO_URI: {uri}\n      \
                  APP__BOOTSTRAP: \"true\"\n      APP__SECRET: {sec}\n      RUST_LOG: info\n    volumes:\n      \
-                 - \"./{COMPOSE_CONFIG_DIR}/topology.toml:{TOPOLOGY_PATH}:ro\"\n    depends_on:\n      {mongo}:\n        \
-                 condition: service_healthy\n",
+                 - \"{config}/topology.toml:{TOPOLOGY_PATH}:ro\"\n{res}    depends_on:\n{store_ready}",
                 svc = s.name(),
-                ctx = q(context),
                 uri = q(&mongo_uri(&mongo)),
                 sec = q(&secret),
+                res = resources(NODE_RESOURCES),
             ));
             out.push_str(&node_health(port));
         }
         for (i, addr) in n.coordinators.iter().enumerate() {
             let (name, port) = (node_name(s, "coordinator", i), port_of(addr)?);
             out.push_str(&format!(
-                "  {name}:\n    build: {ctx}\n    image: {NODE_IMAGE}\n    command: [\"coordinator\"]\n    restart: unless-stopped\n    \
+                "  {name}:\n{node_image}    command: [\"coordinator\"]\n    restart: unless-stopped\n    \
                  environment:\n      APP__SERVICE: {svc}\n      APP__ID: \"{i}\"\n      APP__TOPOLOGY: {TOPOLOGY_PATH}\n      \
                  APP__LISTEN: \"0.0.0.0:{port}\"\n      APP__SECRET: {sec}\n      RUST_LOG: info\n    volumes:\n      \
-                 - \"./{COMPOSE_CONFIG_DIR}/topology.toml:{TOPOLOGY_PATH}:ro\"\n    depends_on:\n",
+                 - \"{config}/topology.toml:{TOPOLOGY_PATH}:ro\"\n{res}    depends_on:\n",
                 svc = s.name(),
-                ctx = q(context),
                 sec = q(&secret),
+                res = resources(NODE_RESOURCES),
             ));
             for r in 0..n.replicas.len() {
                 out.push_str(&format!("      {}:\n        condition: service_healthy\n", node_name(s, "replica", r)));
@@ -246,9 +359,19 @@ pub fn compose_files(t: &Topology, compose_name: &str, context: &str) -> Result<
             out.push_str(&node_health(port));
         }
     }
+    let (gateway_image, published) = match flavor {
+        Flavor::Published => (NGINX_IMAGE, format!("{gateway_port}:{gateway_port}")),
+        Flavor::Local => {
+            (LOCAL_GATEWAY_IMAGE, format!("127.0.0.1:${{{GATEWAY_PORT_ENV}:-{gateway_port}}}:{gateway_port}"))
+        }
+    };
     out.push_str(&format!(
-        "  gateway:\n    image: {NGINX_IMAGE}\n    restart: unless-stopped\n    ports:\n      - \"{gateway_port}:{gateway_port}\"\n    \
-         volumes:\n      - \"./{COMPOSE_CONFIG_DIR}/nginx.conf:/etc/nginx/nginx.conf:ro\"\n    depends_on:\n"
+        "  gateway:\n    image: {gateway_image}\n    entrypoint: {entry}\n    restart: unless-stopped\n    ports:\n      - {published}\n    \
+         volumes:\n      - \"{config}/nginx.conf:/etc/nginx/nginx.conf:ro\"\n      - \"{config}/gateway.sh:{GATEWAY_SCRIPT_PATH}:ro\"\n\
+         {res}    depends_on:\n",
+        entry = list(&["sh", GATEWAY_SCRIPT_PATH]),
+        published = q(&published),
+        res = resources(GATEWAY_RESOURCES),
     ));
     for s in Service::ALL {
         for c in 0..ct.nodes(s).coordinators.len() {
@@ -268,12 +391,72 @@ pub fn compose_files(t: &Topology, compose_name: &str, context: &str) -> Result<
     for v in volumes {
         out.push_str(&format!("  {v}: {{}}\n"));
     }
+    Ok(out)
+}
+
+/// Where the gateway container finds [`gateway_script`].
+pub const GATEWAY_SCRIPT_PATH: &str = "/etc/webshop/gateway.sh";
+
+/// How often the gateway looks the coordinators' names up again (seconds).
+pub const GATEWAY_RESOLVE_INTERVAL_S: u32 = 2;
+
+/// The gateway container's entry point: nginx resolves the upstream servers' names once, when
+/// it loads its config, so a coordinator container recreated with another address would
+/// never be used again (nginx keeps trying the old one; seen here, test
+/// `a_recreated_coordinator_with_a_new_address_is_used_by_the_gateway`). Open-source nginx
+/// before 1.27.3 cannot re-resolve an upstream by itself, so this script runs nginx, looks
+/// the coordinators' names up every [`GATEWAY_RESOLVE_INTERVAL_S`] seconds through the
+/// container's resolver (Docker's DNS), and reloads nginx (gracefully: open connections
+/// finish on the old workers) when an address changed and every name resolves. Kubernetes
+/// needs none of this: its Services keep their addresses.
+pub fn gateway_script(ct: &Topology) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for s in Service::ALL {
+        for a in &ct.nodes(s).coordinators {
+            names.push(a.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_else(|| a.clone()));
+        }
+    }
+    header("#", "The gateway container's entry point: nginx, reloaded when a coordinator's address changes.")
+        + &format!(
+            "# nginx resolves upstream names only when it loads its config (build_compose: gateway_script).\n\
+             names=\"{names}\"\n\
+             lookup() {{\n    for n in $names; do\n        getent hosts \"$n\" | head -n 1 | cut -d' ' -f1 || true\n    done\n}}\n\
+             nginx -g 'daemon off;' &\n\
+             pid=$!\n\
+             trap 'kill -QUIT $pid 2>/dev/null; wait $pid; exit 0' TERM INT QUIT\n\
+             last=$(lookup)\n\
+             while kill -0 $pid 2>/dev/null; do\n    sleep {GATEWAY_RESOLVE_INTERVAL_S}\n    now=$(lookup)\n    \
+             if [ \"$now\" != \"$last\" ] && [ \"$(printf '%s\\n' \"$now\" | grep -c .)\" -eq {count} ]; then\n        \
+             echo \"gateway: a coordinator's address changed; reloading nginx\" >&2\n        nginx -s reload && last=$now\n    fi\n\
+             done\n\
+             wait $pid\n",
+            names = names.join(" "),
+            count = names.len(),
+        )
+}
+
+/// A word for `sh -c`: in single quotes, each single quote written as `'\''`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The files of the compose deployments, paths relative to the published compose file's
+/// folder: the published file (named `compose_name`), [`LOCAL_COMPOSE`], and the configs both
+/// mount. `context` is the node image's build context (the repository root) as the published
+/// file names it: `.` when the file is at the root.
+pub fn compose_files(t: &Topology, compose_name: &str, context: &str) -> Result<Vec<(PathBuf, String)>, GenError> {
+    let ct = compose_topology(t)?;
+    let gateway_port = port_of(&t.gateway)?;
+    let published = compose_file(t, Flavor::Published, &format!("./{COMPOSE_CONFIG_DIR}"), context)?;
+    let local = compose_file(t, Flavor::Local, ".", context)?;
     let topo = header("#", "The topology the compose containers read (hosts are container names).") + &ct.to_toml();
     let nginx = header("#", "The gateway's nginx config in docker compose.") + &nginx_conf(&ct, gateway_port);
     Ok(vec![
-        (PathBuf::from(compose_name), out),
+        (PathBuf::from(compose_name), published),
+        (PathBuf::from(LOCAL_COMPOSE), local),
         (PathBuf::from(COMPOSE_CONFIG_DIR).join("topology.toml"), topo),
         (PathBuf::from(COMPOSE_CONFIG_DIR).join("nginx.conf"), nginx),
+        (PathBuf::from(COMPOSE_CONFIG_DIR).join("gateway.sh"), gateway_script(&ct)),
     ])
 }
 
@@ -421,24 +604,65 @@ mod tests {
         text.matches(needle).count()
     }
 
+    /// The service names of a compose file, in order.
+    fn services(compose: &str) -> Vec<&str> {
+        let body = compose.split_once("\nservices:\n").unwrap().1.split_once("\nvolumes:\n").unwrap().0;
+        body.lines()
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+            .map(|l| l.trim().trim_end_matches(':'))
+            .collect()
+    }
+
     #[test]
     fn compose_has_one_container_per_node_and_mongo_per_replica() {
         for (r, c) in [(1, 1), (3, 2), (5, 3)] {
             let files = compose_files(&topo(r, c), "docker-compose.yml", ".").unwrap();
-            let compose = &files[0].1;
-            assert_eq!(count(compose, "command: [\"replica\"]"), 3 * r);
-            assert_eq!(count(compose, "command: [\"coordinator\"]"), 3 * c);
-            assert_eq!(count(compose, &format!("image: {MONGO_IMAGE}")), 3 * r);
-            assert_eq!(count(compose, "restart: unless-stopped"), 3 * (2 * r + c) + 1);
-            assert_eq!(count(compose, "healthcheck:"), 3 * (2 * r + c) + 1);
-            assert!(compose.contains(&format!("\n  {}: {{}}\n", mongo_name(Service::Stock, r - 1))));
+            let (published, local) = (&files[0].1, &files[1].1);
+            assert_eq!(files[1].0, PathBuf::from(LOCAL_COMPOSE));
+            for compose in [published, local] {
+                assert_eq!(count(compose, "command: [\"replica\"]"), 3 * r);
+                assert_eq!(count(compose, "command: [\"coordinator\"]"), 3 * c);
+                assert_eq!(count(compose, "restart: unless-stopped"), 3 * (2 * r + c) + 1);
+                assert_eq!(
+                    count(compose, "mem_limit:"),
+                    3 * (2 * r + c) + 1,
+                    "every long-running container is limited"
+                );
+                assert!(compose.contains(&format!("\n  {}: {{}}\n", mongo_name(Service::Stock, r - 1))));
+            }
+            assert_eq!(count(published, &format!("image: {MONGO_IMAGE}")), 2 * 3 * r, "a store and its init job");
+            assert_eq!(count(published, "condition: service_completed_successfully"), 3 * r);
+            assert_eq!(count(published, "mongosh"), 3 * r, "only the one-shot init jobs run mongosh");
+            assert_eq!(count(published, "healthcheck:"), 3 * (r + c) + 1);
+            assert_eq!(count(local, &format!("image: {LOCAL_STORE_IMAGE}")), 3 * r);
+            assert_eq!(count(local, "healthcheck:"), 3 * (2 * r + c) + 1);
+            assert!(!local.contains("build:") && !local.contains("mongo:") && !local.contains("nginx:"));
             let t = Topology::parse(
-                files[1].1.split_once("\ngateway").map(|(_, b)| format!("gateway{b}")).unwrap().as_str(),
+                files[2].1.split_once("\ngateway").map(|(_, b)| format!("gateway{b}")).unwrap().as_str(),
             )
             .unwrap();
             assert_eq!(t.stock.replicas.len(), r);
             assert_eq!(t.order.coordinators[c - 1], format!("order-coordinator-{}:{}", c - 1, 9000 + r + c));
         }
+    }
+
+    #[test]
+    fn the_published_and_local_compose_files_run_the_same_services() {
+        let files = compose_files(&topo(3, 2), "docker-compose.yml", ".").unwrap();
+        let published: Vec<&str> = services(&files[0].1).into_iter().filter(|n| !n.ends_with("-init")).collect();
+        assert_eq!(published, services(&files[1].1));
+        assert_eq!(published.len(), 3 * (3 + 3 + 2) + 1);
+        // The same environment, word for word, for every node.
+        let env =
+            |c: &str| c.lines().filter(|l| l.trim_start().starts_with("APP__")).map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(env(&files[0].1), env(&files[1].1));
+        // The local gateway is on loopback only.
+        assert!(files[1].1.contains(&format!("- \"127.0.0.1:${{{GATEWAY_PORT_ENV}:-9000}}:9000\"")), "{}", files[1].1);
+    }
+
+    #[test]
+    fn a_shell_word_keeps_single_quotes() {
+        assert_eq!(shell_quote("a 'b' c"), r"'a '\''b'\'' c'");
     }
 
     #[test]

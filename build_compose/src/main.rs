@@ -1,5 +1,6 @@
-//! `build_compose`: writes docker-compose.yml (and the configs it mounts, `deploy/compose/`
-//! beside it) and the Kubernetes manifests in k8s/ from the topology (see `--help`).
+//! `build_compose`: writes docker-compose.yml (and, in `deploy/compose/` beside it, the local
+//! compose file and the configs both mount) and the Kubernetes manifests in k8s/ from the
+//! topology (see `--help`).
 
 use anyhow::{bail, Context};
 use build_compose::{compose_files, k8s_files};
@@ -12,7 +13,9 @@ usage: build_compose [--topology FILE] [--out PATH] [--k8s DIR] [--check]
 
 Generates the container deployments of the topology (run from the repository root):
   PATH                          the docker compose file (default: docker-compose.yml)
-  <folder of PATH>/deploy/compose/{topology.toml,nginx.conf}   the configs it mounts
+  <folder of PATH>/deploy/compose/docker-compose.local.yml     the same on images built here
+                                (scripts/images.sh, scripts/compose.sh)
+  <folder of PATH>/deploy/compose/{topology.toml,nginx.conf}   the configs both mount
   DIR/*.yaml                    the Kubernetes manifests (default: k8s)
 
 options:

@@ -9,48 +9,9 @@ use common::wire::View;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::adds::{adds, assert_adds_kept, reached, tally, Add};
 use support::{start, Node};
 use webshop_tests::{run_parallel, Api};
-
-/// What became of one add: the item, the amount, the answer (or why none came), when it
-/// was sent and when the answer came.
-struct Add {
-    item: usize,
-    amount: i64,
-    status: Result<u16, String>,
-    sent: Instant,
-    done: Instant,
-}
-
-/// Fires `n` adds of 1 to 5 units over `items` items through `api`, 16 at a time, counting
-/// finished ones in `done`.
-async fn adds(api: &Api, n: usize, items: usize, done: Arc<AtomicUsize>) -> Vec<Add> {
-    run_parallel(n, 16, |i| {
-        let (api, done) = (api.clone(), done.clone());
-        async move {
-            let (item, amount) = (i % items, (i % 5) as i64 + 1);
-            let sent = Instant::now();
-            let status = api.try_send("POST", &format!("/stock/add/{item}/{amount}"), None).await.map(|r| r.status);
-            done.fetch_add(1, Ordering::SeqCst);
-            Add { item, amount, status, sent, done: Instant::now() }
-        }
-    })
-    .await
-}
-
-/// Per item: units acknowledged (200) and units whose answer the client never saw (no
-/// answer, or a 5xx). Panics on a 4xx: adding to an existing item is never refused.
-fn tally(adds: &[Add], items: usize) -> (Vec<i64>, Vec<i64>) {
-    let (mut acked, mut unknown) = (vec![0; items], vec![0; items]);
-    for a in adds {
-        match a.status {
-            Ok(200) => acked[a.item] += a.amount,
-            Ok(s) if (400..500).contains(&s) => panic!("add to item {} refused with {s}", a.item),
-            _ => unknown[a.item] += a.amount,
-        }
-    }
-    (acked, unknown)
-}
 
 /// A cluster of three replicas per service with `items` stock items "0".."items-1" (stock 0,
 /// price 1), and a client of its gateway.
@@ -59,22 +20,6 @@ async fn with_items(items: usize) -> (support::TestCluster, Api) {
     let api = Api::new(&c.gateway_url());
     api.post_ok(&format!("/stock/batch_init/{items}/0/1")).await;
     (c, api)
-}
-
-/// Waits until `n` is at least `at`.
-async fn reached(n: &AtomicUsize, at: usize) {
-    while n.load(Ordering::SeqCst) < at {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Every item holds at least the acknowledged adds and at most those plus the adds whose
-/// answer was not seen.
-async fn assert_adds_kept(api: &Api, acked: &[i64], unknown: &[i64]) {
-    for (item, (a, u)) in acked.iter().zip(unknown).enumerate() {
-        let stock = api.item(&item.to_string()).await.0;
-        assert!(*a <= stock && stock <= a + u, "item {item}: stock {stock}, acknowledged {a}, unanswered {u}");
-    }
 }
 
 /// kill -9 the primary of a third of the items while adds to every item run: no
@@ -159,7 +104,24 @@ async fn a_coordinator_cut_off_from_one_replica_loses_and_doubles_nothing() {
 /// 0, credit 900, no 5xx; afterwards every replica is back, a full member, and equal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consistency_scenario_holds_with_a_replica_of_each_service_dead_and_a_coordinator_paused() {
-    let mut c = start(3).await;
+    consistency_with_faults("log").await;
+}
+
+/// [`the_consistency_scenario_holds_with_a_replica_of_each_service_dead_and_a_coordinator_paused`]
+/// on the MongoDB engine (one SecantusDB server per replica): the same promises as on the
+/// embedded engine. Not yet kept, so not run by default (`cargo nextest run --run-ignored
+/// only -E 'test(on_mongo_with)'`): in one run here (debug build, 2026-12-02) the scenario held
+/// (100 successes, no 5xx), but right after every replica was a full member again stock
+/// replica 0 held another root than 1 and 2; earlier runs with the release build answered 89
+/// and 110 checkouts with 5xx. An open item of issue 17.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the MongoDB engine does not yet keep these promises under faults (issue 17)"]
+async fn the_consistency_scenario_holds_on_mongo_with_a_replica_of_each_service_dead_and_a_coordinator_paused() {
+    consistency_with_faults("mongo").await;
+}
+
+async fn consistency_with_faults(engine: &str) {
+    let mut c = support::start_on(3, engine).await;
     let api = Api::new(&c.gateway_url());
     let setup = webshop_tests::consistency::setup(&api).await;
     for s in Service::ALL {
@@ -216,11 +178,7 @@ async fn a_replica_restarted_from_older_data_acknowledges_no_write_it_lost() {
     // One add to each item the restarted replica is primary of, then 20 more over all items.
     let second = run_parallel(owned.len(), 4, |i| {
         let (api, item) = (api.clone(), owned[i]);
-        async move {
-            let sent = Instant::now();
-            let status = api.try_send("POST", &format!("/stock/add/{item}/1"), None).await.map(|r| r.status);
-            Add { item, amount: 1, status, sent, done: Instant::now() }
-        }
+        async move { Add::send(&api, item, 1).await }
     })
     .await;
     let third = adds(&api, 20, ITEMS, Arc::new(AtomicUsize::new(0))).await;

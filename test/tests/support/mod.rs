@@ -1,6 +1,9 @@
 //! Starting a cluster for a test: real processes on free loopback ports, files and data in a
 //! temporary folder that is removed with the cluster, logs quoted when a start fails.
 
+pub mod adds;
+pub mod compose;
+
 use cluster::launcher::{Cluster, ClusterSpec};
 use cluster::manifest::ProcId;
 use common::topology::{Service, Topology};
