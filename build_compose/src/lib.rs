@@ -236,11 +236,16 @@ fn mongo_init_name(s: Service, id: usize) -> String {
     format!("{}-init", mongo_name(s, id))
 }
 
-/// The compose file of `flavor`. `config` is the configs' folder as the file names it (`.`
-/// when the file is in it); `context` the node image's build context (published only).
-fn compose_file(t: &Topology, flavor: Flavor, config: &str, context: &str) -> Result<String, GenError> {
-    let ct = compose_topology(t)?;
-    let gateway_port = port_of(&t.gateway)?;
+/// The compose file of `flavor` for the compose topology `ct` ([`compose_topology`]) with the
+/// gateway on `gateway_port`. `config` is the configs' folder as the file names it (`.` when
+/// the file is in it); `context` the node image's build context (published only).
+fn compose_file(
+    ct: &Topology,
+    gateway_port: u16,
+    flavor: Flavor,
+    config: &str,
+    context: &str,
+) -> Result<String, GenError> {
     let health = |test: String| {
         format!(
             "    healthcheck:\n      test: {test}\n      interval: {HEALTH_INTERVAL_S}s\n      timeout: {HEALTH_TIMEOUT_S}s\n      \
@@ -447,8 +452,8 @@ fn shell_quote(s: &str) -> String {
 pub fn compose_files(t: &Topology, compose_name: &str, context: &str) -> Result<Vec<(PathBuf, String)>, GenError> {
     let ct = compose_topology(t)?;
     let gateway_port = port_of(&t.gateway)?;
-    let published = compose_file(t, Flavor::Published, &format!("./{COMPOSE_CONFIG_DIR}"), context)?;
-    let local = compose_file(t, Flavor::Local, ".", context)?;
+    let published = compose_file(&ct, gateway_port, Flavor::Published, &format!("./{COMPOSE_CONFIG_DIR}"), context)?;
+    let local = compose_file(&ct, gateway_port, Flavor::Local, ".", context)?;
     let topo = header("#", "The topology the compose containers read (hosts are container names).") + &ct.to_toml();
     let nginx = header("#", "The gateway's nginx config in docker compose.") + &nginx_conf(&ct, gateway_port);
     Ok(vec![

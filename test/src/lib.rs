@@ -188,6 +188,21 @@ pub mod consistency {
         .await
     }
 
+    /// Checks out every order (as [`checkouts`]) while `during` runs beside the checkouts (the
+    /// faults of a scenario), then checks the course's promises: only 200 and 400 answers,
+    /// exactly [`STOCK`] successes, stock 0 and total credit 900.
+    pub async fn holds_while(api: &Api, setup: &Setup, during: impl std::future::Future<Output = ()>) {
+        let all = tokio::spawn({
+            let (api, setup) = (api.clone(), setup.clone());
+            async move { checkouts(&api, &setup).await }
+        });
+        during.await;
+        let statuses = all.await.unwrap();
+        assert!(statuses.iter().all(|s| *s == 200 || *s == 400), "only 200 and 400 answers: {statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), STOCK);
+        check_totals(api, setup).await;
+    }
+
     /// Stock 0 and total credit 900 afterwards.
     pub async fn check_totals(api: &Api, setup: &Setup) {
         assert_eq!(api.item(&setup.item).await.0, 0);

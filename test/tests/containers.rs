@@ -18,21 +18,6 @@ use webshop_tests::{consistency, Api};
 /// How long every service has to be back to all members with one root after a fault ends.
 const CONVERGE: Duration = Duration::from_secs(60);
 
-/// Runs the course scenario; asserts only 200 and 400 answers, exactly 100 successes, stock 0
-/// and credit 900.
-async fn assert_course_scenario(api: &Api, during: impl std::future::Future<Output = ()>) {
-    let setup = consistency::setup(api).await;
-    let checkouts = tokio::spawn({
-        let (api, setup) = (api.clone(), setup.clone());
-        async move { consistency::checkouts(&api, &setup).await }
-    });
-    during.await;
-    let statuses = checkouts.await.unwrap();
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 400), "only 200 and 400 answers: {statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), consistency::STOCK);
-    consistency::check_totals(api, &setup).await;
-}
-
 /// The course's consistency scenario through the containerised gateway: exactly 100 checkouts
 /// succeed, stock 0, credit 900. Then again while one replica container of each service is
 /// killed (`docker kill`: a manual stop, which Docker's restart policy leaves stopped) and one
@@ -46,7 +31,7 @@ async fn the_course_scenario_holds_in_containers_also_with_replicas_killed_and_a
     let c = ComposeCluster::up().await;
     let api = Api::new(&c.gateway_url());
     let started = Instant::now();
-    assert_course_scenario(&api, async {}).await;
+    consistency::holds_while(&api, &consistency::setup(&api).await, async {}).await;
     eprintln!("course scenario in containers: {:.1} s", started.elapsed().as_secs_f64());
 
     let killed: Vec<String> = Service::ALL.iter().map(|s| ComposeCluster::replica(*s, 2)).collect();
@@ -58,7 +43,7 @@ async fn the_course_scenario_holds_in_containers_also_with_replicas_killed_and_a
         tokio::time::sleep(Duration::from_secs(8)).await;
         c.compose(&["unpause", "order-coordinator-0"]);
     };
-    assert_course_scenario(&api, faults).await;
+    consistency::holds_while(&api, &consistency::setup(&api).await, faults).await;
 
     let mut args = vec!["start"];
     args.extend(killed.iter().map(String::as_str));
