@@ -14,8 +14,9 @@
 //!   `<service>-replica-<ordinal>` behind a headless Service, the ordinal is the replica's id),
 //!   each pod with its MongoDB as a native sidecar on a persistent volume; one Deployment and
 //!   Service per coordinator (a coordinator's id is its place in the topology, so each has its
-//!   own); nginx as a Deployment behind a NodePort Service; the secret; the configs in a
-//!   ConfigMap.
+//!   own); nginx as a Deployment behind a NodePort Service; the configs in a ConfigMap. Not
+//!   the Secret: the operator creates it before the pods start, so `kubectl apply -f k8s/`
+//!   never replaces it under running pods (which read it once, at start).
 //!
 //! Output is plain text built here (no YAML library): every value that is not a plain word
 //! is written as a JSON string, which YAML reads as the same string.
@@ -502,6 +503,59 @@ fn k8s_node_env(s: Service, port: u16) -> String {
     )
 }
 
+/// A Kubernetes container's `resources` (10 spaces in): the memory compose reserves as the
+/// request, its limit as the limit, [`K8S_CPU_REQUEST`] and the compose CPUs as the limit.
+fn k8s_resources((reserved, limit, cpus): (&str, &str, &str)) -> String {
+    let mem = |m: &str| format!("{}Mi", mebibytes(m));
+    format!(
+        "          resources:\n            requests:\n              memory: {}\n              cpu: {K8S_CPU_REQUEST}\n            \
+         limits:\n              memory: {}\n              cpu: {}\n",
+        mem(reserved),
+        mem(limit),
+        q(cpus)
+    )
+}
+
+/// MiB in a compose memory size (`128m`, `1g`).
+fn mebibytes(size: &str) -> u64 {
+    let (n, unit) = size.split_at(size.len() - 1);
+    let n: u64 = n.parse().expect("a compose memory size");
+    match unit {
+        "m" => n,
+        "g" => n * 1024,
+        _ => panic!("unknown unit in {size}"),
+    }
+}
+
+/// The CPU each pod's container requests: small, so that the 25 containers of the default
+/// topology and minikube's own pods fit on 2 CPUs (each may use a whole one, as in compose).
+pub const K8S_CPU_REQUEST: &str = "25m";
+
+/// The memory all pods of topology `t` request (MiB): what the minikube node needs free.
+pub fn k8s_memory_requested(t: &Topology) -> u64 {
+    let (replicas, coordinators) = Service::ALL
+        .iter()
+        .fold((0, 0), |(r, c), s| (r + t.nodes(*s).replicas.len() as u64, c + t.nodes(*s).coordinators.len() as u64));
+    replicas * (mebibytes(NODE_RESOURCES.0) + mebibytes(STORE_RESOURCES.0))
+        + coordinators * mebibytes(NODE_RESOURCES.0)
+        + mebibytes(GATEWAY_RESOURCES.0)
+}
+
+/// How to start minikube for topology `t` and where the Secret comes from, for the header of
+/// the manifests: the pods' memory requests plus 2 GiB for Kubernetes itself, rounded up to
+/// whole GiB, on 2 CPUs.
+pub fn k8s_start_comment(t: &Topology) -> String {
+    let gib = (k8s_memory_requested(t) + 2048).div_ceil(1024);
+    format!(
+        "# Start minikube with room for the pods' requests ({} MiB of memory):\n\
+         #   minikube start --cpus 2 --memory {gib}g\n\
+         # The Secret `webshop-secret` is not in these files: create it before applying them (pods\n\
+         # read it once, at start, and wait for it), and never apply it from here:\n\
+         #   kubectl create secret generic webshop-secret --from-literal=secret=$(openssl rand -hex 16)\n",
+        k8s_memory_requested(t)
+    )
+}
+
 /// The config volume of a node pod (the topology from the ConfigMap).
 const K8S_TOPOLOGY_MOUNT: &str = "          volumeMounts:\n            - name: config\n              mountPath: /etc/webshop/topology.toml\n              subPath: topology.toml\n";
 const K8S_CONFIG_VOLUME: &str =
@@ -515,15 +569,8 @@ pub fn k8s_files(t: &Topology) -> Result<Vec<(PathBuf, String)>, GenError> {
     let dir = PathBuf::from("k8s");
     let mut files = Vec::new();
 
-    let secret = header("#", "The cluster secret every internal request carries.")
-        + "# Replace the value before a real deployment:\n\
-           #   kubectl create secret generic webshop-secret --from-literal=secret=$(openssl rand -hex 16) \\\n\
-           #     --dry-run=client -o yaml | kubectl apply -f -\n\
-           apiVersion: v1\nkind: Secret\nmetadata:\n  name: webshop-secret\ntype: Opaque\nstringData:\n  \
-           secret: change-me-minikube-only\n";
-    files.push((dir.join("00-secret.yaml"), secret));
-
     let config = header("#", "The nodes' topology (hosts are pod and Service names) and the gateway's nginx config.")
+        + &k8s_start_comment(t)
         + "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: webshop-config\ndata:\n  topology.toml: |\n"
         + &indent(&kt.to_toml(), 4)
         + "  nginx.conf: |\n"
@@ -546,16 +593,18 @@ pub fn k8s_files(t: &Topology) -> Result<Vec<(PathBuf, String)>, GenError> {
              podManagementPolicy: Parallel\n  selector:\n    matchLabels:\n      app: {set}\n  template:\n    metadata:\n      labels:\n        \
              app: {set}\n    spec:\n      initContainers:\n        # The replica's MongoDB, a native sidecar: started (and its replica set of one\n        \
              # initiated) before the replica, stopped after it, on the pod's own volume.\n        - name: mongo\n          \
-             image: {MONGO_IMAGE}\n          restartPolicy: Always\n          args: {args}\n          ports:\n            - containerPort: {MONGO_PORT}\n          \
+             image: {MONGO_IMAGE}\n          restartPolicy: Always\n          args: {args}\n{store_res}          ports:\n            - containerPort: {MONGO_PORT}\n          \
              volumeMounts:\n            - name: data\n              mountPath: /data/db\n          startupProbe:\n            exec:\n              \
              command: {check}\n            periodSeconds: {HEALTH_INTERVAL_S}\n            timeoutSeconds: {HEALTH_TIMEOUT_S}\n            \
              failureThreshold: 30\n      containers:\n        - name: replica\n          image: {NODE_IMAGE}\n          imagePullPolicy: IfNotPresent\n          \
-             # The pod's ordinal (order-replica-2 -> 2) is the replica's id.\n          command: {cmd}\n          ports:\n            - containerPort: {rport}\n          \
+             # The pod's ordinal (order-replica-2 -> 2) is the replica's id.\n          command: {cmd}\n{node_res}          ports:\n            - containerPort: {rport}\n          \
              env:\n{env}            - name: APP__ENGINE\n              value: mongo\n            - name: APP__MONGO_URI\n              value: {uri}\n            \
              - name: APP__BOOTSTRAP\n              value: \"true\"\n{mount}{ready}{live}{vols}  volumeClaimTemplates:\n    - metadata:\n        name: data\n      \
              spec:\n        accessModes: [\"ReadWriteOnce\"]\n        resources:\n          requests:\n            storage: {K8S_VOLUME_SIZE}\n",
             count = n.replicas.len(),
-            args = list(&["--replSet", MONGO_REPLSET, "--bind_ip", "127.0.0.1"]),
+            args = list(&["--replSet", MONGO_REPLSET, "--bind_ip", "127.0.0.1", "--wiredTigerCacheSizeGB", MONGO_CACHE_GB]),
+            node_res = k8s_resources(NODE_RESOURCES),
+            store_res = k8s_resources(STORE_RESOURCES),
             check = list(&["mongosh", "--quiet", "--eval", &mongo_check_script()]),
             cmd = list(&["/bin/sh", "-c", "export APP__ID=\"${HOSTNAME##*-}\"; exec cluster replica"]),
             env = k8s_node_env(s, rport),
@@ -571,9 +620,10 @@ pub fn k8s_files(t: &Topology) -> Result<Vec<(PathBuf, String)>, GenError> {
                 "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector:\n    app: {name}\n  ports:\n    - name: http\n      \
                  port: {port}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      \
                  app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n        - name: coordinator\n          \
-                 image: {NODE_IMAGE}\n          imagePullPolicy: IfNotPresent\n          args: [\"coordinator\"]\n          ports:\n            - containerPort: {port}\n          \
+                 image: {NODE_IMAGE}\n          imagePullPolicy: IfNotPresent\n          args: [\"coordinator\"]\n{res}          ports:\n            - containerPort: {port}\n          \
                  env:\n{env}            - name: APP__ID\n              value: \"{i}\"\n{mount}{ready}{live}{vols}",
                 env = k8s_node_env(s, port),
+                res = k8s_resources(NODE_RESOURCES),
                 mount = K8S_TOPOLOGY_MOUNT,
                 ready = http_probe("readinessProbe", port, 10, 0),
                 live = tcp_liveness(port, 10),
@@ -586,12 +636,13 @@ pub fn k8s_files(t: &Topology) -> Result<Vec<(PathBuf, String)>, GenError> {
     let gateway = header("#", "The gateway: nginx in front of the coordinators, published on a NodePort.")
         + &format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: gateway\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: gateway\n  \
-             template:\n    metadata:\n      labels:\n        app: gateway\n    spec:\n      containers:\n        - name: nginx\n          image: {NGINX_IMAGE}\n          \
+             template:\n    metadata:\n      labels:\n        app: gateway\n    spec:\n      containers:\n        - name: nginx\n          image: {NGINX_IMAGE}\n{res}          \
              ports:\n            - containerPort: {gateway_port}\n          volumeMounts:\n            - name: config\n              mountPath: /etc/nginx/nginx.conf\n              \
              subPath: nginx.conf\n          readinessProbe:\n            tcpSocket:\n              port: {gateway_port}\n            periodSeconds: {HEALTH_INTERVAL_S}\n          \
              livenessProbe:\n            tcpSocket:\n              port: {gateway_port}\n            periodSeconds: {HEALTH_INTERVAL_S}\n            \
              failureThreshold: {HEALTH_RETRIES}\n{K8S_CONFIG_VOLUME}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: gateway\nspec:\n  type: NodePort\n  \
-             selector:\n    app: gateway\n  ports:\n    - name: http\n      port: {gateway_port}\n      targetPort: {gateway_port}\n      nodePort: {GATEWAY_NODE_PORT}\n"
+             selector:\n    app: gateway\n  ports:\n    - name: http\n      port: {gateway_port}\n      targetPort: {gateway_port}\n      nodePort: {GATEWAY_NODE_PORT}\n",
+            res = k8s_resources(GATEWAY_RESOURCES),
         );
     files.push((dir.join("20-gateway.yaml"), gateway));
     Ok(files)
@@ -680,6 +731,28 @@ mod tests {
         assert!(order.contains("kind: StatefulSet") && order.contains("replicas: 3"));
         assert_eq!(count(order, "kind: Deployment"), 2);
         assert_eq!(count(order, "volumeClaimTemplates"), 1);
+    }
+
+    #[test]
+    fn k8s_holds_no_secret_and_limits_every_container() {
+        let files = k8s_files(&topo(3, 2)).unwrap();
+        let all: String = files.iter().map(|(_, text)| text.as_str()).collect();
+        assert_eq!(count(&all, "kind: Secret"), 0, "applying k8s/ must never replace the secret");
+        assert_eq!(count(&all, "secretKeyRef:"), 3 + 3 * 2, "a replica template and two coordinators per service");
+        // A store and a replica per StatefulSet, each coordinator, the gateway.
+        assert_eq!(count(&all, "resources:\n            requests:"), 3 * 2 + 3 * 2 + 1);
+        assert_eq!(count(&all, "limits:\n              memory: 1024Mi"), 3 * 2 + 3 * 2);
+        assert_eq!(count(&all, &format!("\"--wiredTigerCacheSizeGB\", \"{MONGO_CACHE_GB}\"")), 3);
+        assert!(all.contains("kubectl create secret generic webshop-secret"));
+    }
+
+    #[test]
+    fn minikube_gets_the_memory_the_pods_request() {
+        // 9 replicas (128 MiB) with their stores (256 MiB), 6 coordinators (128 MiB), nginx (32 MiB).
+        assert_eq!(k8s_memory_requested(&topo(3, 2)), 9 * 384 + 6 * 128 + 32);
+        assert!(k8s_start_comment(&topo(3, 2)).contains("minikube start --cpus 2 --memory 7g"));
+        assert_eq!(mebibytes("1g"), 1024);
+        assert_eq!(mebibytes("32m"), 32);
     }
 
     #[test]

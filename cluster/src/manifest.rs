@@ -111,6 +111,12 @@ impl Entry {
         Entry { role: p.role, service: p.service_name().to_string(), id: p.id, addr: addr.to_string(), pid }
     }
 
+    /// Its name for people and tools: `stock-replica-1`, `gateway-balancer-0` (as
+    /// [`ProcId::file_stem`]).
+    pub fn name(&self) -> String {
+        format!("{}-{}-{}", self.service, self.role.name(), self.id)
+    }
+
     /// The process this entry names, if its service is one the manifest knows.
     pub fn proc_id(&self) -> Option<ProcId> {
         let service = match self.service.as_str() {

@@ -159,9 +159,15 @@ pub struct PeerLink {
 impl PeerLink {
     /// A link to the replica at `authority` (`host:port`), each batch answered within
     /// `timeout`; its sender starts on first use. The connection keeps Nagle's algorithm on
-    /// (`crate::node`).
-    pub fn spawn(peer: u32, authority: &str, secret: &str, timeout: Duration) -> PeerLink {
-        let rpc = crate::rpc::Client::new(authority, secret, false, timeout);
+    /// (`crate::node`), and tells `standing` whether the peer accepts the secret.
+    pub fn spawn(
+        peer: u32,
+        authority: &str,
+        secret: &str,
+        timeout: Duration,
+        standing: &crate::standing::SecretStanding,
+    ) -> PeerLink {
+        let rpc = crate::rpc::Client::new(authority, secret, false, timeout).reporting_to(standing);
         PeerLink { target: Arc::new(Target { peer, rpc, timeout }), queue: BatchQueue::default() }
     }
 
@@ -351,7 +357,7 @@ pub(crate) mod tests {
     #[actix_web::test]
     async fn concurrent_writes_share_requests() {
         let (base, counts) = peer(200).await;
-        let link = Arc::new(PeerLink::spawn(1, &base, "s", Duration::from_secs(5)));
+        let link = Arc::new(PeerLink::spawn(1, &base, "s", Duration::from_secs(5), &Default::default()));
         let sends = (0..200).map(|i| {
             let link = link.clone();
             async move { link.send(1, recs(i)).await }
@@ -366,12 +372,12 @@ pub(crate) mod tests {
     #[actix_web::test]
     async fn a_failing_peer_fails_every_waiting_write() {
         let (base, _) = peer(500).await;
-        let link = PeerLink::spawn(1, &base, "s", Duration::from_secs(5));
+        let link = PeerLink::spawn(1, &base, "s", Duration::from_secs(5), &Default::default());
         let err = link.send(1, recs(0)).await.unwrap_err();
         assert!(err.to_string().contains("500"), "{err}");
         // Nobody listens here: a refused connection is an error, not a hang.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let link = PeerLink::spawn(2, &dead.to_string(), "s", Duration::from_secs(5));
+        let link = PeerLink::spawn(2, &dead.to_string(), "s", Duration::from_secs(5), &Default::default());
         assert!(link.send(1, recs(0)).await.is_err());
     }
 }

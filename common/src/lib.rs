@@ -26,6 +26,7 @@ pub mod rpc;
 pub mod server;
 pub mod settings;
 pub mod side;
+pub mod standing;
 pub mod storage;
 pub mod table;
 pub mod topology;

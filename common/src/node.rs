@@ -198,6 +198,9 @@ pub struct Node {
     /// The documents whose state from an older epoch this node, as their primary, has sent
     /// to every member under the current epoch (`ensure_replicated`), with that epoch.
     settled: std::sync::Mutex<(u64, std::collections::HashSet<String>)>,
+    /// Whether the peers and coordinators accept this node's secret, as every answer to it
+    /// tells ([`Node::secret_refusal`]).
+    standing: crate::standing::SecretStanding,
 }
 
 impl Node {
@@ -226,12 +229,13 @@ impl Node {
         // round): off, the tail at a moderate load improves (p99 58 ms instead of 257 with
         // 1,000 users and a 1 s wait) but 64 connections get 2,225/s instead of 2,800-3,000
         // and the locust median rises from 29 to 62 ms.
+        let standing = crate::standing::SecretStanding::default();
         let links = peers
             .into_iter()
             .filter(|(id, _)| *id != me)
             .map(|(id, base)| {
                 let authority = base.trim_start_matches("http://");
-                (id, PeerLink::spawn(id, authority, &secret, timings.fanout))
+                (id, PeerLink::spawn(id, authority, &secret, timings.fanout, &standing))
             })
             .collect();
         let view = acceptor.committed.clone();
@@ -256,7 +260,19 @@ impl Node {
             suspect_timeout: timings.suspect,
             request_ttl: timings.request_ttl,
             rounds: Default::default(),
+            standing,
         }
+    }
+
+    /// Why this node must not report itself healthy because its peers refuse its secret
+    /// ([`crate::standing`]).
+    pub fn secret_refusal(&self) -> Option<String> {
+        self.standing.refusal()
+    }
+
+    /// Records the verdict on this node's secret in an answer from `base` (`http://host:port`).
+    fn answered(&self, base: &str, status: reqwest::StatusCode) {
+        self.standing.answered(base.trim_start_matches("http://"), status.as_u16());
     }
 
     /// The same node, reporting failed peers to these coordinators (`host:port`).
@@ -304,6 +320,7 @@ impl Node {
                 .send()
                 .await;
             let Ok(r) = r else { return };
+            self.answered(base, r.status());
             if !r.status().is_success() {
                 return;
             }
@@ -705,6 +722,9 @@ impl Node {
                 .header(crate::wire::SECRET, &self.secret)
                 .send()
                 .await;
+            if let Ok(r) = &r {
+                self.answered(base, r.status());
+            }
             match r {
                 Ok(r) if r.status().is_success() => return r.json::<View>().await.ok(),
                 Ok(r) => log::warn!("coordinator {base} answered {} to a suspicion", r.status()),
@@ -797,6 +817,9 @@ impl Node {
                     .json(&paxos::Request::Query)
                     .send()
                     .await;
+                if let Ok(r) = &r {
+                    me.answered(base, r.status());
+                }
                 match r {
                     Ok(r) if r.status().is_success() => r.json::<paxos::Reply>().await.ok().map(|reply| (*id, reply)),
                     _ => None,

@@ -366,6 +366,8 @@ pub struct Client {
     connect_timeout: Duration,
     current: Mutex<Option<Arc<Conn>>>,
     connecting: tokio::sync::Mutex<()>,
+    /// Told whether the peer accepted the secret, each time a connection opens.
+    standing: Option<crate::standing::SecretStanding>,
 }
 
 impl Client {
@@ -379,7 +381,15 @@ impl Client {
             connect_timeout,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            standing: None,
         }
+    }
+
+    /// This client, telling `standing` whether the peer accepted the secret each time it
+    /// opens a connection.
+    pub fn reporting_to(mut self, standing: &crate::standing::SecretStanding) -> Client {
+        self.standing = Some(standing.clone());
+        self
     }
 
     /// Makes a call and waits at most `timeout` for its answer, opening the connection
@@ -461,6 +471,11 @@ impl Client {
         let head = buf.split_to(head_end);
         let head = String::from_utf8_lossy(&head);
         let status_line = head.lines().next().unwrap_or_default();
+        if let (Some(standing), Some(status)) =
+            (&self.standing, status_line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()))
+        {
+            standing.answered(&self.authority, status);
+        }
         if !status_line.starts_with("HTTP/1.1 101") {
             return Err(Error::Connect(format!("upgrade refused: {status_line}")));
         }
@@ -784,5 +799,18 @@ mod tests {
         let node = node(Closing::default(), Default::default());
         let err = Client::new(&node, "wrong", true, WAIT).call(&get("/x"), WAIT).await.unwrap_err();
         assert_eq!(err, Error::Connect("upgrade refused: HTTP/1.1 403 Forbidden".into()));
+    }
+
+    #[actix_web::test]
+    async fn a_client_tells_its_standing_whether_the_peer_took_the_secret() {
+        let node = node(Closing::default(), Default::default());
+        let standing = crate::standing::SecretStanding::default();
+        let wrong = Client::new(&node, "wrong", true, WAIT).reporting_to(&standing);
+        assert!(wrong.call(&get("/x"), WAIT).await.is_err());
+        let why = standing.refusal().expect("refused and accepted by none");
+        assert!(why.contains(&node), "{why}");
+        let right = Client::new(&node, "s", true, WAIT).reporting_to(&standing);
+        assert_eq!(right.call(&get("/y"), WAIT).await.unwrap().body, "/y");
+        assert_eq!(standing.refusal(), None, "the peer accepts the secret now");
     }
 }

@@ -528,6 +528,9 @@ async fn replica_health(app: web::Data<ReplicaApp>) -> HttpResponse {
     if let Err(e) = app.node.store_health().await {
         return Parts::unavailable("store", format!("the store cannot write: {e}")).response();
     }
+    if let Some(why) = app.node.secret_refusal() {
+        return Parts::unavailable("secret", why).response();
+    }
     health().await
 }
 

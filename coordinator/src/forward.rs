@@ -16,6 +16,7 @@ use common::client::root_cause;
 use common::endpoint::Endpoint;
 use common::routing::Method;
 use common::rpc;
+use common::standing::SecretStanding;
 use common::wire::{
     View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
 };
@@ -167,6 +168,8 @@ pub struct Forwarder {
     /// The cluster secret, sent on every request: a header value made once (a secret that is
     /// no valid header value fails every request, as it did when reqwest parsed it each time).
     secret: Result<HeaderValue, String>,
+    /// Whether the replicas accept this coordinator's secret.
+    standing: SecretStanding,
     /// Replicas this coordinator is cut off from by the test-only fault hook: every send to
     /// them fails as a refused connection would.
     #[cfg(feature = "fault-hooks")]
@@ -176,6 +179,7 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder to the replicas at `addrs` (`host:port`, id = index).
     pub fn new(addrs: &[String], secret: &str) -> Forwarder {
+        let standing = SecretStanding::default();
         // Replicas are reached directly: no proxy (a proxy set in the environment would
         // otherwise carry this traffic), plain HTTP/1.1.
         let http = reqwest::Client::builder()
@@ -189,14 +193,24 @@ impl Forwarder {
             .expect("http client");
         Forwarder {
             rpc: std::sync::Arc::new(
-                addrs.iter().map(|a| common::rpc::Client::new(a, secret, true, CONNECT_TIMEOUT)).collect(),
+                addrs
+                    .iter()
+                    .map(|a| common::rpc::Client::new(a, secret, true, CONNECT_TIMEOUT).reporting_to(&standing))
+                    .collect(),
             ),
             http,
             bases: addrs.iter().map(|a| Endpoint::new(a)).collect(),
             secret: HeaderValue::from_str(secret).map_err(|e| e.to_string()),
+            standing,
             #[cfg(feature = "fault-hooks")]
             cut: Default::default(),
         }
+    }
+
+    /// Why this coordinator must not report itself healthy because the replicas refuse its
+    /// secret ([`common::standing`]).
+    pub fn secret_refusal(&self) -> Option<String> {
+        self.standing.refusal()
     }
 
     /// Number of configured replicas.
@@ -240,14 +254,14 @@ impl Forwarder {
     pub async fn get_internal(&self, id: u32, path: &str, timeout: Duration) -> Result<ReplicaReply, SendError> {
         let url = self.url(id, path)?;
         let resp = self.http.get(url).timeout(timeout).header(SECRET, self.secret()?).send().await?;
-        read(resp).await
+        self.read(resp, path != "/health").await
     }
 
     /// Calls an internal POST endpoint (`/internal/push/..`) of replica `id`.
     pub async fn post_internal(&self, id: u32, path: &str, timeout: Duration) -> Result<ReplicaReply, SendError> {
         let url = self.url(id, path)?;
         let resp = self.http.post(url).timeout(timeout).header(SECRET, self.secret()?).send().await?;
-        read(resp).await
+        self.read(resp, true).await
     }
 
     /// Calls an internal POST endpoint of replica `id` with a JSON body.
@@ -268,7 +282,7 @@ impl Forwarder {
             .body(body)
             .send()
             .await?;
-        read(resp).await
+        self.read(resp, true).await
     }
 
     /// Sends a membership message to replica `id` and reads its reply.
@@ -280,7 +294,7 @@ impl Forwarder {
     ) -> Result<common::paxos::Reply, SendError> {
         let url = self.url(id, "/internal/paxos")?;
         let resp = self.http.post(url).timeout(timeout).header(SECRET, self.secret()?).json(request).send().await?;
-        let r = read(resp).await?;
+        let r = self.read(resp, true).await?;
         if r.status != 200 {
             return Err(SendError::Connect(format!("replica {id} answered {} to a membership message", r.status)));
         }
@@ -308,6 +322,17 @@ impl Forwarder {
     /// reqwest's parse of the whole URL did (not a connection failure).
     fn url(&self, id: u32, path_and_query: &str) -> Result<reqwest::Url, SendError> {
         self.bases[self.reachable(id)?].url(path_and_query).map_err(SendError::Broken)
+    }
+
+    /// Reads a replica's answer; `guarded` when the path needs the secret, so that the
+    /// answer tells whether the replica accepts it.
+    async fn read(&self, resp: reqwest::Response, guarded: bool) -> Result<ReplicaReply, SendError> {
+        if guarded {
+            let url = resp.url();
+            let peer = format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(80));
+            self.standing.answered(&peer, resp.status().as_u16());
+        }
+        read(resp).await
     }
 }
 

@@ -44,7 +44,7 @@ pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig
         cfg.app_data(app.clone())
             .app_data(secret)
             .app_data(web::PayloadConfig::new(MAX_PUBLIC_BODY))
-            .route("/health", web::get().to(health))
+            .route("/health", web::get().to(coordinator_health))
             .route("/metrics", web::get().to(metrics))
             .service(
                 web::scope("/admin")
@@ -79,6 +79,14 @@ async fn fault(path: web::Path<(String, u32)>, app: web::Data<Coordinator>) -> H
     };
     log::warn!("fault hook: cut off from replicas {cut:?}");
     HttpResponse::Ok().json(&*cut)
+}
+
+/// `/health`: serving, and not refused by every replica for its secret ([`common::standing`]).
+async fn coordinator_health(app: web::Data<Coordinator>) -> HttpResponse {
+    match app.forwarder.secret_refusal() {
+        Some(why) => HttpResponse::ServiceUnavailable().content_type("text/plain; charset=utf-8").body(why),
+        None => health().await,
+    }
 }
 
 async fn metrics(app: web::Data<Coordinator>) -> HttpResponse {

@@ -196,3 +196,43 @@ async fn a_coordinator_without_traffic_learns_a_new_view() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A node started with another secret than its peers (a Kubernetes Secret replaced after some
+/// pods started reads so) logs that its peers refuse it and reports itself unhealthy, so that
+/// no orchestrator counts it ready; started again with the cluster's secret, it is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_secret_its_peers_refuse_says_so_and_is_not_healthy() {
+    let mut c = start(3).await;
+    for n in [Node::Coordinator(Service::Stock, 1), Node::Replica(Service::Stock, 2)] {
+        let addr = match n {
+            Node::Coordinator(s, id) => c.topology().nodes(s).coordinators[id as usize].clone(),
+            Node::Replica(s, id) => c.topology().nodes(s).replicas[id as usize].clone(),
+        };
+        c.kill(n);
+        let (mut cmd, log) = c.node_command_with_secret(n, "another-secret");
+        let mut child = cmd.spawn().expect("node starts");
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let (status, body) = loop {
+            let r = http.get(format!("http://{addr}/health")).send().await;
+            if let Ok(r) = r {
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                if status == 503 {
+                    break (status, body);
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "{n:?} with another secret still healthy after 30 s");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert_eq!(status, 503);
+        assert!(body.contains("the cluster secret is refused by"), "{n:?}: {body}");
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(logged.contains("refused this process's cluster secret"), "{n:?} did not log it:\n{logged}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        c.start_again(n).await;
+        let r = http.get(format!("http://{addr}/health")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{n:?} with the cluster's secret");
+    }
+}

@@ -14,7 +14,11 @@ use webshop_tests::nemesis::{self, report};
 fn a_sixty_second_nemesis_run_with_a_fixed_seed_finds_nothing() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let c = rt.block_on(start_with(3, "log", false));
-    let mut opts = nemesis::Options::new(&c.gateway_url(), c.manifest_path(), Some(c.secret().to_string()));
+    let mut opts = nemesis::Options::new(
+        &c.gateway_url(),
+        nemesis::deployment::Deployment::Processes { manifest: c.manifest_path() },
+        Some(c.secret().to_string()),
+    );
     opts.seed = 20261202;
     opts.run_time = Duration::from_secs(60);
     let out = std::env::var_os("NEMESIS_OUT").map(std::path::PathBuf::from);

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use webshop_tests::loadgen::cli::parse_duration;
-use webshop_tests::nemesis::{self, faults::Mix, report};
+use webshop_tests::nemesis::{self, deployment::Deployment, faults::Mix, report};
 
 /// Randomized faults against a running cluster, with every operation recorded and checked.
 #[derive(Parser, Debug)]
@@ -20,6 +20,14 @@ struct Args {
     /// The launcher's manifest (the processes faults hit).
     #[arg(long, default_value = "target/cluster/manifest.json")]
     manifest: PathBuf,
+    /// Hit the containers of this docker compose project instead (`scripts/compose.sh up`
+    /// makes project `webshop`): `docker kill` and `start`, `pause` and `unpause`, and cuts
+    /// as `docker network disconnect` of a replica (no secret needed).
+    #[arg(long, value_name = "PROJECT")]
+    compose: Option<String>,
+    /// The topology the containers read, for their ports (with `--compose`).
+    #[arg(long, default_value = "deploy/compose/topology.toml")]
+    compose_topology: PathBuf,
     /// Seeds the fault schedule and the operation mix: the same seed replays both.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -35,8 +43,9 @@ struct Args {
     /// Mean time between faults (0: none).
     #[arg(long, default_value = "4s", value_parser = parse_duration)]
     fault_interval: Duration,
-    /// The fault kinds, optionally weighted: `kill,pause,cut` or `kill=1,pause=3`. Cuts need
-    /// the cluster secret (WEBSHOP_SECRET) and a build with the fault hooks.
+    /// The fault kinds, optionally weighted: `kill,pause,cut` or `kill=1,pause=3`. Cuts of
+    /// local processes need the cluster secret (WEBSHOP_SECRET) and a build with the fault
+    /// hooks.
     #[arg(long, default_value = "kill,pause,cut")]
     faults: String,
     /// Faults that may hit one service at a time (more than one may take a majority down).
@@ -61,7 +70,17 @@ fn main() -> ExitCode {
         }
     };
     let secret = std::env::var("WEBSHOP_SECRET").ok().filter(|s| !s.is_empty());
-    let mut opts = nemesis::Options::new(&args.host, args.manifest, secret);
+    let deployment = match args.compose {
+        None => Deployment::Processes { manifest: args.manifest },
+        Some(project) => match common::topology::Topology::load(&args.compose_topology) {
+            Ok(topology) => Deployment::Containers { project, topology },
+            Err(e) => {
+                eprintln!("nemesis: --compose-topology {}: {e}", args.compose_topology.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut opts = nemesis::Options::new(&args.host, deployment, secret);
     opts.seed = args.seed;
     opts.run_time = args.run_time;
     opts.clients = args.clients;

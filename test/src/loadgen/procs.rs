@@ -95,7 +95,7 @@ pub fn snapshot(m: &Manifest) -> Snapshot {
             let stat = std::fs::read_to_string(format!("/proc/{}/stat", e.pid)).ok()?;
             let status = std::fs::read_to_string(format!("/proc/{}/status", e.pid)).ok()?;
             Some(ProcSample {
-                name: format!("{}-{}-{}", e.service, e.role.name(), e.id),
+                name: e.name(),
                 pid: e.pid,
                 cpu_ticks: parse_stat_ticks(&stat)?,
                 rss_kib: parse_rss_kib(&status)?,

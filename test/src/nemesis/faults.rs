@@ -1,12 +1,14 @@
 //! Faults: a schedule drawn from the seed before the run (pure: the same seed, run time,
 //! settings and processes give the same schedule), and the injector that carries it out on
-//! the processes named in the launcher's `manifest.json`:
+//! the processes of a [`Deployment`] (local processes or containers, which says how each
+//! fault is made):
 //!
-//! - `kill`: SIGKILL; the launcher restarts the process (as compose's restart policy would).
-//!   The fault lasts until the new process answers (or [`KILL_BOUND`]).
-//! - `pause`: SIGSTOP for the planned time, then SIGCONT.
-//! - `cut`: a coordinator cut off from one replica of its service for the planned time (the
-//!   coordinators' fault hooks; needs the cluster secret, and a build with `fault-hooks`).
+//! - `kill`: the process dies and is restarted. The fault lasts until the new process
+//!   answers (or [`KILL_BOUND`]).
+//! - `pause`: stopped for the planned time, then resumed.
+//! - `cut`: one replica cut off for the planned time: from a coordinator of its service (the
+//!   coordinators' fault hooks; needs the cluster secret, and a build with `fault-hooks`), or
+//!   for a container from the whole network (recorded as `disconnect`).
 //!
 //! A fault occupies its service (the gateway is a service of its own here) from its start
 //! to its planned end, and at most `max_down` faults occupy one service at a time, so that by
@@ -18,10 +20,10 @@ use cluster::manifest::{Entry, Manifest, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::deployment::Deployment;
 use super::history::Fault;
 
 /// Longest a killed process may take to answer again before its fault is closed anyway.
@@ -106,12 +108,7 @@ impl Target {
             .processes
             .iter()
             .filter(|e| matches!(e.role, Role::Replica | Role::Coordinator | Role::Balancer))
-            .map(|e| Target {
-                name: format!("{}-{}-{}", e.service, e.role.name(), e.id),
-                role: e.role,
-                service: e.service.clone(),
-                id: e.id,
-            })
+            .map(|e| Target { name: e.name(), role: e.role, service: e.service.clone(), id: e.id })
             .collect()
     }
 }
@@ -243,40 +240,43 @@ fn busy(planned: &[Planned], targets: &[Target], service: &str, from: Duration, 
 
 /// Carries out a schedule and records what it did.
 pub struct Injector {
-    manifest: PathBuf,
-    /// The cluster secret, for cuts.
+    deployment: Deployment,
+    /// The cluster secret, for cuts by fault hook.
     secret: Option<String>,
     started: Instant,
     /// The faults carried out so far (an end of `u64::MAX`: still on).
     pub done: Arc<Mutex<Vec<Fault>>>,
-    /// Processes paused and cuts made that are still on: (SIGCONT pid | coordinator addr and
-    /// replica), for [`Injector::heal`].
+    /// Pauses and cuts still on, for [`Injector::heal`].
     open: Arc<Mutex<Vec<Open>>>,
     http: reqwest::Client,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 enum Open {
-    Paused(u32),
-    Cut(String, u32),
+    Paused(Entry),
+    Cut { from: Entry, target: Entry },
 }
 
 impl Injector {
-    /// An injector on the processes of the manifest at `manifest`; times count from `started`.
-    pub fn new(manifest: PathBuf, secret: Option<String>, started: Instant) -> Injector {
-        Injector { manifest, secret, started, done: Arc::default(), open: Arc::default(), http: reqwest::Client::new() }
+    /// An injector on the processes of `deployment`; times count from `started`.
+    pub fn new(deployment: Deployment, secret: Option<String>, started: Instant) -> Injector {
+        Injector {
+            deployment,
+            secret,
+            started,
+            done: Arc::default(),
+            open: Arc::default(),
+            http: reqwest::Client::new(),
+        }
     }
 
     fn now_us(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
     }
 
-    fn entry(&self, name: &str) -> anyhow::Result<Entry> {
-        let m = Manifest::load(&self.manifest)?;
-        m.processes
-            .into_iter()
-            .find(|e| format!("{}-{}-{}", e.service, e.role.name(), e.id) == name)
-            .ok_or_else(|| anyhow::anyhow!("{name} is not in {}", self.manifest.display()))
+    async fn entry(&self, name: &str) -> anyhow::Result<Entry> {
+        let m = self.deployment.manifest().await?;
+        m.processes.into_iter().find(|e| e.name() == name).ok_or_else(|| anyhow::anyhow!("the cluster has no {name}"))
     }
 
     /// Runs `plan` (in start order) until its end or until `stop` returns true.
@@ -300,89 +300,91 @@ impl Injector {
 
     /// Starts fault `p`; the task ends it.
     async fn start(&self, p: &Planned) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let target = self.entry(&p.target)?;
+        let target = self.entry(&p.target).await?;
+        let from = match p.kind {
+            FaultKind::Cut => Some(self.entry(p.from.as_deref().unwrap_or_default()).await?),
+            _ => None,
+        };
+        let kind = match p.kind {
+            FaultKind::Cut => self.deployment.cut_name(),
+            k => k.name(),
+        };
+        log::info!("nemesis: {kind} {} for {:?}", p.target, p.hold);
+        // Made first, recorded once made: a fault that could not be made is no fault.
+        let start_us = self.now_us();
+        match (p.kind, &from) {
+            (FaultKind::Kill, _) => self.deployment.kill(&target).await?,
+            (FaultKind::Pause, _) => self.deployment.pause(&target).await?,
+            (FaultKind::Cut, Some(from)) => {
+                self.deployment.cut(&self.http, self.secret.as_deref(), from, &target).await?
+            }
+            (FaultKind::Cut, None) => unreachable!("a cut has its coordinator"),
+        }
         let index = {
             let mut done = self.done.lock().unwrap();
             done.push(Fault {
-                kind: p.kind.name().into(),
+                kind: kind.into(),
                 target: p.target.clone(),
                 service: matches!(target.role, Role::Replica).then(|| target.service.clone()),
                 role: target.role.name().into(),
-                start_us: self.now_us(),
+                start_us,
                 end_us: u64::MAX,
             });
             done.len() - 1
         };
         let (done, open, started, hold) = (self.done.clone(), self.open.clone(), self.started, p.hold);
+        let (deployment, http, secret) = (self.deployment.clone(), self.http.clone(), self.secret.clone());
         // A replica is down until it is a full member again (evicted, it re-joins and is
         // promoted a few seconds after it answers): the fault lasts until then.
-        let member = (target.role == Role::Replica).then(|| (self.manifest.clone(), target.service.clone(), target.id));
-        let close = move |done: Arc<Mutex<Vec<Fault>>>| async move {
-            if let Some((manifest, service, id)) = member {
-                full_member(&manifest, &service, id).await;
+        let member = (target.role == Role::Replica).then(|| (target.service.clone(), target.id));
+        let close = move |deployment: Deployment, done: Arc<Mutex<Vec<Fault>>>| async move {
+            if let Some((service, id)) = member {
+                full_member(&deployment, &service, id).await;
             }
             done.lock().unwrap()[index].end_us = started.elapsed().as_micros() as u64;
         };
-        log::info!("nemesis: {} {} for {:?}", p.kind.name(), p.target, p.hold);
-        match p.kind {
-            FaultKind::Kill => {
-                signal(target.pid, libc::SIGKILL)?;
-                let (manifest, name, old) = (self.manifest.clone(), p.target.clone(), target.pid);
-                Ok(tokio::spawn(async move {
-                    back_up(&manifest, &name, old).await;
-                    close(done).await;
+        let it = match (p.kind, from) {
+            (FaultKind::Kill, _) => {
+                return Ok(tokio::spawn(async move {
+                    back_up(&deployment, &target).await;
+                    close(deployment, done).await;
                 }))
             }
-            FaultKind::Pause => {
-                signal(target.pid, libc::SIGSTOP)?;
-                open.lock().unwrap().push(Open::Paused(target.pid));
-                Ok(tokio::spawn(async move {
-                    tokio::time::sleep(hold).await;
-                    if take(&open, &Open::Paused(target.pid)) {
-                        let _ = signal(target.pid, libc::SIGCONT);
-                    }
-                    close(done).await;
-                }))
+            (FaultKind::Pause, _) => Open::Paused(target),
+            (FaultKind::Cut, from) => Open::Cut { from: from.expect("a cut has its coordinator"), target },
+        };
+        open.lock().unwrap().push(it.clone());
+        Ok(tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            if take(&open, &it) {
+                end(&deployment, &http, secret.as_deref(), &it).await;
             }
-            FaultKind::Cut => {
-                let from = self.entry(p.from.as_deref().unwrap_or_default())?;
-                let secret = self.secret.clone().ok_or_else(|| anyhow::anyhow!("a cut needs the cluster secret"))?;
-                let cut = format!("http://{}/internal/fault/cut/{}", from.addr, target.id);
-                let r = self.http.post(&cut).header(common::wire::SECRET, &secret).send().await?;
-                anyhow::ensure!(r.status().is_success(), "{cut}: {} (a build without fault-hooks?)", r.status());
-                let it = Open::Cut(from.addr.clone(), target.id);
-                open.lock().unwrap().push(it.clone());
-                let http = self.http.clone();
-                Ok(tokio::spawn(async move {
-                    tokio::time::sleep(hold).await;
-                    if take(&open, &it) {
-                        heal_cut(&http, &secret, &from.addr, target.id).await;
-                    }
-                    close(done).await;
-                }))
-            }
-        }
+            close(deployment, done).await;
+        }))
     }
 
     /// Ends every pause and cut still on (a run stopped early); kills end by themselves.
     pub async fn heal(&self) {
         let open: Vec<Open> = std::mem::take(&mut *self.open.lock().unwrap());
-        for o in open {
-            match o {
-                Open::Paused(pid) => {
-                    let _ = signal(pid, libc::SIGCONT);
-                }
-                Open::Cut(addr, replica) => {
-                    if let Some(secret) = &self.secret {
-                        heal_cut(&self.http, secret, &addr, replica).await;
-                    }
-                }
-            }
+        for o in &open {
+            end(&self.deployment, &self.http, self.secret.as_deref(), o).await;
         }
         let now = self.now_us();
         for f in self.done.lock().unwrap().iter_mut().filter(|f| f.end_us == u64::MAX && f.kind != "kill") {
             f.end_us = now;
         }
+    }
+}
+
+/// Ends a pause or a cut.
+async fn end(deployment: &Deployment, http: &reqwest::Client, secret: Option<&str>, o: &Open) {
+    match o {
+        Open::Paused(e) => {
+            if let Err(err) = deployment.resume(e).await {
+                log::warn!("nemesis: resuming {}: {err:#}", e.name());
+            }
+        }
+        Open::Cut { from, target } => deployment.heal_cut(http, secret, from, target).await,
     }
 }
 
@@ -398,27 +400,15 @@ fn take(open: &Mutex<Vec<Open>>, it: &Open) -> bool {
     }
 }
 
-async fn heal_cut(http: &reqwest::Client, secret: &str, addr: &str, replica: u32) {
-    let url = format!("http://{addr}/internal/fault/heal/{replica}");
-    if let Err(e) = http.post(&url).header(common::wire::SECRET, secret).send().await {
-        log::warn!("nemesis: healing {url}: {e}");
-    }
-}
-
-fn signal(pid: u32, sig: libc::c_int) -> anyhow::Result<()> {
-    // SAFETY: kill(2) with a pid read from the launcher's manifest and a valid signal.
-    let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    anyhow::ensure!(r == 0, "signal {sig} to pid {pid}: {}", std::io::Error::last_os_error());
-    Ok(())
-}
-
 /// Waits until a coordinator of `service` shows replica `id` a full member of its view, at
 /// most [`KILL_BOUND`].
-async fn full_member(manifest: &std::path::Path, service: &str, id: u32) {
+async fn full_member(deployment: &Deployment, service: &str, id: u32) {
     let http = reqwest::Client::new();
     let start = Instant::now();
     while start.elapsed() < KILL_BOUND {
-        let coordinators: Vec<String> = Manifest::load(manifest)
+        let coordinators: Vec<String> = deployment
+            .manifest()
+            .await
             .map(|m| {
                 m.processes
                     .into_iter()
@@ -441,15 +431,14 @@ async fn full_member(manifest: &std::path::Path, service: &str, id: u32) {
     log::warn!("nemesis: {service} replica {id} not a full member again within {KILL_BOUND:?}");
 }
 
-/// Waits until the launcher restarted process `name` (another pid in the manifest) and the
-/// new one accepts connections, at most [`KILL_BOUND`].
-async fn back_up(manifest: &std::path::Path, name: &str, old: u32) {
+/// Waits until killed process `old` runs again (another pid: the launcher restarted it, or
+/// the nemesis started its container) and accepts connections, at most [`KILL_BOUND`].
+async fn back_up(deployment: &Deployment, old: &Entry) {
     let start = Instant::now();
+    let name = old.name();
     while start.elapsed() < KILL_BOUND {
-        let up = Manifest::load(manifest).ok().and_then(|m| {
-            m.processes.into_iter().find(|e| format!("{}-{}-{}", e.service, e.role.name(), e.id) == name)
-        });
-        if let Some(e) = up.filter(|e| e.pid != old) {
+        let up = deployment.manifest().await.ok().and_then(|m| m.processes.into_iter().find(|e| e.name() == name));
+        if let Some(e) = up.filter(|e| e.pid != old.pid && e.pid != 0) {
             if tokio::net::TcpStream::connect(&e.addr).await.is_ok() {
                 return;
             }

@@ -11,17 +11,20 @@
 //! same operation mix (the timing of a real cluster is not replayed).
 //!
 //! - `history`: what a run records; `check`: the checkers (pure);
-//! - `faults`: the schedule (pure) and the injector; `workload`: the clients;
+//! - `faults`: the schedule (pure) and the injector; `deployment`: how faults are made on
+//!   local processes or on containers; `workload`: the clients;
 //! - `report`: the summary, the JSON report and the PNG timeline.
 
 pub mod check;
+pub mod deployment;
 pub mod faults;
 pub mod history;
 pub mod report;
 pub mod workload;
 
 use anyhow::Context;
-use cluster::manifest::{Manifest, Role};
+use cluster::manifest::Role;
+use deployment::Deployment;
 use faults::{Injector, Mix, ScheduleSpec, Target};
 use history::History;
 use std::cell::Cell;
@@ -34,9 +37,9 @@ use std::time::{Duration, Instant};
 pub struct Options {
     /// The gateway, `http://host:port`.
     pub host: String,
-    /// The launcher's `manifest.json` (the processes faults hit).
-    pub manifest: PathBuf,
-    /// The cluster secret (for cuts; without it cuts are left out).
+    /// The processes faults hit.
+    pub deployment: Deployment,
+    /// The cluster secret (for cuts by fault hook; without it they are left out).
     pub secret: Option<String>,
     /// Seeds the fault schedule and every worker's operation mix.
     pub seed: u64,
@@ -63,13 +66,14 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults for `host` and `manifest`: 60 s, 8 clients, a fault every 4 s on average,
-    /// kills and pauses (and cuts when `secret` is given), one fault per service at a time.
-    pub fn new(host: &str, manifest: PathBuf, secret: Option<String>) -> Options {
-        let cut = u32::from(secret.is_some());
+    /// Defaults for `host` and `deployment`: 60 s, 8 clients, a fault every 4 s on average,
+    /// kills, pauses and cuts (cuts by fault hook only when `secret` is given), one fault per
+    /// service at a time.
+    pub fn new(host: &str, deployment: Deployment, secret: Option<String>) -> Options {
+        let cut = u32::from(secret.is_some() || !deployment.cuts_need_the_secret());
         Options {
             host: host.to_string(),
-            manifest,
+            deployment,
             secret,
             seed: 1,
             run_time: Duration::from_secs(60),
@@ -116,11 +120,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
 async fn run_async(opts: &Options) -> anyhow::Result<Outcome> {
     let (host, addr) = crate::loadgen::resolve(&opts.host)?;
     let gw = workload::Gateway { addr, host, timeout: opts.request_timeout };
-    let manifest = Manifest::load(&opts.manifest).with_context(|| format!("reading {}", opts.manifest.display()))?;
+    let manifest = opts.deployment.manifest().await.context("finding the cluster's processes")?;
     let targets = Target::of(&manifest);
     let replicas = manifest.processes.iter().filter(|e| e.role == Role::Replica && e.service == "stock").count() as u32;
     let mut mix = opts.mix;
-    if opts.secret.is_none() {
+    if opts.secret.is_none() && opts.deployment.cuts_need_the_secret() {
         mix.cut = 0;
     }
     let spec = ScheduleSpec { run: opts.run_time, interval: opts.fault_interval, mix, max_down: opts.max_down };
@@ -140,7 +144,7 @@ async fn run_async(opts: &Options) -> anyhow::Result<Outcome> {
     });
     let workers: Vec<_> =
         (0..opts.clients).map(|w| tokio::task::spawn_local(workload::worker(shared.clone(), w))).collect();
-    let injector = Injector::new(opts.manifest.clone(), opts.secret.clone(), started);
+    let injector = Injector::new(opts.deployment.clone(), opts.secret.clone(), started);
     injector.run(&planned, || Instant::now() >= deadline).await;
     let mut ops = Vec::new();
     for w in workers {
@@ -149,7 +153,7 @@ async fn run_async(opts: &Options) -> anyhow::Result<Outcome> {
     let run_s = started.elapsed().as_secs_f64();
     injector.heal().await;
     let heal_start = Instant::now();
-    let converged = converge(&manifest, opts.heal_timeout).await;
+    let converged = converge(&opts.deployment, opts.heal_timeout).await;
     let convergence_s = converged.then(|| heal_start.elapsed().as_secs_f64());
     let fin = workload::final_reads(&gw, &shared.setup, &ops).await;
     let faults = injector.done.lock().unwrap().clone();
@@ -174,11 +178,16 @@ async fn run_async(opts: &Options) -> anyhow::Result<Outcome> {
 
 /// Waits until, for every service, a coordinator reports every replica a full member with
 /// one digest root, at most `within`; whether it came.
-async fn converge(manifest: &Manifest, within: Duration) -> bool {
+async fn converge(deployment: &Deployment, within: Duration) -> bool {
     let http = reqwest::Client::new();
     let start = Instant::now();
     let services = ["order", "payment", "stock"];
     while start.elapsed() < within {
+        // Read again each time: a restarted container may have another address.
+        let Ok(manifest) = deployment.manifest().await else {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
         let mut all = true;
         for s in services {
             let mut ok = false;

@@ -105,6 +105,11 @@ impl ComposeCluster {
         &self.secret
     }
 
+    /// The compose project's name.
+    pub fn project(&self) -> &'static str {
+        PROJECT
+    }
+
     /// The project's network, as docker names it.
     pub fn network(&self) -> String {
         format!("{PROJECT}_default")

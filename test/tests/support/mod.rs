@@ -119,6 +119,29 @@ impl TestCluster {
             .unwrap_or_else(|e| panic!("{s} replica {id} {path}: {e}"))
     }
 
+    /// The command that starts node `n` as the launcher does, but with `secret` as its
+    /// cluster secret; its output goes to `<cluster folder>/logs/<name>.other-secret.log`
+    /// (returned).
+    pub fn node_command_with_secret(&self, n: Node, secret: &str) -> (std::process::Command, std::path::PathBuf) {
+        let (s, id, role) = match n {
+            Node::Replica(s, id) => (s, id, "replica"),
+            Node::Coordinator(s, id) => (s, id, "coordinator"),
+        };
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_webshop-node"));
+        c.arg(role)
+            .env("APP__SERVICE", s.name())
+            .env("APP__ID", id.to_string())
+            .env("APP__TOPOLOGY", self.path.join("topology.toml"))
+            .env("APP__SECRET", secret);
+        if let Node::Replica(..) = n {
+            c.env("APP__DATA_DIR", self.data_dir(s, id)).env("APP__ENGINE", "log");
+        }
+        let log = self.path.join("logs").join(format!("{s}-{role}-{id}.other-secret.log"));
+        let f = std::fs::File::create(&log).expect("log file");
+        c.stdout(f.try_clone().expect("log file")).stderr(f);
+        (c, log)
+    }
+
     /// A replica's data folder.
     pub fn data_dir(&self, s: Service, id: u32) -> std::path::PathBuf {
         self.path.join("data").join(format!("{s}-{id}"))

@@ -1,0 +1,302 @@
+//! Where the nemesis's faults land, and how each is made:
+//!
+//! - [`Deployment::Processes`]: a cluster of local processes (`cluster up`, a test's launcher),
+//!   named with their pids in the launcher's `manifest.json`. A kill is SIGKILL (the launcher
+//!   restarts the process), a pause SIGSTOP then SIGCONT, a cut a coordinator's fault hook
+//!   (needs the cluster secret and a build with `fault-hooks`).
+//! - [`Deployment::Containers`]: a docker compose deployment (`scripts/compose.sh up`), its
+//!   containers found by the compose project's labels and reached at their addresses on the
+//!   project's network. A kill is `docker kill` then `docker start` (compose's restart policy
+//!   leaves a container killed by hand down; the nemesis plays the policy), a pause `docker
+//!   pause` then `docker unpause`, a cut a real partition: the replica's container
+//!   disconnected from the network (`docker network disconnect`), then connected again
+//!   under its service name.
+//!
+//! Both describe their processes as a [`Manifest`] (for containers: the containers' host
+//! pids and addresses, read again at every call, since a restarted container has a new pid).
+
+use cluster::manifest::{Entry, Manifest, Role};
+use common::topology::{Service, Topology};
+use std::path::PathBuf;
+
+/// A compose deployment's label naming its project.
+const PROJECT_LABEL: &str = "com.docker.compose.project";
+/// A compose deployment's label naming a container's service.
+const SERVICE_LABEL: &str = "com.docker.compose.service";
+/// The port a store listens on in its container (MongoDB's).
+const STORE_PORT: u16 = 27017;
+
+/// The cluster the faults hit.
+#[derive(Clone, Debug)]
+pub enum Deployment {
+    /// Local processes, as the launcher's manifest names them.
+    Processes {
+        /// The launcher's `manifest.json`.
+        manifest: PathBuf,
+    },
+    /// The containers of a docker compose project.
+    Containers {
+        /// The compose project's name (`scripts/compose.sh`: `WEBSHOP_COMPOSE_PROJECT`,
+        /// default `webshop`).
+        project: String,
+        /// The topology the containers read (hosts are compose service names): the ports.
+        topology: Topology,
+    },
+}
+
+impl Deployment {
+    /// The processes now: pids and addresses.
+    pub async fn manifest(&self) -> anyhow::Result<Manifest> {
+        match self {
+            Deployment::Processes { manifest } => Ok(Manifest::load(manifest)?),
+            Deployment::Containers { project, topology } => {
+                let ids = docker(&["ps", "-a", "-q", "--filter", &format!("label={PROJECT_LABEL}={project}")]).await?;
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                anyhow::ensure!(!ids.is_empty(), "compose project {project} has no containers (scripts/compose.sh up)");
+                let mut args = vec!["inspect"];
+                args.extend(&ids);
+                let inspected: serde_json::Value = serde_json::from_str(&docker(&args).await?)?;
+                let network = self.network();
+                let mut processes = Vec::new();
+                for c in inspected.as_array().into_iter().flatten() {
+                    let service = c["Config"]["Labels"][SERVICE_LABEL].as_str().unwrap_or_default();
+                    let Some((role, svc, id)) = parse_service(service) else { continue };
+                    let Some(port) = port_of(topology, role, svc, id) else { continue };
+                    let ip = c["NetworkSettings"]["Networks"][&network]["IPAddress"].as_str().unwrap_or_default();
+                    processes.push(Entry {
+                        role,
+                        service: svc.map_or(cluster::manifest::GATEWAY, Service::name).to_string(),
+                        id,
+                        addr: format!("{ip}:{port}"),
+                        pid: c["State"]["Pid"].as_u64().unwrap_or(0) as u32,
+                    });
+                }
+                processes.sort_by_key(|e| (role_order(e.role), e.service.clone(), e.id));
+                Ok(Manifest { processes })
+            }
+        }
+    }
+
+    /// The fault kind a cut is in the history: a coordinator's fault hook, or a container
+    /// disconnected from the network.
+    pub fn cut_name(&self) -> &'static str {
+        match self {
+            Deployment::Processes { .. } => "cut",
+            Deployment::Containers { .. } => "disconnect",
+        }
+    }
+
+    /// Whether cuts need the cluster secret (the coordinators' fault hooks do).
+    pub fn cuts_need_the_secret(&self) -> bool {
+        matches!(self, Deployment::Processes { .. })
+    }
+
+    /// Kills process `e`. A process is restarted by its launcher; a container is started
+    /// again at once.
+    pub async fn kill(&self, e: &Entry) -> anyhow::Result<()> {
+        match self {
+            Deployment::Processes { .. } => signal(e.pid, libc::SIGKILL),
+            Deployment::Containers { .. } => {
+                let c = self.container(e).await?;
+                docker(&["kill", &c]).await?;
+                docker(&["start", &c]).await.map(drop)
+            }
+        }
+    }
+
+    /// Pauses process `e`.
+    pub async fn pause(&self, e: &Entry) -> anyhow::Result<()> {
+        match self {
+            Deployment::Processes { .. } => signal(e.pid, libc::SIGSTOP),
+            Deployment::Containers { .. } => docker(&["pause", &self.container(e).await?]).await.map(drop),
+        }
+    }
+
+    /// Resumes paused process `e`.
+    pub async fn resume(&self, e: &Entry) -> anyhow::Result<()> {
+        match self {
+            Deployment::Processes { .. } => signal(e.pid, libc::SIGCONT),
+            Deployment::Containers { .. } => docker(&["unpause", &self.container(e).await?]).await.map(drop),
+        }
+    }
+
+    /// Cuts replica `target` off: from coordinator `from` (its fault hook, with `secret`), or,
+    /// for a container, from the whole network.
+    pub async fn cut(
+        &self,
+        http: &reqwest::Client,
+        secret: Option<&str>,
+        from: &Entry,
+        target: &Entry,
+    ) -> anyhow::Result<()> {
+        match self {
+            Deployment::Processes { .. } => {
+                let secret = secret.ok_or_else(|| anyhow::anyhow!("a cut needs the cluster secret"))?;
+                let cut = format!("http://{}/internal/fault/cut/{}", from.addr, target.id);
+                let r = http.post(&cut).header(common::wire::SECRET, secret).send().await?;
+                anyhow::ensure!(r.status().is_success(), "{cut}: {} (a build without fault-hooks?)", r.status());
+                Ok(())
+            }
+            Deployment::Containers { .. } => {
+                let c = self.container(target).await?;
+                docker(&["network", "disconnect", &self.network(), &c]).await.map(drop)
+            }
+        }
+    }
+
+    /// Ends a cut [`Deployment::cut`] made.
+    pub async fn heal_cut(&self, http: &reqwest::Client, secret: Option<&str>, from: &Entry, target: &Entry) {
+        let healed = match self {
+            Deployment::Processes { .. } => {
+                let url = format!("http://{}/internal/fault/heal/{}", from.addr, target.id);
+                match secret {
+                    Some(secret) => {
+                        http.post(&url).header(common::wire::SECRET, secret).send().await.map(drop).map_err(Into::into)
+                    }
+                    None => Err(anyhow::anyhow!("no secret")),
+                }
+            }
+            Deployment::Containers { .. } => match self.container(target).await {
+                // Under its service name again, which the other containers resolve.
+                Ok(c) => docker(&["network", "connect", "--alias", &compose_service(target), &self.network(), &c])
+                    .await
+                    .map(drop),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = healed {
+            log::warn!("nemesis: healing the cut of {}: {e:#}", target.name());
+        }
+    }
+
+    fn network(&self) -> String {
+        match self {
+            Deployment::Processes { .. } => String::new(),
+            Deployment::Containers { project, .. } => format!("{project}_default"),
+        }
+    }
+
+    /// The container of process `e`.
+    async fn container(&self, e: &Entry) -> anyhow::Result<String> {
+        let Deployment::Containers { project, .. } = self else { anyhow::bail!("not a container deployment") };
+        let service = compose_service(e);
+        let out = docker(&[
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("label={PROJECT_LABEL}={project}"),
+            "--filter",
+            &format!("label={SERVICE_LABEL}={service}"),
+        ])
+        .await?;
+        out.split_whitespace().next().map(str::to_string).ok_or_else(|| anyhow::anyhow!("no container for {service}"))
+    }
+}
+
+/// The compose service of process `e` (build_compose's names).
+fn compose_service(e: &Entry) -> String {
+    match e.role {
+        Role::Balancer => "gateway".to_string(),
+        Role::Store => format!("{}-mongo-{}", e.service, e.id),
+        role => format!("{}-{}-{}", e.service, role.name(), e.id),
+    }
+}
+
+/// The process a compose service runs: `order-replica-0`, `stock-coordinator-1`,
+/// `payment-mongo-2` (its store), `gateway`; `None` for anything else (the one-shot jobs).
+fn parse_service(name: &str) -> Option<(Role, Option<Service>, u32)> {
+    if name == "gateway" {
+        return Some((Role::Balancer, None, 0));
+    }
+    let (rest, id) = name.rsplit_once('-')?;
+    let id: u32 = id.parse().ok()?;
+    let (service, role) = rest.split_once('-')?;
+    let role = match role {
+        "replica" => Role::Replica,
+        "coordinator" => Role::Coordinator,
+        "mongo" => Role::Store,
+        _ => return None,
+    };
+    Some((role, Some(Service::parse(service)?), id))
+}
+
+/// The port process (`role`, `service`, `id`) listens on in its container.
+fn port_of(t: &Topology, role: Role, service: Option<Service>, id: u32) -> Option<u16> {
+    let addr = match (role, service) {
+        (Role::Balancer, _) => &t.gateway,
+        (Role::Store, _) => return Some(STORE_PORT),
+        (Role::Replica, Some(s)) => t.nodes(s).replicas.get(id as usize)?,
+        (Role::Coordinator, Some(s)) => t.nodes(s).coordinators.get(id as usize)?,
+        _ => return None,
+    };
+    addr.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The launcher's manifest order: stores, replicas, coordinators, the gateway.
+fn role_order(r: Role) -> u8 {
+    match r {
+        Role::Store => 0,
+        Role::Replica => 1,
+        Role::Coordinator => 2,
+        Role::Balancer => 3,
+    }
+}
+
+/// `docker ARGS`; its output, or why it failed.
+async fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new("docker").args(args).output().await?;
+    anyhow::ensure!(out.status.success(), "docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn signal(pid: u32, sig: libc::c_int) -> anyhow::Result<()> {
+    // SAFETY: kill(2) with a pid read from the launcher's manifest and a valid signal.
+    let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    anyhow::ensure!(r == 0, "signal {sig} to pid {pid}: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_services_name_the_processes_and_back() {
+        let cases = [
+            ("order-replica-0", Some((Role::Replica, Some(Service::Order), 0))),
+            ("stock-coordinator-1", Some((Role::Coordinator, Some(Service::Stock), 1))),
+            ("payment-mongo-2", Some((Role::Store, Some(Service::Payment), 2))),
+            ("gateway", Some((Role::Balancer, None, 0))),
+            ("payment-mongo-2-init", None),
+            ("order-replica-x", None),
+            ("cart-replica-0", None),
+        ];
+        for (name, want) in cases {
+            let got = parse_service(name);
+            assert_eq!(got, want, "{name}");
+            if let Some((role, service, id)) = got {
+                let e = Entry {
+                    role,
+                    service: service.map_or(cluster::manifest::GATEWAY, Service::name).into(),
+                    id,
+                    addr: String::new(),
+                    pid: 0,
+                };
+                assert_eq!(compose_service(&e), name);
+            }
+        }
+    }
+
+    #[test]
+    fn container_ports_come_from_the_compose_topology() {
+        let t = Topology::local(3, 2, &mut (9000..));
+        let port = |a: &str| a.rsplit_once(':').unwrap().1.parse::<u16>().ok();
+        assert_eq!(port_of(&t, Role::Replica, Some(Service::Order), 2), port(&t.order.replicas[2]));
+        assert_eq!(port_of(&t, Role::Coordinator, Some(Service::Stock), 1), port(&t.stock.coordinators[1]));
+        assert_eq!(port_of(&t, Role::Balancer, None, 0), port(&t.gateway));
+        assert_ne!(port(&t.order.replicas[2]), port(&t.stock.coordinators[1]));
+        assert_eq!(port_of(&t, Role::Store, Some(Service::Stock), 1), Some(STORE_PORT));
+        assert_eq!(port_of(&t, Role::Replica, Some(Service::Order), 3), None);
+    }
+}
