@@ -32,7 +32,12 @@ pub fn summary(o: &Outcome) -> String {
         count(&|k| matches!(k, Kind::FindOrder { .. })),
         count(&|k| matches!(k, Kind::CreateUser { .. } | Kind::CreateItem { .. })),
     );
-    let kinds = ["kill", "pause", "cut"].map(|k| (k, h.faults.iter().filter(|f| f.kind == k).count()));
+    // The kinds made (a container's cut is a `disconnect`), in a fixed order.
+    let kinds: Vec<(&str, usize)> = ["kill", "pause", "cut", "disconnect"]
+        .map(|k| (k, h.faults.iter().filter(|f| f.kind == k).count()))
+        .into_iter()
+        .filter(|(k, n)| *n > 0 || ["kill", "pause", "cut"].contains(k))
+        .collect();
     let _ = writeln!(
         s,
         "faults: {} ({})",
@@ -121,7 +126,7 @@ pub fn draw(path: &Path, o: &Outcome) -> anyhow::Result<()> {
         ("ok", BLUE, b.iter().map(|x| (x.0, x.1)).collect()),
         ("refused or unknown", RED, b.iter().map(|x| (x.0, x.2)).collect()),
     ];
-    let caption = "operations per second (shaded: kill red, pause blue, cut orange)";
+    let caption = "operations per second (shaded: kill red, pause blue, cut or disconnect orange)";
     panel(&upper, caption, "ops/s", t_max, &faults, &ops)?;
     let latency: [Line; 2] =
         [("p50", GREEN, b.iter().map(|x| (x.0, x.3)).collect()), ("p99", RED, b.iter().map(|x| (x.0, x.4)).collect())];
