@@ -243,7 +243,7 @@ pub async fn open_engine(
             Ok(Arc::new(redb_engine::RedbStore::open(&data_dir.join(REDB_FILE))?))
         }
         "mongo" if mongo_uri.is_empty() => Err(StoreError("engine 'mongo' needs a MongoDB URI".into())),
-        "mongo" => mongo::MongoStore::open_dyn(mongo_uri, database).await,
+        "mongo" => mongo::MongoStore::open_as_owner(mongo_uri, database).await,
         other => Err(StoreError(format!("unknown engine '{other}'"))),
     }
 }

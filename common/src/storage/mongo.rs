@@ -294,6 +294,27 @@ impl MongoStore {
     pub async fn open_dyn(uri: &str, database: &str) -> StoreResult<DynStore> {
         Ok(Arc::new(MongoStore::open(uri, database).await?))
     }
+
+    /// [`MongoStore::open_dyn`] for the replica that owns the server at `uri` (its own, in
+    /// every deployment: one server per replica), which first aborts every transaction left
+    /// open on the server (`killAllSessions`). A replica killed in the middle of a transaction
+    /// leaves it open there, holding its writes' locks, always on the digests document,
+    /// until the server's transaction lifetime ends (60 s in MongoDB; 57 s measured on
+    /// SecantusDB): until then every write of the restarted replica conflicts, its peers'
+    /// fan-out to it times out and the writes they carry are answered 503. Any other writer
+    /// still on the server (none, in a deployment) sees its transaction aborted as a
+    /// transient error and decides it again.
+    pub async fn open_as_owner(uri: &str, database: &str) -> StoreResult<DynStore> {
+        let store = MongoStore::open(uri, database).await?;
+        store
+            .colls
+            .client
+            .database("admin")
+            .run_command(doc! { "killAllSessions": [] })
+            .await
+            .map_err(|e| StoreError(format!("{uri}: ending the sessions left open: {e}")))?;
+        Ok(Arc::new(store))
+    }
 }
 
 /// The writer: one transaction per group of queued puts (see the module doc).
@@ -742,6 +763,37 @@ mod tests {
         assert_eq!(s.get_meta("view").await.unwrap(), Some(b"v".to_vec()));
         assert_eq!(s.digests().await.unwrap().root(), root);
         drop(server);
+    }
+
+    /// A replica killed in the middle of a transaction left it open on its server (here: a
+    /// session forgotten with its transaction under way, having written the digests document,
+    /// which every write's transaction writes); started again, it writes at once. Before, every
+    /// write of the new process conflicted with the open transaction until the server's
+    /// transaction lifetime ended (57 s on SecantusDB), and failed after its attempts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_left_open_by_a_killed_replica_does_not_block_its_restart() {
+        let server = TestServer::start();
+        let put = |k: &str, seq| Put { expect: Expect::Older, record: Record::new(k.into(), v(1, seq), "b".into()) };
+        let first = MongoStore::open_dyn(&server.uri(), "crashed").await.unwrap();
+        assert_eq!(first.write(vec![put("a", 1)]).await.unwrap(), vec![true]);
+        drop(first);
+        let killed = Client::with_uri_str(format!("{}?directConnection=true", server.uri())).await.unwrap();
+        let mut session = killed.start_session().await.unwrap();
+        session.start_transaction().await.unwrap();
+        let digests: Collection<Document> = killed.database("crashed").collection("digests");
+        digests
+            .update_one(doc! { "_id": DIGESTS_ID }, doc! { "$set": { "x": 1 } })
+            .session(&mut session)
+            .await
+            .unwrap();
+        // Neither committed nor aborted: the process is gone.
+        std::mem::forget(session);
+
+        let again = MongoStore::open_as_owner(&server.uri(), "crashed").await.unwrap();
+        let wrote = tokio::time::timeout(Duration::from_secs(10), again.write(vec![put("b", 1)])).await;
+        assert_eq!(wrote.expect("written within 10 s").unwrap(), vec![true]);
+        assert!(again.get("b").await.unwrap().is_some());
+        drop(killed);
     }
 
     /// Several stores writing one database (which a replica never does) still apply each
