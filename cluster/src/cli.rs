@@ -136,6 +136,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         Some(p) => p,
         None => std::env::current_exe().context("finding this binary")?,
     };
+    let data_dir = args.data_dir.clone();
     let spec = ClusterSpec {
         topology,
         work_dir: WORK_DIR.into(),
@@ -159,13 +160,59 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         };
         println!("started {what:<24} {:<22} pid {}", e.addr, e.pid);
     }
-    println!("manifest: {}", cluster.manifest_path().display());
-    println!("nginx log: {}", cluster.nginx_error_log().display());
-    println!("gateway: {}", cluster.gateway_url());
+    print!(
+        "{}",
+        summary(&Where {
+            gateway: &cluster.gateway_url(),
+            topology: cluster.topology(),
+            data_dir: &data_dir,
+            manifest: cluster.manifest_path(),
+            nginx_log: &cluster.nginx_error_log(),
+            pid: std::process::id(),
+        })
+    );
     stop.wait();
     println!("stopping");
     cluster.shutdown(SHUTDOWN_GRACE);
     Ok(())
+}
+
+/// What a person needs once `cluster up` runs.
+pub struct Where<'a> {
+    /// The gateway's URL.
+    pub gateway: &'a str,
+    /// The topology (the coordinators' addresses).
+    pub topology: &'a Topology,
+    /// The replicas' data.
+    pub data_dir: &'a std::path::Path,
+    /// The launcher's manifest.
+    pub manifest: &'a std::path::Path,
+    /// nginx's error log.
+    pub nginx_log: &'a std::path::Path,
+    /// The launcher's pid.
+    pub pid: u32,
+}
+
+/// What `cluster up` prints once every process answers: where to send requests, where each
+/// service's status page is, where the data and logs are, and how to stop. The first line is
+/// `gateway: URL` (tools read it).
+pub fn summary(w: &Where) -> String {
+    let mut s = format!("gateway: {}\n", w.gateway);
+    s.push_str(&format!("the cluster runs; try: curl -X POST {}/payment/create_user\n", w.gateway));
+    s.push_str("status pages (members, views, roots, anti-entropy):\n");
+    for svc in common::topology::Service::ALL {
+        if let Some(c) = w.topology.nodes(svc).coordinators.first() {
+            s.push_str(&format!("  {:<9}http://{c}/admin/status\n", svc.name()));
+        }
+    }
+    s.push_str(&format!("data:      {} (a folder per replica)\n", w.data_dir.display()));
+    s.push_str(&format!(
+        "logs:      here, each line tagged with its process; nginx's errors in {}\n",
+        w.nginx_log.display()
+    ));
+    s.push_str(&format!("processes: {}\n", w.manifest.display()));
+    s.push_str(&format!("stop:      Ctrl-C, or kill -TERM {}\n", w.pid));
+    s
 }
 
 /// SIGTERM and Ctrl-C (SIGINT), caught from the moment [`StopSignals::catch`] returns.
@@ -228,6 +275,27 @@ mod tests {
 
     fn p(args: &[&str]) -> Result<Cli, String> {
         parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_summary_says_where_everything_is() {
+        let t = Topology::local(3, 2, &mut (9000..));
+        let s = summary(&Where {
+            gateway: "http://127.0.0.1:9000",
+            topology: &t,
+            data_dir: std::path::Path::new("target/cluster/data"),
+            manifest: std::path::Path::new("target/cluster/manifest.json"),
+            nginx_log: std::path::Path::new("target/cluster/nginx/logs/error.log"),
+            pid: 42,
+        });
+        assert_eq!(s.lines().next(), Some("gateway: http://127.0.0.1:9000"), "tools read the first line");
+        for svc in common::topology::Service::ALL {
+            let page = format!("http://{}/admin/status", t.nodes(svc).coordinators[0]);
+            assert!(s.contains(&page), "{svc}'s status page in:\n{s}");
+        }
+        for want in ["target/cluster/data", "manifest.json", "error.log", "kill -TERM 42", "create_user"] {
+            assert!(s.contains(want), "{want} in:\n{s}");
+        }
     }
 
     #[test]
