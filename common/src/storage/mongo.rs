@@ -90,8 +90,10 @@ pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(3);
 const DUPLICATE_KEY: i32 = 11000;
 const WRITE_CONFLICT: i32 = 112;
 
-/// The database of replica `id` of `service`: one per replica, so several replicas may share
-/// a server (the whole-cluster tests) or each have their own (compose, Kubernetes).
+/// The database of replica `id` of `service`: one per replica. Every deployment also gives each
+/// replica a server of its own (`cluster up --engine mongo`, compose, Kubernetes), which
+/// [`MongoStore::open_as_owner`] counts on; the database name keeps two replicas apart if
+/// they were ever pointed at one server.
 pub fn database_name(service: Service, id: u32) -> String {
     format!("webshop_{}_{}", service.name(), id)
 }

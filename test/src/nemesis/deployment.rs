@@ -91,24 +91,51 @@ impl Deployment {
         matches!(self, Deployment::Processes { .. })
     }
 
-    /// Kills process `e`. A process is restarted by its launcher; a container is started
-    /// again at once.
+    /// Kills process `e`. A process is restarted by its launcher; a container by
+    /// [`Deployment::restart`], which the fault's task calls.
     pub async fn kill(&self, e: &Entry) -> anyhow::Result<()> {
         match self {
             Deployment::Processes { .. } => signal(e.pid, libc::SIGKILL),
-            Deployment::Containers { .. } => {
-                let c = self.container(e).await?;
-                docker(&["kill", &c]).await?;
-                docker(&["start", &c]).await.map(drop)
-            }
+            Deployment::Containers { .. } => docker(&["kill", &self.container(e).await?]).await.map(drop),
         }
     }
 
-    /// Pauses process `e`.
+    /// Starts killed process `e` again where nothing else does (a container: compose's
+    /// restart policy leaves one killed by hand down), trying until it starts or `within`
+    /// has passed.
+    pub async fn restart(&self, e: &Entry, within: std::time::Duration) {
+        let Deployment::Containers { .. } = self else { return };
+        let start = std::time::Instant::now();
+        loop {
+            let started = match self.container(e).await {
+                Ok(c) => docker(&["start", &c]).await.map(drop),
+                Err(err) => Err(err),
+            };
+            match started {
+                Ok(()) => return,
+                Err(err) if start.elapsed() >= within => {
+                    log::error!("nemesis: {} not started again: {err:#}", e.name());
+                    return;
+                }
+                Err(err) => log::warn!("nemesis: starting {} again: {err:#}", e.name()),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Pauses process `e`. A container whose `docker pause` failed is unpaused again, in case
+    /// the engine paused it anyway.
     pub async fn pause(&self, e: &Entry) -> anyhow::Result<()> {
         match self {
             Deployment::Processes { .. } => signal(e.pid, libc::SIGSTOP),
-            Deployment::Containers { .. } => docker(&["pause", &self.container(e).await?]).await.map(drop),
+            Deployment::Containers { .. } => {
+                let c = self.container(e).await?;
+                let paused = docker(&["pause", &c]).await.map(drop);
+                if paused.is_err() {
+                    let _ = docker(&["unpause", &c]).await;
+                }
+                paused
+            }
         }
     }
 
@@ -139,33 +166,55 @@ impl Deployment {
             }
             Deployment::Containers { .. } => {
                 let c = self.container(target).await?;
-                docker(&["network", "disconnect", &self.network(), &c]).await.map(drop)
+                let cut = docker(&["network", "disconnect", &self.network(), &c]).await.map(drop);
+                if cut.is_err() {
+                    // The engine may have disconnected it anyway.
+                    let alias = compose_service(target);
+                    let _ = docker(&["network", "connect", "--alias", &alias, &self.network(), &c]).await;
+                }
+                cut
             }
         }
     }
 
-    /// Ends a cut [`Deployment::cut`] made.
+    /// Ends a cut [`Deployment::cut`] made, trying up to five times a second apart.
     pub async fn heal_cut(&self, http: &reqwest::Client, secret: Option<&str>, from: &Entry, target: &Entry) {
-        let healed = match self {
+        const TRIES: u32 = 5;
+        for attempt in 1..=TRIES {
+            match self.try_heal_cut(http, secret, from, target).await {
+                Ok(()) => return,
+                Err(e) if attempt == TRIES => log::error!("nemesis: the cut of {} left on: {e:#}", target.name()),
+                Err(e) => log::warn!("nemesis: healing the cut of {}: {e:#}", target.name()),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn try_heal_cut(
+        &self,
+        http: &reqwest::Client,
+        secret: Option<&str>,
+        from: &Entry,
+        target: &Entry,
+    ) -> anyhow::Result<()> {
+        match self {
             Deployment::Processes { .. } => {
                 let url = format!("http://{}/internal/fault/heal/{}", from.addr, target.id);
-                match secret {
-                    Some(secret) => {
-                        http.post(&url).header(common::wire::SECRET, secret).send().await.map(drop).map_err(Into::into)
-                    }
-                    None => Err(anyhow::anyhow!("no secret")),
+                let secret = secret.ok_or_else(|| anyhow::anyhow!("no secret"))?;
+                let r = http.post(&url).header(common::wire::SECRET, secret).send().await?;
+                anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+                Ok(())
+            }
+            Deployment::Containers { .. } => {
+                let c = self.container(target).await?;
+                // Under its service name again, which the other containers resolve.
+                let alias = compose_service(target);
+                match docker(&["network", "connect", "--alias", &alias, &self.network(), &c]).await {
+                    // An earlier try that timed out may have connected it.
+                    Err(e) if e.to_string().contains("already exists") => Ok(()),
+                    other => other.map(drop),
                 }
             }
-            Deployment::Containers { .. } => match self.container(target).await {
-                // Under its service name again, which the other containers resolve.
-                Ok(c) => docker(&["network", "connect", "--alias", &compose_service(target), &self.network(), &c])
-                    .await
-                    .map(drop),
-                Err(e) => Err(e),
-            },
-        };
-        if let Err(e) = healed {
-            log::warn!("nemesis: healing the cut of {}: {e:#}", target.name());
         }
     }
 
@@ -243,9 +292,15 @@ fn role_order(r: Role) -> u8 {
     }
 }
 
-/// `docker ARGS`; its output, or why it failed.
+/// Longest a docker command may take (a stuck engine must not stall the run).
+const DOCKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `docker ARGS`; its output, or why it failed (killed after [`DOCKER_TIMEOUT`]).
 async fn docker(args: &[&str]) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new("docker").args(args).output().await?;
+    let run = tokio::process::Command::new("docker").args(args).kill_on_drop(true).output();
+    let out = tokio::time::timeout(DOCKER_TIMEOUT, run)
+        .await
+        .map_err(|_| anyhow::anyhow!("docker {}: no answer within {DOCKER_TIMEOUT:?}", args.join(" ")))??;
     anyhow::ensure!(out.status.success(), "docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -346,6 +346,7 @@ impl Injector {
         let it = match (p.kind, from) {
             (FaultKind::Kill, _) => {
                 return Ok(tokio::spawn(async move {
+                    deployment.restart(&target, KILL_BOUND).await;
                     back_up(&deployment, &target).await;
                     close(deployment, done).await;
                 }))
@@ -376,17 +377,28 @@ impl Injector {
     }
 }
 
-/// Ends a pause or a cut.
+/// Ends a pause or a cut. A resume that fails is tried again (a process left paused would
+/// make the rest of the run a different one than its history says), up to [`END_TRIES`].
 async fn end(deployment: &Deployment, http: &reqwest::Client, secret: Option<&str>, o: &Open) {
     match o {
         Open::Paused(e) => {
-            if let Err(err) = deployment.resume(e).await {
-                log::warn!("nemesis: resuming {}: {err:#}", e.name());
+            for attempt in 1..=END_TRIES {
+                match deployment.resume(e).await {
+                    Ok(()) => return,
+                    Err(err) if attempt == END_TRIES => {
+                        log::error!("nemesis: {} left paused: {err:#}", e.name())
+                    }
+                    Err(err) => log::warn!("nemesis: resuming {}: {err:#}", e.name()),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
         Open::Cut { from, target } => deployment.heal_cut(http, secret, from, target).await,
     }
 }
+
+/// Tries at ending a pause.
+const END_TRIES: u32 = 5;
 
 /// Removes `it` from the open faults; whether it was there (else a heal ended it already).
 fn take(open: &Mutex<Vec<Open>>, it: &Open) -> bool {
