@@ -545,14 +545,15 @@ pub fn k8s_memory_requested(t: &Topology) -> u64 {
 /// the manifests: the pods' memory requests plus 2 GiB for Kubernetes itself, rounded up to
 /// whole GiB, on 2 CPUs.
 pub fn k8s_start_comment(t: &Topology) -> String {
-    let gib = (k8s_memory_requested(t) + 2048).div_ceil(1024);
+    let requested = k8s_memory_requested(t);
+    let gib = (requested + 2048).div_ceil(1024);
     format!(
         "# Start minikube with room for the pods' requests ({} MiB of memory):\n\
          #   minikube start --cpus 2 --memory {gib}g\n\
          # The Secret `webshop-secret` is not in these files: create it before applying them (pods\n\
          # read it once, at start, and wait for it), and never apply it from here:\n\
          #   kubectl create secret generic webshop-secret --from-literal=secret=$(openssl rand -hex 16)\n",
-        k8s_memory_requested(t)
+        requested
     )
 }
 

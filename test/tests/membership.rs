@@ -204,10 +204,7 @@ async fn a_coordinator_without_traffic_learns_a_new_view() {
 async fn a_node_whose_secret_its_peers_refuse_says_so_and_is_not_healthy() {
     let mut c = start(3).await;
     for n in [Node::Coordinator(Service::Stock, 1), Node::Replica(Service::Stock, 2)] {
-        let addr = match n {
-            Node::Coordinator(s, id) => c.topology().nodes(s).coordinators[id as usize].clone(),
-            Node::Replica(s, id) => c.topology().nodes(s).replicas[id as usize].clone(),
-        };
+        let addr = c.addr(n);
         c.kill(n);
         let (mut cmd, log) = c.node_command_with_secret(n, "another-secret");
         let mut child = cmd.spawn().expect("node starts");

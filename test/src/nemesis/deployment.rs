@@ -157,64 +157,39 @@ impl Deployment {
         target: &Entry,
     ) -> anyhow::Result<()> {
         match self {
-            Deployment::Processes { .. } => {
-                let secret = secret.ok_or_else(|| anyhow::anyhow!("a cut needs the cluster secret"))?;
-                let cut = format!("http://{}/internal/fault/cut/{}", from.addr, target.id);
-                let r = http.post(&cut).header(common::wire::SECRET, secret).send().await?;
-                anyhow::ensure!(r.status().is_success(), "{cut}: {} (a build without fault-hooks?)", r.status());
-                Ok(())
-            }
+            Deployment::Processes { .. } => fault_hook(http, secret, from, "cut", target).await,
             Deployment::Containers { .. } => {
                 let c = self.container(target).await?;
                 let cut = docker(&["network", "disconnect", &self.network(), &c]).await.map(drop);
                 if cut.is_err() {
                     // The engine may have disconnected it anyway.
-                    let alias = compose_service(target);
-                    let _ = docker(&["network", "connect", "--alias", &alias, &self.network(), &c]).await;
+                    let _ = self.connect(target, &c).await;
                 }
                 cut
             }
         }
     }
 
-    /// Ends a cut [`Deployment::cut`] made, trying up to five times a second apart.
+    /// Ends a cut [`Deployment::cut`] made, trying up to [`END_TRIES`] times a second apart.
     pub async fn heal_cut(&self, http: &reqwest::Client, secret: Option<&str>, from: &Entry, target: &Entry) {
-        const TRIES: u32 = 5;
-        for attempt in 1..=TRIES {
-            match self.try_heal_cut(http, secret, from, target).await {
-                Ok(()) => return,
-                Err(e) if attempt == TRIES => log::error!("nemesis: the cut of {} left on: {e:#}", target.name()),
-                Err(e) => log::warn!("nemesis: healing the cut of {}: {e:#}", target.name()),
+        let what = format!("healing the cut of {}", target.name());
+        retried(&what, || async {
+            match self {
+                Deployment::Processes { .. } => fault_hook(http, secret, from, "heal", target).await,
+                Deployment::Containers { .. } => self.connect(target, &self.container(target).await?).await,
             }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
+        })
+        .await
     }
 
-    async fn try_heal_cut(
-        &self,
-        http: &reqwest::Client,
-        secret: Option<&str>,
-        from: &Entry,
-        target: &Entry,
-    ) -> anyhow::Result<()> {
-        match self {
-            Deployment::Processes { .. } => {
-                let url = format!("http://{}/internal/fault/heal/{}", from.addr, target.id);
-                let secret = secret.ok_or_else(|| anyhow::anyhow!("no secret"))?;
-                let r = http.post(&url).header(common::wire::SECRET, secret).send().await?;
-                anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
-                Ok(())
-            }
-            Deployment::Containers { .. } => {
-                let c = self.container(target).await?;
-                // Under its service name again, which the other containers resolve.
-                let alias = compose_service(target);
-                match docker(&["network", "connect", "--alias", &alias, &self.network(), &c]).await {
-                    // An earlier try that timed out may have connected it.
-                    Err(e) if e.to_string().contains("already exists") => Ok(()),
-                    other => other.map(drop),
-                }
-            }
+    /// Connects container `c` of process `target` to the project's network again, under its
+    /// service name, which the other containers resolve.
+    async fn connect(&self, target: &Entry, c: &str) -> anyhow::Result<()> {
+        let alias = compose_service(target);
+        match docker(&["network", "connect", "--alias", &alias, &self.network(), c]).await {
+            // An earlier try that timed out may have connected it.
+            Err(e) if e.to_string().contains("already exists") => Ok(()),
+            other => other.map(drop),
         }
     }
 
@@ -290,6 +265,42 @@ fn role_order(r: Role) -> u8 {
         Role::Coordinator => 2,
         Role::Balancer => 3,
     }
+}
+
+/// Tries at ending a pause or a cut: a process left paused or cut off would make the rest
+/// of the run another one than its history says.
+pub const END_TRIES: u32 = 5;
+
+/// Runs `f` until it succeeds, at most [`END_TRIES`] times a second apart; a failure is
+/// logged as a warning, the last one as an error.
+pub async fn retried<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    for attempt in 1..=END_TRIES {
+        match f().await {
+            Ok(()) => return,
+            Err(e) if attempt == END_TRIES => log::error!("nemesis: {what}: gave up: {e:#}"),
+            Err(e) => log::warn!("nemesis: {what}: {e:#}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// A coordinator's fault hook: `action` (`cut` or `heal`) its link to replica `target`.
+async fn fault_hook(
+    http: &reqwest::Client,
+    secret: Option<&str>,
+    from: &Entry,
+    action: &str,
+    target: &Entry,
+) -> anyhow::Result<()> {
+    let secret = secret.ok_or_else(|| anyhow::anyhow!("a fault hook needs the cluster secret"))?;
+    let url = format!("http://{}/internal/fault/{action}/{}", from.addr, target.id);
+    let r = http.post(&url).header(common::wire::SECRET, secret).send().await?;
+    anyhow::ensure!(r.status().is_success(), "{url}: {} (a build without fault-hooks?)", r.status());
+    Ok(())
 }
 
 /// Longest a docker command may take (a stuck engine must not stall the run).

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::deployment::Deployment;
+use super::deployment::{retried, Deployment};
 use super::history::Fault;
 
 /// Longest a killed process may take to answer again before its fault is closed anyway.
@@ -377,28 +377,13 @@ impl Injector {
     }
 }
 
-/// Ends a pause or a cut. A resume that fails is tried again (a process left paused would
-/// make the rest of the run a different one than its history says), up to [`END_TRIES`].
+/// Ends a pause or a cut, trying again when that fails ([`retried`]).
 async fn end(deployment: &Deployment, http: &reqwest::Client, secret: Option<&str>, o: &Open) {
     match o {
-        Open::Paused(e) => {
-            for attempt in 1..=END_TRIES {
-                match deployment.resume(e).await {
-                    Ok(()) => return,
-                    Err(err) if attempt == END_TRIES => {
-                        log::error!("nemesis: {} left paused: {err:#}", e.name())
-                    }
-                    Err(err) => log::warn!("nemesis: resuming {}: {err:#}", e.name()),
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+        Open::Paused(e) => retried(&format!("resuming {}", e.name()), || deployment.resume(e)).await,
         Open::Cut { from, target } => deployment.heal_cut(http, secret, from, target).await,
     }
 }
-
-/// Tries at ending a pause.
-const END_TRIES: u32 = 5;
 
 /// Removes `it` from the open faults; whether it was there (else a heal ended it already).
 fn take(open: &Mutex<Vec<Open>>, it: &Open) -> bool {

@@ -119,6 +119,11 @@ impl TestCluster {
             .unwrap_or_else(|e| panic!("{s} replica {id} {path}: {e}"))
     }
 
+    /// Where node `n` listens (`host:port`).
+    pub fn addr(&self, n: Node) -> String {
+        self.cluster.addr(n.proc_id()).unwrap_or_else(|| panic!("the cluster has no {n:?}"))
+    }
+
     /// The command that starts node `n` as the launcher does, but with `secret` as its
     /// cluster secret; its output goes to `<cluster folder>/logs/<name>.other-secret.log`
     /// (returned).
