@@ -1,15 +1,53 @@
 #!/usr/bin/env bash
-# Installs what building and testing the project needs besides the Rust toolchain (cargo,
-# rustfmt, clippy; cargo-nextest is used when present):
-#   - nginx, the gateway that `cluster up` and the whole-cluster tests start;
-#   - SecantusDB's Rust build (`secantusd-rs`, crates.io `secantus-mdb`, built with cmake:
-#     about 10 minutes on 2 cores the first time), the MongoDB-compatible server of the
-#     mongo engine tests;
-#   - docker-compose (Debian's), which validates the generated docker-compose.yml offline;
-#   - kubernetes-validate (PyPI), which validates k8s/ against the bundled Kubernetes schemas.
-# Idempotent: installs only what is missing, so it is cheap to run before every test run.
+# Installs what the project needs besides rustup, in two sets:
+#
+#   scripts/install-deps.sh run    what running the cluster needs (scripts/run.sh):
+#       - the Rust release of rust-toolchain.toml, with rustfmt and clippy;
+#       - nginx, the gateway that `cluster up` starts.
+#   scripts/install-deps.sh test   (the default) the above, and what the tests need besides
+#                                  (scripts/test.sh):
+#       - SecantusDB's Rust build (`secantusd-rs`, crates.io `secantus-mdb`, built with
+#         cmake: about 10 minutes on 2 cores the first time), the MongoDB-compatible server
+#         of the mongo engine tests;
+#       - docker-compose (Debian's), which validates the generated docker-compose.yml offline;
+#       - kubernetes-validate (PyPI), which validates k8s/ against the Kubernetes schemas;
+#       - chromium (Debian's), the headless browser that opens the status page in a test;
+#       - prometheus (Debian's), which a test runs against a local cluster.
+# Idempotent: installs only what is missing, so it is cheap to run before every run.
 # Uses apt-get (Debian/Ubuntu), through sudo unless already root.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what="${1:-test}"
+case "$what" in
+    run | test) ;;
+    *)
+        echo "usage: scripts/install-deps.sh [run|test]" >&2
+        exit 2
+        ;;
+esac
+
+# The Rust release rust-toolchain.toml pins: rustup installs it (with rustfmt and clippy).
+# Where rustup cannot download (no network to its servers), a `stable` of the same release
+# is linked under the pinned name instead, which is the same compiler.
+toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+if ! command -v rustup >/dev/null 2>&1; then
+    echo "install-deps: rustup not found; install it from https://rustup.rs (cargo must be Rust $toolchain)" >&2
+elif rustup toolchain list | grep -q "^$toolchain-"; then
+    echo "install-deps: Rust $toolchain present"
+else
+    echo "install-deps: installing Rust $toolchain"
+    if ! rustup toolchain install "$toolchain" --profile minimal -c rustfmt -c clippy; then
+        stable=$(rustc +stable --version 2>/dev/null | awk '{print $2}')
+        if [ "$stable" = "$toolchain" ]; then
+            echo "install-deps: rustup could not download; using the installed stable, which is $toolchain"
+            rustup toolchain link "$toolchain" "$(rustc +stable --print sysroot)"
+        else
+            echo "install-deps: cannot install Rust $toolchain (stable here is ${stable:-missing})" >&2
+            exit 1
+        fi
+    fi
+fi
 
 have_nginx() {
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]
@@ -39,6 +77,10 @@ else
     echo "install-deps: installing nginx"
     apt_install nginx
     have_nginx || { echo "install-deps: nginx still not found after installing it" >&2; exit 1; }
+fi
+
+if [ "$what" = run ]; then
+    exit 0
 fi
 
 # SecantusDB, a MongoDB-compatible server: the mongo engine's tests and `cluster up --engine
@@ -85,4 +127,18 @@ else
     echo "install-deps: installing kubernetes-validate"
     pip_install kubernetes-validate
     command -v kubernetes-validate >/dev/null 2>&1 || { echo "install-deps: kubernetes-validate still not found after installing it" >&2; exit 1; }
+fi
+
+if command -v chromium >/dev/null 2>&1; then
+    echo "install-deps: chromium present"
+else
+    echo "install-deps: installing chromium"
+    apt_install chromium
+fi
+
+if command -v prometheus >/dev/null 2>&1; then
+    echo "install-deps: prometheus present"
+else
+    echo "install-deps: installing prometheus"
+    apt_install prometheus
 fi

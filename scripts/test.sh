@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+scripts/install-deps.sh test
 cargo fmt --all --check
 # The container deployments, checked statically: compose's own validation of the generated
 # files (the secret is a placeholder, compose only checks that one is given), and k8s/

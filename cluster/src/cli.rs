@@ -1,55 +1,77 @@
-//! The `cluster` command line: `cluster up [options]` starts the whole cluster on this
-//! machine; the hidden `cluster replica` and `cluster coordinator` run one node (the launcher
-//! re-executes itself with them). Arguments are parsed by hand: there are five options, and
-//! the launcher stays free of a CLI framework.
+//! The `cluster` command line (clap): `cluster up [options]` starts the whole cluster on
+//! this machine; `cluster admin ...` acts on a running one ([`crate::admin`]); the hidden
+//! `cluster replica` and `cluster coordinator` run one node (the launcher re-executes itself
+//! with them).
 
+use crate::admin::Action;
 use crate::launcher::{Cluster, ClusterSpec, Output, ENGINES, SHUTDOWN_GRACE};
 use crate::manifest::Role;
 use crate::roles::{self, NodeRole};
 use anyhow::Context;
-use common::topology::Topology;
+use clap::{Parser, Subcommand};
+use common::topology::{Service, Topology};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The default topology file, relative to the repository root.
 pub const DEFAULT_TOPOLOGY: &str = "env/topology.toml";
-/// The folder of `cluster up`'s files (nginx prefix, manifest, data), relative to the
-/// current directory: inside `target/`, so `cargo clean` removes it and git ignores it.
+/// The folder of `cluster up`'s files that last one run (nginx prefix, manifest, topology,
+/// secret), relative to the current directory: inside `target/`, which git ignores.
 pub const WORK_DIR: &str = "target/cluster";
+/// The default folder of the replicas' data, relative to the current directory: outside
+/// `target/`, so that `cargo clean` leaves the database alone (git ignores it too).
+pub const DEFAULT_DATA_DIR: &str = "data";
 /// The default engine of `cluster up`: the embedded durable store.
 pub const DEFAULT_ENGINE: &str = "log";
 
-/// What `cluster --help` prints.
-pub const USAGE: &str = "\
-usage: cluster up [options]
+/// The command line.
+#[derive(Clone, Debug, PartialEq, Eq, Parser)]
+#[command(name = "cluster", about = "The webshop cluster on this machine: start it, look at it, act on it.")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
 
-Starts the whole cluster on this machine: every replica and coordinator of every service
-in the topology, and nginx as the gateway. Ctrl-C or SIGTERM stops it.
-
-options:
-  --topology FILE      topology to run (default: env/topology.toml)
-  --gateway-port N     listen on port N instead of the topology's gateway port
-  --data-dir DIR       the replicas' data, DIR/<service>-<id> (default: target/cluster/data)
-  --engine ENGINE      storage engine of the replicas: log (default), redb, memory, or mongo
-                       (one SecantusDB server per replica, role store in the manifest)
-  --keep-dead          do not restart a process that dies
-  --node-exe FILE      binary that runs the nodes (default: this one; for tests)
-";
+/// The commands.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Start every replica and coordinator of every service in the topology, and nginx as
+    /// the gateway; Ctrl-C or SIGTERM stops them all.
+    Up(UpArgs),
+    /// Act on the cluster that `cluster up` runs from this folder (it finds the topology and
+    /// the secret in target/cluster).
+    Admin(AdminArgs),
+    /// Run one replica (configured by APP__* variables; the launcher starts these).
+    #[command(hide = true)]
+    Replica,
+    /// Run one coordinator (configured by APP__* variables; the launcher starts these).
+    #[command(hide = true)]
+    Coordinator,
+}
 
 /// The options of `cluster up`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct UpArgs {
-    /// Topology file.
+    /// Topology to run: node counts and addresses per service.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_TOPOLOGY)]
     pub topology: PathBuf,
-    /// Overrides the gateway's port.
+    /// Listen on port N instead of the topology's gateway port.
+    #[arg(long, value_name = "N")]
     pub gateway_port: Option<u16>,
-    /// Parent folder of the replicas' data.
+    /// The replicas' data, one folder DIR/<service>-<id> per replica.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// Storage engine of the replicas.
+    /// The replicas' store: log (the embedded engine), redb (the embedded engine it
+    /// replaced), memory (keeps nothing), or mongo (one SecantusDB server per replica, role
+    /// store in the manifest).
+    #[arg(long, default_value = DEFAULT_ENGINE, value_parser = clap::builder::PossibleValuesParser::new(ENGINES))]
     pub engine: String,
-    /// Leave dead processes down.
+    /// Leave a process that dies down instead of restarting it.
+    #[arg(long)]
     pub keep_dead: bool,
-    /// The binary that runs the nodes; `None` re-executes this one.
+    /// The binary that runs the nodes (default: this one; for tests).
+    #[arg(long, value_name = "FILE")]
     pub node_exe: Option<PathBuf>,
 }
 
@@ -58,7 +80,7 @@ impl Default for UpArgs {
         UpArgs {
             topology: DEFAULT_TOPOLOGY.into(),
             gateway_port: None,
-            data_dir: PathBuf::from(WORK_DIR).join("data"),
+            data_dir: DEFAULT_DATA_DIR.into(),
             engine: DEFAULT_ENGINE.into(),
             keep_dead: false,
             node_exe: None,
@@ -66,61 +88,59 @@ impl Default for UpArgs {
     }
 }
 
-/// A parsed command line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cli {
-    /// `cluster up`.
-    Up(UpArgs),
-    /// `cluster replica|coordinator`: run one node.
-    Node(NodeRole),
-    /// `cluster --help`.
-    Help,
+/// `cluster admin`.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct AdminArgs {
+    /// The running cluster's folder, where `cluster up` keeps its topology and secret.
+    #[arg(long, value_name = "DIR", default_value = WORK_DIR, global = true)]
+    pub work_dir: PathBuf,
+    /// The action.
+    #[command(subcommand)]
+    pub action: AdminCommand,
 }
 
-/// Parses the arguments after the program name. Options take their value as the next
-/// argument or after `=`.
-pub fn parse(args: &[String]) -> Result<Cli, String> {
-    let Some(cmd) = args.first() else { return Err("missing command".into()) };
-    if let Some(role) = NodeRole::parse(cmd) {
-        return match args.len() {
-            1 => Ok(Cli::Node(role)),
-            _ => Err(format!("{cmd} takes no arguments (it is configured by APP__* variables)")),
-        };
-    }
-    match cmd.as_str() {
-        "-h" | "--help" | "help" => return Ok(Cli::Help),
-        "up" => {}
-        _ => return Err(format!("unknown command '{cmd}'")),
-    }
-    let mut up = UpArgs::default();
-    let mut rest = args[1..].iter();
-    while let Some(arg) = rest.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (arg.as_str(), None),
-        };
-        let mut value = || inline.clone().or_else(|| rest.next().cloned()).ok_or(format!("{name} needs a value"));
-        match name {
-            "--topology" => up.topology = value()?.into(),
-            "--gateway-port" => {
-                let v = value()?;
-                up.gateway_port = Some(v.parse().map_err(|_| format!("--gateway-port: '{v}' is not a port"))?);
-            }
-            "--data-dir" => up.data_dir = value()?.into(),
-            "--engine" => {
-                let v = value()?;
-                if !ENGINES.contains(&v.as_str()) {
-                    return Err(format!("--engine: '{v}' is not one of {}", ENGINES.join(", ")));
-                }
-                up.engine = v;
-            }
-            "--node-exe" => up.node_exe = Some(value()?.into()),
-            "--keep-dead" if inline.is_none() => up.keep_dead = true,
-            "-h" | "--help" => return Ok(Cli::Help),
-            _ => return Err(format!("unknown option '{arg}'")),
+/// The actions of `cluster admin`.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum AdminCommand {
+    /// Every service's replicas: state, root digest, lag, the last anti-entropy round and the
+    /// recent view changes (what the status page shows).
+    Status,
+    /// Take replica ID of SERVICE out of the view now. If it still answers, the prober
+    /// re-admits it as a learner, brings it up to date and promotes it: a forced re-join.
+    Evict {
+        /// order, payment or stock.
+        #[arg(value_parser = parse_service)]
+        service: Service,
+        /// The replica's id (its index in the topology's list).
+        id: u32,
+    },
+    /// Run an anti-entropy round now on SERVICE, or on every service, and say what it found
+    /// and repaired.
+    AntiEntropy {
+        /// order, payment or stock (default: all three, one after the other).
+        #[arg(value_parser = parse_service)]
+        service: Option<Service>,
+    },
+}
+
+impl AdminCommand {
+    /// The action it asks for.
+    pub fn action(&self) -> Action {
+        match *self {
+            AdminCommand::Status => Action::Status,
+            AdminCommand::Evict { service, id } => Action::Evict(service, id),
+            AdminCommand::AntiEntropy { service } => Action::AntiEntropy(service),
         }
     }
-    Ok(Cli::Up(up))
+}
+
+fn parse_service(s: &str) -> Result<Service, String> {
+    Service::parse(s).ok_or_else(|| format!("'{s}' is not a service (order, payment or stock)"))
+}
+
+/// Parses the arguments after the program name (clap's errors and help as its `Err`).
+pub fn parse(args: &[String]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("cluster".to_string()).chain(args.iter().cloned()))
 }
 
 /// Runs `cluster up` until SIGTERM or Ctrl-C.
@@ -169,12 +189,22 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             manifest: cluster.manifest_path(),
             nginx_log: &cluster.nginx_error_log(),
             pid: std::process::id(),
+            exe: &shown_exe(),
+            secret: &cluster.work_dir().join(crate::launcher::SECRET_FILE),
         })
     );
     stop.wait();
     println!("stopping");
     cluster.shutdown(SHUTDOWN_GRACE);
     Ok(())
+}
+
+/// This binary's path as a person types it here: relative to the current folder when it is
+/// below it (`target/release/cluster`).
+fn shown_exe() -> String {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "cluster".into());
+    let here = std::env::current_dir().unwrap_or_default();
+    exe.strip_prefix(&here).map(|p| p.to_path_buf()).unwrap_or(exe).display().to_string()
 }
 
 /// What a person needs once `cluster up` runs.
@@ -191,6 +221,10 @@ pub struct Where<'a> {
     pub nginx_log: &'a std::path::Path,
     /// The launcher's pid.
     pub pid: u32,
+    /// How to run this binary from here (for the admin commands).
+    pub exe: &'a str,
+    /// The file with the cluster secret.
+    pub secret: &'a std::path::Path,
 }
 
 /// What `cluster up` prints once every process answers: where to send requests, where each
@@ -211,6 +245,11 @@ pub fn summary(w: &Where) -> String {
         w.nginx_log.display()
     ));
     s.push_str(&format!("processes: {}\n", w.manifest.display()));
+    s.push_str(&format!(
+        "admin:     {} admin status | evict SERVICE ID | anti-entropy (secret in {}, readable by you only)\n",
+        w.exe,
+        w.secret.display()
+    ));
     s.push_str(&format!("stop:      Ctrl-C, or kill -TERM {}\n", w.pid));
     s
 }
@@ -248,17 +287,19 @@ impl StopSignals {
 /// The whole main of the `cluster` binary.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match parse(&args) {
-        Ok(Cli::Up(up_args)) => up(up_args),
-        Ok(Cli::Node(role)) => roles::run_role(role),
-        Ok(Cli::Help) => {
-            print!("{USAGE}");
-            Ok(())
+    let cli = match parse(&args) {
+        Ok(cli) => cli,
+        // Help and version go to stdout with status 0, mistakes to stderr with status 2.
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
-        Err(msg) => {
-            eprint!("cluster: {msg}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    };
+    let result = match cli.command {
+        Command::Up(up_args) => up(up_args),
+        Command::Admin(a) => crate::admin::run(&a.work_dir, &a.action.action()).map(|out| print!("{out}")),
+        Command::Replica => roles::run_role(NodeRole::Replica),
+        Command::Coordinator => roles::run_role(NodeRole::Coordinator),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -273,7 +314,7 @@ pub fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn p(args: &[&str]) -> Result<Cli, String> {
+    fn p(args: &[&str]) -> Result<Cli, clap::Error> {
         parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
@@ -283,27 +324,44 @@ mod tests {
         let s = summary(&Where {
             gateway: "http://127.0.0.1:9000",
             topology: &t,
-            data_dir: std::path::Path::new("target/cluster/data"),
+            data_dir: std::path::Path::new("data"),
             manifest: std::path::Path::new("target/cluster/manifest.json"),
             nginx_log: std::path::Path::new("target/cluster/nginx/logs/error.log"),
             pid: 42,
+            exe: "target/release/cluster",
+            secret: std::path::Path::new("target/cluster/secret"),
         });
         assert_eq!(s.lines().next(), Some("gateway: http://127.0.0.1:9000"), "tools read the first line");
         for svc in common::topology::Service::ALL {
             let page = format!("http://{}/admin/status", t.nodes(svc).coordinators[0]);
             assert!(s.contains(&page), "{svc}'s status page in:\n{s}");
         }
-        for want in ["target/cluster/data", "manifest.json", "error.log", "kill -TERM 42", "create_user"] {
+        for want in [
+            "data (a folder",
+            "manifest.json",
+            "error.log",
+            "kill -TERM 42",
+            "create_user",
+            "target/release/cluster admin status",
+            "target/cluster/secret",
+        ] {
             assert!(s.contains(want), "{want} in:\n{s}");
+        }
+    }
+
+    fn up_of(args: &[&str]) -> UpArgs {
+        match p(args).unwrap().command {
+            Command::Up(up) => up,
+            other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn up_defaults() {
-        assert_eq!(p(&["up"]).unwrap(), Cli::Up(UpArgs::default()));
-        let d = UpArgs::default();
+        let d = up_of(&["up"]);
+        assert_eq!(d, UpArgs::default());
         assert_eq!(d.topology, PathBuf::from("env/topology.toml"));
-        assert_eq!(d.data_dir, PathBuf::from("target/cluster/data"));
+        assert_eq!(d.data_dir, PathBuf::from("data"), "outside target/, so cargo clean keeps it");
         assert_eq!(d.engine, "log");
     }
 
@@ -331,7 +389,7 @@ mod tests {
             "--node-exe",
             "/bin/node",
         ];
-        assert_eq!(p(&spaced).unwrap(), Cli::Up(want.clone()));
+        assert_eq!(up_of(&spaced), want);
         let inline = [
             "up",
             "--topology=t.toml",
@@ -341,14 +399,36 @@ mod tests {
             "--keep-dead",
             "--node-exe=/bin/node",
         ];
-        assert_eq!(p(&inline).unwrap(), Cli::Up(want));
+        assert_eq!(up_of(&inline), want);
     }
 
     #[test]
     fn node_roles() {
-        assert_eq!(p(&["replica"]).unwrap(), Cli::Node(NodeRole::Replica));
-        assert_eq!(p(&["coordinator"]).unwrap(), Cli::Node(NodeRole::Coordinator));
+        assert_eq!(p(&["replica"]).unwrap().command, Command::Replica);
+        assert_eq!(p(&["coordinator"]).unwrap().command, Command::Coordinator);
         assert!(p(&["replica", "--x"]).is_err());
+    }
+
+    #[test]
+    fn admin_commands() {
+        let admin = |args: &[&str]| match p(args).unwrap().command {
+            Command::Admin(a) => (a.work_dir, a.action.action()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(admin(&["admin", "status"]), (PathBuf::from("target/cluster"), Action::Status));
+        assert_eq!(admin(&["admin", "evict", "stock", "2"]).1, Action::Evict(Service::Stock, 2));
+        assert_eq!(admin(&["admin", "anti-entropy"]).1, Action::AntiEntropy(None));
+        assert_eq!(admin(&["admin", "anti-entropy", "order"]).1, Action::AntiEntropy(Some(Service::Order)));
+        assert_eq!(admin(&["admin", "status", "--work-dir", "/w"]).0, PathBuf::from("/w"));
+        assert_eq!(admin(&["admin", "--work-dir=/w", "status"]).0, PathBuf::from("/w"));
+        for bad in [
+            &["admin"][..],
+            &["admin", "evict", "shop", "1"],
+            &["admin", "evict", "order"],
+            &["admin", "evict", "order", "-1"],
+        ] {
+            assert!(p(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]
@@ -366,7 +446,16 @@ mod tests {
         ] {
             assert!(p(bad).is_err(), "{bad:?} was accepted");
         }
-        assert_eq!(p(&["--help"]).unwrap(), Cli::Help);
-        assert_eq!(p(&["up", "-h"]).unwrap(), Cli::Help);
+        for help in [&["--help"][..], &["up", "-h"], &["admin", "--help"]] {
+            let e = p(help).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{help:?}");
+            assert!(!e.use_stderr(), "help goes to stdout");
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

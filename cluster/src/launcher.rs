@@ -62,6 +62,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The setting that marks a replica's first start in a new cluster (`ReplicaSettings::bootstrap`).
 const BOOTSTRAP: &str = "APP__BOOTSTRAP";
 
+/// The file in the cluster's folder that holds the cluster secret while it runs (mode 0600):
+/// `cluster admin` reads it.
+pub const SECRET_FILE: &str = "secret";
+
 /// The storage engines a replica can run (`APP__ENGINE`).
 pub const ENGINES: [&str; 4] = ["log", "redb", "memory", "mongo"];
 
@@ -530,7 +534,11 @@ impl Cluster {
         std::fs::write(&topology_path, spec.topology.to_toml())
             .with_context(|| format!("writing {}", topology_path.display()))?;
         let nginx = Prefix::write(&work_dir.join("nginx"), &spec.topology)?;
+        // A new secret each start, kept where `cluster admin` finds it, readable by this user
+        // only; removed on stop with the manifest.
         let secret = uuid::Uuid::new_v4().simple().to_string();
+        let secret_path = work_dir.join(SECRET_FILE);
+        write_private(&secret_path, &secret).with_context(|| format!("writing {}", secret_path.display()))?;
 
         let launches = plan(&spec, &topology_path, &data_dir, logs.as_deref(), &secret, (nginx_exe, &nginx))?;
 
@@ -793,7 +801,20 @@ impl Cluster {
             }
         }
         let _ = std::fs::remove_file(&self.shared.manifest_path);
+        let _ = std::fs::remove_file(self.work_dir.join(SECRET_FILE));
     }
+}
+
+/// Writes `text` to a new file at `path` that only this user may read or write (mode 0600,
+/// set when the file is created, so it is never readable by others; an older file is
+/// replaced, not rewritten in place, in case it had wider permissions).
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")
 }
 
 impl Drop for Cluster {

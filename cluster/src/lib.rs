@@ -7,10 +7,12 @@
 //! - [`roles`]: what a node process runs (`<exe> replica|coordinator`), shared by the
 //!   `cluster` binary and the test binary `webshop-node`.
 //! - [`cli`]: the `cluster` command line.
+//! - [`admin`]: `cluster admin`, an operator's actions on a running cluster.
 //! - [`manifest`]: `manifest.json`, the pid of every process, for tools and tests.
 //! - [`nginx`], [`ports`], [`http`]: the gateway's prefix and command line, free ports, and a
 //!   minimal HTTP client for readiness checks.
 
+pub mod admin;
 pub mod cli;
 pub mod http;
 pub mod launcher;

@@ -133,7 +133,7 @@ impl ReplicaSettings {
     pub fn load() -> Result<(ReplicaSettings, Topology), SettingsError> {
         let s: ReplicaSettings = load(&[
             ("topology", "env/topology.toml"),
-            ("data_dir", "target/cluster/data"),
+            ("data_dir", "data"),
             ("engine", "log"),
             ("mongo_uri", ""),
             ("secret", ""),

@@ -96,6 +96,11 @@ impl TestCluster {
         self.cluster.manifest()
     }
 
+    /// The launcher's folder (topology, secret, manifest, logs), where `cluster admin` looks.
+    pub fn work_dir(&self) -> std::path::PathBuf {
+        self.cluster.work_dir().to_path_buf()
+    }
+
     /// The launcher's `manifest.json` (pids of every process).
     pub fn manifest_path(&self) -> std::path::PathBuf {
         self.cluster.manifest_path().to_path_buf()
