@@ -18,6 +18,14 @@
 //!   the Secret: the operator creates it before the pods start, so `kubectl apply -f k8s/`
 //!   never replaces it under running pods (which read it once, at start).
 //!
+//! - Prometheus ([`prometheus_config`]): a scrape config of every replica and coordinator of
+//!   a topology (`/metrics`, the catalogue in `common::metrics`), each target labelled with
+//!   its service, role and id. Written for the compose deployment
+//!   (`deploy/compose/prometheus.yml`, container names as hosts) and for the local processes
+//!   of `cluster up` ([`LOCAL_PROMETHEUS`], the topology's own addresses); a test renders
+//!   one for its own cluster. The Grafana dashboard that reads it (deploy/grafana/) is
+//!   written by hand; a test checks its queries against the catalogue.
+//!
 //! Output is plain text built here (no YAML library): every value that is not a plain word
 //! is written as a JSON string, which YAML reads as the same string.
 
@@ -447,8 +455,8 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// The files of the compose deployments, paths relative to the published compose file's
-/// folder: the published file (named `compose_name`), [`LOCAL_COMPOSE`], and the configs both
-/// mount. `context` is the node image's build context (the repository root) as the published
+/// folder: the published file (named `compose_name`), [`LOCAL_COMPOSE`], the configs both
+/// mount, and the deployment's Prometheus scrape config. `context` is the node image's build context (the repository root) as the published
 /// file names it: `.` when the file is at the root.
 pub fn compose_files(t: &Topology, compose_name: &str, context: &str) -> Result<Vec<(PathBuf, String)>, GenError> {
     let ct = compose_topology(t)?;
@@ -457,13 +465,77 @@ pub fn compose_files(t: &Topology, compose_name: &str, context: &str) -> Result<
     let local = compose_file(&ct, gateway_port, Flavor::Local, ".", context)?;
     let topo = header("#", "The topology the compose containers read (hosts are container names).") + &ct.to_toml();
     let nginx = header("#", "The gateway's nginx config in docker compose.") + &nginx_conf(&ct, gateway_port);
+    let prometheus = header("#", "Prometheus scrape config of the compose deployment (hosts are container names).")
+        + "# Run a Prometheus on the deployment's network (`docker network ls`: <project>_default), e.g.\n\
+           #   docker run --network webshop_default -p 127.0.0.1:9090:9090 \\\n\
+           #     -v \"$PWD/deploy/compose/prometheus.yml:/etc/prometheus/prometheus.yml:ro\" prom/prometheus\n"
+        + &prometheus_config(&ct)?;
     Ok(vec![
         (PathBuf::from(compose_name), published),
         (PathBuf::from(LOCAL_COMPOSE), local),
         (PathBuf::from(COMPOSE_CONFIG_DIR).join("topology.toml"), topo),
         (PathBuf::from(COMPOSE_CONFIG_DIR).join("nginx.conf"), nginx),
         (PathBuf::from(COMPOSE_CONFIG_DIR).join("gateway.sh"), gateway_script(&ct)),
+        (PathBuf::from(COMPOSE_CONFIG_DIR).join("prometheus.yml"), prometheus),
     ])
+}
+
+/// The Prometheus job every node is scraped under (the `job` label of its series).
+pub const PROMETHEUS_JOB: &str = "webshop";
+
+/// How often Prometheus scrapes each node (seconds): a node renders its metrics in well
+/// under a millisecond, and 5 s gives a rate over a minute a dozen points.
+pub const SCRAPE_INTERVAL_S: u32 = 5;
+
+/// How long Prometheus waits for a node's metrics (seconds), below the interval (Prometheus
+/// requires it): a node that does not answer within it counts as down (`up == 0`).
+pub const SCRAPE_TIMEOUT_S: u32 = 4;
+
+/// The local processes' scrape config, relative to the repository root.
+pub const LOCAL_PROMETHEUS: &str = "deploy/prometheus/prometheus.local.yml";
+
+/// A Prometheus config that scrapes `/metrics` of every replica and coordinator of `t`, at
+/// the addresses `t` gives, every [`SCRAPE_INTERVAL_S`] seconds under job
+/// [`PROMETHEUS_JOB`]. Each node is a target of its own, labelled `service` (`order`, ...),
+/// `role` (`replica` or `coordinator`) and `id` (its id in the topology), so that queries
+/// group by service and role without parsing addresses; Prometheus adds `instance` (the
+/// address) and `job`. The gateway (nginx) exports no metrics and is not scraped. Pure: no
+/// header, nothing read or written (the files add a header; a test renders one for the
+/// cluster it started).
+pub fn prometheus_config(t: &Topology) -> Result<String, GenError> {
+    t.validate().map_err(|e| GenError(e.to_string()))?;
+    let mut out = format!(
+        "global:\n  scrape_interval: {SCRAPE_INTERVAL_S}s\n  scrape_timeout: {SCRAPE_TIMEOUT_S}s\n\n\
+         scrape_configs:\n  - job_name: {PROMETHEUS_JOB}\n    metrics_path: /metrics\n    scheme: http\n    static_configs:\n"
+    );
+    for s in Service::ALL {
+        let n = t.nodes(s);
+        for (role, addrs) in [("replica", &n.replicas), ("coordinator", &n.coordinators)] {
+            for (id, addr) in addrs.iter().enumerate() {
+                port_of(addr)?;
+                out.push_str(&format!(
+                    "      - targets: [{}]\n        labels:\n          service: {}\n          role: {role}\n          id: \"{id}\"\n",
+                    q(addr),
+                    s.name(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The scrape config of the local processes (`cluster up` on `t`, loopback addresses), as
+/// [`LOCAL_PROMETHEUS`] relative to the repository root, with its header.
+pub fn local_prometheus_file(t: &Topology) -> Result<(PathBuf, String), GenError> {
+    let text = header("#", "Prometheus scrape config of the local processes (`cluster up`, env/topology.toml).")
+        + &format!(
+            "# Run, from the repository root, while the cluster runs (Debian's package: prometheus):\n\
+             #   prometheus --config.file={LOCAL_PROMETHEUS} --storage.tsdb.path=target/prometheus \\\n\
+             #     --web.listen-address=127.0.0.1:9090\n\
+             # then import deploy/grafana/webshop.json into a Grafana that reads it.\n"
+        )
+        + &prometheus_config(t)?;
+    Ok((PathBuf::from(LOCAL_PROMETHEUS), text))
 }
 
 /// Indents every line of `text` by `n` spaces (a block scalar's content).
@@ -757,11 +829,44 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_scrapes_every_node_with_its_labels() {
+        let t = topo(3, 2);
+        let config = prometheus_config(&t).unwrap();
+        assert_eq!(count(&config, "- targets: ["), 3 * (3 + 2));
+        assert_eq!(count(&config, "role: replica\n"), 3 * 3);
+        assert_eq!(count(&config, "role: coordinator\n"), 3 * 2);
+        assert_eq!(count(&config, "job_name: "), 1);
+        assert!(config.contains(&format!("job_name: {PROMETHEUS_JOB}\n")));
+        assert!(config.contains(&format!("scrape_interval: {SCRAPE_INTERVAL_S}s\n")));
+        for s in Service::ALL {
+            for (role, addrs) in [("replica", &t.nodes(s).replicas), ("coordinator", &t.nodes(s).coordinators)] {
+                for (id, addr) in addrs.iter().enumerate() {
+                    let target = format!(
+                        "- targets: [\"{addr}\"]\n        labels:\n          service: {s}\n          role: {role}\n          id: \"{id}\"\n"
+                    );
+                    assert!(config.contains(&target), "{target} in {config}");
+                }
+            }
+        }
+        assert!(!config.contains(&t.gateway), "nginx has no metrics");
+        // The compose deployment's: container names as hosts, the ports of the topology.
+        let files = compose_files(&t, "docker-compose.yml", ".").unwrap();
+        let compose = &files.iter().find(|(p, _)| p.ends_with("prometheus.yml")).unwrap().1;
+        let body = prometheus_config(&compose_topology(&t).unwrap()).unwrap();
+        assert!(compose.ends_with(&body) && !body.contains("127.0.0.1"));
+        assert!(body.contains(&format!("\"stock-coordinator-1:{}\"", port_of(&t.stock.coordinators[1]).unwrap())));
+        let (path, local) = local_prometheus_file(&t).unwrap();
+        assert_eq!(path, PathBuf::from(LOCAL_PROMETHEUS));
+        assert!(local.ends_with(&config) && local.starts_with("# "));
+    }
+
+    #[test]
     fn bad_addresses_are_clear_errors() {
         let mut t = topo(1, 1);
         t.order.replicas[0] = "no-port".into();
         assert!(compose_files(&t, "x.yml", ".").unwrap_err().0.contains("no-port"));
         t.order.replicas[0] = "h:99999".into();
         assert!(k8s_files(&t).unwrap_err().0.contains("not a port"));
+        assert!(prometheus_config(&t).unwrap_err().0.contains("not a port"));
     }
 }

@@ -1,9 +1,10 @@
 //! `build_compose`: writes docker-compose.yml (and, in `deploy/compose/` beside it, the local
-//! compose file and the configs both mount) and the Kubernetes manifests in k8s/ from the
-//! topology (see `--help`).
+//! compose file, the configs both mount and its Prometheus scrape config), the local
+//! processes' Prometheus scrape config and the Kubernetes manifests in k8s/ from the topology
+//! (see `--help`).
 
 use anyhow::{bail, Context};
-use build_compose::{compose_files, k8s_files};
+use build_compose::{compose_files, k8s_files, local_prometheus_file};
 use common::topology::Topology;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,6 +17,8 @@ Generates the container deployments of the topology (run from the repository roo
   <folder of PATH>/deploy/compose/docker-compose.local.yml     the same on images built here
                                 (scripts/images.sh, scripts/compose.sh)
   <folder of PATH>/deploy/compose/{topology.toml,nginx.conf}   the configs both mount
+  <folder of PATH>/deploy/compose/prometheus.yml              its Prometheus scrape config
+  <folder of PATH>/deploy/prometheus/prometheus.local.yml     the scrape config of `cluster up`
   DIR/*.yaml                    the Kubernetes manifests (default: k8s)
 
 options:
@@ -71,6 +74,8 @@ fn run(a: Args) -> anyhow::Result<()> {
     };
     let mut files: Vec<(PathBuf, String)> =
         compose_files(&t, &name, &context)?.into_iter().map(|(p, text)| (out_dir.join(p), text)).collect();
+    let (path, text) = local_prometheus_file(&t)?;
+    files.push((out_dir.join(path), text));
     files.extend(k8s_files(&t)?.into_iter().map(|(p, text)| (a.k8s.join(p.strip_prefix("k8s").unwrap_or(&p)), text)));
     let mut stale = Vec::new();
     for (path, text) in &files {

@@ -550,9 +550,9 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-/// Renders a metrics registry at `/metrics`.
+/// Renders a metrics registry at `/metrics`, in Prometheus's text format.
 pub fn metrics_response(m: &Metrics) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(m.render())
+    HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(m.render())
 }
 
 async fn metrics(app: web::Data<ReplicaApp>) -> HttpResponse {

@@ -13,8 +13,16 @@
 //!   its result (the hook for eviction).
 //! - [`multi`]: multi calls, several keyed requests in one exchange, grouped by primary.
 //! - [`batch`]: splitting a batch_init by primary and combining the answers (pure).
-//! - [`view`]: the view the coordinator routes by and when a reported view is adopted (pure).
-//! - [`status`]: `/admin/status` as JSON and HTML.
+//! - [`view`]: the view the coordinator routes by, when a reported view is adopted, and the
+//!   recent changes of it (the description of a change is pure).
+//! - [`membership`]: changing the view by Paxos over the replicas; eviction of a replica
+//!   that does not answer.
+//! - [`rejoin`]: the prober, which re-joins evicted replicas that answer again.
+//! - [`antientropy`]: rounds comparing the replicas' digests and repairing what differs.
+//! - [`status`]: `/admin/status` as JSON: this service's view, members, digest roots and
+//!   lags (the lag computation is pure), last anti-entropy round and recent view changes.
+//! - [`overview`]: `/admin/cluster`, every service's status from any coordinator, as JSON,
+//!   an HTML page for a person (also `/admin/status` from a browser) and a terminal table.
 //! - [`error`]: failures to answer and their statuses.
 
 pub mod antientropy;
@@ -23,6 +31,7 @@ pub mod error;
 pub mod forward;
 pub mod membership;
 pub mod multi;
+pub mod overview;
 pub mod rejoin;
 pub mod routes;
 pub mod state;

@@ -51,7 +51,7 @@ impl Coordinator {
                         view.learners
                     );
                     self.commit(&view).await;
-                    self.view.offer(view.clone());
+                    self.view.offer_chosen(view.clone(), what);
                     // A round may choose another proposer's view (one a majority had already
                     // accepted): then this change is still to be made, on top of it.
                     if done_by(&view, &change) {

@@ -1,10 +1,11 @@
 //! The coordinator's HTTP surface, registered by [`configure`]: `/health`, `/metrics`,
-//! `/admin/status`, and every public request of its service, which is checked against the
-//! route table (DESIGN section 1) before anything is forwarded.
+//! `/admin/status` and `/admin/cluster`, and every public request of its service, which is
+//! checked against the route table (DESIGN section 1) before anything is forwarded.
 
 use crate::forward::ReplicaReply;
+use crate::overview::{gather_cluster, render_html, render_text};
 use crate::state::{Coordinator, Forward};
-use crate::status::{gather, render_html, wants_html};
+use crate::status::{gather, Format};
 use actix_web::http::header::{ACCEPT, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
@@ -35,7 +36,7 @@ const UNMATCHED: &str = "unmatched";
 pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg: &mut web::ServiceConfig| {
         let secret = web::Data::new(ClusterSecret(app.secret.as_str().into()));
-        // The admin changes need the secret, the status page does not.
+        // The admin changes need the secret, the status pages do not.
         let view_changes = web::scope("/view")
             .wrap(from_fn(require_secret))
             .route("/{change}/{replica}", web::post().to(admin_view_change));
@@ -49,6 +50,7 @@ pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig
             .service(
                 web::scope("/admin")
                     .route("/status", web::get().to(admin_status))
+                    .route("/cluster", web::get().to(admin_cluster))
                     .service(view_changes)
                     .service(anti_entropy),
             );
@@ -93,13 +95,40 @@ async fn metrics(app: web::Data<Coordinator>) -> HttpResponse {
     metrics_response(&app.metrics)
 }
 
+/// `GET /admin/status`: this service's status ([`crate::status`]) as JSON, which the other
+/// coordinators read to assemble the cluster page; asked for by a browser (`Accept:
+/// text/html` or `?format=html`) or as text (`?format=text`), the whole cluster's page, as
+/// `/admin/cluster` answers it (the addresses printed at start-up point here).
 async fn admin_status(req: HttpRequest, app: web::Data<Coordinator>) -> HttpResponse {
-    let status = gather(&app).await;
-    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-    if wants_html(accept, req.query_string()) {
-        HttpResponse::Ok().content_type("text/html; charset=utf-8").body(render_html(&status))
-    } else {
-        HttpResponse::Ok().json(&status)
+    match format_of(&req) {
+        Format::Json => HttpResponse::Ok().json(gather(&app).await),
+        format => cluster_page(&app, format).await,
+    }
+}
+
+/// `GET /admin/cluster`: every service's status ([`crate::overview`]) as JSON, as an HTML
+/// page (`Accept: text/html` or `?format=html`), or as a terminal table (`?format=text`).
+async fn admin_cluster(req: HttpRequest, app: web::Data<Coordinator>) -> HttpResponse {
+    cluster_page(&app, format_of(&req)).await
+}
+
+/// The representation a request for an admin page asks for.
+fn format_of(req: &HttpRequest) -> Format {
+    Format::of(req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()), req.query_string())
+}
+
+/// The cluster's status in `format`.
+async fn cluster_page(app: &Coordinator, format: Format) -> HttpResponse {
+    let cluster = gather_cluster(app).await;
+    let now = common::side::now_ms();
+    match format {
+        Format::Json => HttpResponse::Ok().json(&cluster),
+        Format::Html => HttpResponse::Ok().content_type("text/html; charset=utf-8").body(render_html(
+            &cluster,
+            (app.service, app.id),
+            now,
+        )),
+        Format::Text => HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(render_text(&cluster, now)),
     }
 }
 
@@ -390,6 +419,7 @@ mod tests {
             ("POST", "/admin/view/evict/x", 403, "missing or wrong cluster secret"),
             ("POST", "/admin/view/evict/0", 403, "missing or wrong cluster secret"),
             ("POST", "/admin/status", 404, "no such endpoint"),
+            ("POST", "/admin/cluster", 404, "no such endpoint"),
             ("GET", "/admin/anti-entropy", 403, "missing or wrong cluster secret"),
             ("POST", "/admin/anti-entropy", 403, "missing or wrong cluster secret"),
             ("GET", "/admin/nothing", 404, "no such endpoint"),

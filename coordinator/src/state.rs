@@ -108,6 +108,11 @@ pub struct Coordinator {
     pub flux_rounds: std::sync::Mutex<[u8; common::digest::BUCKETS]>,
     /// What the last round found and did.
     pub last_round: std::sync::Mutex<Option<crate::antientropy::RoundReport>>,
+    /// The other services' coordinators (`host:port`, id = index), in the order of
+    /// [`Service::ALL`]: the cluster page ([`crate::overview`]) asks them for their status.
+    pub other_services: Vec<(Service, Vec<String>)>,
+    /// The client of those requests, each bounded by [`crate::overview::PEER_TIMEOUT`].
+    pub admin_http: reqwest::Client,
 }
 
 impl Coordinator {
@@ -138,6 +143,12 @@ impl Coordinator {
             bucket_cursor: Default::default(),
             flux_rounds: std::sync::Mutex::new([0; common::digest::BUCKETS]),
             last_round: Default::default(),
+            other_services: Service::ALL
+                .into_iter()
+                .filter(|s| *s != settings.service)
+                .map(|s| (s, topology.nodes(s).coordinators.clone()))
+                .collect(),
+            admin_http: common::client::internal_http(crate::overview::PEER_TIMEOUT),
         }
     }
 

@@ -46,7 +46,8 @@ struct Answer {
 }
 
 /// Decides a fake's answer from its id and the request; `None` gives the default: a JSON echo
-/// for public requests, 404 for `/internal/view`, a root for `/internal/digest`.
+/// for public requests, 404 for `/internal/view`, a root (and buckets, all alike, when asked
+/// for) for `/internal/digest`.
 type Script = Arc<dyn Fn(u32, &Seen) -> Option<Answer> + Send + Sync>;
 
 struct Fake {
@@ -68,10 +69,14 @@ fn header(req: &HttpRequest, name: &str) -> Option<String> {
 }
 
 fn default_answer(id: u32, seen: &Seen) -> Answer {
-    match seen.path.as_str() {
+    match seen.path.split('?').next().unwrap() {
         "/internal/view" => Answer { status: 404, json: false, body: "no view here".into(), cause: None },
         "/internal/digest" => {
-            Answer { status: 200, json: true, body: json!({"root": format!("root-{id}")}).to_string(), cause: None }
+            let mut body = json!({"root": format!("root-{id}"), "epoch": 1});
+            if seen.path.contains("buckets=true") {
+                body["buckets"] = json!(vec!["b0"; 256]);
+            }
+            Answer { status: 200, json: true, body: body.to_string(), cause: None }
         }
         _ => {
             Answer { status: 200, json: true, body: json!({"replica": id, "path": seen.path}).to_string(), cause: None }
@@ -205,12 +210,22 @@ async fn boot(service: Service, replicas: Vec<String>, request_timeout_ms: u64) 
     let addr = listener.local_addr().unwrap().to_string();
     // The other services' addresses are never used: low ports nothing listens on.
     let mut topology = Topology::local(1, 1, &mut (1..));
-    let nodes = ServiceNodes { replicas, coordinators: vec![addr.clone()] };
+    set_nodes(&mut topology, service, ServiceNodes { replicas, coordinators: vec![addr] });
+    boot_in(service, topology, listener, request_timeout_ms).await
+}
+
+/// Sets the nodes of `service` in `topology`.
+fn set_nodes(topology: &mut Topology, service: Service, nodes: ServiceNodes) {
     match service {
         Service::Order => topology.order = nodes,
         Service::Payment => topology.payment = nodes,
         Service::Stock => topology.stock = nodes,
     }
+}
+
+/// Boots coordinator 0 of `service` in `topology` on `listener`, and waits until it serves.
+async fn boot_in(service: Service, topology: Topology, listener: TcpListener, request_timeout_ms: u64) -> Coord {
+    let addr = listener.local_addr().unwrap().to_string();
     let settings = CoordinatorSettings {
         service,
         id: 0,
@@ -381,7 +396,7 @@ async fn misdirected_is_retried_at_the_new_primary() {
     assert_eq!(status["epoch"], 2);
     assert_eq!(status["members"][1]["state"], "evicted");
     let (_, _, metrics) = coord.send("GET", "/metrics", &[]).await;
-    assert!(metrics.contains("coordinator_retries_total{route=\"checkout\",reason=\"misdirected\"} 1"), "{metrics}");
+    assert!(metrics.contains("coordinator_retries_total{reason=\"misdirected\",route=\"checkout\"} 1"), "{metrics}");
     assert!(metrics.contains("coordinator_requests_total{route=\"checkout\",status=\"200\"} 1"), "{metrics}");
 }
 
@@ -525,7 +540,9 @@ async fn view_is_learned_at_start_and_shown_in_status() {
     let view_json = serde_json::to_string(&view).unwrap();
     let script: Script = Arc::new(move |id, s: &Seen| match s.path.as_str() {
         "/internal/view" => Some(Answer { status: 200, json: true, body: view_json.clone(), cause: None }),
-        "/internal/digest" if id == 2 => Some(Answer { status: 500, json: false, body: "no".into(), cause: None }),
+        p if p.starts_with("/internal/digest") && id == 2 => {
+            Some(Answer { status: 500, json: false, body: "no".into(), cause: None })
+        }
         _ => None,
     });
     let fakes = start_fakes(3, script).await;
@@ -538,19 +555,30 @@ async fn view_is_learned_at_start_and_shown_in_status() {
     let (status, ct, body) = coord.send("GET", "/admin/status", &[]).await;
     assert_eq!((status, ct.as_deref()), (200, Some("application/json")));
     let a = &fakes;
+    let mut got: Value = serde_json::from_str(&body).unwrap();
+    let now = got.as_object_mut().unwrap().remove("now_ms").unwrap().as_u64().unwrap();
+    let mut changes = got.as_object_mut().unwrap().remove("view_changes").unwrap();
+    let at = changes[0].as_object_mut().unwrap().remove("at_ms").unwrap().as_u64().unwrap();
+    assert!(at > 0 && at <= now, "the change's time {at} is on the clock of the answer {now}");
     assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap(),
+        got,
         json!({"service": "stock", "coordinator": 0, "epoch": 5, "members": [
-            {"id": 0, "addr": a[0].addr, "state": "up", "root": "root-0"},
-            {"id": 1, "addr": a[1].addr, "state": "learner", "root": "root-1"},
-            {"id": 2, "addr": a[2].addr, "state": "up", "root": null},
+            {"id": 0, "addr": a[0].addr, "state": "up", "root": "root-0", "lag_buckets": 0},
+            {"id": 1, "addr": a[1].addr, "state": "learner", "root": "root-1", "lag_buckets": 0},
+            {"id": 2, "addr": a[2].addr, "state": "up", "root": null, "lag_buckets": null},
         ], "anti_entropy": null})
     );
-    let (status, ct, page) = coord.send("GET", "/admin/status", &[("Accept", "text/html")]).await;
-    assert_eq!((status, ct.as_deref()), (200, Some("text/html; charset=utf-8")));
-    assert!(page.contains("<td>learner</td>") && page.contains(&a[2].addr), "{page}");
-    let (_, ct, _) = coord.send("GET", "/admin/status?format=html", &[]).await;
-    assert_eq!(ct.as_deref(), Some("text/html; charset=utf-8"));
+    // The view learned at start is the one change seen, from the initial view.
+    assert_eq!(
+        changes,
+        json!([{"epoch": 5, "from_epoch": 1, "what": "demote replica 1 to a learner", "source": "adopted"}])
+    );
+    for asked in [vec![("Accept", "text/html")], vec![]] {
+        let path = if asked.is_empty() { "/admin/status?format=html" } else { "/admin/status" };
+        let (status, ct, page) = coord.send("GET", path, &asked).await;
+        assert_eq!((status, ct.as_deref()), (200, Some("text/html; charset=utf-8")), "{path}");
+        assert!(page.contains("data-replica=\"1\" data-state=\"learner\"") && page.contains(&a[2].addr), "{page}");
+    }
 
     // Requests are routed by the learned view and carry its epoch.
     let key = key_with_primary(2, &[0, 2]);
@@ -558,6 +586,79 @@ async fn view_is_learned_at_start_and_shown_in_status() {
     assert_eq!(status, 200);
     let seen = fakes[2].public();
     assert_eq!((seen.len(), seen[0].epoch.as_deref()), (1, Some("5")));
+}
+
+/// The cluster page from any coordinator: its own service, another service's status asked of
+/// that service's coordinator, and a service none of whose coordinators answers, shown with
+/// why; as JSON, text and HTML.
+#[actix_web::test]
+async fn the_cluster_page_shows_every_service() {
+    let stock_replicas = start_fakes(3, defaults()).await;
+    let order_replicas = start_fakes(3, defaults()).await;
+    let (stock_listener, order_listener) =
+        (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+    let stock_addr = stock_listener.local_addr().unwrap().to_string();
+    let order_addr = order_listener.local_addr().unwrap().to_string();
+    // Payment's coordinators: low ports nothing listens on.
+    let mut topology = Topology::local(1, 2, &mut (1..));
+    set_nodes(
+        &mut topology,
+        Service::Stock,
+        ServiceNodes { replicas: addrs(&stock_replicas), coordinators: vec![stock_addr] },
+    );
+    set_nodes(
+        &mut topology,
+        Service::Order,
+        ServiceNodes { replicas: addrs(&order_replicas), coordinators: vec![order_addr] },
+    );
+    let payment = topology.payment.coordinators.clone();
+    let stock = boot_in(Service::Stock, topology.clone(), stock_listener, 5000).await;
+    let _order = boot_in(Service::Order, topology, order_listener, 5000).await;
+
+    let (status, ct, body) = stock.send("GET", "/admin/cluster", &[]).await;
+    assert_eq!((status, ct.as_deref()), (200, Some("application/json")), "{body}");
+    let cluster: Value = serde_json::from_str(&body).unwrap();
+    let services = cluster["services"].as_array().unwrap();
+    let names: Vec<&str> = services.iter().map(|s| s["service"].as_str().unwrap()).collect();
+    assert_eq!(names, ["order", "payment", "stock"]);
+    for (i, replicas) in [(0, &order_replicas), (2, &stock_replicas)] {
+        let s = &services[i];
+        assert_eq!(s["error"], Value::Null, "{s}");
+        let members = s["status"]["members"].as_array().unwrap();
+        let got: Vec<(&str, &str, u64)> = members
+            .iter()
+            .map(|m| (m["addr"].as_str().unwrap(), m["state"].as_str().unwrap(), m["lag_buckets"].as_u64().unwrap()))
+            .collect();
+        let want: Vec<(&str, &str, u64)> = replicas.iter().map(|f| (f.addr.as_str(), "up", 0)).collect();
+        assert_eq!(got, want, "{s}");
+    }
+    assert_eq!(services[1]["status"], Value::Null);
+    let error = services[1]["error"].as_str().unwrap();
+    for addr in &payment {
+        assert!(error.contains(addr.as_str()), "both of payment's coordinators were asked: {error}");
+    }
+    // The order coordinator answered for its own service only: no page within the page.
+    let asked =
+        order_replicas[0].seen.lock().unwrap().iter().filter(|s| s.path.starts_with("/internal/digest")).count();
+    assert_eq!(asked, 1, "order's replicas were asked for their digests once");
+
+    let (_, ct, text) = stock.send("GET", "/admin/cluster?format=text", &[]).await;
+    assert_eq!(ct.as_deref(), Some("text/plain; charset=utf-8"));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.contains(&"order: view epoch 1, 3 of 3 up, roots differ (coordinator 0)"), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("payment: no coordinator answered")), "{text}");
+    assert!(text.contains(&format!("  2   {}", stock_replicas[2].addr)), "{text}");
+    let (_, ct, text_too) = stock.send("GET", "/admin/status?format=text", &[]).await;
+    assert_eq!((ct.as_deref(), text_too.lines().next()), (Some("text/plain; charset=utf-8"), lines.first().copied()));
+
+    let (_, ct, page) = stock.send("GET", "/admin/cluster", &[("Accept", "text/html")]).await;
+    assert_eq!(ct.as_deref(), Some("text/html; charset=utf-8"));
+    for name in ["order", "payment", "stock"] {
+        assert!(page.contains(&format!("data-service=\"{name}\"")), "{name} in {page}");
+    }
+    assert_eq!(page.matches("data-state=\"up\"").count(), 6, "{page}");
+    let (_, _, json_again) = stock.send("GET", "/admin/cluster?format=json", &[("Accept", "text/html")]).await;
+    assert!(json_again.starts_with("{\"services\":"), "{json_again}");
 }
 
 /// A multi call is split by primary, one request each; an answer that is not final (here a
