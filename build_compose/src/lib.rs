@@ -1,4 +1,4 @@
-//! Generates the container deployments from the topology in env/ (DESIGN section 8): the
+//! Generates the container deployments from the topology in env/ (docs/design.md §2.5): the
 //! docker compose file with its configs, and the Kubernetes (minikube) manifests in k8s/.
 //!
 //! The topology gives the node counts per service and each node's port; the generator

@@ -1,64 +1,46 @@
 //! `build_compose`: writes docker-compose.yml (and, in `deploy/compose/` beside it, the local
 //! compose file, the configs both mount and its Prometheus scrape config), the local
 //! processes' Prometheus scrape config and the Kubernetes manifests in k8s/ from the topology
-//! (see `--help`).
+//! (see `--help`; arguments parsed by clap).
 
 use anyhow::{bail, Context};
 use build_compose::{compose_files, k8s_files, local_prometheus_file};
+use clap::Parser;
 use common::topology::Topology;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-usage: build_compose [--topology FILE] [--out PATH] [--k8s DIR] [--check]
-
-Generates the container deployments of the topology (run from the repository root):
-  PATH                          the docker compose file (default: docker-compose.yml)
-  <folder of PATH>/deploy/compose/docker-compose.local.yml     the same on images built here
-                                (scripts/images.sh, scripts/compose.sh)
-  <folder of PATH>/deploy/compose/{topology.toml,nginx.conf}   the configs both mount
-  <folder of PATH>/deploy/compose/prometheus.yml              its Prometheus scrape config
-  <folder of PATH>/deploy/prometheus/prometheus.local.yml     the scrape config of `cluster up`
-  DIR/*.yaml                    the Kubernetes manifests (default: k8s)
-
-options:
-  --topology FILE   topology to deploy (default: env/topology.toml)
-  --out PATH        where to write the compose file
-  --k8s DIR         where to write the Kubernetes manifests
-  --check           write nothing; fail if any file differs from what would be written
-";
-
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "build_compose",
+    about = "Generates the container deployments of the topology (run from the repository root).",
+    after_help = "\
+Files written:
+  PATH                                          the docker compose file
+  <folder of PATH>/deploy/compose/docker-compose.local.yml
+                                                the same on images built here (scripts/images.sh)
+  <folder of PATH>/deploy/compose/{topology.toml,nginx.conf}
+                                                the configs both mount
+  <folder of PATH>/deploy/compose/prometheus.yml
+                                                its Prometheus scrape config
+  <folder of PATH>/deploy/prometheus/prometheus.local.yml
+                                                the scrape config of `cluster up`
+  DIR/*.yaml                                    the Kubernetes manifests"
+)]
 struct Args {
+    /// Topology to deploy.
+    #[arg(long, value_name = "FILE", default_value = "env/topology.toml")]
     topology: PathBuf,
+    /// Where to write the compose file.
+    #[arg(long = "out", value_name = "PATH", default_value = "docker-compose.yml")]
     out: PathBuf,
+    /// Where to write the Kubernetes manifests.
+    #[arg(long, value_name = "DIR", default_value = "k8s")]
     k8s: PathBuf,
+    /// Write nothing; fail if any file differs from what would be written.
+    #[arg(long)]
     check: bool,
-}
-
-fn parse(args: &[String]) -> Result<Option<Args>, String> {
-    let mut a = Args {
-        topology: "env/topology.toml".into(),
-        out: "docker-compose.yml".into(),
-        k8s: "k8s".into(),
-        check: false,
-    };
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (arg.as_str(), None),
-        };
-        let mut value = || inline.clone().or_else(|| rest.next().cloned()).ok_or(format!("{name} needs a value"));
-        match name {
-            "--topology" => a.topology = value()?.into(),
-            "--out" => a.out = value()?.into(),
-            "--k8s" => a.k8s = value()?.into(),
-            "--check" if inline.is_none() => a.check = true,
-            "-h" | "--help" => return Ok(None),
-            _ => return Err(format!("unknown argument '{arg}'")),
-        }
-    }
-    Ok(Some(a))
 }
 
 fn run(a: Args) -> anyhow::Result<()> {
@@ -98,22 +80,33 @@ fn run(a: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse(&args) {
-        Ok(None) => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("build_compose: {e:#}");
+            ExitCode::FAILURE
         }
-        Ok(Some(a)) => match run(a) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("build_compose: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Err(msg) => {
-            eprint!("build_compose: {msg}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed_and_parses() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        let a = Args::try_parse_from(["build_compose"]).unwrap();
+        assert_eq!(
+            (a.topology, a.out, a.k8s, a.check),
+            ("env/topology.toml".into(), "docker-compose.yml".into(), "k8s".into(), false)
+        );
+        let a =
+            Args::try_parse_from(["build_compose", "--topology=t.toml", "--out", "o/c.yml", "--k8s", "k", "--check"])
+                .unwrap();
+        assert_eq!((a.topology, a.out, a.k8s, a.check), ("t.toml".into(), "o/c.yml".into(), "k".into(), true));
+        assert!(Args::try_parse_from(["build_compose", "--check=yes"]).is_err());
+        assert!(Args::try_parse_from(["build_compose", "extra"]).is_err());
     }
 }

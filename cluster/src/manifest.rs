@@ -1,5 +1,5 @@
 //! Which processes a cluster runs and `manifest.json`, the file that tells tools and tests
-//! their pids: `{"processes":[{"role","service","id","addr","pid"}]}` (DESIGN section 8).
+//! their pids: `{"processes":[{"role","service","id","addr","pid"}]}` (docs/design.md §8.1).
 
 use common::topology::Service;
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Anti-entropy planning (DESIGN section 5): digests in, repair plan out. Pure: the
+//! Anti-entropy planning (docs/design.md §5.2): digests in, repair plan out. Pure: the
 //! coordinator's round (`coordinator/src/antientropy.rs`) gathers the inputs from the
 //! replicas and carries the plan out.
 //!

@@ -1,5 +1,5 @@
 //! The nginx config of the gateway, rendered from the topology and the template
-//! `balancer/nginx.conf.tmpl` (DESIGN section 2).
+//! `balancer/nginx.conf.tmpl` (docs/design.md §2.3).
 //!
 //! Per service one upstream of all its coordinators and one location that passes the
 //! service's public prefix (`/orders/`, `/payment/`, `/stock/`) to it unchanged; every other

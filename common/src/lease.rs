@@ -1,4 +1,4 @@
-//! Read leases (DESIGN section 4): a primary serves reads only while a majority of the
+//! Read leases (docs/design.md §4.4): a primary serves reads only while a majority of the
 //! replicas (itself included) has recently promised not to help depose it.
 //!
 //! Every replica is both a holder and a grantor:

@@ -360,7 +360,7 @@ impl Node {
         result
     }
 
-    /// Whether the store takes writes (DESIGN section 7: storage failure is fail-stop). After
+    /// Whether the store takes writes (docs/design.md §7.4: storage failure is fail-stop). After
     /// a failed write, a small durable write (a meta value) is tried first: a replica whose
     /// store cannot write reports itself unhealthy, so the coordinators' re-probe confirms
     /// its eviction and the service writes on the others; once the store takes writes again,
@@ -734,7 +734,7 @@ impl Node {
         None
     }
 
-    /// Handles one membership message (DESIGN section 4): decides on a copy of the acceptor
+    /// Handles one membership message (docs/design.md §4.2): decides on a copy of the acceptor
     /// state, persists it before answering if it changed, and serves by a newly committed
     /// view from then on. Messages are handled one at a time.
     pub async fn handle_paxos(&self, request: &paxos::Request) -> Result<paxos::Reply, StoreError> {

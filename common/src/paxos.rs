@@ -1,4 +1,4 @@
-//! Membership views decided by single-decree Paxos per epoch (DESIGN section 4), as pure
+//! Membership views decided by single-decree Paxos per epoch (docs/design.md §4.2), as pure
 //! decision logic: no I/O, no async, no clocks. Callers feed it messages and act on what it
 //! returns; timeouts are theirs.
 //!
@@ -125,7 +125,7 @@ pub enum InvalidView {
     /// A replica appears twice (in one list, or as both member and learner).
     #[error("view names replica {0} twice")]
     Duplicate(u32),
-    /// Fewer full members than a majority of the configured replicas: DESIGN keeps a
+    /// Fewer full members than a majority of the configured replicas: the design (docs/design.md §4.1) keeps a
     /// majority as full members so that an acknowledged write is on a majority.
     #[error("view has {members} full members, at least {needed} are needed")]
     TooFewMembers {

@@ -1,7 +1,7 @@
 //! The public route table, and the parsing of a request path into a route and its
 //! arguments.
 //!
-//! Coordinators use it to find the key a request is routed by (DESIGN section 3); replicas
+//! Coordinators use it to find the key a request is routed by (docs/design.md §3.1); replicas
 //! use the same parse to dispatch, so both hops agree on the key byte for byte. Numbers are
 //! checked here, at the edge: a malformed, negative or overflowing number is a 400 before
 //! anything is forwarded.

@@ -1,4 +1,4 @@
-//! DESIGN section 7: "an acknowledged write survives the kill of any process". Both embedded
+//! docs/design.md §7.3: "an acknowledged write survives the kill of any process". Both embedded
 //! engines acknowledge a write once it is in a log file, without a sync: the log engine
 //! (`log`) syncs its segments on an interval and compacts them in the background; the redb
 //! engine keeps the write in an in-memory overlay and writes redb (durably) only on an

@@ -1,4 +1,4 @@
-//! Anti-entropy rounds (DESIGN section 5), run by the service's lowest-id live coordinator
+//! Anti-entropy rounds (docs/design.md §5.2), run by the service's lowest-id live coordinator
 //! every `anti_entropy_interval_ms` and right after a replica re-joins: compare the
 //! replicas' bucket digests, list the divergent buckets, and repair per key as
 //! `common::antientropy::plan` decides. A round with nothing divergent reads no document:

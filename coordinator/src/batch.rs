@@ -1,4 +1,4 @@
-//! batch_init split by the coordinator (DESIGN section 3): the keys "0".."n-1" are
+//! batch_init split by the coordinator (docs/design.md §3.1): the keys "0".."n-1" are
 //! partitioned by their primary in the current view, each primary gets its share in one
 //! request, and the answers are combined into one. Pure: no I/O here.
 

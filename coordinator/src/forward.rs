@@ -7,7 +7,7 @@
 //! round). The other calls (internal endpoints, probes, membership) are rare and keep
 //! reqwest.
 //!
-//! The classification is pure so that eviction (DESIGN section 4) can hook into it later:
+//! The classification is pure so that eviction (docs/design.md §4.5) can hook into it later:
 //! an [`Outcome::Unavailable`] is the only outcome that may ever lead to evicting a replica;
 //! an answer (including a business 400) and a misdirected rejection never do.
 

@@ -1,5 +1,5 @@
 //! The coordinator: one per service instance (order, payment or stock), between nginx and
-//! the service's replicas (DESIGN sections 2-4).
+//! the service's replicas (docs/design.md §2.2, §3.3 and §4).
 //!
 //! It checks every public request against the route table, finds the request's routing key
 //! (an argument, a freshly minted id, or a batch_init's keys "0".."n-1"), and forwards it to

@@ -1,4 +1,4 @@
-//! Changing the service's view (DESIGN section 4): one Paxos proposer per change, run over
+//! Changing the service's view (docs/design.md §4.2): one Paxos proposer per change, run over
 //! the replicas as acceptors with the pure protocol of `common::paxos`. A view is routed by
 //! only after a majority accepted it, and every replica is told the decision.
 
@@ -77,7 +77,7 @@ impl Coordinator {
 
     /// Re-probes replica `id` after a failure was seen; if it does not answer either, evicts
     /// it by a committed view. Returns whether `id` is out of the view afterwards. A view
-    /// keeps a majority of the replicas: an eviction below that is not made (DESIGN section 3),
+    /// keeps a majority of the replicas: an eviction below that is not made (docs/design.md §4.1),
     /// and writes then fail with 503 instead.
     pub async fn evict_if_dead(&self, id: u32) -> bool {
         if !self.view.get().members.contains(&id) && !self.view.get().learners.contains(&id) {

@@ -1,4 +1,4 @@
-//! The prober (DESIGN section 4): the live coordinator with the lowest id probes the
+//! The prober (docs/design.md §4.6): the live coordinator with the lowest id probes the
 //! replicas that are out of the view; one that answers is added as a learner by a committed
 //! view (from then on it receives every write), catches up (a full copy streamed from a
 //! full member if it is empty or differs in most buckets, then anti-entropy rounds, see

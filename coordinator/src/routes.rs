@@ -1,6 +1,6 @@
 //! The coordinator's HTTP surface, registered by [`configure`]: `/health`, `/metrics`,
 //! `/admin/status` and `/admin/cluster`, and every public request of its service, which is
-//! checked against the route table (DESIGN section 1) before anything is forwarded.
+//! checked against the route table (docs/design.md §1.1) before anything is forwarded.
 
 use crate::forward::ReplicaReply;
 use crate::overview::{gather_cluster, render_html, render_text};

@@ -1,4 +1,4 @@
-//! The coordinator's copy of its service's membership view (DESIGN section 4), and the pure
+//! The coordinator's copy of its service's membership view (docs/design.md §4.1), and the pure
 //! rules around it: when a view reported by a replica is adopted, and which state a replica
 //! has in a view.
 //!

@@ -135,7 +135,7 @@ where
     out.into_iter().map(|(_, t)| t).collect()
 }
 
-/// The course consistency scenario (DESIGN section 9) in its three steps, so that fault
+/// The course consistency scenario (docs/design.md §9.2) in its three steps, so that fault
 /// scenarios can act between them: 1 item with stock 100, 1000 users with credit 1, 1000
 /// orders of that item for a fixed spread of users; all checkouts fired with 100 in flight;
 /// then stock 0 and total credit 900.

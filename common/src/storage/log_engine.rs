@@ -2,7 +2,7 @@
 //! them), made durable by an append-only log on disk, compacted into snapshots. The default
 //! embedded engine; why, with the benchmark: docs/storage-engines.md.
 //!
-//! Durability follows DESIGN section 7: an acknowledged write survives the kill of any
+//! Durability follows docs/design.md §7.3: an acknowledged write survives the kill of any
 //! process; power loss of the whole machine may lose the last sync interval.
 //!
 //! - **Write**: under the store's mutex, a call's puts are decided against memory, the ones

@@ -2,8 +2,8 @@
 //!
 //! A store keeps [`Record`]s (key, version, hash, body) and the bucket [`Digests`] of what it
 //! holds, updated in the same write as the record. Every write is a conditional put
-//! ([`Put`]), atomic per record, and durable when `write` returns in the sense of DESIGN
-//! section 7: it survives the kill of any process, while a power loss of the whole machine
+//! ([`Put`]), atomic per record, and durable when `write` returns in the sense of
+//! docs/design.md §7.3: it survives the kill of any process, while a power loss of the whole machine
 //! may lose the last short sync interval. That is what the replicated layer needs for "the
 //! primary applies a write as one atomic conditional update" and "replicas apply a state only
 //! if its version is higher".

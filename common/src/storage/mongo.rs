@@ -598,7 +598,7 @@ impl Store for MongoStore {
 pub const SERVER_ENV: &str = "SECANTUSD";
 
 /// The server the tests and the local launcher run: SecantusDB's Rust build `secantusd-rs`
-/// (crates.io `secantus-mdb`, installed by scripts/install-deps.sh; DESIGN section 7). It is
+/// (crates.io `secantus-mdb`, installed by scripts/install-deps.sh; docs/design.md §7.2). It is
 /// GPL software: it always runs as a separate process and is never linked. Its Python build
 /// `secantusd-py` (PyPI `SecantusDB`) takes the same options (`SECANTUSD=secantusd-py`), but
 /// could not carry the course scenario here: with one replica per service the consistency

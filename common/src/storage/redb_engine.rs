@@ -7,7 +7,7 @@
 //! write. Bucket digests live in memory, are computed once at open by a scan, and are updated
 //! by the writer before it answers.
 //!
-//! Durability follows DESIGN section 7: an acknowledged write survives the kill of any
+//! Durability follows docs/design.md §7.3: an acknowledged write survives the kill of any
 //! process; power loss of the whole machine may lose the last sync interval.
 //!
 //! - A group's puts are checked against the newest stored versions: earlier puts of the same
