@@ -28,20 +28,29 @@ case "$what" in
 esac
 
 # The Rust release rust-toolchain.toml pins: rustup installs it (with rustfmt and clippy).
-# Where rustup cannot download (no network to its servers), a `stable` of the same release
-# is linked under the pinned name instead, which is the same compiler.
+# Where rustup cannot download (no network to its servers) and its `stable` is that same
+# release, the pinned name is made to point at stable's folder (rustup's `toolchain link`
+# refuses names of official releases, so the link is made in rustup's toolchains folder).
 toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 if ! command -v rustup >/dev/null 2>&1; then
-    echo "install-deps: rustup not found; install it from https://rustup.rs (cargo must be Rust $toolchain)" >&2
+    # Without rustup, cargo ignores rust-toolchain.toml: only the pinned release will do.
+    if cargo --version 2>/dev/null | grep -q "^cargo $toolchain "; then
+        echo "install-deps: Rust $toolchain present (without rustup)"
+    else
+        echo "install-deps: rustup not found; install it from https://rustup.rs (the project builds with Rust $toolchain; cargo here: $(cargo --version 2>/dev/null || echo none))" >&2
+        exit 1
+    fi
 elif rustup toolchain list | grep -q "^$toolchain-"; then
     echo "install-deps: Rust $toolchain present"
 else
     echo "install-deps: installing Rust $toolchain"
-    if ! rustup toolchain install "$toolchain" --profile minimal -c rustfmt -c clippy; then
+    if ! rustup toolchain install --no-self-update "$toolchain" --profile minimal -c rustfmt -c clippy; then
         stable=$(rustc +stable --version 2>/dev/null | awk '{print $2}')
         if [ "$stable" = "$toolchain" ]; then
-            echo "install-deps: rustup could not download; using the installed stable, which is $toolchain"
-            rustup toolchain link "$toolchain" "$(rustc +stable --print sysroot)"
+            host=$(rustc +stable -vV | sed -n 's/^host: //p')
+            link="${RUSTUP_HOME:-$HOME/.rustup}/toolchains/$toolchain-$host"
+            echo "install-deps: rustup could not download; $link is the installed stable, which is $toolchain"
+            ln -sfn "$(rustc +stable --print sysroot)" "$link"
         else
             echo "install-deps: cannot install Rust $toolchain (stable here is ${stable:-missing})" >&2
             exit 1

@@ -20,8 +20,10 @@ use std::time::Duration;
 
 /// Longest wait for the status page: it asks every replica, each with a one-second bound.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for a view change: one Paxos round, which waits out a lease period.
-const VIEW_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for a view change: the coordinator tries up to 8 Paxos rounds of two phases,
+/// each phase bounded by `paxos_timeout_ms` (3 s), so up to 48 s when replicas hang. Waiting
+/// less would send the change to the next coordinator while the first one still makes it.
+const VIEW_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for an anti-entropy round that repairs (bounded by its repair budget).
 const ROUND_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -66,11 +68,14 @@ impl Running {
     }
 }
 
-/// One HTTP call for an action: to which service's coordinators, what request, how long.
+/// One HTTP call for an action: to which coordinators, what request, how long.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Call {
-    /// The service whose coordinators are asked, first to last until one answers.
+    /// The service the call is about (its answer is said under its name).
     pub service: Service,
+    /// Whose coordinators are asked, first to last until one answers: the service's own, or
+    /// for the status page (which any coordinator gathers) every service's, order's first.
+    pub asked: Vec<Service>,
     /// `GET` or `POST`.
     pub method: &'static str,
     /// Path and query.
@@ -83,12 +88,20 @@ pub struct Call {
 
 /// The calls `action` makes, in order.
 pub fn calls(action: &Action) -> Vec<Call> {
-    let call = |service, method, path: String, secret, timeout| Call { service, method, path, secret, timeout };
+    let call = |service, method, path: String, secret, timeout| Call {
+        service,
+        asked: vec![service],
+        method,
+        path,
+        secret,
+        timeout,
+    };
     match *action {
         // Any coordinator gathers the whole cluster's status.
-        Action::Status => {
-            vec![call(Service::Order, "GET", "/admin/cluster?format=text".into(), false, STATUS_TIMEOUT)]
-        }
+        Action::Status => vec![Call {
+            asked: Service::ALL.to_vec(),
+            ..call(Service::Order, "GET", "/admin/cluster?format=text".into(), false, STATUS_TIMEOUT)
+        }],
         Action::Evict(s, id) => vec![call(s, "POST", format!("/admin/view/evict/{id}"), true, VIEW_TIMEOUT)],
         Action::AntiEntropy(one) => one
             .map(|s| vec![s])
@@ -99,19 +112,32 @@ pub fn calls(action: &Action) -> Vec<Call> {
     }
 }
 
-/// Sends `call` to the coordinators `coordinators` in turn and returns the first answer; a
-/// coordinator that cannot be reached is skipped. Fails, naming each one's error, when none
-/// answers.
+/// Whether an answer ends the attempts: anything but a 5xx (a coordinator that failed, e.g.
+/// one cut off from its replicas, leaves the call to the next one).
+pub fn is_final(status: u16) -> bool {
+    status < 500
+}
+
+/// Sends `call` to the coordinators `coordinators` in turn and returns the first final answer
+/// ([`is_final`]); a coordinator that cannot be reached or fails is skipped. Fails, naming
+/// each one's error, when none answers.
 pub fn send(call: &Call, coordinators: &[String], secret: &str) -> anyhow::Result<Response> {
     let headers: Vec<(&str, &str)> = if call.secret { vec![(SECRET, secret)] } else { vec![] };
     let mut errors = Vec::new();
+    let mut refused = 0;
     for addr in coordinators {
         match http::request(call.method, addr, &call.path, &headers, call.timeout) {
-            Ok(r) => return Ok(r),
-            Err(e) => errors.push(format!("{addr}: {e}")),
+            Ok(r) if is_final(r.status) => return Ok(r),
+            Ok(r) => errors.push(format!("{addr}: {} {}", r.status, r.body.trim())),
+            Err(e) => {
+                refused += usize::from(e.kind() == std::io::ErrorKind::ConnectionRefused);
+                errors.push(format!("{addr}: {e}"))
+            }
         }
     }
-    bail!("no {} coordinator answered {} {} ({})", call.service, call.method, call.path, errors.join("; "))
+    let hint = if refused == coordinators.len() { "; is the cluster running?" } else { "" };
+    let whose = call.asked.iter().map(|s| s.name()).collect::<Vec<_>>().join(" or ");
+    bail!("no {whose} coordinator answered {} {} ({}){hint}", call.method, call.path, errors.join("; "))
 }
 
 /// What a person reads for one call's answer: the status text as it came, a view or a
@@ -123,8 +149,17 @@ pub fn describe(action: &Action, call: &Call, r: &Response) -> anyhow::Result<St
     }
     Ok(match action {
         Action::Status => r.body.clone(),
-        Action::Evict(..) => {
+        Action::Evict(_, id) => {
             let view: View = serde_json::from_str(&r.body).with_context(|| format!("a view, not {}", r.body))?;
+            // The coordinator answers the view it routes by, also when it made no change.
+            if view.members.contains(id) || view.learners.contains(id) {
+                bail!(
+                    "{}: replica {id} is still in the view ({}): an eviction that would leave fewer \
+                     than a majority of the replicas as full members is not made",
+                    call.service,
+                    describe_view(&view)
+                );
+            }
             format!("{}: {}\n", call.service, describe_view(&view))
         }
         Action::AntiEntropy(_) => {
@@ -165,23 +200,36 @@ pub fn describe_round(r: &RoundReport) -> String {
     )
 }
 
-/// Runs `action` against the cluster whose launcher folder is `work_dir` and returns what to
-/// print.
-pub fn run(work_dir: &Path, action: &Action) -> anyhow::Result<String> {
+/// What an action printed, and what failed of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The answers, in words, one service after the other.
+    pub out: String,
+    /// The calls that failed, each in a line (the others still ran).
+    pub errors: Vec<String>,
+}
+
+/// Runs `action` against the cluster whose launcher folder is `work_dir`. Fails before any
+/// call when there is no cluster there or the replica is not in the topology; otherwise runs
+/// every call and reports each failure.
+pub fn run(work_dir: &Path, action: &Action) -> anyhow::Result<Report> {
     let running = Running::load(work_dir)?;
-    let mut out = String::new();
-    for call in calls(action) {
-        let coordinators = &running.topology.nodes(call.service).coordinators;
-        if let Action::Evict(s, id) = *action {
-            let n = running.topology.nodes(s).replicas.len();
-            if id as usize >= n {
-                bail!("{s} has replicas 0 to {} (the topology in {})", n - 1, work_dir.display());
-            }
+    if let Action::Evict(s, id) = *action {
+        let n = running.topology.nodes(s).replicas.len();
+        if id as usize >= n {
+            bail!("{s} has replicas 0 to {} (the topology in {})", n.saturating_sub(1), work_dir.display());
         }
-        let r = send(&call, coordinators, &running.secret)?;
-        out.push_str(&describe(action, &call, &r)?);
     }
-    Ok(out)
+    let mut report = Report::default();
+    for call in calls(action) {
+        let coordinators: Vec<String> =
+            call.asked.iter().flat_map(|&s| running.topology.nodes(s).coordinators.iter().cloned()).collect();
+        match send(&call, &coordinators, &running.secret).and_then(|r| describe(action, &call, &r)) {
+            Ok(text) => report.out.push_str(&text),
+            Err(e) => report.errors.push(format!("{e:#}")),
+        }
+    }
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -201,9 +249,11 @@ mod tests {
             ("GET", "/admin/cluster?format=text", false)
         );
 
+        assert_eq!(status[0].asked, Service::ALL.to_vec(), "any coordinator gathers the page");
+
         let evict = calls(&Action::Evict(Service::Stock, 2));
         assert_eq!(evict.len(), 1);
-        assert_eq!(evict[0].service, Service::Stock);
+        assert_eq!((evict[0].service, evict[0].asked.as_slice()), (Service::Stock, &[Service::Stock][..]));
         assert_eq!((evict[0].method, evict[0].path.as_str(), evict[0].secret), ("POST", "/admin/view/evict/2", true));
 
         let all = calls(&Action::AntiEntropy(None));
@@ -222,6 +272,9 @@ mod tests {
             describe(&evict, call, &response(200, view)).unwrap(),
             "order: view 5: members 0, 1; learners none\n"
         );
+        let kept = describe(&evict, call, &response(200, r#"{"epoch":5,"members":[0,1,2],"learners":[]}"#));
+        let kept = format!("{}", kept.unwrap_err());
+        assert!(kept.contains("replica 2 is still in the view"), "a refused eviction is an error: {kept}");
         let refused = describe(&evict, call, &response(403, "missing or wrong cluster secret")).unwrap_err();
         assert!(format!("{refused}").contains("403: missing or wrong cluster secret"), "{refused}");
         assert!(describe(&evict, call, &response(200, "not json")).is_err());
@@ -274,5 +327,31 @@ mod tests {
         let err = format!("{}", send(call, &addrs, "s").unwrap_err());
         assert!(err.starts_with("no stock coordinator answered POST /admin/view/evict/0"), "{err}");
         assert!(addrs.iter().all(|a| err.contains(a.as_str())), "{err}");
+        assert!(err.ends_with("is the cluster running?"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_coordinator_leaves_the_call_to_the_next() {
+        assert!(is_final(200) && is_final(400) && is_final(403) && is_final(404));
+        assert!(!is_final(500) && !is_final(503));
+        // Two stand-in coordinators: the first fails, the second answers.
+        let serve = |status: &'static str| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap().to_string();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf);
+                let body = r#"{"epoch":3,"members":[0,1],"learners":[]}"#;
+                let _ =
+                    write!(c, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            });
+            addr
+        };
+        let addrs = vec![serve("503 Service Unavailable"), serve("200 OK")];
+        let call = &calls(&Action::Evict(Service::Stock, 2))[0];
+        let r = send(call, &addrs, "s").unwrap();
+        assert_eq!(r.status, 200, "the second coordinator's answer");
     }
 }

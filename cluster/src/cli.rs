@@ -298,7 +298,13 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Up(up_args) => up(up_args),
-        Command::Admin(a) => crate::admin::run(&a.work_dir, &a.action.action()).map(|out| print!("{out}")),
+        Command::Admin(a) => crate::admin::run(&a.work_dir, &a.action.action()).and_then(|report| {
+            print!("{}", report.out);
+            match report.errors.len() {
+                0 => Ok(()),
+                n => anyhow::bail!("{n} of the calls failed:\n{}", report.errors.join("\n")),
+            }
+        }),
         Command::Replica => roles::run_role(NodeRole::Replica),
         Command::Coordinator => roles::run_role(NodeRole::Coordinator),
     };

@@ -534,11 +534,7 @@ impl Cluster {
         std::fs::write(&topology_path, spec.topology.to_toml())
             .with_context(|| format!("writing {}", topology_path.display()))?;
         let nginx = Prefix::write(&work_dir.join("nginx"), &spec.topology)?;
-        // A new secret each start, kept where `cluster admin` finds it, readable by this user
-        // only; removed on stop with the manifest.
         let secret = uuid::Uuid::new_v4().simple().to_string();
-        let secret_path = work_dir.join(SECRET_FILE);
-        write_private(&secret_path, &secret).with_context(|| format!("writing {}", secret_path.display()))?;
 
         let launches = plan(&spec, &topology_path, &data_dir, logs.as_deref(), &secret, (nginx_exe, &nginx))?;
 
@@ -559,6 +555,10 @@ impl Cluster {
             nginx,
             stopped: false,
         };
+        // A new secret each start, kept where `cluster admin` finds it, readable by this user
+        // only; written once `cluster` exists, so that a failed start removes it too.
+        let secret_path = cluster.work_dir.join(SECRET_FILE);
+        write_private(&secret_path, &cluster.secret).with_context(|| format!("writing {}", secret_path.display()))?;
         let ids: Vec<ProcId> = launches.iter().map(|(p, ..)| *p).collect();
         let stores: Vec<ProcId> = ids.iter().copied().filter(|p| p.role == Role::Store).collect();
         for (id, addr, launch) in launches {
@@ -801,7 +801,12 @@ impl Cluster {
             }
         }
         let _ = std::fs::remove_file(&self.shared.manifest_path);
-        let _ = std::fs::remove_file(self.work_dir.join(SECRET_FILE));
+        // Only this run's secret: another launcher started from the same folder since (with
+        // another topology) keeps its own.
+        let secret_path = self.work_dir.join(SECRET_FILE);
+        if std::fs::read_to_string(&secret_path).is_ok_and(|s| s.trim() == self.secret) {
+            let _ = std::fs::remove_file(&secret_path);
+        }
     }
 }
 

@@ -215,7 +215,7 @@ fn ids(ids: &[u32]) -> String {
 /// A view change's details after its description: the epoch (or the epochs it spans), who
 /// made it, and why when that says more than the description.
 fn change_details(c: &ViewChange, coordinator: u32) -> String {
-    let epochs = if c.from_epoch + 1 < c.epoch {
+    let epochs = if c.from_epoch.saturating_add(1) < c.epoch {
         format!("epochs {} to {}", c.from_epoch, c.epoch)
     } else {
         format!("epoch {}", c.epoch)
