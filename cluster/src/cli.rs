@@ -62,8 +62,7 @@ pub struct UpArgs {
     /// The replicas' data, one folder DIR/<service>-<id> per replica.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// The replicas' store: log (the embedded engine), redb (the embedded engine it
-    /// replaced), memory (keeps nothing), or mongo (one SecantusDB server per replica, role
+    /// The replicas' store: log (the embedded engine), memory (keeps nothing), or mongo (one SecantusDB server per replica, role
     /// store in the manifest).
     #[arg(long, default_value = DEFAULT_ENGINE, value_parser = clap::builder::PossibleValuesParser::new(ENGINES))]
     pub engine: String,

@@ -67,7 +67,13 @@ const BOOTSTRAP: &str = "APP__BOOTSTRAP";
 pub const SECRET_FILE: &str = "secret";
 
 /// The storage engines a replica can run (`APP__ENGINE`).
-pub const ENGINES: [&str; 4] = ["log", "redb", "memory", "mongo"];
+pub const ENGINES: [&str; 3] = ["log", "memory", "mongo"];
+
+/// Engines the replicas ran before and no longer do, with the file their data is in: a data
+/// folder that holds one is refused rather than taken for an empty one (its replicas would
+/// start a new, empty cluster beside the old data). `redb` left the product on 2026-12-07
+/// (docs/storage-engines.md); it stays a candidate of the engines benchmark.
+const RETIRED_ENGINES: [(&str, &str); 1] = [("redb", "store.redb")];
 
 /// The engine whose replicas each get their own MongoDB-compatible server process.
 pub const MONGO: &str = "mongo";
@@ -101,6 +107,18 @@ fn new_cluster(engine: &str, dirs: &[PathBuf]) -> anyhow::Result<bool> {
         if engine_data(engine, dir).is_some_and(|p| p.exists()) {
             any = true;
             continue;
+        }
+        for (retired, file) in RETIRED_ENGINES {
+            let found = dir.join(file);
+            if found.exists() {
+                bail!(
+                    "{} holds data of the '{retired}' engine ({}), which this version no longer \
+                     runs: choose another --data-dir (or remove this one) for a new cluster, or run \
+                     a version from before 2026-12-07 to use it",
+                    dir.display(),
+                    found.display()
+                );
+            }
         }
         for other in ENGINES.iter().filter(|&&e| e != engine) {
             if let Some(found) = engine_data(other, dir).filter(|p| p.exists()) {
@@ -138,7 +156,7 @@ pub struct ClusterSpec {
     pub work_dir: PathBuf,
     /// Parent folder of the replicas' data: `<data_dir>/<service>-<id>`.
     pub data_dir: PathBuf,
-    /// Storage engine of the replicas: `log`, `redb`, `memory` or `mongo` (one SecantusDB server per
+    /// Storage engine of the replicas: `log`, `memory` or `mongo` (one SecantusDB server per
     /// replica, on a free loopback port, data in `<data_dir>/<service>-<id>/mongo`).
     pub engine: String,
     /// The binary that runs a node role (`<exe> replica|coordinator`, configured by `APP__*`).
@@ -904,14 +922,27 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dirs: Vec<PathBuf> = (0..3).map(|i| root.path().join(format!("stock-{i}"))).collect();
         for d in &dirs {
+            std::fs::create_dir_all(d.join(MONGO_DATA)).unwrap();
+        }
+        let e = new_cluster("log", &dirs).unwrap_err().to_string();
+        assert!(e.contains("'mongo' engine") && e.contains("--engine mongo") && e.contains("stock-0"), "{e}");
+        // Its own engine uses it; memory ignores it.
+        assert!(!new_cluster("mongo", &dirs).unwrap());
+        assert!(new_cluster("memory", &dirs).unwrap());
+    }
+
+    #[test]
+    fn a_retired_engines_data_is_refused_not_taken_for_an_empty_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..3).map(|i| root.path().join(format!("stock-{i}"))).collect();
+        for d in &dirs {
             std::fs::create_dir_all(d).unwrap();
             std::fs::write(d.join("store.redb"), "x").unwrap();
         }
-        let e = new_cluster("log", &dirs).unwrap_err().to_string();
-        assert!(e.contains("'redb' engine") && e.contains("--engine redb") && e.contains("stock-0"), "{e}");
-        assert!(new_cluster("mongo", &dirs).is_err());
-        // Its own engine uses it; memory ignores it.
-        assert!(!new_cluster("redb", &dirs).unwrap());
+        for engine in ["log", "mongo"] {
+            let e = new_cluster(engine, &dirs).unwrap_err().to_string();
+            assert!(e.contains("'redb' engine") && e.contains("no longer") && e.contains("stock-0"), "{engine}: {e}");
+        }
         assert!(new_cluster("memory", &dirs).unwrap());
     }
 

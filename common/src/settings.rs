@@ -22,8 +22,8 @@ pub struct ReplicaSettings {
     pub listen: Option<String>,
     /// Folder of this replica's data (the embedded engines' files live here).
     pub data_dir: PathBuf,
-    /// Storage engine: `log` (embedded, durable; the default), `redb` (embedded, durable; the
-    /// default before `log`), `memory` (tests) or `mongo` (a MongoDB server, see `mongo_uri`).
+    /// Storage engine: `log` (embedded, durable; the default), `memory` (tests) or `mongo` (a
+    /// MongoDB server, see `mongo_uri`).
     pub engine: String,
     /// The MongoDB server of engine `mongo`, e.g. `mongodb://stock-mongo-0:27017/`; empty
     /// (the default) for the other engines, required for `mongo`. The replica keeps its data
@@ -154,8 +154,8 @@ impl ReplicaSettings {
         if s.id as usize >= t.nodes(s.service).replicas.len() {
             return Err(SettingsError(format!("{} has no replica {}", s.service, s.id)));
         }
-        if !["log", "redb", "memory", "mongo"].contains(&s.engine.as_str()) {
-            return Err(SettingsError(format!("unknown engine '{}' (log, redb, memory or mongo)", s.engine)));
+        if !["log", "memory", "mongo"].contains(&s.engine.as_str()) {
+            return Err(SettingsError(format!("unknown engine '{}' (log, memory or mongo)", s.engine)));
         }
         if s.engine == "mongo" && s.mongo_uri.is_empty() {
             return Err(SettingsError("engine mongo needs the server's URI (APP__MONGO_URI)".into()));

@@ -1,8 +1,8 @@
-//! docs/design.md §7.3: "an acknowledged write survives the kill of any process". Both embedded
+//! docs/design.md §7.3: "an acknowledged write survives the kill of any process". The embedded
 //! engines acknowledge a write once it is in a log file, without a sync: the log engine
 //! (`log`) syncs its segments on an interval and compacts them in the background; the redb
-//! engine keeps the write in an in-memory overlay and writes redb (durably) only on an
-//! interval. These tests kill a real writer with SIGKILL and check that every acknowledged
+//! engine (a benchmark candidate only, with the feature `redb-engine`) keeps the write in an
+//! in-memory overlay and writes redb (durably) only on an interval. These tests kill a real writer with SIGKILL and check that every acknowledged
 //! write is there after a reopen.
 //!
 //! The test binary runs itself as the child: `child_writer` does nothing unless
@@ -10,6 +10,7 @@
 
 use common::storage::conformance::digests_by_scan;
 use common::storage::log_engine::{LogPolicy, LogStore};
+#[cfg(feature = "redb-engine")]
 use common::storage::redb_engine::{log_path, RedbStore, SyncPolicy};
 use common::storage::{DynStore, Expect, Put, Record};
 use common::Version;
@@ -49,11 +50,13 @@ fn open(engine: &str, dir: &Path, busy: bool) -> DynStore {
             };
             Arc::new(LogStore::open_with(&dir.join("log"), policy).unwrap())
         }
-        _ => {
+        #[cfg(feature = "redb-engine")]
+        "redb" => {
             let policy =
                 if busy { SyncPolicy::default() } else { SyncPolicy { interval: hour, ..SyncPolicy::default() } };
             Arc::new(RedbStore::open_with(&dir.join("store.redb"), policy).unwrap())
         }
+        other => panic!("no engine '{other}' in this build"),
     }
 }
 
@@ -169,6 +172,7 @@ async fn acknowledged_writes_survive(engine: &str, mode: &str, before_reopen: im
 
 /// Every write is acknowledged before the kill and none has been synced to redb's file: only
 /// the log brings them back.
+#[cfg(feature = "redb-engine")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_acknowledged_writes_survive_kill_9() {
     acknowledged_writes_survive("redb", "acked", |dir| {
@@ -179,6 +183,7 @@ async fn redb_acknowledged_writes_survive_kill_9() {
 }
 
 /// The same under the default sync policy, killed in the middle of its work.
+#[cfg(feature = "redb-engine")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_acknowledged_writes_survive_kill_9_mid_work() {
     acknowledged_writes_survive("redb", "busy", |_| {}).await;

@@ -44,7 +44,7 @@ pub async fn start(replicas: usize) -> TestCluster {
     start_on(replicas, "log").await
 }
 
-/// [`start`] on the storage engine `engine` (`log`, `redb`, `memory`, or `mongo`: one SecantusDB
+/// [`start`] on the storage engine `engine` (`log`, `memory`, or `mongo`: one SecantusDB
 /// server per replica, which must be installed: scripts/install-deps.sh).
 #[allow(dead_code)]
 pub async fn start_on(replicas: usize, engine: &str) -> TestCluster {
