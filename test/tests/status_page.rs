@@ -122,7 +122,10 @@ async fn a_person_sees_every_service_up_with_one_root_each() {
     }
     let c = start(REPLICAS).await;
     let api = Api::new(&c.gateway_url());
-    // A little data in every service, and a checkout that goes through all three.
+    // A little data in every service, written synchronously: no checkout, whose saga goes on
+    // writing after its answer (it tells payment and stock to forget the transaction, which
+    // rewrites the user's and the items' documents and so changes their services' roots
+    // while the page is being opened).
     let user = api.post_ok("/payment/create_user").await["user_id"].as_str().unwrap().to_string();
     assert_eq!(api.post(&format!("/payment/add_funds/{user}/100")).await.status, 200);
     let mut items = Vec::new();
@@ -135,8 +138,6 @@ async fn a_person_sees_every_service_up_with_one_root_each() {
     for item in &items {
         assert_eq!(api.post(&format!("/orders/addItem/{order}/{item}/2")).await.status, 200);
     }
-    let checkout = api.post(&format!("/orders/checkout/{order}")).await;
-    assert_eq!(checkout.status, 200, "checkout: {}", checkout.body);
 
     // Any coordinator shows the whole cluster: here payment's second one.
     let addr = c.addr(Node::Coordinator(Service::Payment, 1));
