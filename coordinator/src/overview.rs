@@ -230,6 +230,21 @@ fn change_details(c: &ViewChange, coordinator: u32) -> String {
     }
 }
 
+/// The recent view changes as the page and the table both say them, newest first: when (as a
+/// person reads it), what, and the details ([`change_details`]).
+fn change_lines(s: &Status, now: u64) -> Vec<(String, &str, String)> {
+    s.view_changes
+        .iter()
+        .rev()
+        .map(|c| (ago(now.saturating_sub(c.at_ms)), c.what.as_str(), change_details(c, s.coordinator)))
+        .collect()
+}
+
+/// What the page and the table say when there is no view change to show.
+fn no_changes(s: &Status) -> String {
+    format!("none since coordinator {} started", s.coordinator)
+}
+
 /// The cluster as a self-contained HTML page (inline CSS, no scripts, no external
 /// resources) that reloads itself every [`HTML_REFRESH_SECS`]: a section per service with
 /// its members (state, root, lag), the last anti-entropy round and the recent view changes.
@@ -290,17 +305,17 @@ pub fn render_html(cluster: &ClusterStatus, me: (Service, u32), now_ms: u64) -> 
             "</tbody></table>\n<h3>Last anti-entropy round</h3>\n<p class=\"round\">{}</p>\n<h3>Recent view changes</h3>\n",
             escape(&round_sentence(s.anti_entropy.as_ref(), now, s.coordinator))
         );
-        if s.view_changes.is_empty() {
-            let _ = writeln!(body, "<p class=\"muted\">none since coordinator {} started</p>", s.coordinator);
+        let changes = change_lines(s, now);
+        if changes.is_empty() {
+            let _ = writeln!(body, "<p class=\"muted\">{}</p>", no_changes(s));
         } else {
             body.push_str("<ul class=\"changes\">\n");
-            for c in s.view_changes.iter().rev() {
+            for (when, what, details) in changes {
                 let _ = writeln!(
                     body,
-                    "<li><span class=\"when\">{}</span>: {} <span class=\"muted\">({})</span></li>",
-                    ago(now.saturating_sub(c.at_ms)),
-                    escape(&c.what),
-                    escape(&change_details(c, s.coordinator))
+                    "<li><span class=\"when\">{when}</span>: {} <span class=\"muted\">({})</span></li>",
+                    escape(what),
+                    escape(&details)
                 );
             }
             body.push_str("</ul>\n");
@@ -369,18 +384,13 @@ pub fn render_text(cluster: &ClusterStatus, now_ms: u64) -> String {
             let _ = writeln!(out, "  {:<3} {:<width$}  {:<8} {lag:>4}  {root}", m.id, m.addr, state_name(m.state));
         }
         let _ = writeln!(out, "  anti-entropy: {}", round_sentence(s.anti_entropy.as_ref(), now, s.coordinator));
-        if s.view_changes.is_empty() {
-            let _ = writeln!(out, "  view changes: none since coordinator {} started", s.coordinator);
+        let changes = change_lines(s, now);
+        if changes.is_empty() {
+            let _ = writeln!(out, "  view changes: {}", no_changes(s));
         } else {
             out.push_str("  view changes:\n");
-            for c in s.view_changes.iter().rev() {
-                let _ = writeln!(
-                    out,
-                    "    {}: {} ({})",
-                    ago(now.saturating_sub(c.at_ms)),
-                    c.what,
-                    change_details(c, s.coordinator)
-                );
+            for (when, what, details) in changes {
+                let _ = writeln!(out, "    {when}: {what} ({details})");
             }
         }
         out.push('\n');
