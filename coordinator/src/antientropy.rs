@@ -170,10 +170,7 @@ impl Coordinator {
         let targets: Vec<u32> = view.members.iter().chain(&view.learners).copied().collect();
         let mut report = RoundReport {
             reason: reason.to_string(),
-            started_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            started_ms: common::side::now_ms(),
             epoch: view.epoch,
             ..RoundReport::default()
         };
