@@ -95,7 +95,7 @@ fi
 # SecantusDB, a MongoDB-compatible server: the mongo engine's tests and `cluster up --engine
 # mongo` run it as a separate process (it is GPL; it is never linked). Its Rust build,
 # `secantusd-rs`, from crates.io: the Python one (`secantusd-py`, PyPI `SecantusDB`) could not
-# carry the course scenario here (common/src/storage/mongo.rs). `SECANTUSD` may name another
+# carry the course scenario here (store/src/mongo.rs). `SECANTUSD` may name another
 # build of it.
 SECANTUS_VERSION=0.5.3-beta.196
 have_secantusd() {

@@ -3,7 +3,7 @@
 //!
 //! The topology gives the node counts per service and each node's port; the generator
 //! replaces the loopback hosts by the names the nodes have in the deployment and renders the
-//! gateway's nginx config through `common::balancer` (container mode). Every replica runs
+//! gateway's nginx config through the `gateway` crate (container mode). Every replica runs
 //! the `mongo` engine on a MongoDB server of its own.
 //!
 //! - docker compose ([`compose_files`]): one container per replica, per replica's MongoDB
@@ -29,8 +29,8 @@
 //! Output is plain text built here (no YAML library): every value that is not a plain word
 //! is written as a JSON string, which YAML reads as the same string.
 
-use common::balancer::{self, BalancerOptions, Mode};
-use common::topology::{Service, ServiceNodes, Topology};
+use gateway::{BalancerOptions, Mode};
+use model::topology::{Service, ServiceNodes, Topology};
 use std::path::PathBuf;
 
 /// The image every node runs, built by the repository's Dockerfile (`cluster replica` and
@@ -165,7 +165,7 @@ pub fn replica_set_name(s: Service) -> String {
 /// The gateway's nginx config in a container, listening on the topology's gateway port and
 /// proxying to `t`'s coordinator addresses.
 pub fn nginx_conf(t: &Topology, gateway_port: u16) -> String {
-    balancer::render(t, &BalancerOptions { listen: format!("0.0.0.0:{gateway_port}"), mode: Mode::Container })
+    gateway::render(t, &BalancerOptions { listen: format!("0.0.0.0:{gateway_port}"), mode: Mode::Container })
 }
 
 /// The header of every generated file.
@@ -322,7 +322,7 @@ fn compose_file(
                 }
                 Flavor::Local => {
                     let args: Vec<String> =
-                        common::storage::mongo::server_args("0.0.0.0", MONGO_PORT, std::path::Path::new("/data/db"))
+                        model::mongo_server::server_args("0.0.0.0", MONGO_PORT, std::path::Path::new("/data/db"))
                             .into_iter()
                             .map(|a| a.to_string_lossy().into_owned())
                             .collect();

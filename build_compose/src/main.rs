@@ -6,7 +6,7 @@
 use anyhow::{bail, Context};
 use build_compose::{compose_files, k8s_files, local_prometheus_file};
 use clap::Parser;
-use common::topology::Topology;
+use model::topology::Topology;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -1,5 +1,5 @@
 //! The Grafana dashboard (deploy/grafana/webshop.json, written by hand) cannot drift from the
-//! code: every metric its queries name is one the nodes export (`common::metrics::CATALOGUE`,
+//! code: every metric its queries name is one the nodes export (`model::metrics::CATALOGUE`,
 //! the process metrics, or Prometheus's own `up`), every label it groups, matches or names
 //! in a legend is one those series carry (their own labels, or the target labels of
 //! `build_compose::prometheus_config`), and every metric of the catalogue is on it. The file
@@ -9,7 +9,7 @@
 //! Prometheus.)
 
 use build_compose::PROMETHEUS_JOB;
-use common::metrics::{Kind, CATALOGUE, PROCESS_METRICS};
+use model::metrics::{Kind, CATALOGUE, PROCESS_METRICS};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -171,7 +171,7 @@ fn every_query_names_exported_metrics_and_their_labels() {
             let mut allowed: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
             for m in &n.metrics {
                 let own = labels_of(m).unwrap_or_else(|| {
-                    panic!("{title}: {m} is not exported (not in common::metrics::CATALOGUE nor a process metric)")
+                    panic!("{title}: {m} is not exported (not in model::metrics::CATALOGUE nor a process metric)")
                 });
                 allowed.extend(own);
                 shown.insert(

@@ -4,7 +4,7 @@
 //! commit the result.
 
 use build_compose::{compose_files, k8s_files, local_prometheus_file};
-use common::topology::Topology;
+use model::topology::Topology;
 use std::path::Path;
 
 #[test]

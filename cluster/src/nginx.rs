@@ -1,10 +1,10 @@
 //! The gateway under the local launcher: finding the system's nginx, writing its prefix
-//! directory (config rendered by `common::balancer`, logs, temporary files) and the command
+//! directory (config rendered by the `gateway` crate, logs, temporary files) and the command
 //! line that runs it in the foreground.
 
 use anyhow::{anyhow, Context};
-use common::balancer::{self, BalancerOptions, LOCAL_DIRS, LOCAL_ERROR_LOG};
 use common::topology::Topology;
+use gateway::{BalancerOptions, LOCAL_DIRS, LOCAL_ERROR_LOG};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -54,7 +54,7 @@ impl Prefix {
             std::fs::create_dir_all(dir.join(d)).with_context(|| format!("creating {}", dir.join(d).display()))?;
         }
         let conf = dir.join("nginx.conf");
-        let text = balancer::render(topology, &BalancerOptions::local(topology));
+        let text = gateway::render(topology, &BalancerOptions::local(topology));
         std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
         Ok(Prefix { dir: dir.to_path_buf(), conf })
     }

@@ -106,9 +106,8 @@ pub fn decode_batch(body: &[u8], copy: bool) -> Result<ReplicateBatch, String> {
 
 /// Requests in flight to one peer at once. One: the writes made while a batch is on its way
 /// wait and go together in the next one, so under load a batch carries many states, and an
-/// idle link still sends a lone write at once. Measured with 64 checkout connections (3
-/// replicas per service): one sender took 3.6 ms of cluster CPU per checkout and a p99 of
-/// 371 ms, four senders 3.9–4.2 ms and 566–762 ms (their batches were mostly of one state).
+/// idle link still sends a lone write at once. Four senders cost more CPU and a longer tail
+/// (docs/performance.md, "Speed work, second round", item 2).
 pub const SENDERS_PER_PEER: usize = 1;
 /// Most records in one request: bounds a request's size (about 0.5 KiB per record).
 pub const MAX_BATCH_RECORDS: usize = 4096;

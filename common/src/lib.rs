@@ -1,37 +1,31 @@
-//! Shared pieces of the webshop cluster.
+//! The replica runtime every service builds on, and the settings of both node roles.
 //!
-//! Everything here is used by more than one binary: the storage trait and its engines,
-//! the replicated-document layer ([`table`]) that every service builds on, digests and
-//! placement, the topology and settings, the public route table the coordinators route
-//! by, and the small HTTP helpers the processes share.
+//! - [`table`]: the replicated-document layer: typed documents, conditional writes, request
+//!   records, reads under a lease;
+//! - [`node`]: one replica: its view and acceptor, leases, the fan-out of its writes,
+//!   repairs, anti-entropy endpoints and its workers;
+//! - [`fanout`]: the batching link that carries a primary's writes to one peer;
+//! - [`server`]: the replica's HTTP and internal endpoints, and `run_replica`;
+//! - [`ledger`]: the ledger service stock and payment share;
+//! - [`settings`]: the typed settings of a replica and of a coordinator.
+//!
+//! The types, pure decisions, storage engines and transport it builds on are the crates
+//! `model`, `decide`, `store` and `net`, re-exported below under the paths they had when they
+//! lived here (docs/design.md §11.5).
 
-pub mod antientropy;
-pub mod balancer;
-pub mod batching;
-pub mod client;
-pub mod digest;
-pub mod endpoint;
 pub mod fanout;
-pub mod idempotency;
-pub mod lease;
 pub mod ledger;
-pub mod logging;
-pub mod metrics;
 pub mod node;
-pub mod paxos;
-pub mod placement;
-pub mod reply;
-pub mod routing;
-pub mod rpc;
 pub mod server;
 pub mod settings;
-pub mod side;
-pub mod standing;
-pub mod storage;
 pub mod table;
-pub mod topology;
-pub mod version;
-pub mod wire;
+
+// Moved to `model` (docs/design.md §11.5, step 2), `decide` (step 4), `store` (step 5) and
+// `net` (step 6); re-exported so that paths stay while the crates are split.
+pub use decide::{antientropy, lease, paxos};
+pub use model::{digest, idempotency, placement, reply, routing, side, topology, version, wire};
+pub use net::{batching, client, endpoint, logging, metrics, rpc, standing, worker};
+pub use store as storage;
 
 pub use reply::Reply;
 pub use version::Version;

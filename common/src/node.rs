@@ -13,12 +13,14 @@ use crate::storage::{DynStore, Expect, Put, Record, StoreError};
 use crate::topology::Service;
 use crate::version::Version;
 use crate::wire::View;
+use crate::worker::{Next, Schedule, Workers};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// A node's timeouts; the replica settings `fanout_timeout_ms`, `suspect_timeout_ms` and
-/// `lease_ms` set them, and the defaults are theirs.
+/// A node's timeouts and its workers' intervals; the replica settings of the same names
+/// (`fanout_timeout_ms`, `suspect_timeout_ms`, `lease_ms`, ...) set them, and the defaults
+/// are theirs.
 #[derive(Clone, Copy, Debug)]
 pub struct Timings {
     /// How long a primary waits for a peer's acknowledgement of one fan-out request (at most
@@ -35,6 +37,18 @@ pub struct Timings {
     /// How long the record of a request id is kept beside the document it wrote
     /// ([`DEFAULT_REQUEST_TTL`]).
     pub request_ttl: Duration,
+    /// How often expired side records are dropped from the store.
+    pub prune: Duration,
+    /// How often the store is checked for having stopped for good (fail-stop,
+    /// docs/design.md §7.4).
+    pub store_watch: Duration,
+    /// The first pause between rounds of membership queries after an empty restart; it
+    /// doubles after each round that learns nothing, to at most [`RECOVERY_MAX_PAUSES`] times
+    /// this.
+    pub recovery_pause: Duration,
+    /// How often the order service resumes checkouts whose driver stopped on a failure and
+    /// tells participants again to forget finished transactions.
+    pub resume_retry: Duration,
 }
 
 /// How long a request id's record is kept by default: longer than any retry path of the
@@ -55,9 +69,6 @@ const STORE_PROBE: &str = "store-probe";
 /// The size of that value.
 const STORE_PROBE_BYTES: usize = 64 << 10;
 
-/// How often a replica drops its expired side records.
-pub const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
-
 impl Default for Timings {
     fn default() -> Timings {
         Timings {
@@ -65,6 +76,10 @@ impl Default for Timings {
             suspect: Duration::from_secs(5),
             lease: Duration::from_secs(1),
             request_ttl: DEFAULT_REQUEST_TTL,
+            prune: Duration::from_secs(5),
+            store_watch: Duration::from_secs(1),
+            recovery_pause: Duration::from_millis(100),
+            resume_retry: Duration::from_secs(1),
         }
     }
 }
@@ -81,10 +96,17 @@ const ROUND_MAX_AGE: Duration = Duration::from_secs(300);
 /// change after every send.
 const STALE_RESENDS: usize = 8;
 
-/// First pause between rounds of membership queries after an empty restart.
-const RECOVERY_FIRST_PAUSE: Duration = Duration::from_millis(100);
-/// Longest pause between those rounds: the others may all be restarting too.
-const RECOVERY_MAX_PAUSE: Duration = Duration::from_secs(2);
+/// The longest pause between rounds of membership queries after an empty restart, in
+/// [`Timings::recovery_pause`]s (2 s by default): the others may all be restarting too.
+pub const RECOVERY_MAX_PAUSES: u32 = 20;
+
+/// The state of the `recovery` worker between its rounds.
+struct Recovering {
+    /// The replies so far (made in the first round, which reads how many replicas there are).
+    recovery: Option<paxos::Recovery>,
+    /// The pause after the next round that learns nothing.
+    pause: Duration,
+}
 
 /// Why a node could not complete a write.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +214,10 @@ pub struct Node {
     epochs: tokio::sync::watch::Sender<u64>,
     /// How long a request id's record is kept ([`Timings::request_ttl`]).
     request_ttl: Duration,
+    /// The node's timeouts and intervals.
+    timings: Timings,
+    /// The node's background loops ([`Node::start_workers`], and the service's own).
+    workers: Workers,
     /// The last failure of a write to the store, until a write succeeds again
     /// ([`Node::store_health`]).
     store_failure: std::sync::Mutex<Option<String>>,
@@ -223,12 +249,8 @@ impl Node {
         // driven on the thread that runs the write handlers, the other client's on the runtime
         // of the background tasks (leases, Paxos, reports).
         // It keeps Nagle's algorithm on: the small wait it adds before a batch's last segment
-        // lets more writes join the next batch, and measured in pairs (64 checkout connections,
-        // 3x2 topology) the cluster served 840 first-time checkouts/s at 1.9 ms of CPU each
-        // with it, 712/s at 2.3 ms without. Measured again later (docs/performance.md, third
-        // round): off, the tail at a moderate load improves (p99 58 ms instead of 257 with
-        // 1,000 users and a 1 s wait) but 64 connections get 2,225/s instead of 2,800-3,000
-        // and the locust median rises from 29 to 62 ms.
+        // lets more writes join the next batch, for more checkouts/s at less CPU each
+        // (docs/performance.md, second round item 8 and third round).
         let standing = crate::standing::SecretStanding::default();
         let links = peers
             .into_iter()
@@ -259,6 +281,8 @@ impl Node {
             settled: Default::default(),
             suspect_timeout: timings.suspect,
             request_ttl: timings.request_ttl,
+            timings,
+            workers: Workers::new(),
             rounds: Default::default(),
             standing,
         }
@@ -332,16 +356,53 @@ impl Node {
         futures::future::join_all(pings).await;
     }
 
-    /// Keeps the read lease: renews it four times per lease period. Runs until the
-    /// process stops.
-    pub async fn heartbeat(self: Arc<Self>) {
-        let period = self.leases.lock().unwrap().period();
-        let mut tick = tokio::time::interval(period / 4);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            self.renew_lease().await;
+    /// Starts the replica's own workers ([`crate::worker`]), which run until
+    /// [`Workers::stop`]: in a service of several replicas, `leases` (renews the read lease
+    /// four times per lease period) and, after an empty restart, `recovery` (learns the view
+    /// from the others, then ends); in every replica, `prune` (drops expired side records)
+    /// and `store-watch` (calls `on_stopped` once the store stopped for good).
+    pub fn start_workers(self: &Arc<Self>, recovering: bool, on_stopped: fn(&Node, &str)) {
+        let t = self.timings;
+        let name = |what: &str| format!("{} replica {} {what}", self.service, self.me);
+        let w = &self.workers;
+        // A single replica needs no lease and has nobody to learn a view from.
+        if !self.peer_urls.is_empty() {
+            let period = self.leases.lock().unwrap().period();
+            w.spawn_on(name("leases"), Schedule::every(period / 4), self.clone(), |n| async move {
+                n.renew_lease().await;
+                Next::Again
+            });
+            if recovering {
+                let recovery =
+                    Arc::new(tokio::sync::Mutex::new(Recovering { recovery: None, pause: t.recovery_pause }));
+                log::info!("{} replica {}: started without membership state; asking the others", self.service, self.me);
+                w.spawn_on(name("recovery"), Schedule::every(t.recovery_pause), self.clone(), move |n| {
+                    let recovery = recovery.clone();
+                    async move { n.recovery_round(&mut *recovery.lock().await).await }
+                });
+            }
         }
+        w.spawn_on(name("prune"), Schedule::every(t.prune), self.clone(), |n| async move {
+            n.prune_round().await;
+            Next::Again
+        });
+        w.spawn_on(name("store-watch"), Schedule::every(t.store_watch).after_one_interval(), self.clone(), move |n| {
+            if let Some(why) = n.store().stopped() {
+                on_stopped(&n, &why);
+            }
+            std::future::ready(Next::Again)
+        });
+    }
+
+    /// The node's workers: those of [`Node::start_workers`] and the service's own (the order
+    /// service's resume), stopped together when the replica stops.
+    pub fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
+    /// The node's timeouts and intervals.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
     }
 
     /// Notes the outcome of a write to the store: a failure makes the node report itself
@@ -375,18 +436,13 @@ impl Node {
         self.noted(self.store.put_meta(STORE_PROBE, probe).await).map_err(|e| e.to_string())
     }
 
-    /// Drops expired side records ([`crate::side`]) every [`PRUNE_INTERVAL`]. Runs until the
-    /// process stops.
-    pub async fn prune_sides(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(PRUNE_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match self.store.prune_sides(crate::side::now_ms()).await {
-                Ok(0) => {}
-                Ok(n) => log::debug!("{} replica {}: dropped {n} expired side records", self.service, self.me),
-                Err(e) => log::warn!("{} replica {}: dropping expired side records failed: {e}", self.service, self.me),
-            }
+    /// Drops expired side records ([`crate::side`]): one round of the `prune` worker, every
+    /// [`Timings::prune`].
+    async fn prune_round(&self) {
+        match self.store.prune_sides(crate::side::now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => log::debug!("{} replica {}: dropped {n} expired side records", self.service, self.me),
+            Err(e) => log::warn!("{} replica {}: dropping expired side records failed: {e}", self.service, self.me),
         }
     }
 
@@ -800,50 +856,49 @@ impl Node {
         self.acceptor.lock().await.votes()
     }
 
-    /// After an empty restart: asks the other replicas for their committed view until enough
-    /// voting replicas answered, then learns it and may vote again. Runs until done.
-    pub async fn recover(self: Arc<Self>) {
+    /// After an empty restart: asks the other replicas for their committed view, one round of
+    /// the `recovery` worker. Once enough voting replicas answered, learns the view (and may
+    /// vote again) and the worker is done; otherwise the next round comes after a pause that
+    /// doubles each time.
+    async fn recovery_round(&self, r: &mut Recovering) -> Next {
+        let me = self;
         let replicas = self.acceptor.lock().await.replicas;
-        let mut recovery = paxos::Recovery::new(self.me, replicas);
-        let mut pause = RECOVERY_FIRST_PAUSE;
-        log::info!("{} replica {}: started without membership state; asking the others", self.service, self.me);
-        let me = &*self;
-        loop {
-            let asks = me.peer_urls.iter().map(|(id, base)| async move {
-                let r = me
-                    .http
-                    .post(format!("{base}/internal/paxos"))
-                    .header(crate::wire::SECRET, &me.secret)
-                    .json(&paxos::Request::Query)
-                    .send()
-                    .await;
-                if let Ok(r) = &r {
-                    me.answered(base, r.status());
-                }
-                match r {
-                    Ok(r) if r.status().is_success() => r.json::<paxos::Reply>().await.ok().map(|reply| (*id, reply)),
-                    _ => None,
-                }
-            });
-            for (id, reply) in futures::future::join_all(asks).await.into_iter().flatten() {
-                if let Some(view) = recovery.on_report(id, &reply) {
-                    let mut state = self.acceptor.lock().await;
-                    let mut next = state.clone();
-                    if next.learned(view.clone()) {
-                        if let Err(e) = self.store.put_meta(paxos::META_KEY, next.encode()).await {
-                            log::warn!("persisting the learned view failed: {e}");
-                            break;
-                        }
-                        self.install(&next.committed);
-                        *state = next;
-                    }
-                    log::info!("{} replica {}: learned view {} from the others", self.service, self.me, view.epoch);
-                    return;
-                }
+        let recovery = r.recovery.get_or_insert_with(|| paxos::Recovery::new(self.me, replicas));
+        let asks = me.peer_urls.iter().map(|(id, base)| async move {
+            let r = me
+                .http
+                .post(format!("{base}/internal/paxos"))
+                .header(crate::wire::SECRET, &me.secret)
+                .json(&paxos::Request::Query)
+                .send()
+                .await;
+            if let Ok(r) = &r {
+                me.answered(base, r.status());
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(RECOVERY_MAX_PAUSE);
+            match r {
+                Ok(r) if r.status().is_success() => r.json::<paxos::Reply>().await.ok().map(|reply| (*id, reply)),
+                _ => None,
+            }
+        });
+        for (id, reply) in futures::future::join_all(asks).await.into_iter().flatten() {
+            if let Some(view) = recovery.on_report(id, &reply) {
+                let mut state = self.acceptor.lock().await;
+                let mut next = state.clone();
+                if next.learned(view.clone()) {
+                    if let Err(e) = self.store.put_meta(paxos::META_KEY, next.encode()).await {
+                        log::warn!("persisting the learned view failed: {e}");
+                        break;
+                    }
+                    self.install(&next.committed);
+                    *state = next;
+                }
+                log::info!("{} replica {}: learned view {} from the others", self.service, self.me, view.epoch);
+                return Next::Done;
+            }
         }
+        let pause = r.pause;
+        r.pause = (pause * 2).min(self.timings.recovery_pause * RECOVERY_MAX_PAUSES);
+        Next::After(pause)
     }
 
     /// Applies states sent by a primary: each only if its version is higher than ours.

@@ -502,21 +502,17 @@ fn recovering() -> Parts {
     Parts::unavailable(RECOVERING, "recovering: this replica lost its data and must re-join")
 }
 
-/// How often a replica checks that its store has not stopped for good.
-const STORE_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Ends the process when its store refuses every write for good ([`crate::storage::Store::stopped`]):
-/// fail-stop, so that it is evicted at once (its connections refused) and the launcher's, or
-/// the container's, restart opens the store again from what is on disk.
-async fn stop_when_the_store_stops(node: Arc<Node>) {
-    loop {
-        tokio::time::sleep(STORE_WATCH).await;
-        if let Some(why) = node.store().stopped() {
-            log::error!("{} replica {}: the store stopped ({why}); exiting", node.service, node.me);
-            std::process::exit(STORE_STOPPED_EXIT);
-        }
-    }
+/// Ends the process when its store refuses every write for good ([`crate::storage::Store::stopped`],
+/// seen by the node's `store-watch` worker): fail-stop, so that it is evicted at once (its
+/// connections refused) and the launcher's, or the container's, restart opens the store
+/// again from what is on disk.
+fn exit_as_the_store_stopped(node: &Node, why: &str) {
+    log::error!("{} replica {}: the store stopped ({why}); exiting", node.service, node.me);
+    std::process::exit(STORE_STOPPED_EXIT);
 }
+
+/// How long a stopping node waits for its workers to end (each ends at its next await).
+pub const WORKERS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The exit status of a replica whose store stopped (EX_IOERR).
 pub const STORE_STOPPED_EXIT: i32 = 74;
@@ -678,14 +674,8 @@ where
         node = node.started_empty();
     }
     let node = Arc::new(node);
-    tokio::spawn(node.clone().prune_sides());
-    tokio::spawn(stop_when_the_store_stops(node.clone()));
-    if n > 1 {
-        tokio::spawn(node.clone().heartbeat());
-    }
-    if recovering && n > 1 {
-        tokio::spawn(node.clone().recover());
-    }
+    node.start_workers(recovering, exit_as_the_store_stopped);
+    let workers = node.workers().clone();
     log::info!(
         "{} replica {} serving on {} ({} engine, data in {})",
         settings.service,
@@ -704,10 +694,11 @@ where
         closing: closing.clone(),
     });
     // Internal connections end first: open, they would hold the graceful stop until its
-    // timeout.
+    // timeout. The workers end with them: none outlives the server.
     let shutdown = async move {
         shutdown.await;
         closing.close();
+        workers.stop(WORKERS_GRACE).await;
     };
     serve(listener, settings.workers, configure_replica(app), shutdown).await
 }

@@ -27,7 +27,7 @@ pub struct ReplicaSettings {
     pub engine: String,
     /// The MongoDB server of engine `mongo`, e.g. `mongodb://stock-mongo-0:27017/`; empty
     /// (the default) for the other engines, required for `mongo`. The replica keeps its data
-    /// in its own database there, `webshop_<service>_<id>` (`common::storage::mongo`).
+    /// in its own database there, `webshop_<service>_<id>` (`store::mongo`).
     pub mongo_uri: String,
     /// The cluster secret every internal request carries.
     pub secret: String,
@@ -52,6 +52,17 @@ pub struct ReplicaSettings {
     /// milliseconds: a repeat within it gets the first answer (`common::node::DEFAULT_REQUEST_TTL`
     /// says why 180 s).
     pub request_ttl_ms: u64,
+    /// How often expired side records are dropped, in milliseconds.
+    pub prune_interval_ms: u64,
+    /// How often the replica checks that its store has not stopped for good, in milliseconds
+    /// (docs/design.md §7.4).
+    pub store_watch_ms: u64,
+    /// The first pause between rounds of membership queries after an empty restart, in
+    /// milliseconds; it doubles up to 20 times this.
+    pub recovery_pause_ms: u64,
+    /// Order replicas: how often checkouts whose driver stopped on a failure are resumed, and
+    /// participants are told again to forget finished transactions, in milliseconds.
+    pub resume_retry_ms: u64,
 }
 
 /// Settings of a coordinator process.
@@ -123,9 +134,8 @@ fn check_common(topology: &std::path::Path, secret: &str, workers: usize) -> Res
 
 /// HTTP worker threads of a node unless `APP__WORKERS` says otherwise: one. A cluster runs
 /// 15 node processes on the 2-core machines it targets, so a second worker per process adds
-/// no parallelism, only context switches and cross-thread wake-ups: measured on the 3x3x2
-/// topology, one worker gave 20-45 % more checkouts/s for 10-25 % less CPU per checkout
-/// (docs/performance.md). A deployment with a core or more per process may raise it.
+/// only context switches and cross-thread wake-ups (docs/performance.md, "An experiment: one
+/// HTTP worker per process"). A deployment with a core or more per process may raise it.
 const DEFAULT_WORKERS: &str = "1";
 
 impl ReplicaSettings {
@@ -143,7 +153,20 @@ impl ReplicaSettings {
             ("fanout_timeout_ms", "2000"),
             ("suspect_timeout_ms", "5000"),
             ("request_ttl_ms", "180000"),
+            ("prune_interval_ms", "5000"),
+            ("store_watch_ms", "1000"),
+            ("recovery_pause_ms", "100"),
+            ("resume_retry_ms", "1000"),
         ])?;
+        let intervals = [
+            ("prune_interval_ms", s.prune_interval_ms),
+            ("store_watch_ms", s.store_watch_ms),
+            ("recovery_pause_ms", s.recovery_pause_ms),
+            ("resume_retry_ms", s.resume_retry_ms),
+        ];
+        if let Some((name, _)) = intervals.iter().find(|(_, ms)| *ms == 0) {
+            return Err(SettingsError(format!("{name} must be positive")));
+        }
         if s.lease_ms == 0 || s.lease_ms >= s.fanout_timeout_ms {
             return Err(SettingsError(format!(
                 "lease_ms ({}) must be positive and under fanout_timeout_ms ({})",
@@ -178,6 +201,10 @@ impl ReplicaSettings {
             suspect: ms(self.suspect_timeout_ms),
             lease: ms(self.lease_ms),
             request_ttl: ms(self.request_ttl_ms),
+            prune: ms(self.prune_interval_ms),
+            store_watch: ms(self.store_watch_ms),
+            recovery_pause: ms(self.recovery_pause_ms),
+            resume_retry: ms(self.resume_retry_ms),
         }
     }
 }
@@ -207,8 +234,10 @@ impl CoordinatorSettings {
             ("anti_entropy_max_buckets", "64"),
             ("anti_entropy_max_repairs", "20000"),
         ])?;
-        if s.anti_entropy_interval_ms == 0 || s.anti_entropy_max_buckets == 0 {
-            return Err(SettingsError("anti_entropy_interval_ms and anti_entropy_max_buckets must be positive".into()));
+        if s.anti_entropy_interval_ms == 0 || s.anti_entropy_max_buckets == 0 || s.probe_interval_ms == 0 {
+            return Err(SettingsError(
+                "anti_entropy_interval_ms, anti_entropy_max_buckets and probe_interval_ms must be positive".into(),
+            ));
         }
         let t = check_common(&s.topology, &s.secret, s.workers)?;
         if s.id as usize >= t.nodes(s.service).coordinators.len() {

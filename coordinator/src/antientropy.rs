@@ -134,17 +134,11 @@ impl Coordinator {
         }
     }
 
-    /// Runs rounds every `anti_entropy_interval` while this is the lowest-id live
-    /// coordinator. Runs until the process stops.
-    pub async fn anti_entropy(self: std::sync::Arc<Self>) {
-        let mut tick = tokio::time::interval(self.anti_entropy_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if self.leads().await {
-                self.anti_entropy_round(INTERVAL).await;
-            }
+    /// One round of the `anti-entropy` worker (every `anti_entropy_interval_ms`, the first one
+    /// interval after the start): a round, if this is the lowest-id live coordinator.
+    pub async fn anti_entropy_tick(&self) {
+        if self.leads().await {
+            self.anti_entropy_round(INTERVAL).await;
         }
     }
 

@@ -40,6 +40,7 @@ pub mod view;
 
 use common::settings::CoordinatorSettings;
 use common::topology::Topology;
+use common::worker::{Next, Schedule, Workers};
 use state::Coordinator;
 use std::future::Future;
 
@@ -61,14 +62,25 @@ pub async fn run(
         coordinator.replica_addrs
     );
     let app = actix_web::web::Data::new(coordinator);
-    tokio::spawn(app.clone().into_inner().prober());
-    tokio::spawn(app.clone().into_inner().anti_entropy());
+    let workers = Workers::new();
+    let me = app.clone().into_inner();
+    let name = |what: &str| format!("{} coordinator {} {what}", settings.service, settings.id);
+    let every = |d| Schedule::every(d).after_one_interval();
+    workers.spawn_on(name("prober"), every(me.probe_interval), me.clone(), |c| async move {
+        c.prober_round().await;
+        Next::Again
+    });
+    workers.spawn_on(name("anti-entropy"), every(me.anti_entropy_interval), me, |c| async move {
+        c.anti_entropy_tick().await;
+        Next::Again
+    });
     // Internal connections end first: open, they would hold the graceful stop until its
-    // timeout.
+    // timeout. The workers end with them: none outlives the server.
     let closing = app.closing.clone();
     let shutdown = async move {
         shutdown.await;
         closing.close();
+        workers.stop(common::server::WORKERS_GRACE).await;
     };
     common::server::serve(listener, settings.workers, routes::configure(app), shutdown).await
 }

@@ -8,7 +8,6 @@
 use crate::state::Coordinator;
 use common::digest::{Digests, BUCKETS};
 use common::paxos;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a full member may take to stream its whole copy to a learner (100k documents
@@ -16,23 +15,18 @@ use std::time::Duration;
 const PUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Coordinator {
-    /// Runs the prober until the process stops.
-    pub async fn prober(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.probe_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick completes at once; the first round comes one interval after start.
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            // After a pause, the first tick comes at once: every decision below starts from
-            // fresh probes, never from what was known before the pause.
-            if self.leads().await {
-                self.probe_round().await;
-            } else {
-                // Every coordinator learns a newer view within an interval, with or without
-                // requests to learn it from (its status page tells the current view).
-                self.learn_view().await;
-            }
+    /// One round of the `prober` worker (every `probe_interval_ms`, the first one interval
+    /// after the start): the lowest-id live coordinator probes and re-joins the replicas out
+    /// of the view, the others learn the current view.
+    pub async fn prober_round(&self) {
+        // After a pause, the next round comes at once: every decision below starts from
+        // fresh probes, never from what was known before the pause.
+        if self.leads().await {
+            self.probe_round().await;
+        } else {
+            // Every coordinator learns a newer view within an interval, with or without
+            // requests to learn it from (its status page tells the current view).
+            self.learn_view().await;
         }
     }
 

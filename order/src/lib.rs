@@ -37,8 +37,9 @@ pub async fn run(
             remote,
             stalled: Default::default(),
             unforgotten: Default::default(),
+            resumed_epoch: Default::default(),
         });
-        tokio::spawn(orders.clone().resume_on_every_view());
+        orders.start_resuming();
         Arc::new(OrderHandler(orders))
     })
     .await

@@ -9,6 +9,7 @@ use common::reply::Reply;
 use common::routing::Target;
 use common::server::{Handler, HandlerError, RequestCtx};
 use common::table::{Decision, Table};
+use common::worker::{Next, Schedule, Trigger};
 use rand::Rng;
 use serde_json::json;
 use std::sync::Arc;
@@ -24,16 +25,15 @@ pub struct Orders {
     /// The payment and stock services.
     pub remote: Remote,
     /// Orders whose checkout driver stopped on a failure (a write not replicated, a view
-    /// change under it) with the checkout still in flight: retried every
-    /// [`STALLED_RETRY`] by [`Orders::resume_on_every_view`].
+    /// change under it) with the checkout still in flight: retried by the next round of
+    /// [`Orders::resume_round`] (every `resume_retry_ms`).
     pub stalled: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Finished checkout attempts (order, attempt) whose participants were not all told to
-    /// forget the transaction: told again every [`STALLED_RETRY`].
+    /// forget the transaction: told again by the next round of [`Orders::resume_round`].
     pub unforgotten: std::sync::Mutex<std::collections::HashSet<(String, u32)>>,
+    /// The epoch of the view the last resume pass ran under (0 before the first).
+    pub resumed_epoch: std::sync::atomic::AtomicU64,
 }
-
-/// How often checkouts whose driver stopped on a failure are resumed.
-pub const STALLED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The routes, over shared state (saga tasks outlive the request that started them).
 pub struct OrderHandler(pub Arc<Orders>);
@@ -84,37 +84,41 @@ impl Orders {
         Ok(reply)
     }
 
-    /// Resumes the checkouts in flight among the orders this node is primary of now, and again
-    /// after every change of its view (start, a view change, a promotion: it may have become
-    /// the primary of orders whose previous primary was paused or cut off mid-checkout). Runs
-    /// until the process stops. View changes during a pass are caught up by one more pass.
-    /// Checkouts whose driver stopped on a failure are resumed every [`STALLED_RETRY`].
-    pub async fn resume_on_every_view(self: Arc<Self>) {
-        let mut views = self.table.node().views();
-        views.mark_unchanged();
-        self.clone().resume_all().await;
-        loop {
-            tokio::select! {
-                changed = views.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    views.mark_unchanged();
-                    log::info!("view {} installed: resuming checkouts in flight among my orders", *views.borrow());
-                    self.clone().resume_all().await;
-                }
-                _ = tokio::time::sleep(STALLED_RETRY) => {
-                    let stalled: Vec<String> = self.stalled.lock().unwrap().drain().collect();
-                    if !stalled.is_empty() {
-                        log::info!("resuming {} checkouts whose driver stopped on a failure", stalled.len());
-                        self.clone().resume(stalled).await;
-                    }
-                    let unforgotten: Vec<(String, u32)> = self.unforgotten.lock().unwrap().drain().collect();
-                    for (key, attempt) in unforgotten {
-                        self.forget(&key, attempt).await;
-                    }
-                }
+    /// Starts the `resume` worker: a round at start, after every change of the node's view
+    /// and every `resume_retry_ms` ([`Orders::resume_round`]).
+    pub fn start_resuming(self: &Arc<Self>) {
+        let node = self.table.node();
+        let name = format!("{} replica {} resume", node.service, node.me);
+        let schedule = Schedule::every(node.timings().resume_retry).or_when(Trigger::Changed(node.views()));
+        node.workers().spawn_on(name, schedule, self.clone(), |orders| async move {
+            orders.resume_round().await;
+            Next::Again
+        });
+    }
+
+    /// One round of the `resume` worker. On the first round and after every change of the
+    /// node's view (a view change, a promotion: it may have become the primary of orders whose
+    /// previous primary was paused or cut off mid-checkout), resumes the checkouts in flight
+    /// among the orders this node is primary of; a view change during the pass triggers one
+    /// more round. Then resumes the checkouts whose driver stopped on a failure, and tells
+    /// participants again to forget the transactions of finished attempts.
+    pub async fn resume_round(self: Arc<Self>) {
+        let epoch = self.table.node().epoch();
+        let before = self.resumed_epoch.swap(epoch, std::sync::atomic::Ordering::SeqCst);
+        if before != epoch {
+            if before != 0 {
+                log::info!("view {epoch} installed: resuming checkouts in flight among my orders");
             }
+            self.clone().resume_all().await;
+        }
+        let stalled: Vec<String> = self.stalled.lock().unwrap().drain().collect();
+        if !stalled.is_empty() {
+            log::info!("resuming {} checkouts whose driver stopped on a failure", stalled.len());
+            self.clone().resume(stalled).await;
+        }
+        let unforgotten: Vec<(String, u32)> = self.unforgotten.lock().unwrap().drain().collect();
+        for (key, attempt) in unforgotten {
+            self.forget(&key, attempt).await;
         }
     }
 

@@ -1,0 +1,21 @@
+//! Decisions without I/O: what a process does next, given what it knows.
+//!
+//! - [`paxos`]: the view protocol's acceptor and proposer rules, and the view changes
+//!   (eviction, learners, promotion);
+//! - [`lease`]: the read leases a primary holds from a majority, and the grants it gives;
+//! - [`ledger`]: the ledger services' rules: credit, debit, and a saga step, compensation
+//!   or forget applied at most once per transaction;
+//! - [`batch`]: how many queued items go out together;
+//! - [`antientropy`]: planning an anti-entropy round from the replicas' digests (the buckets
+//!   in flux, the repairs to make).
+//!
+//! Every function takes what it needs as arguments, time included (an `Instant` or
+//! milliseconds), and returns what to do; the callers in `common` and `coordinator` do the
+//! I/O. So each rule is tested with tables of cases, without a cluster. The layering is in
+//! docs/design.md §11.
+
+pub mod antientropy;
+pub mod batch;
+pub mod lease;
+pub mod ledger;
+pub mod paxos;

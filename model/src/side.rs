@@ -1,0 +1,93 @@
+//! Side records: what a document's writes leave beside it, under keys of their own, so that a
+//! hot document never grows with them.
+//!
+//! Two kinds live beside a document today: the record of each request id that wrote it (its
+//! fingerprint and first answer, [`crate::idempotency`]) and the record of each saga
+//! transaction that touched it (`common::ledger`). A side record:
+//!
+//! - is stored under `<document key> US <name>` ([`key`], US the ASCII unit separator); ids
+//!   never hold control characters (the route table refuses them), so a side key names
+//!   exactly one document;
+//! - is placed with its document (rendezvous hashing of the document's key,
+//!   [`crate::placement`]), so the document's primary holds it;
+//! - is written in the same storage call as the document's new state, which every engine
+//!   applies atomically, and travels in the same fan-out batch to the peers, in full copies to
+//!   learners and through the same conditional puts (versions are the document's);
+//! - is not counted in the bucket digests nor listed to anti-entropy: each replica drops it on
+//!   its own once it expires ([`expired`], the expiry written by the primary into the record),
+//!   so replicas that prune a moment apart do not look divergent;
+//! - is never shown by a scan of the documents (`common::table::Table::scan` skips them).
+
+/// The separator between a document's key and a side record's name: the ASCII unit
+/// separator (a control character, so never in an id; not NUL, which some stores refuse).
+pub const SEP: char = '\u{1f}';
+
+/// The key of side record `name` of document `doc`.
+pub fn key(doc: &str, name: &str) -> String {
+    let mut k = String::with_capacity(doc.len() + 1 + name.len());
+    k.push_str(doc);
+    k.push(SEP);
+    k.push_str(name);
+    k
+}
+
+/// Whether `key` is a side record's.
+pub fn is_side(key: &str) -> bool {
+    key.contains(SEP)
+}
+
+/// The document a key belongs to: itself for a document, its document for a side record.
+pub fn doc_of(key: &str) -> &str {
+    key.split(SEP).next().unwrap_or(key)
+}
+
+/// A side record's stored body: its expiry (Unix milliseconds), `:`, then its payload.
+pub fn body(expires_ms: u64, payload: &str) -> String {
+    format!("{expires_ms}:{payload}")
+}
+
+/// The expiry and payload of a side record's body; `None` if it is not one.
+pub fn parse(body: &str) -> Option<(u64, &str)> {
+    let (exp, payload) = body.split_once(':')?;
+    Some((exp.parse().ok()?, payload))
+}
+
+/// Whether the side record stored under `key` with `body` has expired at `now_ms`. A body
+/// that does not parse is not a side record's and never expires.
+pub fn expired(body: &str, now_ms: u64) -> bool {
+    parse(body).is_some_and(|(exp, _)| exp <= now_ms)
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn side_keys_name_their_document() {
+        let k = key("item-7", "r:abc");
+        assert!(is_side(&k));
+        assert_eq!(doc_of(&k), "item-7");
+        assert!(!is_side("item-7"));
+        assert_eq!(doc_of("item-7"), "item-7");
+        // Sorted right after their document, before any other document.
+        let mut keys = ["item-8".to_string(), k.clone(), "item-7".to_string(), key("item-7", "t:o#1")];
+        keys.sort();
+        assert_eq!(keys[0], "item-7");
+        assert!(keys[1..3].iter().all(|k| doc_of(k) == "item-7"));
+    }
+
+    #[test]
+    fn a_side_body_carries_its_expiry() {
+        let b = body(1_000, "{\"a\":1}");
+        assert_eq!(parse(&b), Some((1_000, "{\"a\":1}")));
+        assert!(!expired(&b, 999));
+        assert!(expired(&b, 1_000));
+        assert!(!expired("{\"doc\":1}", u64::MAX), "a document body never expires");
+        assert_eq!(parse("x:1"), None);
+    }
+}

@@ -1,0 +1,221 @@
+//! A client for calling another service through its coordinators: round robin, and the
+//! next coordinator on a connection error. Never through nginx, never to replicas. Calls
+//! travel on one internal connection per coordinator ([`crate::rpc`]).
+//!
+//! [`Batcher`] sends concurrent calls together as one multi call (`/internal/multi`).
+
+use crate::batching::BatchQueue;
+use actix_web::web::Bytes;
+use model::routing::Method;
+use model::wire::{MultiAnswer, MultiCall, MULTI_PATH, REQUEST_ID};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A service's answer: a status below 500 (success or business rejection) and its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body text.
+    pub body: String,
+}
+
+/// The service could not give an answer: every coordinator refused the connection, the call
+/// timed out, or the service answered with a 5xx. The outcome of a write is then unknown.
+#[derive(Debug, thiserror::Error)]
+#[error("service unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// An HTTP client for the cluster's internal hops (a node's peers, another service's
+/// coordinators), each request bounded by `timeout`. They are reached directly: no proxy,
+/// plain HTTP/1.1, no redirects followed (no internal endpoint redirects, and an answer that
+/// does is the peer's answer, not a reason to go elsewhere), Nagle's algorithm off; idle
+/// connections are dropped before the servers' keep-alive ends (`model::wire::CLIENT_POOL_IDLE`).
+/// (The fan-out and the coordinators' forwarding use [`crate::rpc`] connections instead.)
+pub fn internal_http(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(model::wire::CLIENT_POOL_IDLE)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .http1_only()
+        .build()
+        .expect("http client")
+}
+
+/// The innermost cause of an error, which says what happened (refused, reset, ...); the
+/// outer ones of a hop's error only say which layer saw it.
+pub fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Calls one service through its coordinators.
+pub struct ServiceClient {
+    /// `host:port` per coordinator, for messages.
+    addrs: Vec<String>,
+    /// One internal connection per coordinator ([`crate::rpc`]).
+    rpc: Vec<crate::rpc::Client>,
+    next: AtomicUsize,
+    timeout: Duration,
+}
+
+impl ServiceClient {
+    /// A client of the coordinators at `addrs` (`host:port`), with a per-call timeout.
+    pub fn new(addrs: &[String], secret: &str, timeout: Duration) -> ServiceClient {
+        ServiceClient {
+            addrs: addrs.to_vec(),
+            rpc: addrs.iter().map(|a| crate::rpc::Client::new(a, secret, true, timeout)).collect(),
+            next: AtomicUsize::new(0),
+            timeout,
+        }
+    }
+
+    /// Sends several keyed requests as one multi call: one answer per call, in order, each as
+    /// [`ServiceClient::call`] would have returned it. Tries the coordinators in turn while
+    /// connections are refused; if the multi call itself fails, every call is unavailable.
+    pub async fn multi(&self, calls: &[MultiCall]) -> Vec<Result<Answer, Unavailable>> {
+        match self.multi_exchange(calls).await {
+            Ok(answers) => answers.into_iter().map(answer_of).collect(),
+            Err(why) => calls.iter().map(|_| Err(Unavailable(why.clone()))).collect(),
+        }
+    }
+
+    async fn multi_exchange(&self, calls: &[MultiCall]) -> Result<Vec<MultiAnswer>, String> {
+        let body = Bytes::from(serde_json::to_vec(calls).expect("calls serialize"));
+        let headers = vec![("content-type".to_string(), "application/json".to_string())];
+        let (addr, status, bytes) = self.exchange(Method::Post, MULTI_PATH, headers, body).await?;
+        if status != 200 {
+            return Err(format!("{addr} answered {status} to a multi call: {}", String::from_utf8_lossy(&bytes)));
+        }
+        let answers: Vec<MultiAnswer> =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{addr}: unreadable multi answer: {e}"))?;
+        if answers.len() != calls.len() {
+            return Err(format!("{addr}: {} answers to {} calls", answers.len(), calls.len()));
+        }
+        Ok(answers)
+    }
+
+    /// Sends one request. Tries the coordinators in turn while connections are refused;
+    /// a timeout or a 5xx is returned as [`Unavailable`] at once (the caller decides whether
+    /// the call is safe to repeat).
+    pub async fn call(&self, method: Method, path: &str, request_id: Option<&str>) -> Result<Answer, Unavailable> {
+        let headers = request_id.map(|id| vec![(REQUEST_ID.to_string(), id.to_string())]).unwrap_or_default();
+        let (addr, status, bytes) = self.exchange(method, path, headers, Bytes::new()).await.map_err(Unavailable)?;
+        let body = String::from_utf8_lossy(&bytes).into_owned();
+        if status >= 500 {
+            return Err(Unavailable(format!("{addr} answered {status}: {body}")));
+        }
+        Ok(Answer { status, body })
+    }
+
+    /// One exchange with the next coordinator in turn (the one after it while connections are
+    /// refused), over its internal connection: the coordinator that answered, the status and
+    /// the body. An error names the coordinator.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> Result<(&str, u16, Bytes), String> {
+        let request = crate::rpc::Request { method, path: path.to_string(), headers, body };
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = String::from("no coordinators");
+        for i in 0..self.addrs.len() {
+            let at = (start + i) % self.addrs.len();
+            let addr = self.addrs[at].as_str();
+            match self.rpc[at].call(&request, self.timeout).await {
+                Ok(r) => return Ok((addr, r.status, r.body)),
+                Err(e @ crate::rpc::Error::Connect(_)) => last = format!("{addr}: {e}"),
+                Err(e) => return Err(format!("{addr}: {e}")),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// One answer of a multi call as [`ServiceClient::call`] returns an answer: a 5xx is
+/// [`Unavailable`].
+fn answer_of(a: MultiAnswer) -> Result<Answer, Unavailable> {
+    if a.status >= 500 {
+        return Err(Unavailable(format!("answered {}: {}", a.status, a.body)));
+    }
+    Ok(Answer { status: a.status, body: a.body })
+}
+
+/// Calls in flight at once per [`Batcher`]. Two: while one multi call is on its way the
+/// next calls gather for the other, so under load each exchange carries many calls, and a
+/// slow call (a primary being evicted) holds up at most half of them.
+pub const BATCH_SENDERS: usize = 2;
+
+/// Most calls in one multi call (the coordinators accept up to 256).
+pub const MAX_BATCH_CALLS: usize = 128;
+
+struct Pending {
+    call: MultiCall,
+    done: oneshot::Sender<Result<Answer, Unavailable>>,
+}
+
+/// Calls one service through its coordinators, sending calls made at the same time as one
+/// multi call: under load, many saga steps share one exchange with a coordinator and one
+/// with each primary. A call that finds a sender idle goes alone, as a plain request. The
+/// senders start on the first call, on the runtime of the calling task ([`BatchQueue`]).
+pub struct Batcher {
+    client: Arc<ServiceClient>,
+    queue: BatchQueue<Pending>,
+}
+
+impl Batcher {
+    /// A batcher over `client`.
+    pub fn new(client: ServiceClient) -> Batcher {
+        Batcher { client: Arc::new(client), queue: BatchQueue::default() }
+    }
+
+    /// The plain client underneath (for calls that should not wait for company).
+    pub fn client(&self) -> &ServiceClient {
+        &self.client
+    }
+
+    /// Makes one call; its answer as [`ServiceClient::call`] would give it (no request id:
+    /// calls that go through a batcher are deduplicated by what their path carries).
+    pub async fn call(&self, method: Method, path: String) -> Result<Answer, Unavailable> {
+        let (done, wait) = oneshot::channel();
+        let pending = Pending { call: MultiCall { method, path }, done };
+        self.queue
+            .push(
+                pending,
+                BATCH_SENDERS,
+                MAX_BATCH_CALLS,
+                |_| 1,
+                || {
+                    let client = self.client.clone();
+                    move |group| {
+                        let client = client.clone();
+                        async move { send_group(&client, group).await }
+                    }
+                },
+            )
+            .map_err(|_| Unavailable("batcher stopped".into()))?;
+        wait.await.map_err(|_| Unavailable("batcher dropped the call".into()))?
+    }
+}
+
+async fn send_group(client: &ServiceClient, mut group: Vec<Pending>) {
+    if group.len() == 1 {
+        let p = group.pop().expect("one call");
+        let _ = p.done.send(client.call(p.call.method, &p.call.path, None).await);
+        return;
+    }
+    let (calls, dones): (Vec<MultiCall>, Vec<_>) = group.into_iter().map(|p| (p.call, p.done)).unzip();
+    for (done, answer) in dones.into_iter().zip(client.multi(&calls).await) {
+        let _ = done.send(answer);
+    }
+}

@@ -1,0 +1,23 @@
+//! What a node process needs besides its own logic: how it talks to other nodes and how it
+//! runs.
+//!
+//! - [`rpc`]: internal calls over one WebSocket connection per pair of nodes;
+//! - [`client`]: HTTP clients of the nodes and of another service's coordinators, and
+//!   [`batching`]: queues whose items go out together;
+//! - [`standing`]: whether the peers accept this node's cluster secret;
+//! - [`endpoint`]: addresses and URLs of nodes;
+//! - [`metrics`]: the registry every process counts into (the catalogue is `model::metrics`);
+//! - [`logging`]: the processes' log setup;
+//! - [`worker`]: one shape for every background loop, stopped with the process.
+//!
+//! It depends on `model` and `decide` only; the replica runtime (`common`) and the
+//! coordinator build on it. The layering is in docs/design.md §11.
+
+pub mod batching;
+pub mod client;
+pub mod endpoint;
+pub mod logging;
+pub mod metrics;
+pub mod rpc;
+pub mod standing;
+pub mod worker;

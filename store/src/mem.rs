@@ -1,0 +1,261 @@
+//! The in-memory engine: [`Docs`] behind a mutex. For tests; not durable. [`Docs`] is also
+//! what the log engine keeps in memory (`super::log_engine`): that engine is this one plus a
+//! log on disk.
+
+use super::{check_same_state, condition_holds, KeyVersion, Put, Record, Store, StoreResult};
+use async_trait::async_trait;
+use model::digest::{bucket_of, Digests, Hash};
+use model::version::Version;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+/// A stored record and the bucket of its key (so bucket listings hash nothing).
+struct Entry {
+    record: Record,
+    bucket: u8,
+    /// A side record's expiry (`model::side`): not in the digests, dropped once expired.
+    expires: Option<u64>,
+}
+
+/// The expiry of a side record stored under `key` (None for a document). A side body that
+/// does not parse never expires.
+fn expiry_of(record: &Record) -> Option<u64> {
+    model::side::is_side(&record.key).then(|| model::side::parse(&record.body).map(|(exp, _)| exp).unwrap_or(u64::MAX))
+}
+
+/// Documents, their bucket digests and the meta values, all in memory. Documents are found
+/// by hash (a write looks its key up twice, and a sorted map of 100,000 keys cost every
+/// lookup about 17 key comparisons, each a likely cache miss); the keys are also kept in
+/// order, for scans. Side records (`model::side`) are kept like documents but left out of
+/// the digests and bucket listings, and indexed by expiry; no document is ever removed.
+#[derive(Default)]
+pub(super) struct Docs {
+    map: HashMap<String, Entry>,
+    order: BTreeSet<String>,
+    digests: Digests,
+    meta: HashMap<String, Vec<u8>>,
+    /// Side records by expiry.
+    expiring: BTreeSet<(u64, String)>,
+}
+
+impl Docs {
+    /// Which of `puts` apply, in order, without changing anything: each put is checked
+    /// against the stored version, or against the put of the same key before it that
+    /// applied.
+    pub(super) fn decide(&self, puts: &[Put]) -> Vec<bool> {
+        let mut earlier: HashMap<&str, (Version, Hash)> = HashMap::new();
+        let mut out = vec![false; puts.len()];
+        for group in super::groups(puts.iter().map(|p| p.expect)) {
+            let holds: Vec<bool> = puts[group.clone()]
+                .iter()
+                .map(|put| {
+                    let r = &put.record;
+                    let stored = earlier
+                        .get(r.key.as_str())
+                        .copied()
+                        .or_else(|| self.map.get(&r.key).map(|e| (e.record.version, e.record.hash)));
+                    if let Some((version, hash)) = &stored {
+                        check_same_state(&r.key, *version, hash, r);
+                    }
+                    condition_holds(put.expect, stored.map(|s| s.0).unwrap_or(Version::ZERO), r.version)
+                })
+                .collect();
+            if holds.iter().all(|h| *h) {
+                for i in group {
+                    earlier.insert(&puts[i].record.key, (puts[i].record.version, puts[i].record.hash));
+                    out[i] = true;
+                }
+            }
+        }
+        out
+    }
+
+    /// Stores a record (decided to apply, or replayed) and counts a document in the digests
+    /// (a side record in the expiry index instead).
+    pub(super) fn store(&mut self, record: Record) {
+        let expires = expiry_of(&record);
+        if let Some(e) = self.map.get_mut(&record.key) {
+            match (e.expires, expires) {
+                (None, None) => self.digests.replace_in(e.bucket, Some(&e.record.hash), &record.hash),
+                (Some(old), Some(new)) => {
+                    self.expiring.remove(&(old, record.key.clone()));
+                    self.expiring.insert((new, record.key.clone()));
+                    e.expires = Some(new);
+                }
+                // A key is a side record's or a document's by its form (model::side).
+                _ => unreachable!("a key changed between document and side record"),
+            }
+            e.record = record;
+            return;
+        }
+        let bucket = bucket_of(&record.key);
+        match expires {
+            None => self.digests.replace_in(bucket, None, &record.hash),
+            Some(exp) => {
+                self.expiring.insert((exp, record.key.clone()));
+            }
+        }
+        self.order.insert(record.key.clone());
+        self.map.insert(record.key.clone(), Entry { record, bucket, expires });
+    }
+
+    /// Drops the side records expired at `now_ms`; how many.
+    pub(super) fn prune_sides(&mut self, now_ms: u64) -> usize {
+        let mut dropped = 0;
+        while let Some((exp, key)) = self.expiring.first().cloned() {
+            if exp > now_ms {
+                break;
+            }
+            self.expiring.pop_first();
+            self.map.remove(&key);
+            self.order.remove(&key);
+            dropped += 1;
+        }
+        dropped
+    }
+
+    pub(super) fn get(&self, key: &str) -> Option<Record> {
+        self.map.get(key).map(|e| e.record.clone())
+    }
+
+    pub(super) fn digests(&self) -> Digests {
+        self.digests.clone()
+    }
+
+    /// Keys, versions and hashes of the documents in `buckets`, in key order.
+    pub(super) fn buckets(&self, buckets: &[u8]) -> Vec<KeyVersion> {
+        let mut wanted = [false; model::digest::BUCKETS];
+        for b in buckets {
+            wanted[*b as usize] = true;
+        }
+        let mut out: Vec<KeyVersion> = self
+            .map
+            .values()
+            .filter(|e| wanted[e.bucket as usize] && e.expires.is_none())
+            .map(|e| KeyVersion { key: e.record.key.clone(), version: e.record.version, hash: e.record.hash })
+            .collect();
+        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Up to `limit` records with keys greater than `after`, in key order.
+    pub(super) fn scan(&self, after: Option<&str>, limit: usize) -> Vec<Record> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        self.order.range::<str, _>((lower, Bound::Unbounded)).take(limit).map(|k| self.map[k].record.clone()).collect()
+    }
+
+    pub(super) fn meta(&self, name: &str) -> Option<Vec<u8>> {
+        self.meta.get(name).cloned()
+    }
+
+    pub(super) fn set_meta(&mut self, name: String, value: Vec<u8>) {
+        self.meta.insert(name, value);
+    }
+}
+
+/// In-memory store.
+#[derive(Default)]
+pub struct MemStore {
+    docs: Mutex<Docs>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+}
+
+#[async_trait]
+impl Store for MemStore {
+    fn engine(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Record>> {
+        Ok(self.docs.lock().unwrap().get(key))
+    }
+
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Record>>> {
+        let docs = self.docs.lock().unwrap();
+        Ok(keys.iter().map(|k| docs.get(k)).collect())
+    }
+
+    async fn write(&self, puts: Vec<Put>) -> StoreResult<Vec<bool>> {
+        let mut docs = self.docs.lock().unwrap();
+        let applied = docs.decide(&puts);
+        for (put, applies) in puts.into_iter().zip(&applied) {
+            if *applies {
+                docs.store(put.record);
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn digests(&self) -> StoreResult<Digests> {
+        Ok(self.docs.lock().unwrap().digests())
+    }
+
+    async fn bucket(&self, bucket: u8) -> StoreResult<Vec<KeyVersion>> {
+        Ok(self.docs.lock().unwrap().buckets(&[bucket]))
+    }
+
+    async fn buckets(&self, buckets: &[u8]) -> StoreResult<Vec<KeyVersion>> {
+        Ok(self.docs.lock().unwrap().buckets(buckets))
+    }
+
+    async fn scan(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Record>> {
+        Ok(self.docs.lock().unwrap().scan(after, limit))
+    }
+
+    async fn get_meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.docs.lock().unwrap().meta(name))
+    }
+
+    async fn put_meta(&self, name: &str, value: Vec<u8>) -> StoreResult<()> {
+        self.docs.lock().unwrap().set_meta(name.to_string(), value);
+        Ok(())
+    }
+
+    async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize> {
+        Ok(self.docs.lock().unwrap().prune_sides(now_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        crate::conformance::run_all(|| async { std::sync::Arc::new(MemStore::new()) as crate::DynStore }).await;
+    }
+
+    fn put(expect: super::super::Expect, key: &str, seq: u64, body: &str) -> Put {
+        Put { expect, record: Record::new(key.into(), Version { epoch: 1, seq }, body.into()) }
+    }
+
+    #[test]
+    fn a_put_is_decided_against_the_earlier_put_of_its_key() {
+        use super::super::Expect::{Exactly, Older};
+        let mut docs = Docs::default();
+        docs.store(put(Older, "a", 1, "one").record);
+        let v = |seq| Version { epoch: 1, seq };
+        let puts = [
+            put(Exactly(v(1)), "a", 2, "two"),
+            // Sees "a" at 2 (the put before), not the stored 1.
+            put(Exactly(v(1)), "a", 3, "no"),
+            put(Exactly(v(2)), "a", 3, "three"),
+            put(Older, "b", 1, "b"),
+            put(Older, "b", 1, "b again"),
+        ];
+        assert_eq!(docs.decide(&puts), vec![true, false, true, true, false]);
+        // Deciding changed nothing.
+        assert_eq!(docs.get("a").unwrap().body, "one");
+        assert_eq!(docs.get("b"), None);
+    }
+}
