@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh test
+# A CI run builds once from a clean clone: incremental compilation's caches (a large part of a
+# debug target folder) would only take disk. The free disk is printed so that a run that fails
+# on a full disk says so at its top.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+echo "test.sh: $(df -h --output=avail . | tail -1 | tr -d ' ') free on $(df --output=target . | tail -1)" >&2
 cargo fmt --all --check
 # The container deployments, checked statically: compose's own validation of the generated
 # files (the secret is a placeholder, compose only checks that one is given), and k8s/
