@@ -123,6 +123,17 @@ pub enum SendError {
     Failed(String),
 }
 
+impl SendError {
+    /// The refusal as the fan-out policy sees it (`decide::fanout`).
+    pub fn refusal(&self) -> decide::fanout::Refusal {
+        match self {
+            SendError::Stale(_) => decide::fanout::Refusal::Stale,
+            SendError::Newer(_) => decide::fanout::Refusal::Newer,
+            SendError::Failed(_) => decide::fanout::Refusal::Silent,
+        }
+    }
+}
+
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -14,6 +14,7 @@ use crate::topology::Service;
 use crate::version::Version;
 use crate::wire::View;
 use crate::worker::{Next, Schedule, Workers};
+use decide::fanout::{self, AfterRefusals};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -691,13 +692,13 @@ impl Node {
             if failed.is_empty() {
                 return Ok(());
             }
-            let mut resend = false;
+            // Act on each refusal, then decide (`decide::fanout`).
             let mut newer = Vec::new();
+            let mut refusals = Vec::with_capacity(failed.len());
             for (id, why) in &failed {
+                refusals.push((*id, why.refusal()));
                 match why {
-                    // Only a full member's newer states are acknowledged data (a learner's may be
-                    // a deposed primary's leftovers, and learners do not refuse).
-                    SendError::Newer(records) if view.members.contains(id) => {
+                    SendError::Newer(records) if fanout::newer_counts(&view, *id) => {
                         log::warn!("{} replica {}: replica {id} holds newer states", self.service, self.me);
                         newer.extend(records.iter().cloned());
                     }
@@ -708,10 +709,7 @@ impl Node {
                             self.me
                         );
                     }
-                    SendError::Stale(newer) => {
-                        self.install(newer);
-                        resend = true;
-                    }
+                    SendError::Stale(newer) => self.install(newer),
                     SendError::Failed(why) => {
                         log::warn!("{} replica {}: no acknowledgement from replica {id}: {why}", self.service, self.me);
                         if let Some(view) = self.suspect(*id).await {
@@ -725,16 +723,13 @@ impl Node {
                 return self.adopt_newer(newer, &records).await;
             }
             let now = self.primary_view_of(&records)?;
-            let gone = |id: &u32| !now.members.contains(id) && !now.learners.contains(id);
-            // A peer the coordinator found alive was only slow (a busy machine, a large
-            // batch): the states are idempotent, so send them again.
-            resend |= failed.iter().any(|(id, why)| matches!(why, SendError::Failed(_)) && !gone(id));
-            if !resend {
-                if failed.iter().all(|(id, _)| gone(id)) {
-                    return Ok(());
+            match fanout::after_refusals(&now, &refusals) {
+                AfterRefusals::Resend => {}
+                AfterRefusals::Done => return Ok(()),
+                AfterRefusals::Unavailable => {
+                    let names: Vec<String> = failed.iter().map(|(id, why)| format!("replica {id}: {why}")).collect();
+                    return Err(NodeError::Unavailable(names.join("; ")));
                 }
-                let names: Vec<String> = failed.iter().map(|(id, why)| format!("replica {id}: {why}")).collect();
-                return Err(NodeError::Unavailable(names.join("; ")));
             }
         }
         Err(NodeError::Unavailable(format!(

@@ -511,7 +511,8 @@ fn exit_as_the_store_stopped(node: &Node, why: &str) {
     std::process::exit(STORE_STOPPED_EXIT);
 }
 
-/// How long a stopping node waits for its workers to end (each ends at its next await).
+/// How long a stopping node waits for its workers to end, after its server stopped (each
+/// ends at its next await).
 pub const WORKERS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The exit status of a replica whose store stopped (EX_IOERR).
@@ -694,13 +695,17 @@ where
         closing: closing.clone(),
     });
     // Internal connections end first: open, they would hold the graceful stop until its
-    // timeout. The workers end with them: none outlives the server.
+    // timeout.
     let shutdown = async move {
         shutdown.await;
         closing.close();
-        workers.stop(WORKERS_GRACE).await;
     };
-    serve(listener, settings.workers, configure_replica(app), shutdown).await
+    let served = serve(listener, settings.workers, configure_replica(app), shutdown).await;
+    // The workers end once the server answers nothing more: a round dropped in the middle of
+    // a write (the order service's resume) must not leave an answered request behind it that
+    // was decided without that write's bookkeeping.
+    workers.stop(WORKERS_GRACE).await;
+    served
 }
 
 #[cfg(test)]

@@ -75,14 +75,16 @@ pub async fn run(
         Next::Again
     });
     // Internal connections end first: open, they would hold the graceful stop until its
-    // timeout. The workers end with them: none outlives the server.
+    // timeout.
     let closing = app.closing.clone();
     let shutdown = async move {
         shutdown.await;
         closing.close();
-        workers.stop(common::server::WORKERS_GRACE).await;
     };
-    common::server::serve(listener, settings.workers, routes::configure(app), shutdown).await
+    let served = common::server::serve(listener, settings.workers, routes::configure(app), shutdown).await;
+    // The workers end once the server answers nothing more (as on a replica).
+    workers.stop(common::server::WORKERS_GRACE).await;
+    served
 }
 
 /// Completes on Ctrl-C or SIGTERM: the shutdown of a process run by a terminal, the local

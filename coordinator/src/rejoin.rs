@@ -3,11 +3,13 @@
 //! view (from then on it receives every write), catches up (a full copy streamed from a
 //! full member if it is empty or differs in most buckets, then anti-entropy rounds, see
 //! `crate::antientropy`), and is promoted to full member by a new view once rounds have
-//! listed every divergent bucket without finding anything to repair on it.
+//! listed every divergent bucket without finding anything to repair on it. The two choices
+//! (full copy or not, promote or not) are `decide::rejoin`.
 
 use crate::state::Coordinator;
 use common::digest::{Digests, BUCKETS};
 use common::paxos;
+use decide::rejoin;
 use std::time::Duration;
 
 /// How long a full member may take to stream its whole copy to a learner (100k documents
@@ -94,12 +96,9 @@ impl Coordinator {
         let Some((root, buckets)) = self.digests_of(id, None, self.probe_timeout).await else {
             return;
         };
-        // How many buckets differ from the source's (all, if it did not answer).
-        let differing = match self.digests_of(source, None, self.probe_timeout).await {
-            Some((_, theirs)) => buckets.iter().zip(&theirs).filter(|(a, b)| a != b).count(),
-            None => BUCKETS,
-        };
-        if root == Digests::default().root() || differing > BUCKETS / 2 {
+        let theirs = self.digests_of(source, None, self.probe_timeout).await;
+        let differing = theirs.map(|(_, theirs)| buckets.iter().zip(&theirs).filter(|(a, b)| a != b).count());
+        if rejoin::needs_full_copy(root == Digests::default().root(), differing, BUCKETS) {
             match self.forwarder.post_internal(source, &format!("/internal/push/{id}"), PUSH_TIMEOUT).await {
                 Ok(r) if r.status == 200 => {}
                 Ok(r) => {
@@ -112,22 +111,10 @@ impl Coordinator {
                 }
             }
         }
-        // Rounds are capped: the learner is clean once rounds in a row have listed every
-        // divergent bucket without planning a repair on it. What it still holds beyond the
-        // full members' copies (states whose fan-out failed) is never deleted, so its digest
-        // need not equal theirs; once it votes, the next rounds settle those keys.
-        let mut clean = std::collections::HashSet::new();
+        let mut promotion = rejoin::Promotion::default();
         for _ in 0..self.catch_up_rounds() {
             let report = self.anti_entropy_round(&format!("re-join of replica {id}")).await;
-            let Some(found) = clean_buckets(&report, id) else {
-                clean.clear();
-                continue;
-            };
-            clean.extend(found);
-            for b in report.unsettled.get(&id).into_iter().flatten() {
-                clean.remove(b);
-            }
-            if report.divergent_buckets.iter().all(|b| clean.contains(b)) {
+            if promotion.after_round(&report, id) {
                 match self.change_view(&format!("promote replica {id}"), |v| paxos::promote(v, id, n)).await {
                     Ok(v) if v.members.contains(&id) => log::info!("replica {id} is a full member again"),
                     Ok(_) => {}
@@ -139,51 +126,6 @@ impl Coordinator {
         log::info!(
             "replica {id} still differs after {} anti-entropy rounds; trying again later",
             self.catch_up_rounds()
-        );
-    }
-}
-
-/// The buckets a re-join round found learner `id` clean in: those it listed, except the
-/// buckets of keys written during the round whose newest state the learner was not known to
-/// hold (deferred, [`common::antientropy::Deferred`]: counted clean, the promoted replica
-/// could serve a key whose state it lacks). `None` when the round disqualifies it: it did
-/// not answer, or a repair was planned on it.
-fn clean_buckets(report: &crate::antientropy::RoundReport, id: u32) -> Option<Vec<u8>> {
-    if !report.roots.contains_key(&id) || report.unanswered.contains(&id) || report.planned.contains_key(&id) {
-        return None;
-    }
-    let unsettled = report.unsettled.get(&id);
-    Some(report.listed.iter().copied().filter(|b| !unsettled.is_some_and(|u| u.contains(b))).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::antientropy::RoundReport;
-
-    #[test]
-    fn the_buckets_a_round_finds_a_learner_clean_in() {
-        let base = RoundReport {
-            roots: [(0, String::new()), (2, String::new())].into(),
-            listed: vec![3, 7, 9],
-            ..Default::default()
-        };
-        let r = |f: fn(&mut RoundReport)| {
-            let mut r = base.clone();
-            f(&mut r);
-            clean_buckets(&r, 2)
-        };
-        assert_eq!(r(|_| {}), Some(vec![3, 7, 9]), "every listed bucket");
-        assert_eq!(r(|r| r.unsettled = [(2, [7].into())].into()), Some(vec![3, 9]), "a deferred key it lacks");
-        assert_eq!(r(|r| r.unsettled = [(0, [7].into())].into()), Some(vec![3, 7, 9]), "another replica's");
-        assert_eq!(r(|r| r.planned = [(2, 1)].into()), None, "a planned repair");
-        assert_eq!(r(|r| r.unanswered = vec![2]), None, "its listing did not come");
-        assert_eq!(
-            r(|r| {
-                r.roots.remove(&2);
-            }),
-            None,
-            "its digests did not come"
         );
     }
 }

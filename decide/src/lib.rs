@@ -6,6 +6,8 @@
 //! - [`ledger`]: the ledger services' rules: credit, debit, and a saga step, compensation
 //!   or forget applied at most once per transaction;
 //! - [`batch`]: how many queued items go out together;
+//! - [`fanout`]: what a primary does when peers did not acknowledge its fan-out;
+//! - [`rejoin`]: a learner's full copy and its promotion;
 //! - [`antientropy`]: planning an anti-entropy round from the replicas' digests (the buckets
 //!   in flux, the repairs to make).
 //!
@@ -16,6 +18,8 @@
 
 pub mod antientropy;
 pub mod batch;
+pub mod fanout;
 pub mod lease;
 pub mod ledger;
 pub mod paxos;
+pub mod rejoin;

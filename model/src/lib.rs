@@ -8,6 +8,7 @@
 //! - [`routing`]: the public route table the coordinators route by, and minted ids;
 //! - [`idempotency`]: scoped idempotency keys, their fingerprints and the replay rules;
 //! - [`reply`]: a service's answer (status and body);
+//! - [`antientropy`]: the report of an anti-entropy round;
 //! - [`metrics`]: the catalogue of every metric the processes export;
 //! - [`mongo_server`]: how a replica's MongoDB-compatible server is started.
 //!
@@ -15,6 +16,7 @@
 //! toml, uuid and thiserror only, so a tool such as `build_compose` can read the topology
 //! without compiling a server. The layering is in docs/design.md §11.
 
+pub mod antientropy;
 pub mod digest;
 pub mod idempotency;
 pub mod metrics;

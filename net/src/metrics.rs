@@ -329,8 +329,13 @@ mod tests {
     fn the_catalogue_lists_exactly_what_the_sources_count() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut files = Vec::new();
-        for product in ["net", "common", "coordinator", "order", "payment", "stock", "store", "cluster"] {
-            rust_sources(&root.join(product).join("src"), &mut files);
+        // Every crate of the workspace but the tests' (whose sources call other things
+        // `.add(`).
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let dir = entry.unwrap().path();
+            if dir.join("Cargo.toml").is_file() && dir.join("src").is_dir() && !dir.ends_with("test") {
+                rust_sources(&dir.join("src"), &mut files);
+            }
         }
         let mut counted = HashSet::new();
         for f in &files {

@@ -7,8 +7,10 @@
 //! fires), until the process stops or the round says it is [`Next::Done`]. Every worker of a
 //! process is started from one [`Workers`], and [`Workers::stop`] ends them together: a worker
 //! waiting for its next round ends at once, one in the middle of a round has the round
-//! dropped at its next await point. So no loop outlives the server it belongs to, and a test
-//! that stops a node in-process leaves nothing running behind it.
+//! dropped at its next await point. The nodes call it once their server has stopped answering
+//! (a round dropped in the middle of a write must not have requests answered after it), so no
+//! loop outlives the server it belongs to, and a test that stops a node in-process leaves
+//! nothing running behind it.
 //!
 //! A round that fails logs it and returns [`Next::Again`]: the loop never ends on an error.
 
@@ -130,12 +132,12 @@ impl Workers {
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             let mut pause: Option<Duration> = None;
             loop {
-                let triggered = tokio::select! {
+                let by_tick = tokio::select! {
                     biased;
                     _ = stopped(&mut stop) => break,
-                    _ = tick.tick(), if pause.is_none() => false,
+                    _ = tick.tick(), if pause.is_none() => true,
                     _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => false,
-                    _ = async { match trigger.as_mut() { Some(t) => t.fired().await, None => std::future::pending().await } } => true,
+                    _ = async { match trigger.as_mut() { Some(t) => t.fired().await, None => std::future::pending().await } } => false,
                 };
                 let next = tokio::select! {
                     biased;
@@ -147,8 +149,10 @@ impl Workers {
                     Next::Again => pause = None,
                     Next::After(d) => pause = Some(d),
                 }
-                if triggered || pause.is_some() {
-                    // The next interval round is a whole interval after this one.
+                if !by_tick || pause.is_some() {
+                    // A round the interval did not start (a trigger, the end of a backoff), or
+                    // one followed by a backoff: the next interval round is a whole interval
+                    // after this one.
                     tick.reset();
                 }
             }
@@ -281,6 +285,23 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(*times.lock().unwrap(), vec![0, 100, 300, 700]);
         assert_eq!(w.running(), 0);
+    }
+
+    /// After a backoff the interval counts from the round that ended it (a review found the
+    /// round after `After(5 s)` then `Again` came at once instead of a second later).
+    #[tokio::test(start_paused = true)]
+    async fn the_interval_counts_from_the_round_after_a_backoff() {
+        let w = Workers::new();
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let t = times.clone();
+        let start = Instant::now();
+        w.spawn("after-then-again", Schedule::every(Duration::from_secs(1)), move || {
+            let mut t = t.lock().unwrap();
+            t.push(start.elapsed().as_millis());
+            std::future::ready(if t.len() == 1 { Next::After(Duration::from_secs(5)) } else { Next::Again })
+        });
+        tokio::time::sleep(Duration::from_millis(7_500)).await;
+        assert_eq!(*times.lock().unwrap(), vec![0, 5_000, 6_000, 7_000]);
     }
 
     #[tokio::test(start_paused = true)]
