@@ -15,7 +15,9 @@
 //! asks for, list every divergent bucket at once.
 
 use crate::state::Coordinator;
-use common::antientropy::{divergent_buckets, in_flux, majority_root, plan, Entry, Repair};
+use common::antientropy::{
+    buckets_to_list, divergent_buckets, in_flux, left_in_flux, majority_root, plan, within_budget, Entry, Repair,
+};
 use common::digest::{Hash, BUCKETS};
 use common::metrics::labels;
 use common::storage::Record;
@@ -205,17 +207,7 @@ impl Coordinator {
                 .collect();
             in_flux(divergent, first, &again)
         };
-        let mut rounds = self.flux_rounds.lock().unwrap();
-        let mut left = Vec::new();
-        for b in 0..BUCKETS {
-            let bucket = b as u8;
-            if flux.contains(&bucket) && rounds[b] < MAX_FLUX_ROUNDS {
-                rounds[b] += 1;
-                left.push(bucket);
-            } else {
-                rounds[b] = 0;
-            }
-        }
+        let left = left_in_flux(&flux, &mut self.flux_rounds.lock().unwrap(), MAX_FLUX_ROUNDS);
         divergent.retain(|b| !left.contains(b));
         left
     }
@@ -234,14 +226,7 @@ impl Coordinator {
         // Round-robin by bucket number: this round goes on from the bucket after the last one
         // the previous capped round listed.
         let from = self.bucket_cursor.load(std::sync::atomic::Ordering::Relaxed);
-        let listed: Vec<u8> = divergent
-            .iter()
-            .filter(|b| usize::from(**b) >= from)
-            .chain(divergent.iter().filter(|b| usize::from(**b) < from))
-            .take(cap)
-            .copied()
-            .collect();
-        let next = listed.last().map_or(0, |b| (usize::from(*b) + 1) % BUCKETS);
+        let (listed, next) = buckets_to_list(divergent, from, cap);
         self.bucket_cursor.store(next, std::sync::atomic::Ordering::Relaxed);
         let mut complete = listed.len() == divergent.len();
         report.listed = listed.clone();
@@ -264,7 +249,7 @@ impl Coordinator {
                 }
             }
         }
-        let (mut repairs, deferred) = plan(&listings, voters);
+        let (repairs, deferred) = plan(&listings, voters);
         report.deferred = deferred.len();
         for d in &deferred {
             for id in &d.unsettled {
@@ -276,16 +261,8 @@ impl Coordinator {
                 *report.planned.entry(*to).or_default() += 1;
             }
         }
-        let planned: usize = repairs.iter().map(|r| r.to.len()).sum();
-        if planned > self.anti_entropy_max_repairs {
-            complete = false;
-            let mut budget = self.anti_entropy_max_repairs;
-            repairs.retain(|r| {
-                let keep = r.to.len() <= budget;
-                budget = budget.saturating_sub(r.to.len());
-                keep
-            });
-        }
+        let (repairs, cut) = within_budget(repairs, self.anti_entropy_max_repairs);
+        complete &= !cut;
         let (repaired, all_sent) = self.send_repairs(repairs).await;
         report.repaired = repaired;
         complete && all_sent

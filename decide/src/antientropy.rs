@@ -162,6 +162,56 @@ pub fn plan(listings: &[(u32, Vec<Entry>)], voters: &[u32]) -> (Vec<Repair>, Vec
     (repairs, deferred)
 }
 
+/// Of the buckets `flux` found in flux this round, those left for the next round: each bucket
+/// at most `max_rounds` interval rounds in a row, so that a divergence in a bucket written all
+/// the time is still listed. `rounds` counts, per bucket, the rounds in a row it was left; a
+/// bucket not left is counted from 0 again.
+pub fn left_in_flux(flux: &[u8], rounds: &mut [u8; BUCKETS], max_rounds: u8) -> Vec<u8> {
+    let mut left = Vec::new();
+    for (b, n) in rounds.iter_mut().enumerate() {
+        let bucket = b as u8;
+        if flux.contains(&bucket) && *n < max_rounds {
+            *n += 1;
+            left.push(bucket);
+        } else {
+            *n = 0;
+        }
+    }
+    left
+}
+
+/// The divergent buckets a round lists, at most `cap`, round-robin by bucket number: from the
+/// first at or after `cursor`, wrapping around. Returns them and the cursor of the next round
+/// (the bucket after the last one listed).
+pub fn buckets_to_list(divergent: &[u8], cursor: usize, cap: usize) -> (Vec<u8>, usize) {
+    let listed: Vec<u8> = divergent
+        .iter()
+        .filter(|b| usize::from(**b) >= cursor)
+        .chain(divergent.iter().filter(|b| usize::from(**b) < cursor))
+        .take(cap)
+        .copied()
+        .collect();
+    let next = listed.last().map_or(0, |b| (usize::from(*b) + 1) % BUCKETS);
+    (listed, next)
+}
+
+/// The repairs a round sends within its budget of `max` documents applied (a repair to
+/// several replicas counts once per replica): those that fit, in order, and whether any was
+/// left out (the round is then not complete).
+pub fn within_budget(mut repairs: Vec<Repair>, max: usize) -> (Vec<Repair>, bool) {
+    let planned: usize = repairs.iter().map(|r| r.to.len()).sum();
+    if planned <= max {
+        return (repairs, false);
+    }
+    let mut budget = max;
+    repairs.retain(|r| {
+        let keep = r.to.len() <= budget;
+        budget = budget.saturating_sub(r.to.len());
+        keep
+    });
+    (repairs, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +430,56 @@ mod tests {
             let d: Vec<(&str, Vec<u32>)> = d.iter().map(|d| (d.key.as_str(), d.unsettled.clone())).collect();
             assert_eq!(d, deferred, "{name}");
         }
+    }
+
+    #[test]
+    fn a_bucket_is_left_in_flux_at_most_max_rounds_in_a_row() {
+        let mut rounds = [0u8; BUCKETS];
+        // Bucket 5 is in flux every round, bucket 9 once.
+        assert_eq!(left_in_flux(&[5, 9], &mut rounds, 2), vec![5, 9]);
+        assert_eq!(left_in_flux(&[5], &mut rounds, 2), vec![5]);
+        assert_eq!(left_in_flux(&[5], &mut rounds, 2), Vec::<u8>::new(), "listed after 2 rounds left");
+        assert_eq!(rounds[5], 0, "and counted from 0 again");
+        assert_eq!(left_in_flux(&[5, 9], &mut rounds, 2), vec![5, 9]);
+        assert_eq!(left_in_flux(&[], &mut rounds, 2), Vec::<u8>::new());
+        assert_eq!((rounds[5], rounds[9]), (0, 0));
+    }
+
+    #[test]
+    fn capped_rounds_list_buckets_round_robin() {
+        let cases: &[(&[u8], usize, usize, &[u8], usize)] = &[
+            (&[1, 4, 9], 0, 64, &[1, 4, 9], 10),
+            (&[1, 4, 9], 0, 2, &[1, 4], 5),
+            (&[1, 4, 9], 5, 2, &[9, 1], 2),
+            (&[1, 4, 9], 10, 2, &[1, 4], 5),
+            (&[255], 0, 1, &[255], 0),
+            (&[], 7, 3, &[], 0),
+        ];
+        for (divergent, cursor, cap, listed, next) in cases {
+            assert_eq!(
+                buckets_to_list(divergent, *cursor, *cap),
+                (listed.to_vec(), *next),
+                "{divergent:?} from {cursor}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_round_sends_the_repairs_that_fit_its_budget() {
+        let repair = |key: &str, targets: u32| Repair {
+            key: key.into(),
+            from: 0,
+            version: Version { epoch: 1, seq: 1 },
+            hash: Hash([0; 32]),
+            to: (1..=targets).map(|t| (t, Version { epoch: 0, seq: 0 })).collect(),
+        };
+        let keys = |rs: &[Repair]| rs.iter().map(|r| r.key.clone()).collect::<Vec<_>>();
+        let all = vec![repair("a", 2), repair("b", 1), repair("c", 2)];
+        let (kept, cut) = within_budget(all.clone(), 5);
+        assert_eq!((keys(&kept), cut), (vec!["a".to_string(), "b".into(), "c".into()], false));
+        let (kept, cut) = within_budget(all.clone(), 3);
+        assert_eq!((keys(&kept), cut), (vec!["a".to_string(), "b".into()], true));
+        let (kept, cut) = within_budget(all, 1);
+        assert_eq!((keys(&kept), cut), (Vec::<String>::new(), true), "a repair that does not fit ends the budget");
     }
 }
