@@ -18,7 +18,7 @@
 //! any retry path that could still deliver a late copy of a step), never by its age alone.
 
 use crate::reply::Reply;
-use crate::routing::Target;
+use crate::routing::{Command, LedgerCommand};
 use crate::server::{Handler, HandlerError, RequestCtx};
 use crate::table::{Decision, Doc, SideWrite, Table};
 use async_trait::async_trait;
@@ -39,8 +39,8 @@ pub trait LedgerKind: Send + Sync + 'static {
     const NOT_FOUND: &'static str;
     /// Text of the 400 for a debit larger than the balance.
     const INSUFFICIENT: &'static str;
-    /// The extra fields of a created document, from the create route's arguments.
-    fn created(target: &Target) -> Self::Extra;
+    /// The extra fields of a created document (an item's `price`; a user has none).
+    fn created(price: Option<i64>) -> Self::Extra;
     /// The reply to a create.
     fn create_reply(key: &str) -> Reply;
     /// The reply to a find.
@@ -49,8 +49,8 @@ pub trait LedgerKind: Send + Sync + 'static {
     fn credit_reply(key: &str, doc: &Account<Self::Extra>) -> Reply;
     /// The reply to a debit.
     fn debit_reply(key: &str, doc: &Account<Self::Extra>) -> Reply;
-    /// The document every key of a batch_init gets, from the route's arguments.
-    fn batch_doc(target: &Target) -> Account<Self::Extra>;
+    /// The document every key of a batch_init gets: the `balance` (and an item's `price`).
+    fn batch_doc(balance: i64, price: Option<i64>) -> Account<Self::Extra>;
 }
 
 /// A saga step's decision as the table's decision on the document, the record written beside
@@ -119,16 +119,20 @@ fn not_found<X>(msg: &str) -> Decision<X> {
 
 #[async_trait]
 impl<K: LedgerKind> Handler for LedgerHandler<K> {
-    async fn handle(&self, t: Target, ctx: RequestCtx) -> Result<Reply, HandlerError> {
+    async fn handle(&self, command: Command, ctx: RequestCtx) -> Result<Reply, HandlerError> {
+        let Command::Ledger(command) = command else {
+            return Err(HandlerError::WrongService(format!("{command:?}")));
+        };
+        // The document's key: the dispatcher's (the command's own, or a minted one).
         let key = ctx.key.clone().expect("dispatcher sets the key");
         let rid = ctx.request.as_ref();
-        let reply = match t.route.name {
-            "find" => match self.table.read(&key).await? {
+        let reply = match command {
+            LedgerCommand::Find { .. } => match self.table.read(&key).await? {
                 Some(doc) => K::find_reply(&key, &doc),
                 None => Reply::bad(K::NOT_FOUND),
             },
-            "create" => {
-                let extra = K::created(&t);
+            LedgerCommand::Create { price } => {
+                let extra = K::created(price);
                 self.table
                     .write(&key, rid, |cur| match cur {
                         // A minted key is fresh; finding it means this is a retry whose
@@ -138,8 +142,7 @@ impl<K: LedgerKind> Handler for LedgerHandler<K> {
                     })
                     .await?
             }
-            "credit" => {
-                let amount = t.int(1);
+            LedgerCommand::Credit { amount, .. } => {
                 self.table
                     .write(&key, rid, |cur| match cur {
                         None => not_found(K::NOT_FOUND),
@@ -153,8 +156,7 @@ impl<K: LedgerKind> Handler for LedgerHandler<K> {
                     })
                     .await?
             }
-            "debit" => {
-                let amount = t.int(1);
+            LedgerCommand::Debit { amount, .. } => {
                 self.table
                     .write(&key, rid, |cur| match cur {
                         None => not_found(K::NOT_FOUND),
@@ -168,43 +170,45 @@ impl<K: LedgerKind> Handler for LedgerHandler<K> {
                     })
                     .await?
             }
-            "tx_debit" => {
-                let amount = t.int(1);
+            LedgerCommand::TxDebit { amount, tx, .. } => {
                 self.tx_step(
                     &key,
-                    t.id(2),
+                    &tx,
                     || not_found(K::NOT_FOUND),
                     |doc, rec, now| debit_tx(doc, rec, amount, now, K::INSUFFICIENT),
                 )
                 .await?
             }
             // Nothing was ever taken from a key that does not exist.
-            "tx_compensate" => {
-                self.tx_step(&key, t.id(1), || Decision::Answer(Reply::ok_text("nothing to compensate")), compensate_tx)
+            LedgerCommand::TxCompensate { tx, .. } => {
+                self.tx_step(&key, &tx, || Decision::Answer(Reply::ok_text("nothing to compensate")), compensate_tx)
                     .await?
             }
-            "tx_forget" => {
+            LedgerCommand::TxForget { tx, .. } => {
                 self.tx_step(
                     &key,
-                    t.id(1),
+                    &tx,
                     || Decision::Answer(Reply::ok_text("nothing to forget")),
                     |doc, rec, _| forget_tx(doc, rec),
                 )
                 .await?
             }
-            other => unreachable!("ledger route {other} is not dispatched here"),
+            LedgerCommand::BatchInit { .. } => {
+                return Err(HandlerError::WrongService("a batch_init reached the single-key handler".into()))
+            }
         };
         Ok(reply)
     }
 
-    async fn batch_init(&self, t: Target, keys: Vec<String>) -> Result<Reply, HandlerError> {
-        let doc = K::batch_doc(&t);
+    async fn batch_init(&self, command: Command, keys: Vec<String>) -> Result<Reply, HandlerError> {
+        let Command::Ledger(LedgerCommand::BatchInit { n, balance, price }) = command else {
+            return Err(HandlerError::WrongService(format!("{command:?} is not a ledger's batch_init")));
+        };
+        let doc = K::batch_doc(balance, price);
         self.table.replace_many(keys.into_iter().map(|k| (k, doc.clone())).collect()).await?;
         // This primary wrote its share; the reply speaks for the whole batch, whose other
         // shares the coordinator sent to the other primaries.
-        Ok(Reply::ok_json(
-            &serde_json::json!({ "msg": format!("Batch init for {} {} successful", t.int(0), K::PLURAL) }),
-        ))
+        Ok(Reply::ok_json(&serde_json::json!({ "msg": format!("Batch init for {n} {} successful", K::PLURAL) })))
     }
 }
 

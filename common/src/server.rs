@@ -1,5 +1,5 @@
 //! The HTTP side every replica shares: the one dispatcher that parses a request, checks the
-//! secret and the routing, and hands the service a parsed [`Target`]; the mapping of errors to
+//! secret and the routing, and hands the service the parsed [`Command`]; the mapping of errors to
 //! statuses (in one place); the internal endpoints of replication; `/health` and `/metrics`.
 //!
 //! A service supplies only a [`Handler`]: what each route does.
@@ -8,7 +8,7 @@ use crate::idempotency::RequestKey;
 use crate::metrics::{labels, Metrics};
 use crate::node::{Misdirected, Node, NodeError};
 use crate::reply::Reply;
-use crate::routing::{resolve, KeySource, Method, RouteError, Target};
+use crate::routing::{resolve, Command, KeySource, Method, RouteError};
 use crate::storage::Record;
 use crate::table::TableError;
 use crate::wire::{
@@ -46,15 +46,18 @@ pub enum HandlerError {
     /// Another service did not answer; not this node's failure.
     #[error("dependency unavailable: {0}")]
     Dependency(String),
+    /// A command of another service reached this one's handler: a route table bug.
+    #[error("not a command of this service: {0}")]
+    WrongService(String),
 }
 
 /// A service's routes.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// Answers a routed request for one key (or a create with a minted key).
-    async fn handle(&self, target: Target, ctx: RequestCtx) -> Result<Reply, HandlerError>;
-    /// Writes this primary's share of a batch_init.
-    async fn batch_init(&self, target: Target, keys: Vec<String>) -> Result<Reply, HandlerError>;
+    async fn handle(&self, command: Command, ctx: RequestCtx) -> Result<Reply, HandlerError>;
+    /// Writes this primary's share of a batch_init (`command` is the service's `BatchInit`).
+    async fn batch_init(&self, command: Command, keys: Vec<String>) -> Result<Reply, HandlerError>;
 }
 
 /// Everything a replica's HTTP handlers share.
@@ -194,6 +197,10 @@ pub fn error_parts(e: &HandlerError) -> Parts {
             log::warn!("own failure: {e}");
             Parts::text(500, e.to_string())
         }
+        HandlerError::WrongService(_) => {
+            log::error!("own failure: {e}");
+            Parts::text(500, e.to_string())
+        }
     }
 }
 
@@ -319,7 +326,7 @@ async fn route_call(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> (Option<&'
             if let Err(m) = app.node.check_routed(&key, call.epoch) {
                 return (Some(route), misdirected_parts(&m));
             }
-            app.handler.handle(target, RequestCtx { request, key: Some(key) }).await
+            app.handler.handle(target.command(), RequestCtx { request, key: Some(key) }).await
         }
         KeySource::Batch(_) => {
             let keys: BatchKeys = match serde_json::from_slice(body) {
@@ -336,7 +343,7 @@ async fn route_call(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> (Option<&'
                 }
                 tokio::task::yield_now().await;
             }
-            app.handler.batch_init(target, keys.keys).await
+            app.handler.batch_init(target.command(), keys.keys).await
         }
     };
     let parts = match &result {
@@ -718,11 +725,11 @@ mod tests {
 
     #[async_trait]
     impl Handler for Echo {
-        async fn handle(&self, target: Target, ctx: RequestCtx) -> Result<Reply, HandlerError> {
-            Ok(Reply::ok_text(format!("{} {}", target.route.name, ctx.key.unwrap_or_default())))
+        async fn handle(&self, command: Command, ctx: RequestCtx) -> Result<Reply, HandlerError> {
+            Ok(Reply::ok_text(format!("{} {}", command.route_name(), ctx.key.unwrap_or_default())))
         }
-        async fn batch_init(&self, target: Target, keys: Vec<String>) -> Result<Reply, HandlerError> {
-            Ok(Reply::ok_text(format!("{} {}", target.route.name, keys.len())))
+        async fn batch_init(&self, command: Command, keys: Vec<String>) -> Result<Reply, HandlerError> {
+            Ok(Reply::ok_text(format!("{} {}", command.route_name(), keys.len())))
         }
     }
 

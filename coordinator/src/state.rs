@@ -36,10 +36,6 @@ pub const RETRY_BACKOFF: Duration = Duration::from_millis(20);
 /// misdirected rejection teaches it the current one).
 pub const STARTUP_VIEW_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Routes that wait for more than one replica's write and get the long timeout: a checkout
-/// waits for its saga, a batch_init writes many keys.
-pub const LONG_ROUTES: &[&str] = &["checkout", "batch_init"];
-
 /// A public request, as the forwarding loops pass it on.
 #[derive(Clone, Debug)]
 pub struct Forward<'a> {
@@ -154,7 +150,8 @@ impl Coordinator {
 
     /// The timeout for a request on `route`.
     pub fn timeout_for(&self, route: &Route) -> Duration {
-        if LONG_ROUTES.contains(&route.name) {
+        // A checkout waits for its saga, a batch_init writes many keys (`Route::long`).
+        if route.long {
             self.long_timeout
         } else {
             self.request_timeout

@@ -447,7 +447,9 @@ mod tests {
 
     #[test]
     fn capped_rounds_list_buckets_round_robin() {
-        let cases: &[(&[u8], usize, usize, &[u8], usize)] = &[
+        // Divergent buckets, cursor, cap; the buckets listed and the next cursor.
+        type Case = (&'static [u8], usize, usize, &'static [u8], usize);
+        let cases: &[Case] = &[
             (&[1, 4, 9], 0, 64, &[1, 4, 9], 10),
             (&[1, 4, 9], 0, 2, &[1, 4], 5),
             (&[1, 4, 9], 5, 2, &[9, 1], 2),

@@ -66,7 +66,9 @@ mod tests {
 
     #[test]
     fn the_next_step_after_refusals() {
-        let cases: &[(&str, View, &[(u32, Refusal)], AfterRefusals)] = &[
+        // What happened, the view after the refusals were acted on, the refusals, the next step.
+        type Case = (&'static str, View, &'static [(u32, Refusal)], AfterRefusals);
+        let cases: &[Case] = &[
             ("a peer told a newer view", view(&[0, 1, 2], &[]), &[(1, Stale)], Resend),
             ("a silent peer the coordinator kept is only slow", view(&[0, 1, 2], &[]), &[(2, Silent)], Resend),
             ("a silent peer was evicted", view(&[0, 1], &[]), &[(2, Silent)], Done),

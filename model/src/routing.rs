@@ -54,7 +54,7 @@ pub enum KeySource {
 /// `debit`, `tx_debit`, `tx_compensate`): both are ledgers of one balance per key.
 #[derive(Debug)]
 pub struct Route {
-    /// Name the replica dispatches on.
+    /// The route's name, for logs, metrics and [`Command::route_name`].
     pub name: &'static str,
     /// Its method.
     pub method: Method,
@@ -64,49 +64,237 @@ pub struct Route {
     pub key: KeySource,
     /// Internal routes (saga steps) require the cluster secret even at the coordinator.
     pub internal: bool,
+    /// Whether the coordinator waits the long timeout for it: a checkout waits for its saga, a
+    /// batch_init writes many keys.
+    pub long: bool,
+    /// The command a request of this route asks for, from its arguments (in path order, of
+    /// the kinds `segs` says: the table is the one place that reads arguments by position).
+    pub command: fn(&[Arg]) -> Command,
 }
 
 use KeySource::*;
 use Method::*;
 use Seg::*;
 
-const fn r(name: &'static str, method: Method, segs: &'static [Seg], key: KeySource) -> Route {
-    Route { name, method, segs, key, internal: false }
+const fn r(
+    name: &'static str,
+    method: Method,
+    segs: &'static [Seg],
+    key: KeySource,
+    command: fn(&[Arg]) -> Command,
+) -> Route {
+    let long = matches!(key, Batch(_));
+    Route { name, method, segs, key, internal: false, long, command }
 }
 
-const fn internal(name: &'static str, segs: &'static [Seg], key: KeySource) -> Route {
-    Route { name, method: Post, segs, key, internal: true }
+const fn internal(name: &'static str, segs: &'static [Seg], key: KeySource, command: fn(&[Arg]) -> Command) -> Route {
+    Route { name, method: Post, segs, key, internal: true, long: false, command }
 }
+
+/// The id argument at `i` of a route's arguments (a table bug if it is not one).
+fn id(a: &[Arg], i: usize) -> String {
+    match &a[i] {
+        Arg::Id(s) => s.clone(),
+        Arg::Int(_) => panic!("argument {i} is not an id"),
+    }
+}
+
+/// The number argument at `i`.
+fn int(a: &[Arg], i: usize) -> i64 {
+    match &a[i] {
+        Arg::Int(n) => *n,
+        Arg::Id(_) => panic!("argument {i} is not a number"),
+    }
+}
+
+use LedgerCommand as L;
+use OrderCommand as O;
 
 static STOCK: &[Route] = &[
-    r("create", Post, &[Lit("item"), Lit("create"), Int], Mint),
-    r("find", Get, &[Lit("find"), Id], Arg(0)),
-    r("credit", Post, &[Lit("add"), Id, Int], Arg(0)),
-    r("debit", Post, &[Lit("subtract"), Id, Int], Arg(0)),
-    r("batch_init", Post, &[Lit("batch_init"), Int, Int, Int], Batch(0)),
-    internal("tx_debit", &[Lit("tx"), Lit("subtract"), Id, Int, Id], Arg(0)),
-    internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0)),
-    internal("tx_forget", &[Lit("tx"), Lit("forget"), Id, Id], Arg(0)),
+    r("create", Post, &[Lit("item"), Lit("create"), Int], Mint, |a| {
+        Command::Ledger(L::Create { price: Some(int(a, 0)) })
+    }),
+    r("find", Get, &[Lit("find"), Id], Arg(0), |a| Command::Ledger(L::Find { key: id(a, 0) })),
+    r("credit", Post, &[Lit("add"), Id, Int], Arg(0), |a| {
+        Command::Ledger(L::Credit { key: id(a, 0), amount: int(a, 1) })
+    }),
+    r("debit", Post, &[Lit("subtract"), Id, Int], Arg(0), |a| {
+        Command::Ledger(L::Debit { key: id(a, 0), amount: int(a, 1) })
+    }),
+    r("batch_init", Post, &[Lit("batch_init"), Int, Int, Int], Batch(0), |a| {
+        Command::Ledger(L::BatchInit { n: int(a, 0), balance: int(a, 1), price: Some(int(a, 2)) })
+    }),
+    internal("tx_debit", &[Lit("tx"), Lit("subtract"), Id, Int, Id], Arg(0), |a| {
+        Command::Ledger(L::TxDebit { key: id(a, 0), amount: int(a, 1), tx: id(a, 2) })
+    }),
+    internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0), |a| {
+        Command::Ledger(L::TxCompensate { key: id(a, 0), tx: id(a, 1) })
+    }),
+    internal("tx_forget", &[Lit("tx"), Lit("forget"), Id, Id], Arg(0), |a| {
+        Command::Ledger(L::TxForget { key: id(a, 0), tx: id(a, 1) })
+    }),
 ];
 
 static PAYMENT: &[Route] = &[
-    r("create", Post, &[Lit("create_user")], Mint),
-    r("find", Get, &[Lit("find_user"), Id], Arg(0)),
-    r("credit", Post, &[Lit("add_funds"), Id, Int], Arg(0)),
-    r("debit", Post, &[Lit("pay"), Id, Int], Arg(0)),
-    r("batch_init", Post, &[Lit("batch_init"), Int, Int], Batch(0)),
-    internal("tx_debit", &[Lit("tx"), Lit("pay"), Id, Int, Id], Arg(0)),
-    internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0)),
-    internal("tx_forget", &[Lit("tx"), Lit("forget"), Id, Id], Arg(0)),
+    r("create", Post, &[Lit("create_user")], Mint, |_| Command::Ledger(L::Create { price: None })),
+    r("find", Get, &[Lit("find_user"), Id], Arg(0), |a| Command::Ledger(L::Find { key: id(a, 0) })),
+    r("credit", Post, &[Lit("add_funds"), Id, Int], Arg(0), |a| {
+        Command::Ledger(L::Credit { key: id(a, 0), amount: int(a, 1) })
+    }),
+    r("debit", Post, &[Lit("pay"), Id, Int], Arg(0), |a| {
+        Command::Ledger(L::Debit { key: id(a, 0), amount: int(a, 1) })
+    }),
+    r("batch_init", Post, &[Lit("batch_init"), Int, Int], Batch(0), |a| {
+        Command::Ledger(L::BatchInit { n: int(a, 0), balance: int(a, 1), price: None })
+    }),
+    internal("tx_debit", &[Lit("tx"), Lit("pay"), Id, Int, Id], Arg(0), |a| {
+        Command::Ledger(L::TxDebit { key: id(a, 0), amount: int(a, 1), tx: id(a, 2) })
+    }),
+    internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0), |a| {
+        Command::Ledger(L::TxCompensate { key: id(a, 0), tx: id(a, 1) })
+    }),
+    internal("tx_forget", &[Lit("tx"), Lit("forget"), Id, Id], Arg(0), |a| {
+        Command::Ledger(L::TxForget { key: id(a, 0), tx: id(a, 1) })
+    }),
 ];
 
 static ORDER: &[Route] = &[
-    r("create", Post, &[Lit("create"), Id], Mint),
-    r("find", Get, &[Lit("find"), Id], Arg(0)),
-    r("add_item", Post, &[Lit("addItem"), Id, Id, Int], Arg(0)),
-    r("checkout", Post, &[Lit("checkout"), Id], Arg(0)),
-    r("batch_init", Post, &[Lit("batch_init"), Int, Int, Int, Int], Batch(0)),
+    r("create", Post, &[Lit("create"), Id], Mint, |a| Command::Order(O::Create { user: id(a, 0) })),
+    r("find", Get, &[Lit("find"), Id], Arg(0), |a| Command::Order(O::Find { order: id(a, 0) })),
+    r("add_item", Post, &[Lit("addItem"), Id, Id, Int], Arg(0), |a| {
+        Command::Order(O::AddItem { order: id(a, 0), item: id(a, 1), quantity: int(a, 2) })
+    }),
+    Route {
+        long: true,
+        ..r("checkout", Post, &[Lit("checkout"), Id], Arg(0), |a| Command::Order(O::Checkout { order: id(a, 0) }))
+    },
+    r("batch_init", Post, &[Lit("batch_init"), Int, Int, Int, Int], Batch(0), |a| {
+        Command::Order(O::BatchInit { n: int(a, 0), n_items: int(a, 1), n_users: int(a, 2), item_price: int(a, 3) })
+    }),
 ];
+
+/// What a request asks a service to do, with named fields. The route table resolves every
+/// request into one ([`Target::command`]); the services' handlers match on it, and a client
+/// of another service builds its path from one ([`Command::path`]). Adding an endpoint: a
+/// variant here, its row in the table, and the handler's arm (docs/design.md §11.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Stock or payment: both are ledgers of one balance per key.
+    Ledger(LedgerCommand),
+    /// The order service.
+    Order(OrderCommand),
+}
+
+/// A command of a ledger service (stock: items and their stock; payment: users and their
+/// credit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerCommand {
+    /// Creates a document with a minted key: an item with its `price`, a user (`None`).
+    Create { price: Option<i64> },
+    /// Reads a document.
+    Find { key: String },
+    /// Adds to the balance (stock added, funds added).
+    Credit { key: String, amount: i64 },
+    /// Takes from the balance (stock subtracted, a payment).
+    Debit { key: String, amount: i64 },
+    /// Writes documents "0".."n-1", each with `balance` (and an item's `price`).
+    BatchInit { n: i64, balance: i64, price: Option<i64> },
+    /// A saga step: a debit under transaction `tx`, at most once.
+    TxDebit { key: String, amount: i64, tx: String },
+    /// Undoes transaction `tx` (or fences it if it never arrived).
+    TxCompensate { key: String, tx: String },
+    /// Transaction `tx`'s saga is finished: its record may go.
+    TxForget { key: String, tx: String },
+}
+
+/// A command of the order service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderCommand {
+    /// Creates an order of `user` with a minted key.
+    Create { user: String },
+    /// Reads an order (finishing a checkout in flight first).
+    Find { order: String },
+    /// Adds `quantity` of `item` to the order.
+    AddItem { order: String, item: String, quantity: i64 },
+    /// Checks the order out: the saga.
+    Checkout { order: String },
+    /// Writes orders "0".."n-1" of random users and items.
+    BatchInit { n: i64, n_items: i64, n_users: i64, item_price: i64 },
+}
+
+impl Command {
+    /// The name of the route that carries it.
+    pub fn route_name(&self) -> &'static str {
+        match self {
+            Command::Ledger(c) => match c {
+                L::Create { .. } => "create",
+                L::Find { .. } => "find",
+                L::Credit { .. } => "credit",
+                L::Debit { .. } => "debit",
+                L::BatchInit { .. } => "batch_init",
+                L::TxDebit { .. } => "tx_debit",
+                L::TxCompensate { .. } => "tx_compensate",
+                L::TxForget { .. } => "tx_forget",
+            },
+            Command::Order(c) => match c {
+                O::Create { .. } => "create",
+                O::Find { .. } => "find",
+                O::AddItem { .. } => "add_item",
+                O::Checkout { .. } => "checkout",
+                O::BatchInit { .. } => "batch_init",
+            },
+        }
+    }
+
+    /// Its arguments in path order (what [`Route::command`] reads back).
+    fn args(&self) -> Vec<Arg> {
+        let i = |s: &String| Arg::Id(s.clone());
+        let n = |v: &i64| Arg::Int(*v);
+        match self {
+            Command::Ledger(c) => match c {
+                L::Create { price } => price.iter().map(n).collect(),
+                L::Find { key } => vec![i(key)],
+                L::Credit { key, amount } | L::Debit { key, amount } => vec![i(key), n(amount)],
+                L::BatchInit { n: count, balance, price } => {
+                    [n(count), n(balance)].into_iter().chain(price.iter().map(n)).collect()
+                }
+                L::TxDebit { key, amount, tx } => vec![i(key), n(amount), i(tx)],
+                L::TxCompensate { key, tx } | L::TxForget { key, tx } => vec![i(key), i(tx)],
+            },
+            Command::Order(c) => match c {
+                O::Create { user } => vec![i(user)],
+                O::Find { order } | O::Checkout { order } => vec![i(order)],
+                O::AddItem { order, item, quantity } => vec![i(order), i(item), n(quantity)],
+                O::BatchInit { n: count, n_items, n_users, item_price } => {
+                    vec![n(count), n(n_items), n(n_users), n(item_price)]
+                }
+            },
+        }
+    }
+
+    /// The method and path that ask `service` for this command (`/payment/tx/pay/u1/5/o%231`),
+    /// rendered from the route table; `None` if the service has no such route.
+    pub fn path(&self, service: Service) -> Option<(Method, String)> {
+        let route = routes(service).iter().find(|r| r.name == self.route_name())?;
+        let mut args = self.args().into_iter();
+        let mut path = format!("/{}", service.prefix());
+        for seg in route.segs {
+            path.push('/');
+            match seg {
+                Lit(l) => path.push_str(l),
+                Id => match args.next() {
+                    Some(Arg::Id(s)) => path.push_str(&percent_encode(&s)),
+                    _ => return None,
+                },
+                Int => match args.next() {
+                    Some(Arg::Int(v)) => path.push_str(&v.to_string()),
+                    _ => return None,
+                },
+            }
+        }
+        args.next().is_none().then_some((route.method, path))
+    }
+}
 
 /// Largest n a batch_init accepts: bounds the memory one request can ask for.
 pub const MAX_BATCH: i64 = 1_000_000;
@@ -139,6 +327,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// The command the request asks for.
+    pub fn command(&self) -> Command {
+        (self.route.command)(&self.args)
+    }
+
     /// The id argument at `i` (panics if the route has no id there: a table bug).
     pub fn id(&self, i: usize) -> &str {
         match &self.args[i] {
@@ -382,6 +575,47 @@ mod tests {
         ];
         for (s, m, p, want) in cases {
             assert_eq!(resolve(*s, *m, p).unwrap_err(), *want, "{p}");
+        }
+    }
+
+    /// Every route's command renders back to a path that resolves to the same route and
+    /// command: the table, the commands and their paths agree.
+    #[test]
+    fn every_command_renders_its_own_path() {
+        for service in [Service::Stock, Service::Payment, Service::Order] {
+            for route in routes(service) {
+                let args: Vec<Arg> = route
+                    .segs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, seg)| match seg {
+                        Lit(_) => None,
+                        Id => Some(Arg::Id(format!("id {i}/#"))),
+                        Int => Some(Arg::Int(i as i64 + 7)),
+                    })
+                    .collect();
+                let command = (route.command)(&args);
+                assert_eq!(command.route_name(), route.name, "{service:?} {}", route.name);
+                let (method, path) = command.path(service).expect("renders");
+                assert_eq!(method, route.method);
+                let back = resolve(service, method, &path).expect("resolves");
+                assert_eq!((back.route.name, back.command()), (route.name, command), "{path}");
+            }
+        }
+        assert_eq!(
+            Command::Ledger(LedgerCommand::TxDebit { key: "u1".into(), amount: 5, tx: "o#1".into() })
+                .path(Service::Payment),
+            Some((Post, "/payment/tx/pay/u1/5/o%231".to_string()))
+        );
+        assert_eq!(Command::Order(OrderCommand::Checkout { order: "o".into() }).path(Service::Stock), None);
+    }
+
+    #[test]
+    fn checkouts_and_batch_inits_get_the_long_timeout() {
+        for service in [Service::Stock, Service::Payment, Service::Order] {
+            for route in routes(service) {
+                assert_eq!(route.long, ["checkout", "batch_init"].contains(&route.name), "{}", route.name);
+            }
         }
     }
 

@@ -4,7 +4,8 @@
 use crate::saga::{Participants, Step};
 use async_trait::async_trait;
 use common::client::{Answer, Batcher, Unavailable};
-use common::routing::{percent_encode as enc, Method};
+use common::routing::{Command, LedgerCommand};
+use common::topology::Service;
 
 /// How long one call to another service may take before it counts as unavailable (the saga
 /// then retries it with the same transaction id).
@@ -29,36 +30,44 @@ pub struct Remote {
     pub stock: Batcher,
 }
 
+/// A ledger command's call to `service` (its path from the route table).
+async fn call(to: &Batcher, service: Service, command: LedgerCommand) -> Result<Answer, Unavailable> {
+    let (method, path) = Command::Ledger(command)
+        .path(service)
+        .ok_or_else(|| Unavailable(format!("{service} has no route for the call")))?;
+    to.call(method, path).await
+}
+
 #[async_trait]
 impl Participants for Remote {
     async fn pay(&self, user: &str, amount: i64, tx: &str) -> Result<Step, Unavailable> {
-        let path = format!("/payment/tx/pay/{}/{amount}/{}", enc(user), enc(tx));
-        step(self.payment.call(Method::Post, path).await?)
+        let c = LedgerCommand::TxDebit { key: user.into(), amount, tx: tx.into() };
+        step(call(&self.payment, Service::Payment, c).await?)
     }
 
     async fn refund(&self, user: &str, tx: &str) -> Result<Step, Unavailable> {
-        let path = format!("/payment/tx/compensate/{}/{}", enc(user), enc(tx));
-        step(self.payment.call(Method::Post, path).await?)
+        let c = LedgerCommand::TxCompensate { key: user.into(), tx: tx.into() };
+        step(call(&self.payment, Service::Payment, c).await?)
     }
 
     async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Step, Unavailable> {
-        let path = format!("/stock/tx/subtract/{}/{qty}/{}", enc(item), enc(tx));
-        step(self.stock.call(Method::Post, path).await?)
+        let c = LedgerCommand::TxDebit { key: item.into(), amount: qty, tx: tx.into() };
+        step(call(&self.stock, Service::Stock, c).await?)
     }
 
     async fn release(&self, item: &str, tx: &str) -> Result<Step, Unavailable> {
-        let path = format!("/stock/tx/compensate/{}/{}", enc(item), enc(tx));
-        step(self.stock.call(Method::Post, path).await?)
+        let c = LedgerCommand::TxCompensate { key: item.into(), tx: tx.into() };
+        step(call(&self.stock, Service::Stock, c).await?)
     }
 
     async fn forget_payment(&self, user: &str, tx: &str) -> Result<(), Unavailable> {
-        let path = format!("/payment/tx/forget/{}/{}", enc(user), enc(tx));
-        told(self.payment.call(Method::Post, path).await?)
+        let c = LedgerCommand::TxForget { key: user.into(), tx: tx.into() };
+        told(call(&self.payment, Service::Payment, c).await?)
     }
 
     async fn forget_stock(&self, item: &str, tx: &str) -> Result<(), Unavailable> {
-        let path = format!("/stock/tx/forget/{}/{}", enc(item), enc(tx));
-        told(self.stock.call(Method::Post, path).await?)
+        let c = LedgerCommand::TxForget { key: item.into(), tx: tx.into() };
+        told(call(&self.stock, Service::Stock, c).await?)
     }
 }
 
@@ -74,7 +83,7 @@ fn told(answer: Answer) -> Result<(), Unavailable> {
 impl Remote {
     /// An item's price: `Ok(Err(text))` if the stock service refuses (unknown item).
     pub async fn price(&self, item: &str) -> Result<Result<i64, String>, Unavailable> {
-        let a = self.stock.call(Method::Get, format!("/stock/find/{}", enc(item))).await?;
+        let a = call(&self.stock, Service::Stock, LedgerCommand::Find { key: item.into() }).await?;
         match a.status {
             200 => {
                 let v: serde_json::Value =

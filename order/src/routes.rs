@@ -6,7 +6,7 @@ use crate::saga::{drive, Mode};
 use async_trait::async_trait;
 use common::idempotency::RequestKey;
 use common::reply::Reply;
-use common::routing::Target;
+use common::routing::{Command, OrderCommand};
 use common::server::{Handler, HandlerError, RequestCtx};
 use common::table::{Decision, Table};
 use common::worker::{Next, Schedule, Trigger};
@@ -209,12 +209,16 @@ impl Orders {
 
 #[async_trait]
 impl Handler for OrderHandler {
-    async fn handle(&self, t: Target, ctx: RequestCtx) -> Result<Reply, HandlerError> {
+    async fn handle(&self, command: Command, ctx: RequestCtx) -> Result<Reply, HandlerError> {
+        let Command::Order(command) = command else {
+            return Err(HandlerError::WrongService(format!("{command:?}")));
+        };
+        // The order's key: the dispatcher's (the command's own, or a minted one).
         let key = ctx.key.clone().expect("dispatcher sets the key");
         let rid = ctx.request.clone();
         let orders = &self.0;
-        match t.route.name {
-            "find" => {
+        match command {
+            OrderCommand::Find { .. } => {
                 let mut order = orders.table.read(&key).await?;
                 if order.as_ref().is_some_and(Order::in_flight) {
                     // A read never shows a checkout half done: wait for (or finish) it.
@@ -227,8 +231,8 @@ impl Handler for OrderHandler {
                     None => Reply::bad("order not found"),
                 })
             }
-            "create" => {
-                let order = Order::new(t.id(0));
+            OrderCommand::Create { user } => {
+                let order = Order::new(&user);
                 let reply = Reply::ok_json(&json!({ "order_id": key }));
                 Ok(orders
                     .table
@@ -238,8 +242,8 @@ impl Handler for OrderHandler {
                     })
                     .await?)
             }
-            "add_item" => orders.add_item(&key, t.id(1), t.int(2), rid.as_ref()).await,
-            "checkout" => {
+            OrderCommand::AddItem { item, quantity, .. } => orders.add_item(&key, &item, quantity, rid.as_ref()).await,
+            OrderCommand::Checkout { .. } => {
                 // The saga runs in its own task: a client that goes away does not cut it
                 // short between two steps.
                 let orders = orders.clone();
@@ -251,13 +255,16 @@ impl Handler for OrderHandler {
                 });
                 task.await.map_err(|e| HandlerError::Dependency(format!("checkout task: {e}")))?
             }
-            other => unreachable!("order route {other} is not dispatched here"),
+            OrderCommand::BatchInit { .. } => {
+                Err(HandlerError::WrongService("a batch_init reached the single-key handler".into()))
+            }
         }
     }
 
-    async fn batch_init(&self, t: Target, keys: Vec<String>) -> Result<Reply, HandlerError> {
-        // batch_init/{n}/{n_items}/{n_users}/{item_price}
-        let (n_items, n_users, price) = (t.int(1), t.int(2), t.int(3));
+    async fn batch_init(&self, command: Command, keys: Vec<String>) -> Result<Reply, HandlerError> {
+        let Command::Order(OrderCommand::BatchInit { n, n_items, n_users, item_price: price }) = command else {
+            return Err(HandlerError::WrongService(format!("{command:?} is not the order batch_init")));
+        };
         if n_items == 0 || n_users == 0 {
             return Ok(Reply::bad("batch_init needs at least one item and one user"));
         }
@@ -275,6 +282,6 @@ impl Handler for OrderHandler {
             Err(msg) => return Ok(Reply::bad(msg)),
         };
         self.0.table.replace_many(docs).await?;
-        Ok(Reply::ok_json(&json!({ "msg": format!("Batch init for {} orders successful", t.int(0)) })))
+        Ok(Reply::ok_json(&json!({ "msg": format!("Batch init for {n} orders successful") })))
     }
 }

@@ -4,7 +4,6 @@
 
 use common::ledger::{Account, LedgerHandler, LedgerKind};
 use common::reply::Reply;
-use common::routing::Target;
 use common::settings::ReplicaSettings;
 use common::topology::Topology;
 use serde_json::json;
@@ -20,7 +19,7 @@ impl LedgerKind for Payment {
     const NOT_FOUND: &'static str = "user not found";
     const INSUFFICIENT: &'static str = "not enough credit";
 
-    fn created(_: &Target) {}
+    fn created(_price: Option<i64>) {}
 
     fn create_reply(key: &str) -> Reply {
         Reply::ok_json(&json!({ "user_id": key }))
@@ -38,9 +37,8 @@ impl LedgerKind for Payment {
         Reply::ok_text(format!("User: {key} credit updated to: {}", doc.balance))
     }
 
-    fn batch_doc(t: &Target) -> Account<()> {
-        // batch_init/{n}/{starting_money}
-        Account { balance: t.int(1), extra: () }
+    fn batch_doc(balance: i64, _price: Option<i64>) -> Account<()> {
+        Account { balance, extra: () }
     }
 }
 

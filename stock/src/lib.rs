@@ -4,7 +4,6 @@
 
 use common::ledger::{Account, LedgerHandler, LedgerKind};
 use common::reply::Reply;
-use common::routing::Target;
 use common::settings::ReplicaSettings;
 use common::topology::Topology;
 use serde::{Deserialize, Serialize};
@@ -28,8 +27,9 @@ impl LedgerKind for Stock {
     const NOT_FOUND: &'static str = "item not found";
     const INSUFFICIENT: &'static str = "not enough stock";
 
-    fn created(t: &Target) -> ItemInfo {
-        ItemInfo { price: t.int(0) }
+    fn created(price: Option<i64>) -> ItemInfo {
+        // The stock route table always gives one.
+        ItemInfo { price: price.unwrap_or_default() }
     }
 
     fn create_reply(key: &str) -> Reply {
@@ -48,9 +48,8 @@ impl LedgerKind for Stock {
         Reply::ok_text(format!("Item: {key} stock updated to: {}", doc.balance))
     }
 
-    fn batch_doc(t: &Target) -> Account<ItemInfo> {
-        // batch_init/{n}/{starting_stock}/{item_price}
-        Account { balance: t.int(1), extra: ItemInfo { price: t.int(2) } }
+    fn batch_doc(balance: i64, price: Option<i64>) -> Account<ItemInfo> {
+        Account { balance, extra: ItemInfo { price: price.unwrap_or_default() } }
     }
 }
 
