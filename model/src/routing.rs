@@ -110,52 +110,54 @@ fn int(a: &[Arg], i: usize) -> i64 {
 use LedgerCommand as L;
 use OrderCommand as O;
 
+// The command builders the two ledgers share: their paths differ, their arguments do not.
+fn find(a: &[Arg]) -> Command {
+    Command::Ledger(L::Find { key: id(a, 0) })
+}
+fn credit(a: &[Arg]) -> Command {
+    Command::Ledger(L::Credit { key: id(a, 0), amount: int(a, 1) })
+}
+fn debit(a: &[Arg]) -> Command {
+    Command::Ledger(L::Debit { key: id(a, 0), amount: int(a, 1) })
+}
+fn tx_debit(a: &[Arg]) -> Command {
+    Command::Ledger(L::TxDebit { key: id(a, 0), amount: int(a, 1), tx: id(a, 2) })
+}
+
+// The saga's undo and forget are the same route in both ledgers.
+const TX_COMPENSATE: Route = internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0), |a| {
+    Command::Ledger(L::TxCompensate { key: id(a, 0), tx: id(a, 1) })
+});
+const TX_FORGET: Route = internal("tx_forget", &[Lit("tx"), Lit("forget"), Id, Id], Arg(0), |a| {
+    Command::Ledger(L::TxForget { key: id(a, 0), tx: id(a, 1) })
+});
+
 static STOCK: &[Route] = &[
     r("create", Post, &[Lit("item"), Lit("create"), Int], Mint, |a| {
         Command::Ledger(L::Create { price: Some(int(a, 0)) })
     }),
-    r("find", Get, &[Lit("find"), Id], Arg(0), |a| Command::Ledger(L::Find { key: id(a, 0) })),
-    r("credit", Post, &[Lit("add"), Id, Int], Arg(0), |a| {
-        Command::Ledger(L::Credit { key: id(a, 0), amount: int(a, 1) })
-    }),
-    r("debit", Post, &[Lit("subtract"), Id, Int], Arg(0), |a| {
-        Command::Ledger(L::Debit { key: id(a, 0), amount: int(a, 1) })
-    }),
+    r("find", Get, &[Lit("find"), Id], Arg(0), find),
+    r("credit", Post, &[Lit("add"), Id, Int], Arg(0), credit),
+    r("debit", Post, &[Lit("subtract"), Id, Int], Arg(0), debit),
     r("batch_init", Post, &[Lit("batch_init"), Int, Int, Int], Batch(0), |a| {
         Command::Ledger(L::BatchInit { n: int(a, 0), balance: int(a, 1), price: Some(int(a, 2)) })
     }),
-    internal("tx_debit", &[Lit("tx"), Lit("subtract"), Id, Int, Id], Arg(0), |a| {
-        Command::Ledger(L::TxDebit { key: id(a, 0), amount: int(a, 1), tx: id(a, 2) })
-    }),
-    internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0), |a| {
-        Command::Ledger(L::TxCompensate { key: id(a, 0), tx: id(a, 1) })
-    }),
-    internal("tx_forget", &[Lit("tx"), Lit("forget"), Id, Id], Arg(0), |a| {
-        Command::Ledger(L::TxForget { key: id(a, 0), tx: id(a, 1) })
-    }),
+    internal("tx_debit", &[Lit("tx"), Lit("subtract"), Id, Int, Id], Arg(0), tx_debit),
+    TX_COMPENSATE,
+    TX_FORGET,
 ];
 
 static PAYMENT: &[Route] = &[
     r("create", Post, &[Lit("create_user")], Mint, |_| Command::Ledger(L::Create { price: None })),
-    r("find", Get, &[Lit("find_user"), Id], Arg(0), |a| Command::Ledger(L::Find { key: id(a, 0) })),
-    r("credit", Post, &[Lit("add_funds"), Id, Int], Arg(0), |a| {
-        Command::Ledger(L::Credit { key: id(a, 0), amount: int(a, 1) })
-    }),
-    r("debit", Post, &[Lit("pay"), Id, Int], Arg(0), |a| {
-        Command::Ledger(L::Debit { key: id(a, 0), amount: int(a, 1) })
-    }),
+    r("find", Get, &[Lit("find_user"), Id], Arg(0), find),
+    r("credit", Post, &[Lit("add_funds"), Id, Int], Arg(0), credit),
+    r("debit", Post, &[Lit("pay"), Id, Int], Arg(0), debit),
     r("batch_init", Post, &[Lit("batch_init"), Int, Int], Batch(0), |a| {
         Command::Ledger(L::BatchInit { n: int(a, 0), balance: int(a, 1), price: None })
     }),
-    internal("tx_debit", &[Lit("tx"), Lit("pay"), Id, Int, Id], Arg(0), |a| {
-        Command::Ledger(L::TxDebit { key: id(a, 0), amount: int(a, 1), tx: id(a, 2) })
-    }),
-    internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0), |a| {
-        Command::Ledger(L::TxCompensate { key: id(a, 0), tx: id(a, 1) })
-    }),
-    internal("tx_forget", &[Lit("tx"), Lit("forget"), Id, Id], Arg(0), |a| {
-        Command::Ledger(L::TxForget { key: id(a, 0), tx: id(a, 1) })
-    }),
+    internal("tx_debit", &[Lit("tx"), Lit("pay"), Id, Int, Id], Arg(0), tx_debit),
+    TX_COMPENSATE,
+    TX_FORGET,
 ];
 
 static ORDER: &[Route] = &[
