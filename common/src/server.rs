@@ -74,8 +74,10 @@ pub struct ReplicaApp {
     pub closing: crate::rpc::Closing,
 }
 
-/// Whether a request carries the cluster secret.
-pub fn authorized(req: &HttpRequest, secret: &str) -> bool {
+/// Whether a request carries the cluster secret: [`require_secret`] asks, and the replica's
+/// dispatcher, which is also the app's default service (actix sends it a path under a guarded
+/// scope with the wrong method).
+fn authorized(req: &HttpRequest, secret: &str) -> bool {
     let given = req.headers().get(SECRET).map(|v| v.as_bytes()).unwrap_or(b"");
     // Compare without an early exit so the time taken says nothing about the secret.
     given.len() == secret.len() && given.iter().zip(secret.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
@@ -85,7 +87,9 @@ pub fn authorized(req: &HttpRequest, secret: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct ClusterSecret(pub Arc<str>);
 
-/// The one guard of every internal and admin-changing route (`scope.wrap(from_fn(require_secret))`):
+/// The one guard of every route that needs the cluster secret (`scope.wrap(from_fn(require_secret))`):
+/// on a replica everything but `/health` and `/metrics`; on a coordinator its `/internal`
+/// endpoints, the admin changes and the service's saga steps (`/{service}/tx/`).
 /// a request without the cluster secret ([`ClusterSecret`] in the app data; none registered
 /// refuses everything) is answered 403 before its path, query or body is read, so that a
 /// caller without the secret learns nothing from the way its request was malformed.
@@ -249,6 +253,7 @@ struct Call<'a> {
     epoch: Option<u64>,
 }
 
+/// A request a coordinator forwarded, and every path no endpoint took.
 async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
     if !authorized(&req, &app.secret) {
         return forbidden();
@@ -580,24 +585,28 @@ pub fn configure_replica(app: web::Data<ReplicaApp>) -> impl Fn(&mut web::Servic
             .app_data(web::PayloadConfig::new(MAX_BODY))
             .route("/health", web::get().to(replica_health))
             .route("/metrics", web::get().to(metrics))
-            .service(
-                web::scope("/internal")
-                    .wrap(actix_web::middleware::from_fn(require_secret))
-                    .route("/replicate", web::post().to(replicate))
-                    .route("/rpc", web::get().to(rpc))
-                    .route("/multi", web::post().to(multi))
-                    .route("/push/{target}", web::post().to(push))
-                    .route("/view", web::get().to(view))
-                    .route("/lease/{from}", web::get().to(lease))
-                    .route("/paxos", web::post().to(paxos))
-                    .route("/digest", web::get().to(digest))
-                    .route("/ae/list", web::post().to(ae_list))
-                    .route("/ae/fetch", web::post().to(ae_fetch))
-                    .route("/ae/repair", web::post().to(ae_repair))
-                    .route("/ae/end/{round}", web::post().to(ae_end)),
-            )
+            .service(internal_endpoints().wrap(actix_web::middleware::from_fn(require_secret)))
+            // The app's default service, so also what actix calls for a path under
+            // `/internal` with the wrong method: it checks the secret itself.
             .default_service(web::to(dispatch));
     }
+}
+
+/// The replica's internal endpoints, under `/internal`.
+fn internal_endpoints() -> actix_web::Scope {
+    web::scope("/internal")
+        .route("/replicate", web::post().to(replicate))
+        .route("/rpc", web::get().to(rpc))
+        .route("/multi", web::post().to(multi))
+        .route("/push/{target}", web::post().to(push))
+        .route("/view", web::get().to(view))
+        .route("/lease/{from}", web::get().to(lease))
+        .route("/paxos", web::post().to(paxos))
+        .route("/digest", web::get().to(digest))
+        .route("/ae/list", web::post().to(ae_list))
+        .route("/ae/fetch", web::post().to(ae_fetch))
+        .route("/ae/repair", web::post().to(ae_repair))
+        .route("/ae/end/{round}", web::post().to(ae_end))
 }
 
 /// How long a node waits for a request's head after accepting a connection before it answers

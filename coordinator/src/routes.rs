@@ -13,7 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use common::metrics::labels;
 use common::routing::{resolve, KeySource, Method, RouteError};
 use common::server::{
-    authorized, health, method_of, metrics_response, require_secret, route_error_parts, ClusterSecret, FORBIDDEN,
+    health, method_of, metrics_response, require_secret, route_error_parts, ClusterSecret, FORBIDDEN,
 };
 use common::wire::{MultiCall, REQUEST_ID, UNAVAILABLE_CAUSE};
 use std::borrow::Cow;
@@ -61,7 +61,16 @@ pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig
             .route("/rpc", web::get().to(rpc));
         #[cfg(feature = "fault-hooks")]
         let internal = internal.route("/fault/{cut_or_heal}/{replica}", web::post().to(fault));
-        cfg.service(internal).default_service(web::to(public));
+        // The internal routes of the service's API (the saga's steps, all under `tx/`: a test
+        // of the route table checks it) sit behind the same guard.
+        cfg.service(internal);
+        if common::routing::routes(app.service).iter().any(|r| r.internal) {
+            let saga_steps = web::scope(&format!("/{}/tx", app.service.prefix()))
+                .wrap(from_fn(require_secret))
+                .default_service(web::to(saga_step));
+            cfg.service(saga_steps);
+        }
+        cfg.default_service(web::to(public));
     }
 }
 
@@ -252,13 +261,23 @@ fn request_id_or_new(given: Option<&str>) -> Cow<'_, str> {
     }
 }
 
-/// Every other path: a public request of the service (or a 404).
+/// Every other path: a public request of the service (or a 404). It does not carry the
+/// secret as far as routing goes: an internal route reached here is refused.
 async fn public(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) -> HttpResponse {
+    routed(req, body, app, false).await
+}
+
+/// A path under the service's `tx/`, past the secret guard.
+async fn saga_step(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) -> HttpResponse {
+    routed(req, body, app, true).await
+}
+
+async fn routed(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>, authorized: bool) -> HttpResponse {
     let incoming = Incoming {
         method: method_of(&req),
         path: req.path(),
         path_and_query: req.uri().path_and_query().map_or(req.path(), |p| p.as_str()),
-        authorized: authorized(&req, &app.secret),
+        authorized,
         request_id: request_id_of(&req),
         body,
         content_type: req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),

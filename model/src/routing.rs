@@ -612,6 +612,18 @@ mod tests {
         assert_eq!(Command::Order(OrderCommand::Checkout { order: "o".into() }).path(Service::Stock), None);
     }
 
+    /// The coordinators guard `/{service}/tx/` with the secret: every internal route is there,
+    /// and only internal routes are.
+    #[test]
+    fn internal_routes_are_the_ones_under_tx() {
+        for service in [Service::Stock, Service::Payment, Service::Order] {
+            for route in routes(service) {
+                let under_tx = matches!(route.segs.first(), Some(Lit("tx")));
+                assert_eq!(route.internal, under_tx, "{service:?} {}", route.name);
+            }
+        }
+    }
+
     #[test]
     fn checkouts_and_batch_inits_get_the_long_timeout() {
         for service in [Service::Stock, Service::Payment, Service::Order] {
