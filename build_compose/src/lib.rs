@@ -421,8 +421,15 @@ pub const GATEWAY_RESOLVE_INTERVAL_S: u32 = 2;
 /// before 1.27.3 cannot re-resolve an upstream by itself, so this script runs nginx, looks
 /// the coordinators' names up every [`GATEWAY_RESOLVE_INTERVAL_S`] seconds through the
 /// container's resolver (Docker's DNS), and reloads nginx (gracefully: open connections
-/// finish on the old workers) when an address changed and every name resolves. Kubernetes
-/// needs none of this: its Services keep their addresses.
+/// finish on the old workers) when an address changed.
+///
+/// A stopped container's name does not resolve at all, and nginx refuses a config with a
+/// name it cannot resolve. So a name that does not resolve keeps its last known address, in
+/// `/etc/hosts` (which the lookups bypass: they run against the file as Docker wrote it):
+/// with one coordinator of a service stopped, a recreated other one is still taken up (the
+/// script used to wait for every name to resolve, and so never reloaded in that case: the
+/// test above failed when the stop came within a lookup interval of the recreation).
+/// Kubernetes needs none of this: its Services keep their addresses.
 pub fn gateway_script(ct: &Topology) -> String {
     let mut names: Vec<String> = Vec::new();
     for s in Service::ALL {
@@ -432,18 +439,42 @@ pub fn gateway_script(ct: &Topology) -> String {
     }
     header("#", "The gateway container's entry point: nginx, reloaded when a coordinator's address changes.")
         + &format!(
-            "# nginx resolves upstream names only when it loads its config (build_compose: gateway_script).\n\
-             names=\"{names}\"\n\
-             lookup() {{\n    for n in $names; do\n        getent hosts \"$n\" | head -n 1 | cut -d' ' -f1 || true\n    done\n}}\n\
-             nginx -g 'daemon off;' &\n\
-             pid=$!\n\
-             trap 'kill -QUIT $pid 2>/dev/null; wait $pid; exit 0' TERM INT QUIT\n\
-             last=$(lookup)\n\
-             while kill -0 $pid 2>/dev/null; do\n    sleep {GATEWAY_RESOLVE_INTERVAL_S}\n    now=$(lookup)\n    \
-             if [ \"$now\" != \"$last\" ] && [ \"$(printf '%s\\n' \"$now\" | grep -c .)\" -eq {count} ]; then\n        \
-             echo \"gateway: a coordinator's address changed; reloading nginx\" >&2\n        nginx -s reload && last=$now\n    fi\n\
-             done\n\
-             wait $pid\n",
+            r#"# nginx resolves upstream names only when it loads its config (build_compose: gateway_script).
+names="{names}"
+# /etc/hosts as Docker wrote it; the script adds the last known address of every coordinator
+# whose name does not resolve now (a stopped container), so that nginx can still load its config.
+base=$(cat /etc/hosts)
+# "name address" per coordinator, looked up in Docker's DNS (just "name" if it does not resolve).
+lookup() {{
+    printf '%s\n' "$base" > /etc/hosts
+    for n in $names; do
+        echo "$n $(getent hosts "$n" | head -n 1 | cut -d' ' -f1)"
+    done
+}}
+# Every name with its address now, or the last one it had ($1: the last table, $2: now).
+known() {{
+    printf '%s\n%s\n' "$1" "$2" | awk 'NF == 2 {{ a[$1] = $2 }} END {{ for (n in a) print n, a[n] }}' | sort
+}}
+# "address name" lines for /etc/hosts: the names that do not resolve now ($1: known, $2: now).
+pins() {{
+    printf '%s\n' "$2" | awk -v known="$1" 'BEGIN {{ n = split(known, l, "\n"); for (i = 1; i <= n; i++) {{ split(l[i], f, " "); a[f[1]] = f[2] }} }} NF == 1 && ($1 in a) {{ print a[$1], $1 }}'
+}}
+last=$(known "" "$(lookup)")
+nginx -g 'daemon off;' &
+pid=$!
+trap 'kill -QUIT $pid 2>/dev/null; wait $pid; exit 0' TERM INT QUIT
+while kill -0 $pid 2>/dev/null; do
+    sleep {GATEWAY_RESOLVE_INTERVAL_S}
+    now=$(lookup)
+    next=$(known "$last" "$now")
+    {{ printf '%s\n' "$base"; pins "$next" "$now"; }} > /etc/hosts
+    if [ "$next" != "$last" ] && [ "$(printf '%s\n' "$next" | grep -c .)" -eq {count} ]; then
+        echo "gateway: a coordinator's address changed; reloading nginx" >&2
+        nginx -s reload && last=$next
+    fi
+done
+wait $pid
+"#,
             names = names.join(" "),
             count = names.len(),
         )

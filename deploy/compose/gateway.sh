@@ -3,21 +3,36 @@
 # change the topology or build_compose/src/lib.rs and generate again (a test checks it).
 # nginx resolves upstream names only when it loads its config (build_compose: gateway_script).
 names="order-coordinator-0 order-coordinator-1 payment-coordinator-0 payment-coordinator-1 stock-coordinator-0 stock-coordinator-1"
+# /etc/hosts as Docker wrote it; the script adds the last known address of every coordinator
+# whose name does not resolve now (a stopped container), so that nginx can still load its config.
+base=$(cat /etc/hosts)
+# "name address" per coordinator, looked up in Docker's DNS (just "name" if it does not resolve).
 lookup() {
+    printf '%s\n' "$base" > /etc/hosts
     for n in $names; do
-        getent hosts "$n" | head -n 1 | cut -d' ' -f1 || true
+        echo "$n $(getent hosts "$n" | head -n 1 | cut -d' ' -f1)"
     done
 }
+# Every name with its address now, or the last one it had ($1: the last table, $2: now).
+known() {
+    printf '%s\n%s\n' "$1" "$2" | awk 'NF == 2 { a[$1] = $2 } END { for (n in a) print n, a[n] }' | sort
+}
+# "address name" lines for /etc/hosts: the names that do not resolve now ($1: known, $2: now).
+pins() {
+    printf '%s\n' "$2" | awk -v known="$1" 'BEGIN { n = split(known, l, "\n"); for (i = 1; i <= n; i++) { split(l[i], f, " "); a[f[1]] = f[2] } } NF == 1 && ($1 in a) { print a[$1], $1 }'
+}
+last=$(known "" "$(lookup)")
 nginx -g 'daemon off;' &
 pid=$!
 trap 'kill -QUIT $pid 2>/dev/null; wait $pid; exit 0' TERM INT QUIT
-last=$(lookup)
 while kill -0 $pid 2>/dev/null; do
     sleep 2
     now=$(lookup)
-    if [ "$now" != "$last" ] && [ "$(printf '%s\n' "$now" | grep -c .)" -eq 6 ]; then
+    next=$(known "$last" "$now")
+    { printf '%s\n' "$base"; pins "$next" "$now"; } > /etc/hosts
+    if [ "$next" != "$last" ] && [ "$(printf '%s\n' "$next" | grep -c .)" -eq 6 ]; then
         echo "gateway: a coordinator's address changed; reloading nginx" >&2
-        nginx -s reload && last=$now
+        nginx -s reload && last=$next
     fi
 done
 wait $pid
