@@ -204,8 +204,6 @@ pub struct Node {
     empty_start: std::sync::atomic::AtomicBool,
     /// Read-lease bookkeeping (`crate::lease`).
     leases: std::sync::Mutex<Leases>,
-    /// How long to wait for a coordinator to settle a suspicion.
-    suspect_timeout: Duration,
     /// Open anti-entropy rounds: when each began here, and the keys written since.
     rounds: std::sync::Mutex<HashMap<u64, (std::time::Instant, std::collections::HashSet<String>)>>,
     /// Keys whose last write here was not acknowledged by every peer (see
@@ -213,8 +211,6 @@ pub struct Node {
     unreplicated: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The epoch of the view served by, for those who act when it changes ([`Node::views`]).
     epochs: tokio::sync::watch::Sender<u64>,
-    /// How long a request id's record is kept ([`Timings::request_ttl`]).
-    request_ttl: Duration,
     /// The node's timeouts and intervals.
     timings: Timings,
     /// The node's background loops ([`Node::start_workers`], and the service's own).
@@ -280,8 +276,6 @@ impl Node {
             unreplicated: Default::default(),
             store_failure: Default::default(),
             settled: Default::default(),
-            suspect_timeout: timings.suspect,
-            request_ttl: timings.request_ttl,
             timings,
             workers: Workers::new(),
             rounds: Default::default(),
@@ -564,7 +558,7 @@ impl Node {
 
     /// How long a request id's record is kept beside its document.
     pub fn request_ttl(&self) -> Duration {
-        self.request_ttl
+        self.timings.request_ttl
     }
 
     /// Makes sure the stored state of document `key` (and of the side records its writes left,
@@ -769,7 +763,7 @@ impl Node {
             let r = self
                 .http
                 .post(format!("{base}/internal/suspect/{peer}"))
-                .timeout(self.suspect_timeout)
+                .timeout(self.timings.suspect)
                 .header(crate::wire::SECRET, &self.secret)
                 .send()
                 .await;
