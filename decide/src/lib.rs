@@ -9,7 +9,8 @@
 //! - [`fanout`]: what a primary does when peers did not acknowledge its fan-out;
 //! - [`rejoin`]: a learner's full copy and its promotion;
 //! - [`antientropy`]: planning an anti-entropy round from the replicas' digests (the buckets
-//!   in flux, the repairs to make).
+//!   in flux, the repairs to make);
+//! - [`saga`]: the checkout saga's next step: start, finish, roll forward or compensate.
 //!
 //! Every function takes what it needs as arguments, time included (an `Instant` or
 //! milliseconds), and returns what to do; the callers in `common` and `coordinator` do the
@@ -23,3 +24,4 @@ pub mod lease;
 pub mod ledger;
 pub mod paxos;
 pub mod rejoin;
+pub mod saga;

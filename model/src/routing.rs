@@ -225,6 +225,24 @@ pub enum OrderCommand {
 }
 
 impl Command {
+    /// The key the command is routed by: the document it names (a create's key is minted, a
+    /// batch_init's are many).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Command::Ledger(
+                L::Find { key }
+                | L::Credit { key, .. }
+                | L::Debit { key, .. }
+                | L::TxDebit { key, .. }
+                | L::TxCompensate { key, .. }
+                | L::TxForget { key, .. },
+            ) => Some(key),
+            Command::Order(O::Find { order } | O::AddItem { order, .. } | O::Checkout { order }) => Some(order),
+            Command::Ledger(L::Create { .. } | L::BatchInit { .. })
+            | Command::Order(O::Create { .. } | O::BatchInit { .. }) => None,
+        }
+    }
+
     /// The name of the route that carries it.
     pub fn route_name(&self) -> &'static str {
         match self {
@@ -601,6 +619,7 @@ mod tests {
                 let (method, path) = command.path(service).expect("renders");
                 assert_eq!(method, route.method);
                 let back = resolve(service, method, &path).expect("resolves");
+                assert_eq!(command.key(), back.key(), "{path}: the command's key is the route's");
                 assert_eq!((back.route.name, back.command()), (route.name, command), "{path}");
             }
         }

@@ -2,8 +2,9 @@
 //! runs.
 //!
 //! - [`rpc`]: internal calls over one WebSocket connection per pair of nodes;
-//! - [`client`]: HTTP clients of the nodes and of another service's coordinators, and
-//!   [`batching`]: queues whose items go out together;
+//! - [`client`]: HTTP clients of the nodes and of another service's coordinators,
+//!   [`direct`]: calls to another service's primaries by the views their rejections carry,
+//!   and [`batching`]: queues whose items go out together;
 //! - [`standing`]: whether the peers accept this node's cluster secret;
 //! - [`endpoint`]: addresses and URLs of nodes;
 //! - [`metrics`]: the registry every process counts into (the catalogue is `model::metrics`);
@@ -15,6 +16,7 @@
 
 pub mod batching;
 pub mod client;
+pub mod direct;
 pub mod endpoint;
 pub mod logging;
 pub mod metrics;

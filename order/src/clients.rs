@@ -1,9 +1,12 @@
-//! The order service's clients of the other services, through their coordinators: the
-//! saga's participants and the price lookup of addItem.
+//! The order service's clients of the other services: the saga's participants and the price
+//! lookup of addItem. Each call goes to its key's primary directly, by the views the
+//! replicas' rejections carry, and through the service's coordinators when it cannot
+//! (`common::direct`, docs/design.md §6.6).
 
-use crate::saga::{Participants, Step};
+use crate::saga::{Outcome, Participants};
 use async_trait::async_trait;
-use common::client::{Answer, Batcher, Unavailable};
+use common::client::{Answer, Unavailable};
+use common::direct::Direct;
 use common::routing::{Command, LedgerCommand};
 use common::topology::Service;
 
@@ -11,51 +14,63 @@ use common::topology::Service;
 /// then retries it with the same transaction id).
 pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a direct call to a primary may take before it goes through the coordinators:
+/// a primary answers a step in milliseconds, unless it waits on a peer that is gone, which
+/// the coordinators find and evict.
+pub const DIRECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a replica that did not answer a direct call is passed over: calls for its keys
+/// go through the coordinators meanwhile, and the first one after learns the view that
+/// evicted it, if one did.
+pub const PASS_OVER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A step's business answer from an HTTP answer: 200 applied, 400 refused; anything else
 /// is not an answer about the step (misrouted, refused for the secret) and is retried.
-fn step(answer: Answer) -> Result<Step, Unavailable> {
+fn step(answer: Answer) -> Result<Outcome, Unavailable> {
     match answer.status {
-        200 => Ok(Step::Done),
-        400 => Ok(Step::Refused(answer.body)),
+        200 => Ok(Outcome::Done),
+        400 => Ok(Outcome::Refused(answer.body)),
         s => Err(Unavailable(format!("unexpected status {s}: {}", answer.body))),
     }
 }
 
-/// The payment and stock services over HTTP. Calls made at the same time (the steps of
-/// concurrent checkouts) travel together as multi calls (`common::client::Batcher`).
+/// The payment and stock services. Calls made at the same time (the steps of concurrent
+/// checkouts) travel together as multi calls, to a primary or to a coordinator.
 pub struct Remote {
-    /// The payment service's coordinators.
-    pub payment: Batcher,
-    /// The stock service's coordinators.
-    pub stock: Batcher,
+    /// The payment service's primaries.
+    pub payment: Direct,
+    /// The stock service's primaries.
+    pub stock: Direct,
 }
 
-/// A ledger command's call to `service` (its path from the route table).
-async fn call(to: &Batcher, service: Service, command: LedgerCommand) -> Result<Answer, Unavailable> {
-    let (method, path) = Command::Ledger(command)
-        .path(service)
-        .ok_or_else(|| Unavailable(format!("{service} has no route for the call")))?;
-    to.call(method, path).await
+/// A ledger command's call to `service` (its path from the route table), to its key's
+/// primary.
+async fn call(to: &Direct, service: Service, command: LedgerCommand) -> Result<Answer, Unavailable> {
+    let command = Command::Ledger(command);
+    let key = command.key().ok_or_else(|| Unavailable(format!("{command:?} names no key")))?.to_string();
+    let (method, path) =
+        command.path(service).ok_or_else(|| Unavailable(format!("{service} has no route for the call")))?;
+    to.call(&key, method, path).await
 }
 
 #[async_trait]
 impl Participants for Remote {
-    async fn pay(&self, user: &str, amount: i64, tx: &str) -> Result<Step, Unavailable> {
+    async fn pay(&self, user: &str, amount: i64, tx: &str) -> Result<Outcome, Unavailable> {
         let c = LedgerCommand::TxDebit { key: user.into(), amount, tx: tx.into() };
         step(call(&self.payment, Service::Payment, c).await?)
     }
 
-    async fn refund(&self, user: &str, tx: &str) -> Result<Step, Unavailable> {
+    async fn refund(&self, user: &str, tx: &str) -> Result<Outcome, Unavailable> {
         let c = LedgerCommand::TxCompensate { key: user.into(), tx: tx.into() };
         step(call(&self.payment, Service::Payment, c).await?)
     }
 
-    async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Step, Unavailable> {
+    async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Outcome, Unavailable> {
         let c = LedgerCommand::TxDebit { key: item.into(), amount: qty, tx: tx.into() };
         step(call(&self.stock, Service::Stock, c).await?)
     }
 
-    async fn release(&self, item: &str, tx: &str) -> Result<Step, Unavailable> {
+    async fn release(&self, item: &str, tx: &str) -> Result<Outcome, Unavailable> {
         let c = LedgerCommand::TxCompensate { key: item.into(), tx: tx.into() };
         step(call(&self.stock, Service::Stock, c).await?)
     }
@@ -106,8 +121,8 @@ mod tests {
     #[test]
     fn step_answers() {
         let a = |status, body: &str| Answer { status, body: body.into() };
-        assert_eq!(step(a(200, "applied")).unwrap(), Step::Done);
-        assert_eq!(step(a(400, "not enough stock")).unwrap(), Step::Refused("not enough stock".into()));
+        assert_eq!(step(a(200, "applied")).unwrap(), Outcome::Done);
+        assert_eq!(step(a(400, "not enough stock")).unwrap(), Outcome::Refused("not enough stock".into()));
         assert!(step(a(421, "{}")).is_err());
         assert!(step(a(403, "secret")).is_err());
     }

@@ -4,57 +4,22 @@
 //! write and whichever node is the order's primary next can resume from it.
 
 use common::reply::Reply;
+pub use decide::saga::Phase;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-/// Where a checkout attempt stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Charging the user.
-    Paying,
-    /// Taking each item's stock.
-    Reserving,
-    /// Done: paid and stock taken.
-    Paid,
-    /// Undoing the attempt: stock put back, then the payment refunded.
-    Compensating,
-    /// Undone; the order may be checked out again with a new attempt.
-    Failed,
-}
-
-impl Phase {
-    /// Whether a saga is under way in this phase (and must be driven to its end before
-    /// anything else happens to the order).
-    pub fn in_flight(self) -> bool {
-        matches!(self, Phase::Paying | Phase::Reserving | Phase::Compensating)
-    }
-}
-
-/// The current (or last) checkout attempt.
+/// The current (or last) checkout attempt: one record before its steps are sent, one at its
+/// end (docs/design.md §6.1). Its steps are the order's user and total and its lines, which
+/// do not change while it is in flight (addItem finishes an attempt in flight first).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkout {
     /// Attempt number, from 1; the transaction id is `order_id#attempt`.
     pub attempt: u32,
     /// Where the attempt stands.
     pub phase: Phase,
-    /// What compensating must undo; set when the attempt starts compensating.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub undo: Option<Undo>,
     /// Why the attempt failed (the client's 400 text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-}
-
-/// What a failed attempt must undo: every step that was applied or whose outcome is unknown
-/// (a compensation of a step that never arrived records it as compensated, which fences a
-/// late copy of it). Steps refused at once, or never sent, need nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Undo {
-    /// Items whose stock is put back.
-    pub items: Vec<String>,
-    /// Whether the payment is refunded.
-    pub refund: bool,
 }
 
 /// An order.
@@ -84,9 +49,10 @@ impl Order {
         self.checkout.as_ref().map(|c| c.phase)
     }
 
-    /// Whether a saga is under way.
+    /// Whether a saga is under way (and must be driven to its end before anything else
+    /// happens to the order).
     pub fn in_flight(&self) -> bool {
-        self.phase().is_some_and(Phase::in_flight)
+        self.phase() == Some(Phase::InFlight)
     }
 
     /// The `find` reply.
@@ -118,35 +84,22 @@ impl Order {
         Ok(next)
     }
 
-    /// The order with a new checkout attempt in `Paying`.
+    /// The order with a new checkout attempt in flight.
     pub fn start_attempt(&self) -> Order {
         let attempt = self.checkout.as_ref().map(|c| c.attempt).unwrap_or(0) + 1;
-        self.with(Checkout { attempt, phase: Phase::Paying, undo: None, reason: None })
+        self.with(Checkout { attempt, phase: Phase::InFlight, reason: None })
     }
 
-    /// The order with its attempt moved to `phase`.
-    pub fn moved(&self, phase: Phase) -> Order {
-        let mut c = self.checkout.clone().expect("a checkout is under way");
-        c.phase = phase;
-        let mut next = self.with(c);
-        if phase == Phase::Paid {
-            next.paid = true;
-        }
-        next
+    /// The order with its attempt finished: paid.
+    pub fn paid(&self) -> Order {
+        let c = self.checkout.clone().expect("a checkout is under way");
+        Order { paid: true, ..self.with(Checkout { phase: Phase::Paid, ..c }) }
     }
 
-    /// The order with its attempt compensating `undo`, for `reason`.
-    pub fn compensating(&self, reason: &str, undo: Undo) -> Order {
-        let mut next = self.moved(Phase::Compensating);
-        let c = next.checkout.as_mut().unwrap();
-        c.reason = Some(reason.to_string());
-        c.undo = Some(undo);
-        next
-    }
-
-    /// Every item of the order.
-    pub fn item_ids(&self) -> Vec<String> {
-        self.items.iter().map(|(id, _)| id.clone()).collect()
+    /// The order with its attempt finished: failed for `reason`, its steps undone.
+    pub fn failed(&self, reason: &str) -> Order {
+        let c = self.checkout.clone().expect("a checkout is under way");
+        self.with(Checkout { phase: Phase::Failed, reason: Some(reason.to_string()), ..c })
     }
 
     fn with(&self, c: Checkout) -> Order {
@@ -199,19 +152,28 @@ mod tests {
         let o = o.start_attempt();
         assert_eq!(o.checkout.as_ref().unwrap().attempt, 1);
         assert!(o.in_flight());
-        let o = o.moved(Phase::Reserving);
-        let undo = Undo { items: vec!["a".into()], refund: true };
-        let failed = o.compensating("not enough stock", undo.clone()).moved(Phase::Failed);
-        assert_eq!(failed.checkout.as_ref().unwrap().undo, Some(undo));
+        let failed = o.failed("not enough stock");
         assert!(!failed.in_flight());
         assert!(!failed.paid);
         assert_eq!(failed.checkout.as_ref().unwrap().reason.as_deref(), Some("not enough stock"));
-        // A new attempt after a failure has a new transaction id.
+        // A new attempt after a failure has a new transaction id and no reason.
         let again = failed.start_attempt();
         assert_eq!(again.checkout.as_ref().unwrap().attempt, 2);
-        assert_eq!(again.checkout.as_ref().unwrap().undo, None);
-        let paid = again.moved(Phase::Reserving).moved(Phase::Paid);
+        assert_eq!(again.checkout.as_ref().unwrap().reason, None);
+        let paid = again.paid();
         assert!(paid.paid && !paid.in_flight());
+        assert_eq!(paid.phase(), Some(Phase::Paid));
+    }
+
+    /// An order written by the saga before one in-flight record replaced its three (its
+    /// `undo` list included) reads as in flight, and a driver finishes it.
+    #[test]
+    fn an_order_recorded_mid_saga_by_the_earlier_saga_reads_as_in_flight() {
+        let old = r#"{"user_id":"u","items":[["a",1]],"total_cost":3,"paid":false,
+            "checkout":{"attempt":2,"phase":"compensating","undo":{"items":["a"],"refund":true},"reason":"x"}}"#;
+        let o: Order = serde_json::from_str(old).unwrap();
+        assert!(o.in_flight());
+        assert_eq!(o.checkout.unwrap().attempt, 2);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The order service: orders, addItem (which reads the item's price from stock) and the
 //! checkout saga across payment and stock.
 //!
-//! Code map: `domain` (the document and its pure rules), `saga` (the checkout driver),
-//! `clients` (payment and stock through their coordinators), `routes` (what each request
-//! does).
+//! Code map: `domain` (the document and its pure rules), `saga` (the checkout driver; its
+//! decisions are `decide::saga`), `clients` (payment and stock, at their primaries),
+//! `routes` (what each request does).
 
 pub mod clients;
 pub mod domain;
@@ -11,6 +11,7 @@ pub mod routes;
 pub mod saga;
 
 use common::client::{Batcher, ServiceClient};
+use common::direct::Direct;
 use common::settings::ReplicaSettings;
 use common::topology::{Service, Topology};
 use routes::{OrderHandler, Orders};
@@ -28,7 +29,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let client = |s: Service| {
-        Batcher::new(ServiceClient::new(&topology.nodes(s).coordinators, &settings.secret, clients::CALL_TIMEOUT))
+        let coordinators = ServiceClient::new(&topology.nodes(s).coordinators, &settings.secret, clients::CALL_TIMEOUT);
+        let replicas = &topology.nodes(s).replicas;
+        Direct::new(replicas, &settings.secret, clients::DIRECT_TIMEOUT, clients::PASS_OVER, Batcher::new(coordinators))
     };
     let remote = clients::Remote { payment: client(Service::Payment), stock: client(Service::Stock) };
     common::server::run_replica(settings, topology.clone(), listener, shutdown, move |node| {

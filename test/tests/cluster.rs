@@ -539,3 +539,46 @@ async fn multi_calls_answer_as_single_calls() {
     }
     c.assert_replicas_equal(Service::Stock).await;
 }
+
+/// The sum of a counter's samples in a node's `/metrics` whose labels include `with`.
+async fn counter(addr: &str, name: &str, with: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| l.contains(with))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The saga's steps go from the order's primary to the payment and stock primaries
+/// directly (docs/design.md §6.6): the payment and stock coordinators route none of them,
+/// and the primaries answer every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_steps_go_to_the_primaries_directly() {
+    const ORDERS: usize = 30;
+    let c = start(3).await;
+    let api = Api::new(&c.gateway_url());
+    api.post_ok("/payment/batch_init/10/1000").await;
+    api.post_ok("/stock/batch_init/10/1000/1").await;
+    api.post_ok(&format!("/orders/batch_init/{ORDERS}/10/10/1")).await;
+    let statuses = run_parallel(ORDERS, 8, |i| {
+        let api = api.clone();
+        async move { api.post(&format!("/orders/checkout/{i}")).await.status }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let t = c.topology();
+    let (mut routed, mut at_primaries) = (0.0, 0.0);
+    for s in [Service::Payment, Service::Stock] {
+        for addr in &t.nodes(s).coordinators {
+            routed += counter(addr, "coordinator_requests_total", "route=\"tx_").await;
+            routed += counter(addr, "coordinator_multi_calls_total", "").await;
+        }
+        for addr in &t.nodes(s).replicas {
+            at_primaries += counter(addr, "replica_requests_total", "route=\"tx_debit\",status=\"200\"").await;
+        }
+    }
+    assert_eq!(routed, 0.0, "saga steps routed by the coordinators");
+    // One payment and one or two items per order (two draws of one item make one line).
+    assert!(at_primaries >= 2.0 * ORDERS as f64, "{at_primaries} steps applied at the primaries");
+}

@@ -1,0 +1,289 @@
+//! Calls to another service's primaries, made directly (docs/design.md §6.6): the order
+//! service's saga steps go to the payment and stock primaries without the hop through their
+//! coordinators.
+//!
+//! The caller learns the service's view from the replicas' rejections: every replica answers
+//! a call that is not its key's, or that names an older epoch, with a 421 carrying its view
+//! ([`crate::client`]'s coordinators do the same). With no view yet, a call goes to some
+//! replica under epoch 0, older than every view, and its rejection brings the view. A call
+//! goes to its key's primary in the newest view learned, under that view's epoch, so a
+//! replica fences it exactly as it fences a coordinator's; a rejection with a newer view is
+//! followed once.
+//!
+//! Anything else goes through the coordinators ([`Batcher`]), which follow views, re-probe
+//! and evict: no view, a second rejection, a replica that did not answer or answered with its
+//! own failure (a 5xx: recovering, no read lease, a store that failed). A replica that did not
+//! answer is passed over for [`Direct::new`]'s `pass_over` while the coordinators deal with
+//! it. Only calls that may be repeated go through here: each is keyed by what its path
+//! carries (a saga step's transaction id), so the same call sent directly and then through a
+//! coordinator is applied once.
+//!
+//! Concurrent calls to one primary travel together as one multi call
+//! (`model::wire::MULTI_PATH`), as [`Batcher`]'s do to a coordinator.
+
+use crate::batching::BatchQueue;
+use crate::client::{Answer, Batcher, Unavailable};
+use actix_web::web::Bytes;
+use model::routing::Method;
+use model::wire::{MultiAnswer, MultiCall, View, EPOCH, MULTI_PATH, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// The epoch a call carries when the caller knows no view: older than every view (views
+/// start at 1), so the replica that gets it answers with its view.
+pub const NO_EPOCH: u64 = 0;
+
+/// What a replica's answer to a direct call means to the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reached {
+    /// The answer to the call (a success or a business refusal).
+    Answer,
+    /// Not this replica's key, or an older epoch: its view, to follow.
+    Misdirected(View),
+    /// Not an answer about the call: the coordinators take it from here.
+    Elsewhere,
+}
+
+/// Classifies a replica's answer to a direct call: a 421 with a view is followed, a 5xx (the
+/// replica's own failure, its recovery, its want of a read lease, a quorum it could not
+/// reach) is left to the coordinators, anything else is the answer.
+pub fn reached(status: u16, body: &str) -> Reached {
+    if status == STATUS_MISDIRECTED {
+        return match serde_json::from_str::<View>(body) {
+            Ok(view) => Reached::Misdirected(view),
+            Err(_) => Reached::Elsewhere,
+        };
+    }
+    if status >= 500 {
+        return Reached::Elsewhere;
+    }
+    Reached::Answer
+}
+
+/// Whether `offered` should replace `held` as the view calls are routed by.
+pub fn newer(held: Option<&View>, offered: &View) -> bool {
+    held.is_none_or(|h| offered.epoch > h.epoch)
+}
+
+struct Pending {
+    call: MultiCall,
+    epoch: u64,
+    done: oneshot::Sender<Result<MultiAnswer, String>>,
+}
+
+/// Calls one service's primaries directly, and through its coordinators when it must.
+pub struct Direct {
+    /// One internal connection per replica (id = index).
+    replicas: Vec<Arc<crate::rpc::Client>>,
+    /// Calls waiting to go to each replica.
+    queues: Vec<BatchQueue<Pending>>,
+    /// The newest view learned.
+    view: RwLock<Option<View>>,
+    /// Until when each replica is passed over, after it did not answer.
+    passed_over: Mutex<Vec<Option<Instant>>>,
+    /// How long a replica that did not answer is passed over.
+    pass_over: Duration,
+    /// Longest wait for a direct answer.
+    timeout: Duration,
+    /// The replica a call without a view goes to next.
+    next: AtomicUsize,
+    /// The service's coordinators.
+    fallback: Batcher,
+}
+
+impl Direct {
+    /// Direct calls to the replicas at `replicas` (`host:port`, id = index), each answered
+    /// within `timeout`, and through `fallback` when they cannot be made or answered; a
+    /// replica that did not answer is passed over for `pass_over`.
+    pub fn new(replicas: &[String], secret: &str, timeout: Duration, pass_over: Duration, fallback: Batcher) -> Direct {
+        Direct {
+            replicas: replicas.iter().map(|a| Arc::new(crate::rpc::Client::new(a, secret, true, timeout))).collect(),
+            queues: replicas.iter().map(|_| BatchQueue::default()).collect(),
+            view: RwLock::new(None),
+            passed_over: Mutex::new(vec![None; replicas.len()]),
+            pass_over,
+            timeout,
+            next: AtomicUsize::new(0),
+            fallback,
+        }
+    }
+
+    /// The view calls are routed by, if one was learned.
+    pub fn view(&self) -> Option<View> {
+        self.view.read().unwrap().clone()
+    }
+
+    /// Makes a call keyed by `key`; its answer as [`crate::client::ServiceClient::call`]
+    /// would give it. Only for calls that may be repeated (see the module's text).
+    pub async fn call(&self, key: &str, method: Method, path: String) -> Result<Answer, Unavailable> {
+        // One try by the view held, one more by the view its rejection brings.
+        for _ in 0..2 {
+            let Some((to, epoch)) = self.route(key) else { break };
+            match self.send(to, epoch, MultiCall { method, path: path.clone() }).await {
+                Ok(a) => match reached(a.status, &a.body) {
+                    Reached::Answer => return Ok(Answer { status: a.status, body: a.body }),
+                    Reached::Misdirected(view) => self.learn(view),
+                    Reached::Elsewhere => {
+                        log::debug!("replica {to} answered {} to {path}: through the coordinators", a.status);
+                        self.pass_over(to);
+                        break;
+                    }
+                },
+                Err(why) => {
+                    log::debug!("replica {to} did not answer {path}: {why}; through the coordinators");
+                    self.pass_over(to);
+                    break;
+                }
+            }
+        }
+        self.fallback.call(method, path).await
+    }
+
+    /// The replica to send a call for `key` to, and the epoch it carries: the key's primary
+    /// in the view held; with no view, the next replica under [`NO_EPOCH`]. `None` when that
+    /// replica is passed over (or the view names no primary).
+    fn route(&self, key: &str) -> Option<(u32, u64)> {
+        let (to, epoch) = match &*self.view.read().unwrap() {
+            Some(view) => (view.primary(key)?, view.epoch),
+            None => ((self.next.fetch_add(1, Ordering::Relaxed) % self.replicas.len().max(1)) as u32, NO_EPOCH),
+        };
+        let mut passed = self.passed_over.lock().unwrap();
+        let slot = passed.get_mut(to as usize)?;
+        match slot {
+            Some(until) if Instant::now() < *until => None,
+            _ => {
+                *slot = None;
+                Some((to, epoch))
+            }
+        }
+    }
+
+    fn learn(&self, offered: View) {
+        let mut held = self.view.write().unwrap();
+        if newer(held.as_ref(), &offered) {
+            log::debug!("routing direct calls by view {}", offered.epoch);
+            *held = Some(offered);
+        }
+    }
+
+    fn pass_over(&self, to: u32) {
+        if let Some(slot) = self.passed_over.lock().unwrap().get_mut(to as usize) {
+            *slot = Some(Instant::now() + self.pass_over);
+        }
+    }
+
+    /// Sends one call to replica `to` with the calls queued for it at the same time.
+    async fn send(&self, to: u32, epoch: u64, call: MultiCall) -> Result<MultiAnswer, String> {
+        let (done, wait) = oneshot::channel();
+        let queue = &self.queues[to as usize];
+        queue
+            .push(
+                Pending { call, epoch, done },
+                crate::client::BATCH_SENDERS,
+                crate::client::MAX_BATCH_CALLS,
+                |_| 1,
+                || {
+                    let (client, timeout) = (self.replicas[to as usize].clone(), self.timeout);
+                    move |group| {
+                        let client = client.clone();
+                        async move { send_group(&client, timeout, group).await }
+                    }
+                },
+            )
+            .map_err(|_| "direct sender stopped".to_string())?;
+        wait.await.map_err(|_| "direct sender dropped the call".to_string())?
+    }
+}
+
+/// Sends a group of calls to one replica: the calls of each epoch together (one multi call,
+/// or a plain request when alone).
+async fn send_group(client: &crate::rpc::Client, timeout: Duration, group: Vec<Pending>) {
+    let mut by_epoch: BTreeMap<u64, Vec<Pending>> = BTreeMap::new();
+    for p in group {
+        by_epoch.entry(p.epoch).or_default().push(p);
+    }
+    let sends = by_epoch.into_iter().map(|(epoch, mut calls)| async move {
+        let epoch_header = (EPOCH.to_string(), epoch.to_string());
+        if calls.len() == 1 {
+            let p = calls.pop().expect("one call");
+            let request = crate::rpc::Request {
+                method: p.call.method,
+                path: p.call.path,
+                headers: vec![epoch_header],
+                body: Bytes::new(),
+            };
+            let answer = client.call(&request, timeout).await.map_err(|e| e.to_string()).map(|r| MultiAnswer {
+                status: r.status,
+                json: r.header("content-type").is_some_and(|c| c.starts_with("application/json")),
+                cause: r.header(UNAVAILABLE_CAUSE).map(str::to_string),
+                body: String::from_utf8_lossy(&r.body).into_owned(),
+            });
+            let _ = p.done.send(answer);
+            return;
+        }
+        let (calls, dones): (Vec<MultiCall>, Vec<_>) = calls.into_iter().map(|p| (p.call, p.done)).unzip();
+        let request = crate::rpc::Request {
+            method: Method::Post,
+            path: MULTI_PATH.to_string(),
+            headers: vec![epoch_header, ("content-type".to_string(), "application/json".to_string())],
+            body: Bytes::from(serde_json::to_vec(&calls).expect("calls serialize")),
+        };
+        let answers: Result<Vec<MultiAnswer>, String> = match client.call(&request, timeout).await {
+            Ok(r) if r.status == 200 => {
+                serde_json::from_slice(&r.body).map_err(|e| format!("unreadable multi answer: {e}"))
+            }
+            Ok(r) => Err(format!("answered {} to a multi call", r.status)),
+            Err(e) => Err(e.to_string()),
+        };
+        match answers {
+            Ok(answers) if answers.len() == dones.len() => {
+                for (done, a) in dones.into_iter().zip(answers) {
+                    let _ = done.send(Ok(a));
+                }
+            }
+            Ok(answers) => {
+                let why = format!("{} answers to {} calls", answers.len(), dones.len());
+                dones.into_iter().for_each(|d| drop(d.send(Err(why.clone()))));
+            }
+            Err(why) => dones.into_iter().for_each(|d| drop(d.send(Err(why.clone())))),
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_an_answer_means() {
+        let view = View { epoch: 3, members: vec![0, 2], learners: vec![1] };
+        let view_json = serde_json::to_string(&view).unwrap();
+        let cases = [
+            (200, "applied", Reached::Answer),
+            (400, "not enough credit", Reached::Answer),
+            // Refused for the secret: an answer, which the saga does not take for a step's.
+            (403, "missing or wrong cluster secret", Reached::Answer),
+            (421, view_json.as_str(), Reached::Misdirected(view.clone())),
+            (421, "no view", Reached::Elsewhere),
+            (500, "storage: disk full", Reached::Elsewhere),
+            (503, "recovering", Reached::Elsewhere),
+        ];
+        for (status, body, want) in cases {
+            assert_eq!(reached(status, body), want, "{status} {body}");
+        }
+    }
+
+    #[test]
+    fn only_a_newer_view_replaces_the_one_held() {
+        let v = |epoch| View { epoch, members: vec![0, 1, 2], learners: vec![] };
+        assert!(newer(None, &v(1)));
+        assert!(newer(Some(&v(1)), &v(2)));
+        assert!(!newer(Some(&v(2)), &v(2)));
+        // A deposed replica's older view (it answered "not primary" under it) is ignored.
+        assert!(!newer(Some(&v(3)), &v(2)));
+    }
+}
