@@ -3,12 +3,14 @@
 //! business answer, whether it rolls forward or what it undoes.
 //!
 //! An attempt is the payment step and one stock step per item, all sent together under the
-//! attempt's transaction id. The order records two things per attempt: `in flight` before
-//! any step is sent, and its end (paid, or failed once its compensations are answered). The
+//! attempt's transaction id. The order records `in flight` before any step is sent, and the
+//! attempt's end: paid, or failed once its compensations are answered. A failing attempt
+//! records `compensating` before its first compensation, so that a driver that was deposed
+//! meanwhile (its write fails) never undoes a step that a newer driver may roll forward. The
 //! driver of `order::saga` reads the record, asks [`start`], sends the steps, asks
-//! [`after_steps`], and writes the end. Whoever drives an attempt it did not start (a new
-//! primary, a later request) sends every step again: each is applied at most once per
-//! transaction, and a compensated one stays refused.
+//! [`after_steps`], and writes what it decided. Whoever drives an attempt in flight that it
+//! did not start (a new primary, a later request) sends every step again: each is applied at
+//! most once per transaction, and a refused or compensated one stays refused.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,17 +18,27 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     /// Its steps may have been sent: any driver finishes it before the order changes.
-    /// (`paying`, `reserving` and `compensating` are the three records an attempt went
-    /// through before one record replaced them: a driver finishes them the same way, since
-    /// a compensated step stays refused when it is sent again.)
-    #[serde(rename = "in_flight", alias = "paying", alias = "reserving", alias = "compensating")]
+    /// (`paying` and `reserving` are two records an attempt went through before one record
+    /// replaced them: a driver finishes them the same way.)
+    #[serde(rename = "in_flight", alias = "paying", alias = "reserving")]
     InFlight,
+    /// A step was refused: every step that may have applied is being undone. Never rolls
+    /// forward.
+    #[serde(rename = "compensating")]
+    Compensating,
     /// Paid and every item's stock taken.
     #[serde(rename = "paid")]
     Paid,
     /// Undone; the order may be checked out again with a new attempt.
     #[serde(rename = "failed")]
     Failed,
+}
+
+impl Phase {
+    /// Whether a driver must finish the attempt before anything else happens to the order.
+    pub fn under_way(self) -> bool {
+        matches!(self, Phase::InFlight | Phase::Compensating)
+    }
 }
 
 /// Why the saga is driven.
@@ -49,6 +61,10 @@ pub enum Start {
     NewAttempt,
     /// Send the steps of the attempt in flight again and finish it.
     Finish,
+    /// Undo every step of the attempt being compensated (its driver's list of what to undo
+    /// is not recorded; undoing a step that never applied only fences it), then record it
+    /// failed.
+    Undo,
 }
 
 /// The first decision, from the order as read: whether it is `paid`, and the `phase` of its
@@ -56,6 +72,7 @@ pub enum Start {
 pub fn start(mode: Mode, paid: bool, phase: Option<Phase>) -> Start {
     match (phase, paid, mode) {
         (Some(Phase::InFlight), _, _) => Start::Finish,
+        (Some(Phase::Compensating), _, _) => Start::Undo,
         (_, true, _) => Start::AlreadyPaid,
         (_, false, Mode::Checkout) => Start::NewAttempt,
         (_, false, Mode::Resume) => Start::LastOutcome,
@@ -86,8 +103,9 @@ pub struct Answered {
 pub enum AfterSteps {
     /// Every step applied: record the order paid.
     RollForward,
-    /// Some step refused: compensate these steps (indices into the steps), then record the
-    /// attempt failed for `reason` (the first refusal's text, in step order).
+    /// Some step refused: record the attempt compensating for `reason` (the first refusal's
+    /// text, in step order), compensate these steps (indices into the steps), then record it
+    /// failed.
     Compensate {
         /// The steps to undo.
         undo: Vec<usize>,
@@ -136,6 +154,9 @@ mod tests {
             // An attempt in flight is finished first, whoever asks; its end is the answer.
             (Checkout, false, Some(Phase::InFlight), Finish),
             (Resume, false, Some(Phase::InFlight), Finish),
+            // A compensation under way only ever ends in a failure.
+            (Checkout, false, Some(Phase::Compensating), Undo),
+            (Resume, false, Some(Phase::Compensating), Undo),
         ];
         for (mode, paid, phase, want) in cases {
             assert_eq!(start(mode, paid, phase), want, "{mode:?} paid={paid} {phase:?}");
@@ -193,10 +214,11 @@ mod tests {
 
     #[test]
     fn the_records_of_an_attempt_before_one_record_read_as_in_flight() {
-        for old in ["paying", "reserving", "compensating", "in_flight"] {
+        for old in ["paying", "reserving", "in_flight"] {
             let p: Phase = serde_json::from_str(&format!("\"{old}\"")).unwrap();
             assert_eq!(p, Phase::InFlight, "{old}");
         }
+        assert_eq!(serde_json::from_str::<Phase>("\"compensating\"").unwrap(), Phase::Compensating);
         assert_eq!(serde_json::to_string(&Phase::InFlight).unwrap(), "\"in_flight\"");
         assert_eq!(serde_json::from_str::<Phase>("\"paid\"").unwrap(), Phase::Paid);
         assert_eq!(serde_json::from_str::<Phase>("\"failed\"").unwrap(), Phase::Failed);

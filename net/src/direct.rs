@@ -11,12 +11,16 @@
 //! followed once.
 //!
 //! Anything else goes through the coordinators ([`Batcher`]), which follow views, re-probe
-//! and evict: no view, a second rejection, a replica that did not answer or answered with its
-//! own failure (a 5xx: recovering, no read lease, a store that failed). A replica that did not
-//! answer is passed over for [`Direct::new`]'s `pass_over` while the coordinators deal with
-//! it. Only calls that may be repeated go through here: each is keyed by what its path
-//! carries (a saga step's transaction id), so the same call sent directly and then through a
-//! coordinator is applied once.
+//! and evict: no primary in the view, a second rejection, a replica that could not be reached
+//! or refused the call without applying it (recovering, no read lease, an answer this client
+//! does not expect). A write whose outcome the replica left unknown (no answer in time, a
+//! broken connection, its own failure: a 500, or a 503 for want of a quorum) is returned as
+//! [`Unavailable`]: the caller knows a copy of it may still apply, and its retry goes through
+//! the coordinators. A replica that did not answer, or not as expected, is passed over for
+//! [`Direct::new`]'s `pass_over` while the coordinators deal with it. Only calls that may be
+//! repeated go through here: each is keyed by what its path carries (a saga step's
+//! transaction id), so the same call sent directly and then through a coordinator is applied
+//! once.
 //!
 //! Concurrent calls to one primary travel together as one multi call
 //! (`model::wire::MULTI_PATH`), as [`Batcher`]'s do to a coordinator.
@@ -25,7 +29,9 @@ use crate::batching::BatchQueue;
 use crate::client::{Answer, Batcher, Unavailable};
 use actix_web::web::Bytes;
 use model::routing::Method;
-use model::wire::{MultiAnswer, MultiCall, View, EPOCH, MULTI_PATH, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE};
+use model::wire::{
+    MultiAnswer, MultiCall, View, EPOCH, MULTI_PATH, NO_LEASE, RECOVERING, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -43,24 +49,38 @@ pub enum Reached {
     Answer,
     /// Not this replica's key, or an older epoch: its view, to follow.
     Misdirected(View),
-    /// Not an answer about the call: the coordinators take it from here.
+    /// Refused before it was applied (recovering, no read lease, a status this client does
+    /// not expect): the coordinators take it from here.
     Elsewhere,
+    /// The replica's own failure, or no quorum for the write: it may have been applied.
+    Unknown,
 }
 
-/// Classifies a replica's answer to a direct call: a 421 with a view is followed, a 5xx (the
-/// replica's own failure, its recovery, its want of a read lease, a quorum it could not
-/// reach) is left to the coordinators, anything else is the answer.
-pub fn reached(status: u16, body: &str) -> Reached {
-    if status == STATUS_MISDIRECTED {
-        return match serde_json::from_str::<View>(body) {
+/// Classifies a replica's answer to a direct call: a success or a 400 is the answer, a 421
+/// with a view is followed, a 503 that says the call was not applied (recovering, no read
+/// lease) and any other status below 500 are left to the coordinators, and any other 5xx
+/// leaves the outcome unknown.
+pub fn reached(status: u16, cause: Option<&str>, body: &str) -> Reached {
+    match status {
+        200..=299 | 400 => Reached::Answer,
+        STATUS_MISDIRECTED => match serde_json::from_str::<View>(body) {
             Ok(view) => Reached::Misdirected(view),
             Err(_) => Reached::Elsewhere,
-        };
+        },
+        503 if matches!(cause, Some(RECOVERING) | Some(NO_LEASE)) => Reached::Elsewhere,
+        500..=599 => Reached::Unknown,
+        _ => Reached::Elsewhere,
     }
-    if status >= 500 {
-        return Reached::Elsewhere;
-    }
-    Reached::Answer
+}
+
+/// Why a direct call got no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// It was never delivered (the connection could not be made).
+    NotSent(String),
+    /// It may have been delivered (no answer in time, a broken connection, an unreadable
+    /// answer).
+    Unknown(String),
 }
 
 /// Whether `offered` should replace `held` as the view calls are routed by.
@@ -71,7 +91,7 @@ pub fn newer(held: Option<&View>, offered: &View) -> bool {
 struct Pending {
     call: MultiCall,
     epoch: u64,
-    done: oneshot::Sender<Result<MultiAnswer, String>>,
+    done: oneshot::Sender<Result<MultiAnswer, NoAnswer>>,
 }
 
 /// Calls one service's primaries directly, and through its coordinators when it must.
@@ -117,26 +137,33 @@ impl Direct {
     }
 
     /// Makes a call keyed by `key`; its answer as [`crate::client::ServiceClient::call`]
-    /// would give it. Only for calls that may be repeated (see the module's text).
+    /// would give it. Only for calls that may be repeated (see the module's text). A write
+    /// whose direct try left its outcome unknown is [`Unavailable`] (a read then goes
+    /// through the coordinators at once).
     pub async fn call(&self, key: &str, method: Method, path: String) -> Result<Answer, Unavailable> {
         // One try by the view held, one more by the view its rejection brings.
         for _ in 0..2 {
             let Some((to, epoch)) = self.route(key) else { break };
-            match self.send(to, epoch, MultiCall { method, path: path.clone() }).await {
-                Ok(a) => match reached(a.status, &a.body) {
+            let unknown = match self.send(to, epoch, MultiCall { method, path: path.clone() }).await {
+                Ok(a) => match reached(a.status, a.cause.as_deref(), &a.body) {
                     Reached::Answer => return Ok(Answer { status: a.status, body: a.body }),
-                    Reached::Misdirected(view) => self.learn(view),
-                    Reached::Elsewhere => {
-                        log::debug!("replica {to} answered {} to {path}: through the coordinators", a.status);
-                        self.pass_over(to);
-                        break;
+                    Reached::Misdirected(view) => {
+                        self.learn(view);
+                        continue;
                     }
+                    Reached::Elsewhere => None,
+                    Reached::Unknown => Some(format!("replica {to} answered {}: {}", a.status, a.body)),
                 },
-                Err(why) => {
-                    log::debug!("replica {to} did not answer {path}: {why}; through the coordinators");
-                    self.pass_over(to);
-                    break;
+                Err(NoAnswer::NotSent(why)) => {
+                    log::debug!("replica {to}: {why}");
+                    None
                 }
+                Err(NoAnswer::Unknown(why)) => Some(format!("replica {to}: {why}")),
+            };
+            self.pass_over(to);
+            match unknown {
+                Some(why) if method == Method::Post => return Err(Unavailable(why)),
+                _ => break,
             }
         }
         self.fallback.call(method, path).await
@@ -176,7 +203,7 @@ impl Direct {
     }
 
     /// Sends one call to replica `to` with the calls queued for it at the same time.
-    async fn send(&self, to: u32, epoch: u64, call: MultiCall) -> Result<MultiAnswer, String> {
+    async fn send(&self, to: u32, epoch: u64, call: MultiCall) -> Result<MultiAnswer, NoAnswer> {
         let (done, wait) = oneshot::channel();
         let queue = &self.queues[to as usize];
         queue
@@ -193,8 +220,8 @@ impl Direct {
                     }
                 },
             )
-            .map_err(|_| "direct sender stopped".to_string())?;
-        wait.await.map_err(|_| "direct sender dropped the call".to_string())?
+            .map_err(|_| NoAnswer::NotSent("direct sender stopped".to_string()))?;
+        wait.await.map_err(|_| NoAnswer::Unknown("direct sender dropped the call".to_string()))?
     }
 }
 
@@ -215,7 +242,7 @@ async fn send_group(client: &crate::rpc::Client, timeout: Duration, group: Vec<P
                 headers: vec![epoch_header],
                 body: Bytes::new(),
             };
-            let answer = client.call(&request, timeout).await.map_err(|e| e.to_string()).map(|r| MultiAnswer {
+            let answer = client.call(&request, timeout).await.map_err(no_answer).map(|r| MultiAnswer {
                 status: r.status,
                 json: r.header("content-type").is_some_and(|c| c.starts_with("application/json")),
                 cause: r.header(UNAVAILABLE_CAUSE).map(str::to_string),
@@ -231,12 +258,12 @@ async fn send_group(client: &crate::rpc::Client, timeout: Duration, group: Vec<P
             headers: vec![epoch_header, ("content-type".to_string(), "application/json".to_string())],
             body: Bytes::from(serde_json::to_vec(&calls).expect("calls serialize")),
         };
-        let answers: Result<Vec<MultiAnswer>, String> = match client.call(&request, timeout).await {
+        let answers: Result<Vec<MultiAnswer>, NoAnswer> = match client.call(&request, timeout).await {
             Ok(r) if r.status == 200 => {
-                serde_json::from_slice(&r.body).map_err(|e| format!("unreadable multi answer: {e}"))
+                serde_json::from_slice(&r.body).map_err(|e| NoAnswer::Unknown(format!("unreadable multi answer: {e}")))
             }
-            Ok(r) => Err(format!("answered {} to a multi call", r.status)),
-            Err(e) => Err(e.to_string()),
+            Ok(r) => Err(NoAnswer::Unknown(format!("answered {} to a multi call", r.status))),
+            Err(e) => Err(no_answer(e)),
         };
         match answers {
             Ok(answers) if answers.len() == dones.len() => {
@@ -245,13 +272,21 @@ async fn send_group(client: &crate::rpc::Client, timeout: Duration, group: Vec<P
                 }
             }
             Ok(answers) => {
-                let why = format!("{} answers to {} calls", answers.len(), dones.len());
+                let why = NoAnswer::Unknown(format!("{} answers to {} calls", answers.len(), dones.len()));
                 dones.into_iter().for_each(|d| drop(d.send(Err(why.clone()))));
             }
             Err(why) => dones.into_iter().for_each(|d| drop(d.send(Err(why.clone())))),
         }
     });
     futures::future::join_all(sends).await;
+}
+
+/// Whether a failed exchange may have been delivered.
+fn no_answer(e: crate::rpc::Error) -> NoAnswer {
+    match e {
+        crate::rpc::Error::Connect(why) => NoAnswer::NotSent(why),
+        other => NoAnswer::Unknown(other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -263,17 +298,23 @@ mod tests {
         let view = View { epoch: 3, members: vec![0, 2], learners: vec![1] };
         let view_json = serde_json::to_string(&view).unwrap();
         let cases = [
-            (200, "applied", Reached::Answer),
-            (400, "not enough credit", Reached::Answer),
-            // Refused for the secret: an answer, which the saga does not take for a step's.
-            (403, "missing or wrong cluster secret", Reached::Answer),
-            (421, view_json.as_str(), Reached::Misdirected(view.clone())),
-            (421, "no view", Reached::Elsewhere),
-            (500, "storage: disk full", Reached::Elsewhere),
-            (503, "recovering", Reached::Elsewhere),
+            (200, None, "applied", Reached::Answer),
+            (400, None, "not enough credit", Reached::Answer),
+            (421, None, view_json.as_str(), Reached::Misdirected(view.clone())),
+            (421, None, "no view", Reached::Elsewhere),
+            // Refused before anything was applied: the coordinators take the call.
+            (503, Some(RECOVERING), "recovering", Reached::Elsewhere),
+            (503, Some(NO_LEASE), "no read lease", Reached::Elsewhere),
+            // Statuses this client does not expect (a replica that knows no such route, or
+            // refuses this node's secret): the coordinators, not a retry here for ever.
+            (403, None, "missing or wrong cluster secret", Reached::Elsewhere),
+            (404, None, "no such endpoint", Reached::Elsewhere),
+            // The replica's own failure, or a write it could not replicate: maybe applied.
+            (500, None, "storage: disk full", Reached::Unknown),
+            (503, Some("quorum"), "fan-out failed", Reached::Unknown),
         ];
-        for (status, body, want) in cases {
-            assert_eq!(reached(status, body), want, "{status} {body}");
+        for (status, cause, body, want) in cases {
+            assert_eq!(reached(status, cause, body), want, "{status} {cause:?} {body}");
         }
     }
 

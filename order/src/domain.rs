@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// The current (or last) checkout attempt: one record before its steps are sent, one at its
-/// end (docs/design.md §6.1). Its steps are the order's user and total and its lines, which
+/// end, and one more before the first compensation of an attempt that fails (docs/design.md
+/// §6.1). Its steps are the order's user and total and its lines, which
 /// do not change while it is in flight (addItem finishes an attempt in flight first).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkout {
@@ -17,7 +18,7 @@ pub struct Checkout {
     pub attempt: u32,
     /// Where the attempt stands.
     pub phase: Phase,
-    /// Why the attempt failed (the client's 400 text).
+    /// Why the attempt is failing or failed (the client's 400 text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -52,7 +53,7 @@ impl Order {
     /// Whether a saga is under way (and must be driven to its end before anything else
     /// happens to the order).
     pub fn in_flight(&self) -> bool {
-        self.phase() == Some(Phase::InFlight)
+        self.phase().is_some_and(Phase::under_way)
     }
 
     /// The `find` reply.
@@ -96,10 +97,22 @@ impl Order {
         Order { paid: true, ..self.with(Checkout { phase: Phase::Paid, ..c }) }
     }
 
-    /// The order with its attempt finished: failed for `reason`, its steps undone.
-    pub fn failed(&self, reason: &str) -> Order {
+    /// The order with its attempt compensating, for `reason`.
+    pub fn compensating(&self, reason: &str) -> Order {
         let c = self.checkout.clone().expect("a checkout is under way");
-        self.with(Checkout { phase: Phase::Failed, reason: Some(reason.to_string()), ..c })
+        self.with(Checkout { phase: Phase::Compensating, reason: Some(reason.to_string()), ..c })
+    }
+
+    /// The order with its attempt finished: failed (its steps undone), for the reason it
+    /// was compensated for.
+    pub fn failed(&self) -> Order {
+        let c = self.checkout.clone().expect("a checkout is under way");
+        self.with(Checkout { phase: Phase::Failed, ..c })
+    }
+
+    /// Why the last attempt is failing or failed (the client's 400 text).
+    pub fn failure(&self) -> String {
+        self.checkout.as_ref().and_then(|c| c.reason.clone()).unwrap_or_else(|| "checkout failed".into())
     }
 
     fn with(&self, c: Checkout) -> Order {
@@ -152,7 +165,10 @@ mod tests {
         let o = o.start_attempt();
         assert_eq!(o.checkout.as_ref().unwrap().attempt, 1);
         assert!(o.in_flight());
-        let failed = o.failed("not enough stock");
+        let compensating = o.compensating("not enough stock");
+        assert!(compensating.in_flight() && !compensating.paid, "a compensation is finished first too");
+        assert_eq!(compensating.phase(), Some(Phase::Compensating));
+        let failed = compensating.failed();
         assert!(!failed.in_flight());
         assert!(!failed.paid);
         assert_eq!(failed.checkout.as_ref().unwrap().reason.as_deref(), Some("not enough stock"));
@@ -165,15 +181,23 @@ mod tests {
         assert_eq!(paid.phase(), Some(Phase::Paid));
     }
 
-    /// An order written by the saga before one in-flight record replaced its three (its
-    /// `undo` list included) reads as in flight, and a driver finishes it.
+    /// Orders written mid-saga by the saga before one in-flight record replaced `paying` and
+    /// `reserving` read as in flight or compensating (an `undo` list is ignored), and a
+    /// driver finishes them.
     #[test]
-    fn an_order_recorded_mid_saga_by_the_earlier_saga_reads_as_in_flight() {
-        let old = r#"{"user_id":"u","items":[["a",1]],"total_cost":3,"paid":false,
-            "checkout":{"attempt":2,"phase":"compensating","undo":{"items":["a"],"refund":true},"reason":"x"}}"#;
-        let o: Order = serde_json::from_str(old).unwrap();
-        assert!(o.in_flight());
-        assert_eq!(o.checkout.unwrap().attempt, 2);
+    fn an_order_recorded_mid_saga_by_the_earlier_saga_is_read() {
+        let old = |phase: &str| {
+            format!(
+                r#"{{"user_id":"u","items":[["a",1]],"total_cost":3,"paid":false,
+                "checkout":{{"attempt":2,"phase":"{phase}","undo":{{"items":["a"],"refund":true}},"reason":"x"}}}}"#
+            )
+        };
+        for (phase, want) in
+            [("paying", Phase::InFlight), ("reserving", Phase::InFlight), ("compensating", Phase::Compensating)]
+        {
+            let o: Order = serde_json::from_str(&old(phase)).unwrap();
+            assert_eq!((o.phase(), o.checkout.as_ref().unwrap().attempt), (Some(want), 2), "{phase}");
+        }
     }
 
     #[test]

@@ -141,42 +141,84 @@ pub async fn drive(
             Seen::Reused(refusal) => return Ok((refusal, None)),
         }
     }
-    // Each record is a write of the whole next document under the lock.
-    let write = |next: Order, reply: Reply, req: Option<&RequestKey>| {
-        let req = req.cloned();
-        async move { table.write_locked(guard, req.as_ref(), move |_| Decision::Write(next.clone(), reply.clone())).await }
-    };
     let Some(mut order) = table.read(&key).await? else {
         return Ok((Reply::bad("order not found"), None));
     };
-    let started_here = match start(mode, order.paid, order.phase()) {
+    let plan = start(mode, order.paid, order.phase());
+    let started_here = match plan {
         Start::AlreadyPaid => return Ok((Reply::ok_text(ALREADY_PAID), None)),
-        Start::LastOutcome => {
-            let reason = order.checkout.and_then(|c| c.reason).unwrap_or_else(|| "checkout failed".into());
-            return Ok((Reply::bad(reason), None));
-        }
+        Start::LastOutcome => return Ok((Reply::bad(order.failure()), None)),
         Start::NewAttempt => {
-            order = order.start_attempt();
-            write(order.clone(), Reply::ok_text("in progress"), None).await?;
+            let next = order.start_attempt();
+            record(table, guard, &order, &next, Reply::ok_text("in progress"), None).await?;
+            order = next;
             true
         }
-        Start::Finish => false,
+        Start::Finish | Start::Undo => false,
     };
-    let attempt = order.checkout.as_ref().expect("an attempt is in flight").attempt;
+    let attempt = order.checkout.as_ref().expect("an attempt is under way").attempt;
     log::debug!("{key}: checkout attempt {attempt}");
     let tx = tx_id(&key, attempt);
-    let steps = Step::all(&order);
-    // All steps at once: the checkout waits for one round trip, not one per step.
-    let answers = futures::future::join_all(steps.iter().map(|s| s.send(participants, &tx))).await;
-    let (next, reply) = match after_steps(&answers, started_here) {
-        AfterSteps::RollForward => (order.paid(), Reply::ok_text(SUCCESS)),
-        AfterSteps::Compensate { undo, reason } => {
-            futures::future::join_all(undo.iter().map(|&i| steps[i].undo(participants, &tx))).await;
-            (order.failed(&reason), Reply::bad(reason))
+    let attempted = order.clone();
+    let steps = Step::all(&attempted);
+    let undo: Vec<usize> = if plan == Start::Undo {
+        (0..steps.len()).collect()
+    } else {
+        // All steps at once: the checkout waits for one round trip, not one per step.
+        let answers = futures::future::join_all(steps.iter().map(|s| s.send(participants, &tx))).await;
+        match after_steps(&answers, started_here) {
+            AfterSteps::RollForward => {
+                let reply = Reply::ok_text(SUCCESS);
+                record(table, guard, &order, &order.paid(), reply.clone(), request).await?;
+                return Ok((reply, Some(attempt)));
+            }
+            AfterSteps::Compensate { undo, reason } => {
+                // Recorded before the first undo: a driver deposed meanwhile stops here, and
+                // never undoes a step that the next driver may find applied and roll forward.
+                let next = order.compensating(&reason);
+                record(table, guard, &order, &next, Reply::ok_text("in progress"), None).await?;
+                order = next;
+                undo
+            }
         }
     };
-    write(next, reply.clone(), request).await?;
+    futures::future::join_all(undo.iter().map(|&i| steps[i].undo(participants, &tx))).await;
+    let reply = Reply::bad(order.failure());
+    record(table, guard, &order, &order.failed(), reply.clone(), request).await?;
     Ok((reply, Some(attempt)))
+}
+
+/// Writes `next` over the order (the caller holds its lock), with `reply` remembered under
+/// `request`, if the order is still `read`, as the driver last read or wrote it. Anything
+/// else means another driver took the order over meanwhile (this node was deposed, and the
+/// order's next primary finished the attempt before this node became its primary again):
+/// the driver stops, and the order is resumed from what it holds now.
+async fn record(
+    table: &Table<Order>,
+    guard: &KeyGuard,
+    read: &Order,
+    next: &Order,
+    reply: Reply,
+    request: Option<&RequestKey>,
+) -> Result<(), HandlerError> {
+    let changed = std::sync::atomic::AtomicBool::new(false);
+    table
+        .write_locked(guard, request, |cur| {
+            if cur == Some(read) {
+                Decision::Write(next.clone(), reply.clone())
+            } else {
+                changed.store(true, std::sync::atomic::Ordering::Relaxed);
+                Decision::Answer(reply.clone())
+            }
+        })
+        .await?;
+    if changed.into_inner() {
+        return Err(HandlerError::Dependency(format!(
+            "order {} changed under its checkout driver; it is resumed from what it holds now",
+            guard.key()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -510,5 +552,87 @@ mod tests {
         assert_eq!(fake.stock.lock().unwrap()["a"], 5);
         assert_eq!(fake.stock.lock().unwrap()["b"], 5);
         assert_eq!(table.read("o").await.unwrap().unwrap().phase(), Some(Phase::Failed));
+    }
+
+    /// A compensation found recorded is finished as one: every step is undone (the driver
+    /// that recorded it may have undone any of them), none is sent again, and the client
+    /// gets the recorded reason.
+    #[tokio::test]
+    async fn a_compensation_found_recorded_undoes_every_step_with_its_reason() {
+        let (table, fake) = setup(100, 5, 5).await;
+        let o = table.read("o").await.unwrap().unwrap().start_attempt().compensating("not enough stock");
+        table.write("o", None, |_| Decision::Write(o.clone(), Reply::ok_text(""))).await.unwrap();
+        fake.debit(&fake.credit, "u", 13, "o#1", "");
+        fake.debit(&fake.stock, "a", 1, "o#1", "");
+        let g = table.lock("o").await;
+        let (r, finished) = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
+        assert_eq!((r.status, r.body.as_str(), finished), (400, "not enough stock", Some(1)));
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(calls, vec!["refund u o#1", "release a o#1", "release b o#1"]);
+        assert_eq!(fake.credit.lock().unwrap()["u"], 100);
+        assert_eq!(fake.stock.lock().unwrap()["a"], 5);
+        assert_eq!(table.read("o").await.unwrap().unwrap().phase(), Some(Phase::Failed));
+    }
+
+    /// A failing attempt records that it compensates before it undoes anything: three
+    /// records, and the last one failed.
+    #[tokio::test]
+    async fn a_failing_checkout_records_its_compensation_before_undoing() {
+        let (table, fake) = setup(100, 5, 1).await;
+        let seq = || async { table.node().store().get("o").await.unwrap().unwrap().version.seq };
+        let before = seq().await;
+        checkout(&table, &fake, "r1").await;
+        assert_eq!(seq().await, before + 3);
+        assert_eq!(table.read("o").await.unwrap().unwrap().phase(), Some(Phase::Failed));
+    }
+
+    /// Participants during whose payment another driver finishes the attempt and a client
+    /// pays the next one (this node was deposed meanwhile, and is the order's primary again).
+    struct TakenOver {
+        fake: Fake,
+        other: Table<Order>,
+    }
+
+    #[async_trait]
+    impl Participants for TakenOver {
+        async fn pay(&self, user: &str, amount: i64, tx: &str) -> Result<Outcome, Unavailable> {
+            let paid = |cur: Option<&Order>| {
+                let next = cur.unwrap().failed().start_attempt().paid();
+                Decision::Write(next, Reply::ok_text(""))
+            };
+            self.other.write("o", None, paid).await.unwrap();
+            self.fake.pay(user, amount, tx).await
+        }
+        async fn refund(&self, user: &str, tx: &str) -> Result<Outcome, Unavailable> {
+            self.fake.refund(user, tx).await
+        }
+        async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Outcome, Unavailable> {
+            self.fake.reserve(item, qty, tx).await
+        }
+        async fn release(&self, item: &str, tx: &str) -> Result<Outcome, Unavailable> {
+            self.fake.release(item, tx).await
+        }
+        async fn forget_payment(&self, user: &str, tx: &str) -> Result<(), Unavailable> {
+            self.fake.forget_payment(user, tx).await
+        }
+        async fn forget_stock(&self, item: &str, tx: &str) -> Result<(), Unavailable> {
+            self.fake.forget_stock(item, tx).await
+        }
+    }
+
+    /// A driver writes its record only over the order as it last read or wrote it: one that
+    /// finds the order changed under it (another driver took it over) stops, and the other
+    /// driver's paid order stays paid (before, the end record was written over it, and a
+    /// paid order became unpaid).
+    #[tokio::test]
+    async fn a_driver_whose_order_changed_under_it_writes_nothing() {
+        let (table, fake) = setup(100, 5, 0).await;
+        let taken = TakenOver { fake, other: Table::new(table.node().clone()) };
+        let g = table.lock("o").await;
+        let result = drive(&table, &g, &taken, None, Mode::Checkout).await;
+        assert!(matches!(result, Err(HandlerError::Dependency(_))), "{result:?}");
+        let o = table.read("o").await.unwrap().unwrap();
+        assert!(o.paid, "{o:?}");
+        assert_eq!(o.checkout.unwrap().attempt, 2);
     }
 }
