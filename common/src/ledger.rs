@@ -56,13 +56,15 @@ pub trait LedgerKind: Send + Sync + 'static {
 /// A saga step's decision as the table's decision on the document, the record written beside
 /// it under `tx`; a forgotten record expires `grace_ms` from `now_ms`, any other never.
 pub fn into_decision<X>(d: TxDecision<X>, tx: &str, now_ms: u64, grace_ms: u64) -> Decision<Account<X>> {
+    let side = |e: TxEntry| {
+        let expires = if e.forgotten { now_ms.saturating_add(grace_ms) } else { u64::MAX };
+        let payload = serde_json::to_string(&e).expect("records serialize");
+        vec![SideWrite { name: tx_record(tx), payload, expires }]
+    };
     match d {
         TxDecision::Answer(r) => Decision::Answer(r),
-        TxDecision::Write(doc, e, r) => {
-            let expires = if e.forgotten { now_ms.saturating_add(grace_ms) } else { u64::MAX };
-            let payload = serde_json::to_string(&e).expect("records serialize");
-            Decision::WriteWith(doc, vec![SideWrite { name: tx_record(tx), payload, expires }], r)
-        }
+        TxDecision::Write(doc, e, r) => Decision::WriteWith(doc, side(e), r),
+        TxDecision::Record(e, r) => Decision::WriteSides(side(e), r),
     }
 }
 
@@ -222,7 +224,7 @@ mod tests {
     fn a_record_expires_only_once_its_saga_is_forgotten() {
         let doc = Account { balance: 6, extra: () };
         let applied = TxEntry { state: TxState::Applied, amount: 4, at: 100, forgotten: false };
-        for (entry, expires) in [(applied.clone(), u64::MAX), (TxEntry { forgotten: true, ..applied }, 6_000)] {
+        for (entry, expires) in [(applied.clone(), u64::MAX), (TxEntry { forgotten: true, ..applied.clone() }, 6_000)] {
             let step = TxDecision::Write(doc.clone(), entry, Reply::ok_text(""));
             match into_decision(step, "o#1", 5_000, 1_000) {
                 Decision::WriteWith(_, sides, _) => {
@@ -230,6 +232,12 @@ mod tests {
                 }
                 d => panic!("{d:?}"),
             }
+        }
+        // A forget writes the record alone.
+        let forgotten = TxDecision::<()>::Record(TxEntry { forgotten: true, ..applied }, Reply::ok_text(""));
+        match into_decision(forgotten, "o#1", 5_000, 1_000) {
+            Decision::WriteSides(sides, _) => assert_eq!((sides[0].name.as_str(), sides[0].expires), ("t:o#1", 6_000)),
+            d => panic!("{d:?}"),
         }
         let answer = into_decision(TxDecision::<()>::Answer(Reply::ok_text("x")), "o#1", 5_000, 1_000);
         assert!(matches!(answer, Decision::Answer(r) if r.body == "x"), "an answer writes nothing");

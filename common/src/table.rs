@@ -39,6 +39,9 @@ pub enum Decision<D> {
     /// [`Decision::Write`], and store side records beside the document in the same write
     /// ([`crate::side`]: a saga transaction's record).
     WriteWith(D, Vec<SideWrite>, Reply),
+    /// Store only these side records, the document unchanged (a saga transaction's record
+    /// marked forgotten), and answer.
+    WriteSides(Vec<SideWrite>, Reply),
     /// Answer without writing (reads, business rejections, no-ops).
     Answer(Reply),
 }
@@ -274,16 +277,28 @@ impl<D: Doc> Table<D> {
             let decision = decide(loaded.as_ref().map(|(_, env)| &env.doc), side_payload.as_deref());
             let (doc, sides, reply) = match decision {
                 Decision::Answer(reply) => return Ok(reply),
-                Decision::Write(doc, reply) => (doc, Vec::new(), reply),
-                Decision::WriteWith(doc, sides, reply) => (doc, sides, reply),
+                Decision::Write(doc, reply) => (Some(doc), Vec::new(), reply),
+                Decision::WriteWith(doc, sides, reply) => (Some(doc), sides, reply),
+                Decision::WriteSides(sides, reply) => (None, sides, reply),
             };
-            let body = serde_json::to_string(&Envelope { doc }).expect("documents serialize");
-            let version = old_version.next(self.node.epoch());
-            let record = Record::new(key.to_string(), version, body);
-            let mut puts = vec![Put { expect: Expect::Exactly(old_version), record }];
+            let mut puts = Vec::new();
+            // The document's new state, unless only side records are written.
+            let version = match doc {
+                Some(doc) => {
+                    let body = serde_json::to_string(&Envelope { doc }).expect("documents serialize");
+                    let version = old_version.next(self.node.epoch());
+                    puts.push(Put {
+                        expect: Expect::Exactly(old_version),
+                        record: Record::new(key.to_string(), version, body),
+                    });
+                    version
+                }
+                None => Version::ZERO,
+            };
             // Side records go beside the document, in the same storage call (applied with it
-            // or not at all: Expect::Beside) and the same fan-out. Each replaces the version
-            // read above and takes a version above both it and the document's.
+            // or not at all: Expect::Beside; without the document, with each other) and the
+            // same fan-out. Each replaces the version read above and takes a version above
+            // both it and the document's new one.
             let epoch = self.node.epoch();
             let beside = |name: &str, body: String| {
                 let prev = replaced.get(name).copied().unwrap_or(Version::ZERO);
@@ -425,6 +440,33 @@ mod tests {
     /// The key of request `id` as a POST to `/t/k` (every test request is the same one).
     fn rq(id: &str) -> RequestKey {
         RequestKey::new(id, "POST", "/t/k")
+    }
+
+    /// A write of side records only leaves the document's state and version as they were,
+    /// and the side record reads back (a forgotten saga record costs one small record).
+    #[tokio::test]
+    async fn a_side_only_write_leaves_the_document() {
+        let t = table();
+        t.write("k", None, add(5)).await.unwrap();
+        let before = t.node().store().get("k").await.unwrap().unwrap();
+        let side = |text: &str| SideWrite { name: "t:x".into(), payload: text.into(), expires: u64::MAX };
+        let first = side("one");
+        t.write_with_side("k", "t:x", |_, _| Decision::WriteSides(vec![first.clone()], Reply::ok_text("ok")))
+            .await
+            .unwrap();
+        let second = side("two");
+        let seen = std::sync::Mutex::new(None);
+        t.write_with_side("k", "t:x", |_, rec| {
+            *seen.lock().unwrap() = rec.map(str::to_string);
+            Decision::WriteSides(vec![second.clone()], Reply::ok_text("ok"))
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen.into_inner().unwrap().as_deref(), Some("one"));
+        let after = t.node().store().get("k").await.unwrap().unwrap();
+        assert_eq!((after.version, after.body), (before.version, before.body));
+        let rec = t.node().store().get(&side::key("k", "t:x")).await.unwrap().unwrap();
+        assert!(rec.body.ends_with("two"), "{}", rec.body);
     }
 
     #[tokio::test]
