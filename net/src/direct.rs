@@ -42,6 +42,11 @@ use tokio::sync::oneshot;
 /// start at 1), so the replica that gets it answers with its view.
 pub const NO_EPOCH: u64 = 0;
 
+/// Multi calls in flight at once per replica. One: the calls that arrive while it is on its
+/// way go together in the next, so under load each exchange carries many calls, and a
+/// replica that is slow is passed over after [`Direct::new`]'s `timeout` anyway.
+pub const SENDERS: usize = 1;
+
 /// What a replica's answer to a direct call means to the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reached {
@@ -209,7 +214,7 @@ impl Direct {
         queue
             .push(
                 Pending { call, epoch, done },
-                crate::client::BATCH_SENDERS,
+                SENDERS,
                 crate::client::MAX_BATCH_CALLS,
                 |_| 1,
                 || {
