@@ -47,9 +47,11 @@ pub struct Timings {
     /// doubles after each round that learns nothing, to at most [`RECOVERY_MAX_PAUSES`] times
     /// this.
     pub recovery_pause: Duration,
-    /// How often the order service resumes checkouts whose driver stopped on a failure and
-    /// tells participants again to forget finished transactions.
+    /// How often the order service resumes checkouts whose driver stopped on a failure.
     pub resume_retry: Duration,
+    /// How often the order service tells the participants of finished checkouts to forget
+    /// their transactions (those finished since, and those not told before).
+    pub forget: Duration,
 }
 
 /// How long a request id's record is kept by default: longer than any retry path of the
@@ -81,6 +83,7 @@ impl Default for Timings {
             store_watch: Duration::from_secs(1),
             recovery_pause: Duration::from_millis(100),
             resume_retry: Duration::from_secs(1),
+            forget: Duration::from_millis(100),
         }
     }
 }

@@ -60,9 +60,12 @@ pub struct ReplicaSettings {
     /// The first pause between rounds of membership queries after an empty restart, in
     /// milliseconds; it doubles up to 20 times this.
     pub recovery_pause_ms: u64,
-    /// Order replicas: how often checkouts whose driver stopped on a failure are resumed, and
-    /// participants are told again to forget finished transactions, in milliseconds.
+    /// Order replicas: how often checkouts whose driver stopped on a failure are resumed, in
+    /// milliseconds.
     pub resume_retry_ms: u64,
+    /// Order replicas: how often the participants of the checkouts finished since are told to
+    /// forget their transactions (together, in few exchanges), in milliseconds.
+    pub forget_interval_ms: u64,
 }
 
 /// Settings of a coordinator process.
@@ -157,12 +160,14 @@ impl ReplicaSettings {
             ("store_watch_ms", "1000"),
             ("recovery_pause_ms", "100"),
             ("resume_retry_ms", "1000"),
+            ("forget_interval_ms", "100"),
         ])?;
         let intervals = [
             ("prune_interval_ms", s.prune_interval_ms),
             ("store_watch_ms", s.store_watch_ms),
             ("recovery_pause_ms", s.recovery_pause_ms),
             ("resume_retry_ms", s.resume_retry_ms),
+            ("forget_interval_ms", s.forget_interval_ms),
         ];
         if let Some((name, _)) = intervals.iter().find(|(_, ms)| *ms == 0) {
             return Err(SettingsError(format!("{name} must be positive")));
@@ -205,6 +210,7 @@ impl ReplicaSettings {
             store_watch: ms(self.store_watch_ms),
             recovery_pause: ms(self.recovery_pause_ms),
             resume_retry: ms(self.resume_retry_ms),
+            forget: ms(self.forget_interval_ms),
         }
     }
 }

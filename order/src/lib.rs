@@ -43,6 +43,7 @@ pub async fn run(
             resumed_epoch: Default::default(),
         });
         orders.start_resuming();
+        orders.start_forgetting();
         Arc::new(OrderHandler(orders))
     })
     .await

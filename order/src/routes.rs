@@ -18,6 +18,11 @@ use std::sync::Arc;
 /// waits, few enough not to flood the other services while they may be recovering too.
 const RESUME_PARALLELISM: usize = 16;
 
+/// How many finished checkouts a round of the `forget` worker tells at once: their calls to
+/// one participant primary travel together (`common::direct`), so a round of a busy second
+/// is a few exchanges per primary rather than one per transaction.
+const FORGET_PARALLELISM: usize = 512;
+
 /// The order service's state shared by its handlers and background tasks.
 pub struct Orders {
     /// The order documents.
@@ -28,8 +33,9 @@ pub struct Orders {
     /// change under it) with the checkout still in flight: retried by the next round of
     /// [`Orders::resume_round`] (every `resume_retry_ms`).
     pub stalled: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Finished checkout attempts (order, attempt) whose participants were not all told to
-    /// forget the transaction: told again by the next round of [`Orders::resume_round`].
+    /// Finished checkout attempts (order, attempt) whose participants are still to be told to
+    /// forget the transaction: told by the next round of [`Orders::forget_round`] (every
+    /// `forget_interval_ms`), again and again until all of them were.
     pub unforgotten: std::sync::Mutex<std::collections::HashSet<(String, u32)>>,
     /// The epoch of the view the last resume pass ran under (0 before the first).
     pub resumed_epoch: std::sync::atomic::AtomicU64,
@@ -96,12 +102,32 @@ impl Orders {
         });
     }
 
+    /// Starts the `forget` worker: a round every `forget_interval_ms` ([`Orders::forget_round`]).
+    pub fn start_forgetting(self: &Arc<Self>) {
+        let node = self.table.node();
+        let name = format!("{} replica {} forget", node.service, node.me);
+        node.workers().spawn_on(name, Schedule::every(node.timings().forget), self.clone(), |orders| async move {
+            orders.forget_round().await;
+            Next::Again
+        });
+    }
+
+    /// One round of the `forget` worker: tells the participants of every checkout attempt
+    /// finished since the last round (and of those not all told before) to forget its
+    /// transaction, [`FORGET_PARALLELISM`] attempts at a time. Deferred to a round, the calls
+    /// of many checkouts go together, instead of a few calls of their own after each one.
+    pub async fn forget_round(self: Arc<Self>) {
+        let unforgotten: Vec<(String, u32)> = self.unforgotten.lock().unwrap().drain().collect();
+        for chunk in unforgotten.chunks(FORGET_PARALLELISM) {
+            futures::future::join_all(chunk.iter().map(|(key, attempt)| self.forget(key, *attempt))).await;
+        }
+    }
+
     /// One round of the `resume` worker. On the first round and after every change of the
     /// node's view (a view change, a promotion: it may have become the primary of orders whose
     /// previous primary was paused or cut off mid-checkout), resumes the checkouts in flight
     /// among the orders this node is primary of; a view change during the pass triggers one
-    /// more round. Then resumes the checkouts whose driver stopped on a failure, and tells
-    /// participants again to forget the transactions of finished attempts.
+    /// more round. Then resumes the checkouts whose driver stopped on a failure.
     pub async fn resume_round(self: Arc<Self>) {
         let epoch = self.table.node().epoch();
         let before = self.resumed_epoch.swap(epoch, std::sync::atomic::Ordering::SeqCst);
@@ -116,15 +142,12 @@ impl Orders {
             log::info!("resuming {} checkouts whose driver stopped on a failure", stalled.len());
             self.clone().resume(stalled).await;
         }
-        let unforgotten: Vec<(String, u32)> = self.unforgotten.lock().unwrap().drain().collect();
-        for (key, attempt) in unforgotten {
-            self.forget(&key, attempt).await;
-        }
     }
 
     /// Notes the outcome of a checkout driver: one that failed with its checkout still in
     /// flight is retried later; one that finished has its participants told to forget the
-    /// transaction, in a task of its own (the client's answer does not wait for it).
+    /// transaction by the next round of the `forget` worker (the client's answer does not
+    /// wait for it).
     /// `finished`: `None` if the driver failed, else the attempt it finished, if any.
     pub fn note_outcome(self: &Arc<Self>, key: &str, finished: Option<Option<u32>>) {
         match finished {
@@ -132,8 +155,7 @@ impl Orders {
                 self.stalled.lock().unwrap().insert(key.to_string());
             }
             Some(Some(attempt)) => {
-                let (me, key) = (self.clone(), key.to_string());
-                tokio::spawn(async move { me.forget(&key, attempt).await });
+                self.unforgotten.lock().unwrap().insert((key.to_string(), attempt));
             }
             Some(None) => {}
         }
