@@ -537,9 +537,11 @@ impl Node {
         // own store takes the state: a node that computed a version under a view in which it
         // is not (or no longer) the key's primary (a saga driver or request in flight across
         // a view change) would otherwise store a second state under a version the primary
-        // writes too. Refused, its caller decides again under the current view.
+        // writes too. Refused, its caller decides again under the current view. Side records
+        // are checked too: one written without its document (a forgotten saga record) is
+        // fenced by nothing else.
         let view = self.primary_view_of(&records)?;
-        if records.iter().any(|r| !crate::side::is_side(&r.key) && r.version.epoch != view.epoch) {
+        if records.iter().any(|r| r.version.epoch != view.epoch) {
             return Err(NodeError::Misdirected(Misdirected { view, reason: "a version of another view" }));
         }
         self.note_written(records.iter().map(|r| r.key.as_str()));
@@ -1260,6 +1262,13 @@ mod tests {
         assert_eq!(node.store().get(&mine).await.unwrap(), None);
         node.write_primary(vec![put(&mine, view.epoch)]).await.unwrap();
         assert!(node.store().get(&mine).await.unwrap().is_some());
+        // A side record written alone, under a version of an older view, is refused as well
+        // (before, side records were not checked, and one written without its document was
+        // not fenced at all).
+        let side = crate::side::key(&mine, "t:o#1");
+        let stale = node.write_primary(vec![put(&side, view.epoch - 1)]).await;
+        assert!(matches!(stale, Err(NodeError::Misdirected(_))), "a side record of an older view: {stale:?}");
+        assert_eq!(node.store().get(&side).await.unwrap(), None);
     }
 
     /// A refusal that answers a stale send (a reader sent the state it read before a write

@@ -300,13 +300,18 @@ impl<D: Doc> Table<D> {
             // same fan-out. Each replaces the version read above and takes a version above
             // both it and the document's new one.
             let epoch = self.node.epoch();
-            let beside = |name: &str, body: String| {
+            let beside = |name: &str, body: String, first: bool| {
                 let prev = replaced.get(name).copied().unwrap_or(Version::ZERO);
                 let v = version.max(prev.next(epoch));
-                Put { expect: Expect::Beside(prev), record: Record::new(side::key(key, name), v, body) }
+                // Without the document, the first side record starts the group (the same
+                // condition, as `Exactly`): every storage call then starts a group of its own,
+                // and an engine that writes several calls in one transaction (MongoDB's
+                // writer) never joins it to the call before it.
+                let expect = if first { Expect::Exactly(prev) } else { Expect::Beside(prev) };
+                Put { expect, record: Record::new(side::key(key, name), v, body) }
             };
             for w in sides {
-                puts.push(beside(&w.name, side::body(w.expires, &w.payload)));
+                puts.push(beside(&w.name, side::body(w.expires, &w.payload), puts.is_empty()));
             }
             if let Some(req) = request {
                 // The request's record.
@@ -319,7 +324,7 @@ impl<D: Doc> Table<D> {
                 };
                 let expires = now + self.node.request_ttl().as_millis() as u64;
                 let body = side::body(expires, &serde_json::to_string(&seen).expect("records serialize"));
-                puts.push(beside(&request_record(&req.id), body));
+                puts.push(beside(&request_record(&req.id), body, puts.is_empty()));
             }
             match self.node.write_primary(puts).await {
                 // A state replicated by the previous primary landed between the read and the

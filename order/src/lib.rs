@@ -39,6 +39,7 @@ pub async fn run(
             table: common::table::Table::new(node),
             remote,
             stalled: Default::default(),
+            finished: Default::default(),
             unforgotten: Default::default(),
             resumed_epoch: Default::default(),
         });

@@ -33,9 +33,13 @@ pub struct Orders {
     /// change under it) with the checkout still in flight: retried by the next round of
     /// [`Orders::resume_round`] (every `resume_retry_ms`).
     pub stalled: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Finished checkout attempts (order, attempt) whose participants are still to be told to
-    /// forget the transaction: told by the next round of [`Orders::forget_round`] (every
-    /// `forget_interval_ms`), again and again until all of them were.
+    /// Checkout attempts (order, attempt) finished since the last round of
+    /// [`Orders::forget_round`] (every `forget_interval_ms`), which tells their participants
+    /// to forget the transaction.
+    pub finished: std::sync::Mutex<std::collections::HashSet<(String, u32)>>,
+    /// Finished checkout attempts whose participants were not all told to forget the
+    /// transaction: told again by the next round of [`Orders::resume_round`] (every
+    /// `resume_retry_ms`), until all of them were.
     pub unforgotten: std::sync::Mutex<std::collections::HashSet<(String, u32)>>,
     /// The epoch of the view the last resume pass ran under (0 before the first).
     pub resumed_epoch: std::sync::atomic::AtomicU64,
@@ -113,12 +117,18 @@ impl Orders {
     }
 
     /// One round of the `forget` worker: tells the participants of every checkout attempt
-    /// finished since the last round (and of those not all told before) to forget its
-    /// transaction, [`FORGET_PARALLELISM`] attempts at a time. Deferred to a round, the calls
-    /// of many checkouts go together, instead of a few calls of their own after each one.
+    /// finished since the last round to forget its transaction. Deferred to a round, the
+    /// calls of many checkouts go together, instead of a few calls of their own after each
+    /// one. Those not all told are told again on the `resume` worker's slower cadence.
     pub async fn forget_round(self: Arc<Self>) {
-        let unforgotten: Vec<(String, u32)> = self.unforgotten.lock().unwrap().drain().collect();
-        for chunk in unforgotten.chunks(FORGET_PARALLELISM) {
+        let finished: Vec<(String, u32)> = self.finished.lock().unwrap().drain().collect();
+        self.forget_all(finished).await;
+    }
+
+    /// Tells the participants of these finished attempts to forget their transactions,
+    /// [`FORGET_PARALLELISM`] attempts at a time.
+    async fn forget_all(&self, attempts: Vec<(String, u32)>) {
+        for chunk in attempts.chunks(FORGET_PARALLELISM) {
             futures::future::join_all(chunk.iter().map(|(key, attempt)| self.forget(key, *attempt))).await;
         }
     }
@@ -127,7 +137,8 @@ impl Orders {
     /// node's view (a view change, a promotion: it may have become the primary of orders whose
     /// previous primary was paused or cut off mid-checkout), resumes the checkouts in flight
     /// among the orders this node is primary of; a view change during the pass triggers one
-    /// more round. Then resumes the checkouts whose driver stopped on a failure.
+    /// more round. Then resumes the checkouts whose driver stopped on a failure, and tells
+    /// participants again to forget the transactions of finished attempts.
     pub async fn resume_round(self: Arc<Self>) {
         let epoch = self.table.node().epoch();
         let before = self.resumed_epoch.swap(epoch, std::sync::atomic::Ordering::SeqCst);
@@ -142,6 +153,8 @@ impl Orders {
             log::info!("resuming {} checkouts whose driver stopped on a failure", stalled.len());
             self.clone().resume(stalled).await;
         }
+        let unforgotten: Vec<(String, u32)> = self.unforgotten.lock().unwrap().drain().collect();
+        self.forget_all(unforgotten).await;
     }
 
     /// Notes the outcome of a checkout driver: one that failed with its checkout still in
@@ -155,7 +168,7 @@ impl Orders {
                 self.stalled.lock().unwrap().insert(key.to_string());
             }
             Some(Some(attempt)) => {
-                self.unforgotten.lock().unwrap().insert((key.to_string(), attempt));
+                self.finished.lock().unwrap().insert((key.to_string(), attempt));
             }
             Some(None) => {}
         }
