@@ -239,6 +239,11 @@ mod tests {
         txs: Mutex<HashMap<(String, String), (bool, i64)>>,
         unavailable: Mutex<u32>,
         calls: Mutex<Vec<String>>,
+        /// If set, a payment answers only once a stock step has arrived.
+        pay_waits_for_stock: Option<tokio::sync::Notify>,
+        /// If set, another driver (over this table, with locks of its own) finishes the
+        /// attempt and a client pays the next one while the payment is on its way.
+        taken_over_by: Option<Table<Order>>,
     }
 
     impl Fake {
@@ -283,6 +288,15 @@ mod tests {
     #[async_trait]
     impl Participants for Fake {
         async fn pay(&self, user: &str, amount: i64, tx: &str) -> Result<Outcome, Unavailable> {
+            if let Some(reserved) = &self.pay_waits_for_stock {
+                reserved.notified().await;
+            }
+            if let Some(other) = &self.taken_over_by {
+                let paid = |cur: Option<&Order>| {
+                    Decision::Write(cur.unwrap().failed().start_attempt().paid(), Reply::ok_text(""))
+                };
+                other.write("o", None, paid).await.unwrap();
+            }
             self.flaky()?;
             self.calls.lock().unwrap().push(format!("pay {user} {amount} {tx}"));
             Ok(self.debit(&self.credit, user, amount, tx, "not enough credit"))
@@ -293,6 +307,9 @@ mod tests {
             Ok(self.compensate(&self.credit, user, tx))
         }
         async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Outcome, Unavailable> {
+            if let Some(reserved) = &self.pay_waits_for_stock {
+                reserved.notify_one();
+            }
             self.flaky()?;
             self.calls.lock().unwrap().push(format!("reserve {item} {qty} {tx}"));
             Ok(self.debit(&self.stock, item, qty, tx, "not enough stock"))
@@ -321,6 +338,12 @@ mod tests {
         fake.stock.lock().unwrap().insert("a".into(), stock_a);
         fake.stock.lock().unwrap().insert("b".into(), stock_b);
         (table, fake)
+    }
+
+    /// Records the order as `at` makes it of the order read (an earlier driver's record).
+    async fn record_order(table: &Table<Order>, at: impl Fn(Order) -> Order) {
+        let o = at(table.read("o").await.unwrap().unwrap());
+        table.write("o", None, |_| Decision::Write(o.clone(), Reply::ok_text(""))).await.unwrap();
     }
 
     async fn checkout(table: &Table<Order>, fake: &Fake, rid: &str) -> Reply {
@@ -364,46 +387,17 @@ mod tests {
         assert!(table.read("o").await.unwrap().unwrap().paid);
     }
 
-    /// Participants whose payment answers only once a stock step has arrived: a driver that
-    /// waited for the payment before sending the stock steps would never finish.
-    struct PaymentWaitsForStock {
-        fake: Fake,
-        reserved: tokio::sync::Notify,
-    }
-
-    #[async_trait]
-    impl Participants for PaymentWaitsForStock {
-        async fn pay(&self, user: &str, amount: i64, tx: &str) -> Result<Outcome, Unavailable> {
-            self.reserved.notified().await;
-            self.fake.pay(user, amount, tx).await
-        }
-        async fn refund(&self, user: &str, tx: &str) -> Result<Outcome, Unavailable> {
-            self.fake.refund(user, tx).await
-        }
-        async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Outcome, Unavailable> {
-            self.reserved.notify_one();
-            self.fake.reserve(item, qty, tx).await
-        }
-        async fn release(&self, item: &str, tx: &str) -> Result<Outcome, Unavailable> {
-            self.fake.release(item, tx).await
-        }
-        async fn forget_payment(&self, user: &str, tx: &str) -> Result<(), Unavailable> {
-            self.fake.forget_payment(user, tx).await
-        }
-        async fn forget_stock(&self, item: &str, tx: &str) -> Result<(), Unavailable> {
-            self.fake.forget_stock(item, tx).await
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn payment_and_stock_are_sent_together() {
-        let (table, fake) = setup(100, 5, 5).await;
-        let together = PaymentWaitsForStock { fake, reserved: tokio::sync::Notify::new() };
+        // The payment answers only once a stock step has arrived: a driver that waited for
+        // the payment before sending the stock steps would never finish.
+        let (table, mut fake) = setup(100, 5, 5).await;
+        fake.pay_waits_for_stock = Some(tokio::sync::Notify::new());
         let g = table.lock("o").await;
-        let run = drive(&table, &g, &together, None, Mode::Checkout);
+        let run = drive(&table, &g, &fake, None, Mode::Checkout);
         let (r, _) = tokio::time::timeout(Duration::from_secs(10), run).await.expect("steps sent together").unwrap();
         assert_eq!(r.body, SUCCESS);
-        assert_eq!(together.fake.credit.lock().unwrap()["u"], 87);
+        assert_eq!(fake.credit.lock().unwrap()["u"], 87);
     }
 
     /// A checkout writes two records: the attempt in flight, then its end.
@@ -492,8 +486,7 @@ mod tests {
     async fn a_refusal_found_by_a_resumed_driver_undoes_every_step() {
         let (table, fake) = setup(100, 5, 0).await;
         // An earlier driver recorded the attempt and may have sent any step.
-        let o = table.read("o").await.unwrap().unwrap().start_attempt();
-        table.write("o", None, |_| Decision::Write(o.clone(), Reply::ok_text(""))).await.unwrap();
+        record_order(&table, |o| o.start_attempt()).await;
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         let g = table.lock("o").await;
         let (r, _) = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
@@ -517,8 +510,7 @@ mod tests {
     async fn resume_finishes_an_attempt_recorded_in_flight() {
         let (table, fake) = setup(100, 5, 5).await;
         // A primary died after recording the attempt and taking the payment and item a.
-        let o = table.read("o").await.unwrap().unwrap().start_attempt();
-        table.write("o", None, |_| Decision::Write(o.clone(), Reply::ok_text(""))).await.unwrap();
+        record_order(&table, |o| o.start_attempt()).await;
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         fake.debit(&fake.stock, "a", 1, "o#1", "");
         let g = table.lock("o").await;
@@ -539,8 +531,7 @@ mod tests {
     #[tokio::test]
     async fn a_resumed_driver_finishes_a_compensation_cut_short() {
         let (table, fake) = setup(100, 5, 5).await;
-        let o = table.read("o").await.unwrap().unwrap().start_attempt();
-        table.write("o", None, |_| Decision::Write(o.clone(), Reply::ok_text(""))).await.unwrap();
+        record_order(&table, |o| o.start_attempt()).await;
         // The earlier driver took the payment and item a, then refunded the payment.
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         fake.debit(&fake.stock, "a", 1, "o#1", "");
@@ -560,8 +551,7 @@ mod tests {
     #[tokio::test]
     async fn a_compensation_found_recorded_undoes_every_step_with_its_reason() {
         let (table, fake) = setup(100, 5, 5).await;
-        let o = table.read("o").await.unwrap().unwrap().start_attempt().compensating("not enough stock");
-        table.write("o", None, |_| Decision::Write(o.clone(), Reply::ok_text(""))).await.unwrap();
+        record_order(&table, |o| o.start_attempt().compensating("not enough stock")).await;
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         fake.debit(&fake.stock, "a", 1, "o#1", "");
         let g = table.lock("o").await;
@@ -586,50 +576,19 @@ mod tests {
         assert_eq!(table.read("o").await.unwrap().unwrap().phase(), Some(Phase::Failed));
     }
 
-    /// Participants during whose payment another driver finishes the attempt and a client
-    /// pays the next one (this node was deposed meanwhile, and is the order's primary again).
-    struct TakenOver {
-        fake: Fake,
-        other: Table<Order>,
-    }
-
-    #[async_trait]
-    impl Participants for TakenOver {
-        async fn pay(&self, user: &str, amount: i64, tx: &str) -> Result<Outcome, Unavailable> {
-            let paid = |cur: Option<&Order>| {
-                let next = cur.unwrap().failed().start_attempt().paid();
-                Decision::Write(next, Reply::ok_text(""))
-            };
-            self.other.write("o", None, paid).await.unwrap();
-            self.fake.pay(user, amount, tx).await
-        }
-        async fn refund(&self, user: &str, tx: &str) -> Result<Outcome, Unavailable> {
-            self.fake.refund(user, tx).await
-        }
-        async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Outcome, Unavailable> {
-            self.fake.reserve(item, qty, tx).await
-        }
-        async fn release(&self, item: &str, tx: &str) -> Result<Outcome, Unavailable> {
-            self.fake.release(item, tx).await
-        }
-        async fn forget_payment(&self, user: &str, tx: &str) -> Result<(), Unavailable> {
-            self.fake.forget_payment(user, tx).await
-        }
-        async fn forget_stock(&self, item: &str, tx: &str) -> Result<(), Unavailable> {
-            self.fake.forget_stock(item, tx).await
-        }
-    }
-
     /// A driver writes its record only over the order as it last read or wrote it: one that
     /// finds the order changed under it (another driver took it over) stops, and the other
     /// driver's paid order stays paid (before, the end record was written over it, and a
     /// paid order became unpaid).
     #[tokio::test]
     async fn a_driver_whose_order_changed_under_it_writes_nothing() {
-        let (table, fake) = setup(100, 5, 0).await;
-        let taken = TakenOver { fake, other: Table::new(table.node().clone()) };
+        let (table, mut fake) = setup(100, 5, 0).await;
+        // While the payment is on its way, another driver finishes the attempt and a client
+        // pays the next one (this node was deposed meanwhile, and is the order's primary
+        // again).
+        fake.taken_over_by = Some(Table::new(table.node().clone()));
         let g = table.lock("o").await;
-        let result = drive(&table, &g, &taken, None, Mode::Checkout).await;
+        let result = drive(&table, &g, &fake, None, Mode::Checkout).await;
         assert!(matches!(result, Err(HandlerError::Dependency(_))), "{result:?}");
         let o = table.read("o").await.unwrap().unwrap();
         assert!(o.paid, "{o:?}");
