@@ -89,18 +89,9 @@ impl ServiceClient {
     }
 
     async fn multi_exchange(&self, calls: &[MultiCall]) -> Result<Vec<MultiAnswer>, String> {
-        let body = Bytes::from(serde_json::to_vec(calls).expect("calls serialize"));
         let headers = vec![("content-type".to_string(), "application/json".to_string())];
-        let (addr, status, bytes) = self.exchange(Method::Post, MULTI_PATH, headers, body).await?;
-        if status != 200 {
-            return Err(format!("{addr} answered {status} to a multi call: {}", String::from_utf8_lossy(&bytes)));
-        }
-        let answers: Vec<MultiAnswer> =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{addr}: unreadable multi answer: {e}"))?;
-        if answers.len() != calls.len() {
-            return Err(format!("{addr}: {} answers to {} calls", answers.len(), calls.len()));
-        }
-        Ok(answers)
+        let (addr, status, bytes) = self.exchange(Method::Post, MULTI_PATH, headers, multi_body(calls)).await?;
+        multi_answers(status, &bytes, calls.len()).map_err(|why| format!("{addr}: {why}"))
     }
 
     /// Sends one request. Tries the coordinators in turn while connections are refused;
@@ -140,6 +131,25 @@ impl ServiceClient {
         }
         Err(last)
     }
+}
+
+/// The body of a multi call (`MULTI_PATH`) carrying `calls`.
+pub(crate) fn multi_body(calls: &[MultiCall]) -> Bytes {
+    Bytes::from(serde_json::to_vec(calls).expect("calls serialize"))
+}
+
+/// The answers of a multi call of `calls` calls from its reply's status and body: one per
+/// call, in order, or why there are none.
+pub(crate) fn multi_answers(status: u16, body: &[u8], calls: usize) -> Result<Vec<MultiAnswer>, String> {
+    if status != 200 {
+        return Err(format!("answered {status} to a multi call: {}", String::from_utf8_lossy(body)));
+    }
+    let answers: Vec<MultiAnswer> =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable multi answer: {e}"))?;
+    if answers.len() != calls {
+        return Err(format!("{} answers to {calls} calls", answers.len()));
+    }
+    Ok(answers)
 }
 
 /// One answer of a multi call as [`ServiceClient::call`] returns an answer: a 5xx is

@@ -138,11 +138,6 @@ impl Direct {
         }
     }
 
-    /// The view calls are routed by, if one was learned.
-    pub fn view(&self) -> Option<View> {
-        self.view.read().unwrap().clone()
-    }
-
     /// Makes a call keyed by `key`; its answer as [`crate::client::ServiceClient::call`]
     /// would give it. Only for calls that may be repeated (see the module's text). A write
     /// whose direct try left its outcome unknown is [`Unavailable`] (a read then goes
@@ -263,24 +258,17 @@ async fn send_group(client: &crate::rpc::Client, timeout: Duration, group: Vec<P
             method: Method::Post,
             path: MULTI_PATH.to_string(),
             headers: vec![epoch_header, ("content-type".to_string(), "application/json".to_string())],
-            body: Bytes::from(serde_json::to_vec(&calls).expect("calls serialize")),
+            body: crate::client::multi_body(&calls),
         };
-        let answers: Result<Vec<MultiAnswer>, NoAnswer> = match client.call(&request, timeout).await {
-            Ok(r) if r.status == 200 => {
-                serde_json::from_slice(&r.body).map_err(|e| NoAnswer::Unknown(format!("unreadable multi answer: {e}")))
-            }
-            Ok(r) => Err(NoAnswer::Unknown(format!("answered {} to a multi call", r.status))),
+        let answers = match client.call(&request, timeout).await {
+            Ok(r) => crate::client::multi_answers(r.status, &r.body, dones.len()).map_err(NoAnswer::Unknown),
             Err(e) => Err(no_answer(e)),
         };
         match answers {
-            Ok(answers) if answers.len() == dones.len() => {
+            Ok(answers) => {
                 for (done, a) in dones.into_iter().zip(answers) {
                     let _ = done.send(Ok(a));
                 }
-            }
-            Ok(answers) => {
-                let why = NoAnswer::Unknown(format!("{} answers to {} calls", answers.len(), dones.len()));
-                dones.into_iter().for_each(|d| drop(d.send(Err(why.clone()))));
             }
             Err(why) => dones.into_iter().for_each(|d| drop(d.send(Err(why.clone())))),
         }

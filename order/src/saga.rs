@@ -141,28 +141,28 @@ pub async fn drive(
             Seen::Reused(refusal) => return Ok((refusal, None)),
         }
     }
-    let Some(mut order) = table.read(&key).await? else {
+    let Some(read) = table.read(&key).await? else {
         return Ok((Reply::bad("order not found"), None));
     };
-    let plan = start(mode, order.paid, order.phase());
-    let started_here = match plan {
+    let plan = start(mode, read.paid, read.phase());
+    // The order as this driver last read or wrote it.
+    let (order, started_here) = match plan {
         Start::AlreadyPaid => return Ok((Reply::ok_text(ALREADY_PAID), None)),
-        Start::LastOutcome => return Ok((Reply::bad(order.failure()), None)),
+        Start::LastOutcome => return Ok((Reply::bad(read.failure()), None)),
         Start::NewAttempt => {
-            let next = order.start_attempt();
-            record(table, guard, &order, &next, Reply::ok_text("in progress"), None).await?;
-            order = next;
-            true
+            let next = read.start_attempt();
+            record(table, guard, &read, &next, Reply::ok_text("in progress"), None).await?;
+            (next, true)
         }
-        Start::Finish | Start::Undo => false,
+        Start::Finish | Start::Undo => (read, false),
     };
     let attempt = order.checkout.as_ref().expect("an attempt is under way").attempt;
     log::debug!("{key}: checkout attempt {attempt}");
     let tx = tx_id(&key, attempt);
-    let attempted = order.clone();
-    let steps = Step::all(&attempted);
-    let undo: Vec<usize> = if plan == Start::Undo {
-        (0..steps.len()).collect()
+    let steps = Step::all(&order);
+    // The steps to undo, and the `compensating` record written before, if this driver wrote it.
+    let (undo, compensating) = if plan == Start::Undo {
+        ((0..steps.len()).collect::<Vec<usize>>(), None)
     } else {
         // All steps at once: the checkout waits for one round trip, not one per step.
         let answers = futures::future::join_all(steps.iter().map(|s| s.send(participants, &tx))).await;
@@ -177,14 +177,14 @@ pub async fn drive(
                 // never undoes a step that the next driver may find applied and roll forward.
                 let next = order.compensating(&reason);
                 record(table, guard, &order, &next, Reply::ok_text("in progress"), None).await?;
-                order = next;
-                undo
+                (undo, Some(next))
             }
         }
     };
     futures::future::join_all(undo.iter().map(|&i| steps[i].undo(participants, &tx))).await;
-    let reply = Reply::bad(order.failure());
-    record(table, guard, &order, &order.failed(), reply.clone(), request).await?;
+    let last = compensating.as_ref().unwrap_or(&order);
+    let reply = Reply::bad(last.failure());
+    record(table, guard, last, &last.failed(), reply.clone(), request).await?;
     Ok((reply, Some(attempt)))
 }
 
