@@ -194,9 +194,8 @@ pub struct Node {
     links: HashMap<u32, PeerLink>,
     /// The other replicas' base URLs, by id (membership queries).
     peer_urls: HashMap<u32, String>,
-    /// The cluster secret.
-    secret: String,
-    /// Client for membership queries to peers and coordinators.
+    /// Client for membership queries, lease pings and suspicions to peers and coordinators;
+    /// it carries the cluster secret ([`crate::client::internal_builder`]).
     http: reqwest::Client,
     /// This service's coordinators (`http://host:port`), told about peers that fail.
     coordinators: Vec<String>,
@@ -242,7 +241,7 @@ impl Node {
         acceptor: AcceptorState,
         timings: Timings,
     ) -> Node {
-        let http = crate::client::internal_http(timings.fanout);
+        let http = crate::client::internal_http(timings.fanout, &secret);
         let peer_urls: HashMap<u32, String> =
             peers.iter().filter(|(id, _)| **id != me).map(|(i, u)| (*i, u.clone())).collect();
         // The fan-out has a connection of its own to each peer (`crate::rpc`), opened and
@@ -271,7 +270,6 @@ impl Node {
             acceptor: tokio::sync::Mutex::new(acceptor),
             links,
             peer_urls,
-            secret,
             http,
             coordinators: Vec::new(),
             empty_start: std::sync::atomic::AtomicBool::new(false),
@@ -334,13 +332,7 @@ impl Node {
         let period = self.leases.lock().unwrap().period();
         let pings = self.peer_urls.iter().map(|(id, base)| async move {
             let sent = std::time::Instant::now();
-            let r = self
-                .http
-                .get(format!("{base}/internal/lease/{}", self.me))
-                .timeout(period / 2)
-                .header(crate::wire::SECRET, &self.secret)
-                .send()
-                .await;
+            let r = self.http.get(format!("{base}/internal/lease/{}", self.me)).timeout(period / 2).send().await;
             let Ok(r) = r else { return };
             self.answered(base, r.status());
             if !r.status().is_success() {
@@ -765,13 +757,8 @@ impl Node {
     /// that answers); returns the view the coordinator routes by afterwards.
     async fn suspect(&self, peer: u32) -> Option<View> {
         for base in &self.coordinators {
-            let r = self
-                .http
-                .post(format!("{base}/internal/suspect/{peer}"))
-                .timeout(self.timings.suspect)
-                .header(crate::wire::SECRET, &self.secret)
-                .send()
-                .await;
+            let r =
+                self.http.post(format!("{base}/internal/suspect/{peer}")).timeout(self.timings.suspect).send().await;
             if let Ok(r) = &r {
                 self.answered(base, r.status());
             }
@@ -859,13 +846,7 @@ impl Node {
         let replicas = self.acceptor.lock().await.replicas;
         let recovery = r.recovery.get_or_insert_with(|| paxos::Recovery::new(self.me, replicas));
         let asks = me.peer_urls.iter().map(|(id, base)| async move {
-            let r = me
-                .http
-                .post(format!("{base}/internal/paxos"))
-                .header(crate::wire::SECRET, &me.secret)
-                .json(&paxos::Request::Query)
-                .send()
-                .await;
+            let r = me.http.post(format!("{base}/internal/paxos")).json(&paxos::Request::Query).send().await;
             if let Ok(r) = &r {
                 me.answered(base, r.status());
             }

@@ -126,8 +126,8 @@ fn load<T: DeserializeOwned>(defaults: &[(&str, &str)]) -> Result<T, SettingsErr
 }
 
 fn check_common(topology: &std::path::Path, secret: &str, workers: usize) -> Result<Topology, SettingsError> {
-    if secret.is_empty() {
-        return Err(SettingsError("the cluster secret (APP__SECRET) is empty".into()));
+    if let Err(why) = crate::client::valid_secret(secret) {
+        return Err(SettingsError(format!("{why} (APP__SECRET)")));
     }
     if workers == 0 {
         return Err(SettingsError("workers must be at least 1".into()));

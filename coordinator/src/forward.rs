@@ -17,10 +17,8 @@ use common::endpoint::Endpoint;
 use common::routing::Method;
 use common::rpc;
 use common::standing::SecretStanding;
-use common::wire::{
-    View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
-};
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use common::wire::{View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE};
+use reqwest::header::CONTENT_TYPE;
 use std::time::Duration;
 
 /// Idle keep-alive connections kept per replica by the HTTP client of the rare internal
@@ -165,9 +163,6 @@ pub struct Forwarder {
     http: reqwest::Client,
     /// Base URL (`http://host:port`) per replica id, parsed once.
     bases: Vec<Endpoint>,
-    /// The cluster secret, sent on every request: a header value made once (a secret that is
-    /// no valid header value fails every request, as it did when reqwest parsed it each time).
-    secret: Result<HeaderValue, String>,
     /// Whether the replicas accept this coordinator's secret.
     standing: SecretStanding,
     /// Replicas this coordinator is cut off from by the test-only fault hook: every send to
@@ -180,15 +175,9 @@ impl Forwarder {
     /// A forwarder to the replicas at `addrs` (`host:port`, id = index).
     pub fn new(addrs: &[String], secret: &str) -> Forwarder {
         let standing = SecretStanding::default();
-        // Replicas are reached directly: no proxy (a proxy set in the environment would
-        // otherwise carry this traffic), plain HTTP/1.1.
-        let http = reqwest::Client::builder()
+        let http = common::client::internal_builder(secret)
             .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-            .pool_idle_timeout(common::wire::CLIENT_POOL_IDLE)
-            .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
-            .no_proxy()
-            .http1_only()
             .build()
             .expect("http client");
         Forwarder {
@@ -200,7 +189,6 @@ impl Forwarder {
             ),
             http,
             bases: addrs.iter().map(|a| Endpoint::new(a)).collect(),
-            secret: HeaderValue::from_str(secret).map_err(|e| e.to_string()),
             standing,
             #[cfg(feature = "fault-hooks")]
             cut: Default::default(),
@@ -253,14 +241,14 @@ impl Forwarder {
     /// Calls an internal GET endpoint (`/internal/view`, `/internal/digest`) of replica `id`.
     pub async fn get_internal(&self, id: u32, path: &str, timeout: Duration) -> Result<ReplicaReply, SendError> {
         let url = self.url(id, path)?;
-        let resp = self.http.get(url).timeout(timeout).header(SECRET, self.secret()?).send().await?;
+        let resp = self.http.get(url).timeout(timeout).send().await?;
         self.read(resp, path != "/health").await
     }
 
     /// Calls an internal POST endpoint (`/internal/push/..`) of replica `id`.
     pub async fn post_internal(&self, id: u32, path: &str, timeout: Duration) -> Result<ReplicaReply, SendError> {
         let url = self.url(id, path)?;
-        let resp = self.http.post(url).timeout(timeout).header(SECRET, self.secret()?).send().await?;
+        let resp = self.http.post(url).timeout(timeout).send().await?;
         self.read(resp, true).await
     }
 
@@ -273,15 +261,8 @@ impl Forwarder {
         timeout: Duration,
     ) -> Result<ReplicaReply, SendError> {
         let url = self.url(id, path)?;
-        let resp = self
-            .http
-            .post(url)
-            .timeout(timeout)
-            .header(SECRET, self.secret()?)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await?;
+        let resp =
+            self.http.post(url).timeout(timeout).header(CONTENT_TYPE, "application/json").body(body).send().await?;
         self.read(resp, true).await
     }
 
@@ -293,16 +274,12 @@ impl Forwarder {
         timeout: Duration,
     ) -> Result<common::paxos::Reply, SendError> {
         let url = self.url(id, "/internal/paxos")?;
-        let resp = self.http.post(url).timeout(timeout).header(SECRET, self.secret()?).json(request).send().await?;
+        let resp = self.http.post(url).timeout(timeout).json(request).send().await?;
         let r = self.read(resp, true).await?;
         if r.status != 200 {
             return Err(SendError::Connect(format!("replica {id} answered {} to a membership message", r.status)));
         }
         serde_json::from_slice(&r.body).map_err(|e| SendError::Connect(format!("replica {id}: unreadable reply: {e}")))
-    }
-
-    fn secret(&self) -> Result<HeaderValue, SendError> {
-        self.secret.clone().map_err(SendError::Broken)
     }
 
     /// Whether replica `id` may be sent to: it exists, and (in builds with fault hooks) this

@@ -144,7 +144,7 @@ impl Coordinator {
                 .filter(|s| *s != settings.service)
                 .map(|s| (s, topology.nodes(s).coordinators.clone()))
                 .collect(),
-            admin_http: common::client::internal_http(crate::overview::PEER_TIMEOUT),
+            admin_http: common::client::internal_http(crate::overview::PEER_TIMEOUT, &settings.secret),
         }
     }
 

@@ -7,7 +7,7 @@
 use crate::batching::BatchQueue;
 use actix_web::web::Bytes;
 use model::routing::Method;
-use model::wire::{MultiAnswer, MultiCall, MULTI_PATH, REQUEST_ID};
+use model::wire::{MultiAnswer, MultiCall, MULTI_PATH, REQUEST_ID, SECRET};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,23 +28,49 @@ pub struct Answer {
 #[error("service unavailable: {0}")]
 pub struct Unavailable(pub String);
 
-/// An HTTP client for the cluster's internal hops (a node's peers, another service's
-/// coordinators), each request bounded by `timeout`. They are reached directly: no proxy,
-/// plain HTTP/1.1, no redirects followed (no internal endpoint redirects, and an answer that
-/// does is the peer's answer, not a reason to go elsewhere), Nagle's algorithm off; idle
-/// connections are dropped before the servers' keep-alive ends (`model::wire::CLIENT_POOL_IDLE`).
+/// The settings of every HTTP client for the cluster's internal hops (a node's peers,
+/// another service's coordinators, the replicas behind a coordinator). They are reached
+/// directly: no proxy, plain HTTP/1.1, no redirects followed (no internal endpoint
+/// redirects, and an answer that does is the peer's answer, not a reason to go elsewhere),
+/// Nagle's algorithm off; idle connections are dropped before the servers' keep-alive ends
+/// (`model::wire::CLIENT_POOL_IDLE`). Every request carries the cluster secret
+/// (`model::wire::SECRET`), added here once rather than by each call; the settings check
+/// that it is a valid header value ([`valid_secret`]), so a process never starts with one
+/// that is not.
 /// (The fan-out and the coordinators' forwarding use [`crate::rpc`] connections instead.)
-pub fn internal_http(timeout: Duration) -> reqwest::Client {
+pub fn internal_builder(secret: &str) -> reqwest::ClientBuilder {
+    let mut value = reqwest::header::HeaderValue::from_str(secret).expect("the settings check the secret");
+    value.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::HeaderName::from_static(SECRET), value)]);
     reqwest::Client::builder()
-        .timeout(timeout)
+        .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(64)
         .pool_idle_timeout(model::wire::CLIENT_POOL_IDLE)
         .tcp_nodelay(true)
         .no_proxy()
         .http1_only()
-        .build()
-        .expect("http client")
+}
+
+/// An HTTP client for the cluster's internal hops ([`internal_builder`]), each request
+/// bounded by `timeout`.
+pub fn internal_http(timeout: Duration, secret: &str) -> reqwest::Client {
+    internal_builder(secret).timeout(timeout).pool_max_idle_per_host(64).build().expect("http client")
+}
+
+/// Why `secret` cannot be the cluster secret, if it cannot: it travels as a header value on
+/// every internal request (and in the handshake of [`crate::rpc`]), so it must be non-empty
+/// visible ASCII (a space inside is allowed, a line break or a control character is not).
+pub fn valid_secret(secret: &str) -> Result<(), String> {
+    if secret.is_empty() {
+        return Err("the cluster secret is empty".into());
+    }
+    if secret.starts_with(' ') || secret.ends_with(' ') {
+        return Err("the cluster secret starts or ends with a space, which HTTP drops".into());
+    }
+    match secret.bytes().find(|b| !(b' '..=b'~').contains(b)) {
+        Some(b) => Err(format!("the cluster secret holds the byte {b:#04x}: only visible ASCII and spaces may")),
+        None => Ok(()),
+    }
 }
 
 /// The innermost cause of an error, which says what happened (refused, reset, ...); the
@@ -227,5 +253,57 @@ async fn send_group(client: &ServiceClient, mut group: Vec<Pending>) {
     let (calls, dones): (Vec<MultiCall>, Vec<_>) = group.into_iter().map(|p| (p.call, p.done)).unzip();
     for (done, answer) in dones.into_iter().zip(client.multi(&calls).await) {
         let _ = done.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn a_secret_must_be_a_header_value() {
+        for (secret, ok) in [
+            ("s3cret", true),
+            ("a secret with spaces", true),
+            ("~!@#$%^&*()_+{}|:\"<>?`-=[]\\;',./", true),
+            ("", false),
+            (" leading", false),
+            ("trailing ", false),
+            ("line\r\nx-other: injected", false),
+            ("tab\there", false),
+            ("geheimnis-ä", false),
+        ] {
+            assert_eq!(valid_secret(secret).is_ok(), ok, "{secret:?}: {:?}", valid_secret(secret));
+        }
+    }
+
+    #[tokio::test]
+    async fn every_internal_request_carries_the_secret() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            for _ in 0..2 {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the client closed before its request's head ended");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                conn.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await.unwrap();
+                heads.push(String::from_utf8(head).unwrap().to_lowercase());
+            }
+            heads
+        });
+        let http = internal_http(Duration::from_secs(5), "s3cret");
+        assert_eq!(http.get(format!("http://{addr}/internal/view")).send().await.unwrap().status(), 204);
+        let other = internal_builder("an0ther").build().unwrap();
+        assert_eq!(other.post(format!("http://{addr}/internal/paxos")).send().await.unwrap().status(), 204);
+        let heads = server.await.unwrap();
+        assert!(heads[0].contains(&format!("\r\n{SECRET}: s3cret\r\n")), "{}", heads[0]);
+        assert!(heads[1].contains(&format!("\r\n{SECRET}: an0ther\r\n")), "{}", heads[1]);
     }
 }
