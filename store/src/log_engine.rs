@@ -19,10 +19,14 @@
 //!   it is answered") is synced before it returns.
 //! - **Segments and snapshots**: the log is a run of files `log-N`; once the current one
 //!   exceeds [`SEGMENT_LIMIT`], writes go on in `log-(N+1)` and a background thread compacts
-//!   everything before it into `snapshot-(N+1)`: it reads the previous snapshot and the
-//!   closed segments from disk (not from memory, so writers never wait for it), writes each
-//!   document's last state to a temporary file, syncs it, renames it into place, syncs the
-//!   directory, and only then deletes the files it replaces.
+//!   everything before it into `snapshot-(N+1)`: it takes the records in memory a few
+//!   hundred at a time, each time under the store's lock but only their shared handles,
+//!   and encodes them into a temporary file, syncs it and the segments from `N+1` on
+//!   (the snapshot may hold states written after the cut; an open replays those segments
+//!   over it), renames it into place, syncs the directory, and only then deletes the files
+//!   it replaces. It reads no file: reading the old snapshot and segments back cost the
+//!   compaction several times more CPU, most of it in zeroing fresh memory for them
+//!   (docs/performance.md, "Compaction from memory").
 //! - **Open**: the newest snapshot is read (it was complete and synced before its rename,
 //!   so a bad frame in it is corruption and fails the open), then every segment from its
 //!   number on, in order. A segment's reading ends at its first incomplete or corrupt
@@ -31,8 +35,8 @@
 //!   Every frame carries its file's number as its tag, so a frame found in another file
 //!   is never applied.
 //! - **Memory**: the whole data set is in memory (about 3× the documents' JSON; 100,000
-//!   orders are about 50 MB), and reads never touch the disk. A compaction briefly holds a
-//!   second copy, of the encoded documents.
+//!   orders are about 50 MB), and reads never touch the disk. A compaction holds one frame
+//!   of encoded records besides.
 //! - **Failures**: a failed append is cut back off the segment and the call fails, with
 //!   nothing changed; if it cannot be cut back, or a sync fails, the store refuses every
 //!   later write (the node answers 500 and is evicted) rather than acknowledge what a replay
@@ -43,7 +47,6 @@ use super::mem::Docs;
 use super::{KeyVersion, Put, Record, Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use model::digest::Digests;
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -63,8 +66,13 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// replays besides the snapshot.
 pub const SEGMENT_LIMIT: u64 = 64 << 20;
 
-/// Largest payload of one snapshot frame (a snapshot is written in frames of about this size).
+/// Size of a snapshot frame (a snapshot is written in frames of about this size).
 const SNAPSHOT_FRAME: usize = 1 << 20;
+
+/// How many records a compaction takes from memory per hold of the store's lock: it takes
+/// their handles only ([`Docs::records_after`]) and encodes them after, so a write waits for
+/// a compaction at most about as long as a lookup of this many keys.
+const COMPACTION_CHUNK: usize = 256;
 
 /// When the store syncs and compacts.
 #[derive(Clone, Copy, Debug)]
@@ -186,49 +194,76 @@ fn replay(
     Ok((snapshot, read))
 }
 
-/// Compacts the snapshot and the segments before `upto` into `snapshot-upto`, then deletes
-/// the files it replaces. Writers go on meanwhile (they write segment `upto` or later).
-fn compact(dir: &Path, upto: u64) -> StoreResult<()> {
+/// Compacts the store into `snapshot-upto` from memory, then deletes the snapshot and the
+/// segments before `upto` that it replaces. Writers go on meanwhile, in segment `upto` or
+/// later: the records are taken from memory [`COMPACTION_CHUNK`] at a time, each time under
+/// the store's lock, which a writer holds from deciding its puts until they are in memory,
+/// so a chunk holds only whole writes, and a document and its side records come in one
+/// chunk ([`Docs::records_after`]). The snapshot may thus hold states written after the
+/// cut; an open replays segment `upto` and later over it, in log order, which ends each key
+/// at its last logged state, the one memory holds (a side record expired since is dropped
+/// again). Before the snapshot replaces anything, those segments are synced too, so that no
+/// power loss can leave the snapshot with a state whose frame it took away. Side records
+/// expired by now are left out. The meta values are taken at a moment no `put_meta` is
+/// between its append and its update of memory (`meta_turn`), so the snapshot has every
+/// meta value the replaced files hold.
+fn compact(dir: &Path, upto: u64, inner: &Mutex<Inner>, meta_turn: &tokio::sync::Mutex<()>) -> StoreResult<()> {
     let started = Instant::now();
     let files = list(dir)?;
-    let mut docs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut metas: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    replay(dir, &files, upto, |kind, key, value| {
-        let map = if kind == ENTRY_DOC { &mut docs } else { &mut metas };
-        map.insert(key.to_string(), value.to_vec());
-        Ok(())
-    })?;
-    // Side records expired by now are left out (memory dropped them, or will).
-    let now = model::side::now_ms();
-    docs.retain(|key, value| {
-        !(model::side::is_side(key)
-            && std::str::from_utf8(value.get(48..).unwrap_or_default()).is_ok_and(|b| model::side::expired(b, now)))
-    });
     let name = file_name(SNAPSHOT, upto);
     let temporary = dir.join(format!("{name}{TEMPORARY}"));
-    let mut out = std::io::BufWriter::new(File::create(&temporary).map_err(StoreError::of)?);
+    let mut out = File::create(&temporary).map_err(StoreError::of)?;
+    let metas = {
+        let _turn = meta_turn.blocking_lock();
+        inner.lock().unwrap().docs.metas()
+    };
+    let now = model::side::now_ms();
     let mut frame = new_frame();
-    let all = metas.iter().map(|e| (ENTRY_META, e)).chain(docs.iter().map(|e| (ENTRY_DOC, e)));
-    for (kind, (key, value)) in all {
-        push_entry(&mut frame, kind, key, value);
-        if frame.len() >= SNAPSHOT_FRAME {
+    for (key, value) in &metas {
+        push_entry(&mut frame, ENTRY_META, key, value);
+    }
+    let (mut documents, mut after, mut longest) = (0, None::<String>, Duration::ZERO);
+    loop {
+        // Under the lock, only the records' handles are taken: the encoding waits for no one.
+        let (records, next) = {
+            let inner = inner.lock().unwrap();
+            let held = Instant::now();
+            let taken = inner.docs.records_after(after.as_deref(), COMPACTION_CHUNK, now);
+            longest = longest.max(held.elapsed());
+            taken
+        };
+        documents += records.len();
+        for r in &records {
+            push_doc(&mut frame, r);
+        }
+        if frame.len() >= SNAPSHOT_FRAME || next.is_none() {
             seal(&mut frame, upto);
             out.write_all(&frame).map_err(StoreError::of)?;
-            frame = new_frame();
+            frame.truncate(FRAME_HEAD);
+        }
+        match next {
+            Some(key) => after = Some(key),
+            None => break,
         }
     }
-    seal(&mut frame, upto);
-    out.write_all(&frame).map_err(StoreError::of)?;
-    let file = out.into_inner().map_err(StoreError::of)?;
-    file.sync_data().map_err(StoreError::of)?;
+    out.sync_data().map_err(StoreError::of)?;
+    let current = inner.lock().unwrap().log.number;
+    for n in upto..=current {
+        match File::open(dir.join(file_name(SEGMENT, n))) {
+            Ok(segment) => segment.sync_data().map_err(StoreError::of)?,
+            // Not created yet (a rotation that failed); no other process deletes these.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::of(e)),
+        }
+    }
     std::fs::rename(&temporary, dir.join(&name)).map_err(StoreError::of)?;
     sync_dir(dir).map_err(StoreError::of)?;
     // The snapshot is durable: what it replaces may go.
     remove_older(dir, &files, upto);
     log::info!(
-        "{}: compacted into {name} ({} documents) in {} ms",
+        "{}: compacted into {name} ({documents} records; the store was held at most {} µs) in {} ms",
         dir.display(),
-        docs.len(),
+        longest.as_micros(),
         started.elapsed().as_millis()
     );
     Ok(())
@@ -352,13 +387,15 @@ struct Inner {
 
 /// The log-backed store. See the module docs.
 pub struct LogStore {
-    inner: Mutex<Inner>,
+    /// Shared with the compaction thread, which encodes the snapshot from it.
+    inner: Arc<Mutex<Inner>>,
     syncer: Arc<Syncer>,
     sync_thread: Option<JoinHandle<()>>,
     dir: PathBuf,
     policy: LogPolicy,
-    /// Held by a `put_meta` from its append to its update in memory.
-    meta_turn: tokio::sync::Mutex<()>,
+    /// Held by a `put_meta` from its append to its update in memory (and by a compaction
+    /// while it copies the meta values).
+    meta_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn create_segment(dir: &Path, number: u64) -> StoreResult<Arc<File>> {
@@ -409,12 +446,17 @@ impl LogStore {
         let sync_thread =
             std::thread::Builder::new().name("log-sync".into()).spawn(move || s.run()).map_err(StoreError::of)?;
         let store = LogStore {
-            inner: Mutex::new(Inner { docs, log: Segment { file, number, len: 0 }, poisoned: None, compaction: None }),
+            inner: Arc::new(Mutex::new(Inner {
+                docs,
+                log: Segment { file, number, len: 0 },
+                poisoned: None,
+                compaction: None,
+            })),
             syncer,
             sync_thread: Some(sync_thread),
             dir: dir.to_path_buf(),
             policy,
-            meta_turn: tokio::sync::Mutex::new(()),
+            meta_turn: Arc::new(tokio::sync::Mutex::new(())),
         };
         if read > policy.segment_limit {
             store.start_compaction(&mut store.inner.lock().unwrap());
@@ -481,8 +523,9 @@ impl LogStore {
             return;
         }
         let (dir, upto) = (self.dir.clone(), inner.log.number);
+        let (shared, meta_turn) = (self.inner.clone(), self.meta_turn.clone());
         let spawned = std::thread::Builder::new().name("log-compact".into()).spawn(move || {
-            if let Err(e) = compact(&dir, upto) {
+            if let Err(e) = compact(&dir, upto, &shared, &meta_turn) {
                 log::warn!("{}: compaction failed: {e}", dir.display());
             }
         });
@@ -781,6 +824,49 @@ mod tests {
         for k in 0..20 {
             let r = s.get(&format!("k{k}")).await.unwrap().unwrap();
             assert_eq!((r.version.seq, r.body), (30, format!("state 30 of k{k}")));
+        }
+    }
+
+    /// A compaction encodes memory, which may hold states written after its cut (in the
+    /// segment it does not replace): an open replays that segment over the snapshot and ends
+    /// every key at its last state, whether the snapshot holds that state or an older one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_holding_writes_after_its_cut_opens_to_the_last_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        // Segments that never fill: this test cuts and compacts by hand.
+        let s = LogStore::open_with(&path, LogPolicy { interval: SYNC_INTERVAL, segment_limit: u64::MAX }).unwrap();
+        for seq in 1..=2 {
+            s.write((0..10).map(|k| update(&format!("k{k}"), seq, &format!("{seq}"))).collect()).await.unwrap();
+        }
+        s.put_meta("view", b"before the cut".to_vec()).await.unwrap();
+        // The cut: segment 2 takes the writes from here on.
+        {
+            let mut inner = s.inner.lock().unwrap();
+            inner.log = Segment { file: create_segment(&path, 2).unwrap(), number: 2, len: 0 };
+        }
+        // After the cut and before the snapshot is encoded: state 3 of every key.
+        s.write((0..10).map(|k| update(&format!("k{k}"), 3, "3")).collect()).await.unwrap();
+        // On a thread of its own, as a compaction runs.
+        std::thread::scope(|t| t.spawn(|| compact(&path, 2, &s.inner, &s.meta_turn)).join().unwrap()).unwrap();
+        assert!(!names(&path).contains(&file_name(SEGMENT, 1)), "{:?}", names(&path));
+        // After the snapshot: state 4 of half the keys, and a new meta value.
+        s.write((0..5).map(|k| update(&format!("k{k}"), 4, "4")).collect()).await.unwrap();
+        s.put_meta("view", b"after the snapshot".to_vec()).await.unwrap();
+        let root = s.digests().await.unwrap();
+        // A kill now (every frame is in the page cache) and a clean close open the same.
+        crash_copy(&path, &dir.path().join("c"));
+        drop(s);
+        for p in [path, dir.path().join("c")] {
+            let s = LogStore::open(&p).unwrap();
+            for k in 0..10 {
+                let r = s.get(&format!("k{k}")).await.unwrap().unwrap();
+                let last = if k < 5 { 4 } else { 3 };
+                assert_eq!((r.version.seq, r.body), (last, last.to_string()), "k{k} in {}", p.display());
+            }
+            assert_eq!(s.get_meta("view").await.unwrap(), Some(b"after the snapshot".to_vec()));
+            assert!(s.digests().await.unwrap() == root);
+            assert_consistent(&s).await;
         }
     }
 

@@ -7,11 +7,12 @@ use async_trait::async_trait;
 use model::digest::{bucket_of, Digests, Hash};
 use model::version::Version;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A stored record and the bucket of its key (so bucket listings hash nothing).
 struct Entry {
-    record: Record,
+    /// Shared, so that a compaction takes the records under the lock and encodes them after.
+    record: Arc<Record>,
     bucket: u8,
     /// A side record's expiry (`model::side`): not in the digests, dropped once expired.
     expires: Option<u64>,
@@ -85,7 +86,7 @@ impl Docs {
                 // A key is a side record's or a document's by its form (model::side).
                 _ => unreachable!("a key changed between document and side record"),
             }
-            e.record = record;
+            e.record = Arc::new(record);
             return;
         }
         let bucket = bucket_of(&record.key);
@@ -96,7 +97,7 @@ impl Docs {
             }
         }
         self.order.insert(record.key.clone());
-        self.map.insert(record.key.clone(), Entry { record, bucket, expires });
+        self.map.insert(record.key.clone(), Entry { record: Arc::new(record), bucket, expires });
     }
 
     /// Drops the side records expired at `now_ms`; how many.
@@ -115,7 +116,7 @@ impl Docs {
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Record> {
-        self.map.get(key).map(|e| e.record.clone())
+        self.map.get(key).map(|e| Record::clone(&e.record))
     }
 
     pub(super) fn digests(&self) -> Digests {
@@ -145,7 +146,48 @@ impl Docs {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
         };
-        self.order.range::<str, _>((lower, Bound::Unbounded)).take(limit).map(|k| self.map[k].record.clone()).collect()
+        self.order
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|k| Record::clone(&self.map[k].record))
+            .collect()
+    }
+
+    /// The records with keys greater than `after`, in key order, leaving out side records
+    /// expired at `now_ms`: at least `count` of them unless fewer are left, ending before a
+    /// document's key, so that a document and the side records beside it (which sort right
+    /// after it) always come in one call, and a caller that takes the store's lock per call
+    /// never splits a write of them. Also the key to go on after, if any is left.
+    pub(super) fn records_after(
+        &self,
+        after: Option<&str>,
+        count: usize,
+        now_ms: u64,
+    ) -> (Vec<Arc<Record>>, Option<String>) {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let (mut out, mut last) = (Vec::with_capacity(count), None::<&String>);
+        for key in self.order.range::<str, _>((lower, Bound::Unbounded)) {
+            if last.is_some() && out.len() >= count && !model::side::is_side(key) {
+                return (out, last.cloned());
+            }
+            let e = &self.map[key];
+            if e.expires.is_none_or(|at| at > now_ms) {
+                out.push(e.record.clone());
+            }
+            last = Some(key);
+        }
+        (out, None)
+    }
+
+    /// Every meta value, by name in order.
+    pub(super) fn metas(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = self.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_unstable();
+        out
     }
 
     pub(super) fn meta(&self, name: &str) -> Option<Vec<u8>> {
@@ -237,6 +279,30 @@ mod tests {
 
     fn put(expect: super::super::Expect, key: &str, seq: u64, body: &str) -> Put {
         Put { expect, record: Record::new(key.into(), Version { epoch: 1, seq }, body.into()) }
+    }
+
+    /// A compaction's chunks end only at a document's key, never between a document and the
+    /// side records beside it, and leave out the side records expired.
+    #[test]
+    fn a_chunk_of_the_snapshot_ends_before_a_document() {
+        let mut docs = Docs::default();
+        let rec = |key: String, body: String| Record::new(key, Version { epoch: 1, seq: 1 }, body);
+        docs.store(rec("a".into(), "doc a".into()));
+        docs.store(rec(model::side::key("a", "t:1"), model::side::body(u64::MAX, "kept")));
+        docs.store(rec(model::side::key("a", "t:2"), model::side::body(1_000, "expired")));
+        docs.store(rec(model::side::key("a", "t:3"), model::side::body(u64::MAX, "kept")));
+        docs.store(rec("b".into(), "doc b".into()));
+        docs.store(rec("c".into(), "doc c".into()));
+        let keys = |(records, next): (Vec<Arc<Record>>, Option<String>)| {
+            (records.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), next)
+        };
+        // One record asked for: each call stops at the first document after what it took.
+        let (a, t1, t3) = ("a".to_string(), model::side::key("a", "t:1"), model::side::key("a", "t:3"));
+        assert_eq!(keys(docs.records_after(None, 1, 2_000)), (vec![a, t1, t3.clone()], Some(t3.clone())));
+        assert_eq!(keys(docs.records_after(Some(&t3), 1, 2_000)), (vec!["b".to_string()], Some("b".to_string())));
+        assert_eq!(keys(docs.records_after(Some("b"), 1, 2_000)), (vec!["c".to_string()], None));
+        // Enough asked for: one call takes all; before its expiry, the expired record too.
+        assert_eq!(docs.records_after(None, 100, 999).0.len(), 6);
     }
 
     #[test]
