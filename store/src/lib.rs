@@ -85,6 +85,39 @@ pub fn groups(expects: impl IntoIterator<Item = Expect>) -> Vec<std::ops::Range<
     out
 }
 
+/// The groups ([`groups`]) of several storage calls written together, as an engine that
+/// merges calls (MongoDB's writer) sees their puts: one list, the calls' puts one after the
+/// other. A call's first put starts a group whatever its condition, so no call ever joins the
+/// group of the call before it, and a group never spans two calls.
+pub fn groups_of_calls<'a>(calls: impl IntoIterator<Item = &'a [Put]>) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for puts in calls {
+        out.extend(groups(puts.iter().map(|p| p.expect)).into_iter().map(|g| g.start + start..g.end + start));
+        start += puts.len();
+    }
+    out
+}
+
+/// Cuts `groups` (consecutive, as [`groups_of_calls`] gives them) into transactions of at most
+/// `max` puts each, never inside a group: a transaction ends before the group that would take
+/// it past `max` (a group larger than `max` is a transaction of its own). Each transaction is
+/// the range of groups it holds.
+pub fn transactions(groups: &[std::ops::Range<usize>], max: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut first = 0;
+    for (i, g) in groups.iter().enumerate() {
+        if i > first && g.end - groups[first].start > max {
+            out.push(first..i);
+            first = i;
+        }
+    }
+    if first < groups.len() {
+        out.push(first..groups.len());
+    }
+    out
+}
+
 /// A conditional put.
 #[derive(Clone, Debug)]
 pub struct Put {
@@ -278,6 +311,50 @@ mod tests {
         ];
         for (expects, want) in cases {
             assert_eq!(groups(expects.iter().copied()), want.to_vec(), "{expects:?}");
+        }
+    }
+
+    /// A call merged with the call before it (MongoDB's writer) starts a group of its own
+    /// even when its first put is `Beside`: it neither joins nor is joined by another call.
+    #[test]
+    fn a_call_written_with_others_joins_no_group_of_theirs() {
+        let (x, b) = (Expect::Exactly(Version::ZERO), Expect::Beside(Version::ZERO));
+        let put = |expect| Put { expect, record: Record::new("k".into(), Version::ZERO, String::new()) };
+        // The calls' conditions, and the groups as (start, end) pairs.
+        type Case = (Vec<Vec<Expect>>, Vec<(usize, usize)>);
+        let cases: Vec<Case> = vec![
+            (vec![], vec![]),
+            (vec![vec![x, b], vec![b, b]], vec![(0, 2), (2, 4)]),
+            (vec![vec![b], vec![b], vec![x, b]], vec![(0, 1), (1, 2), (2, 4)]),
+            (vec![vec![], vec![x], vec![]], vec![(0, 1)]),
+        ];
+        for (calls, want) in cases {
+            let puts: Vec<Vec<Put>> = calls.iter().map(|c| c.iter().copied().map(put).collect()).collect();
+            let got: Vec<(usize, usize)> =
+                groups_of_calls(puts.iter().map(Vec::as_slice)).into_iter().map(|g| (g.start, g.end)).collect();
+            assert_eq!(got, want, "{calls:?}");
+        }
+    }
+
+    /// Transactions of a merged write hold whole groups, at most `max` puts unless one group
+    /// alone is larger.
+    #[test]
+    fn a_transaction_never_cuts_a_group() {
+        // Groups as (start, end) pairs, the limit, and the transactions as ranges of groups.
+        type Case = (Vec<(usize, usize)>, usize, Vec<(usize, usize)>);
+        let cases: Vec<Case> = vec![
+            (vec![], 3, vec![]),
+            (vec![(0, 1), (1, 2), (2, 3)], 3, vec![(0, 3)]),
+            (vec![(0, 1), (1, 2), (2, 3), (3, 4)], 3, vec![(0, 3), (3, 4)]),
+            // A group of two that would end at put 4: the first transaction ends before it.
+            (vec![(0, 2), (2, 4), (4, 5)], 3, vec![(0, 1), (1, 3)]),
+            // A group larger than the limit: alone.
+            (vec![(0, 1), (1, 6), (6, 7)], 3, vec![(0, 1), (1, 2), (2, 3)]),
+        ];
+        for (groups, max, want) in cases {
+            let ranges: Vec<std::ops::Range<usize>> = groups.iter().map(|&(a, b)| a..b).collect();
+            let got: Vec<(usize, usize)> = transactions(&ranges, max).into_iter().map(|t| (t.start, t.end)).collect();
+            assert_eq!(got, want, "{groups:?} max {max}");
         }
     }
 

@@ -19,7 +19,8 @@
 //! Every write is a multi-document transaction that changes the records and the digests of
 //! their buckets together: a reader (and a crash) sees both or neither. Writes go through one
 //! writer task per store that folds every queued `write` call into one transaction (at most
-//! [`MAX_TXN_PUTS`] puts each), like the redb engine's group commit. Inside the transaction
+//! [`MAX_TXN_PUTS`] puts each, cut only between groups; each call's groups stay its own,
+//! [`super::groups_of_calls`]), like the redb engine's group commit. Inside the transaction
 //! the writer reads the stored versions of the keys (one query), decides each put's condition
 //! against them in order, then writes what changed in a constant number of commands,
 //! whatever the group's size: one `delete_many` of the replaced documents, each matched on
@@ -326,15 +327,20 @@ async fn writer(colls: Colls, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.recv().await {
         let jobs = decide::batch::take_queued(first, || rx.try_recv().ok(), MAX_TXN_PUTS, |j| j.puts.len());
         let puts: Vec<&Put> = jobs.iter().flat_map(|j| j.puts.iter()).collect();
+        // Each call's groups stay its own, and no transaction cuts a group.
+        let groups = super::groups_of_calls(jobs.iter().map(|j| j.puts.as_slice()));
         let mut outcomes: Vec<bool> = Vec::with_capacity(puts.len());
         // The index of the first put of a transaction that failed, and why.
         let mut failure: Option<(usize, StoreError)> = None;
-        for (c, chunk) in puts.chunks(MAX_TXN_PUTS).enumerate() {
-            match write_group(&colls, chunk).await {
+        for tx in super::transactions(&groups, MAX_TXN_PUTS) {
+            let (first, end) = (groups[tx.start].start, groups[tx.end - 1].end);
+            let in_tx: Vec<std::ops::Range<usize>> =
+                groups[tx].iter().map(|g| g.start - first..g.end - first).collect();
+            match write_group(&colls, &puts[first..end], &in_tx).await {
                 Ok(o) => outcomes.extend(o),
                 Err(e) => {
-                    log::warn!("mongo write of {} puts failed: {e}", chunk.len());
-                    failure = Some((c * MAX_TXN_PUTS, e));
+                    log::warn!("mongo write of {} puts failed: {e}", end - first);
+                    failure = Some((first, e));
                     break;
                 }
             }
@@ -353,8 +359,9 @@ async fn writer(colls: Colls, mut rx: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-/// Decides and writes one group of puts in one transaction, again while it loses races.
-async fn write_group(colls: &Colls, puts: &[&Put]) -> StoreResult<Vec<bool>> {
+/// Decides and writes the puts of one transaction, made of whole `groups` (ranges of `puts`),
+/// again while it loses races.
+async fn write_group(colls: &Colls, puts: &[&Put], groups: &[std::ops::Range<usize>]) -> StoreResult<Vec<bool>> {
     let mut session = colls.client.start_session().await.map_err(StoreError::of)?;
     let mut backoff = RETRY_BACKOFF;
     for attempt in 1..=MAX_ATTEMPTS {
@@ -363,7 +370,7 @@ async fn write_group(colls: &Colls, puts: &[&Put]) -> StoreResult<Vec<bool>> {
             .write_concern(WriteConcern::builder().journal(true).build())
             .await
             .map_err(StoreError::of)?;
-        match attempt_group(colls, &mut session, puts).await {
+        match attempt_group(colls, &mut session, puts, groups).await {
             Ok(outcomes) => return Ok(outcomes),
             Err(e) => {
                 let _ = session.abort_transaction().await;
@@ -387,7 +394,12 @@ async fn write_group(colls: &Colls, puts: &[&Put]) -> StoreResult<Vec<bool>> {
 }
 
 /// One attempt: read the stored heads, decide every put in order, write, commit.
-async fn attempt_group(colls: &Colls, session: &mut ClientSession, puts: &[&Put]) -> Result<Vec<bool>, TxnError> {
+async fn attempt_group(
+    colls: &Colls,
+    session: &mut ClientSession,
+    puts: &[&Put],
+    groups: &[std::ops::Range<usize>],
+) -> Result<Vec<bool>, TxnError> {
     let mut keys: Vec<&str> = puts.iter().map(|p| p.record.key.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -403,9 +415,9 @@ async fn attempt_group(colls: &Colls, session: &mut ClientSession, puts: &[&Put]
     let mut changed: Vec<String> = Vec::new();
     let mut deltas: HashMap<u8, Hash> = HashMap::new();
     let mut outcomes = vec![false; puts.len()];
-    // A group of puts (super::groups) applies whole or not at all; its puts are of distinct
-    // keys, so they are decided against what was there before.
-    for group in super::groups(puts.iter().map(|p| p.expect)) {
+    // A group of puts (super::groups_of_calls) applies whole or not at all; its puts are of
+    // distinct keys, so they are decided against what was there before.
+    for group in groups.iter().cloned() {
         let all = puts[group.clone()].iter().all(|put| {
             let r = &put.record;
             let now = stored.get(&r.key);
