@@ -24,7 +24,7 @@ pub mod table;
 // `net` (step 6); re-exported so that paths stay while the crates are split.
 pub use decide::{antientropy, lease, paxos};
 pub use model::{digest, idempotency, placement, reply, routing, side, topology, version, wire};
-pub use net::{batching, client, direct, endpoint, logging, metrics, rpc, standing, worker};
+pub use net::{answer, batching, client, direct, endpoint, logging, metrics, rpc, standing, worker};
 pub use store as storage;
 
 pub use reply::Reply;

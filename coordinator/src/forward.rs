@@ -14,6 +14,7 @@
 use actix_web::web::Bytes;
 use common::client::root_cause;
 use common::endpoint::Endpoint;
+use common::reply::Reply;
 use common::routing::Method;
 use common::rpc;
 use common::standing::SecretStanding;
@@ -29,7 +30,10 @@ pub const POOL_IDLE_PER_HOST: usize = 256;
 /// connection that takes longer than this is to a host that is gone.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A replica's complete answer, body read.
+/// A replica's complete answer, body read: the one answer type ([`Reply`]) as the
+/// coordinator relays it, its body bytes and content type passed on unchanged (not parsed
+/// or copied into text on the way to the client). Made from a [`Reply`] and read back into
+/// one by the two conversions below; no other answer type is converted to or from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaReply {
     /// HTTP status.
@@ -45,11 +49,65 @@ pub struct ReplicaReply {
 impl ReplicaReply {
     /// A plain-text reply (tests, and answers the coordinator makes up itself).
     pub fn text(status: u16, body: impl Into<String>) -> ReplicaReply {
+        ReplicaReply::from(Reply::text(status, body))
+    }
+
+    /// As the one answer type (a body that is not UTF-8 is read lossily).
+    pub fn into_reply(self) -> Reply {
+        Reply {
+            json: Reply::is_json(self.content_type.as_deref()),
+            cause: self.unavailable_cause,
+            ..Reply::text(self.status, String::from_utf8_lossy(&self.body).into_owned())
+        }
+    }
+}
+
+impl ReplicaReply {
+    /// An internal call's answer read as a replica's reply.
+    pub fn of_rpc(r: rpc::Response) -> ReplicaReply {
         ReplicaReply {
-            status,
-            content_type: Some("text/plain; charset=utf-8".into()),
-            unavailable_cause: None,
-            body: Bytes::from(body.into()),
+            status: r.status,
+            content_type: r.header(CONTENT_TYPE.as_str()).map(str::to_string),
+            unavailable_cause: r.header(UNAVAILABLE_CAUSE).map(str::to_string),
+            body: r.body,
+        }
+    }
+
+    /// As the client gets it over HTTP: status, content type and body unchanged. A status
+    /// that is no valid code is sent as a 502.
+    pub fn http(&self) -> actix_web::HttpResponse {
+        use actix_web::http::StatusCode;
+        let mut b =
+            actix_web::HttpResponse::build(StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_GATEWAY));
+        if let Some(ct) = &self.content_type {
+            b.insert_header((actix_web::http::header::CONTENT_TYPE, ct.as_str()));
+        }
+        if let Some(cause) = &self.unavailable_cause {
+            b.insert_header((UNAVAILABLE_CAUSE, cause.as_str()));
+        }
+        b.body(self.body.clone())
+    }
+
+    /// As the answer of an internal call: the same status, headers and body.
+    pub fn into_rpc(self) -> rpc::Response {
+        let mut headers = Vec::new();
+        if let Some(ct) = self.content_type {
+            headers.push((CONTENT_TYPE.as_str().to_string(), ct));
+        }
+        if let Some(cause) = self.unavailable_cause {
+            headers.push((UNAVAILABLE_CAUSE.to_string(), cause));
+        }
+        rpc::Response { status: self.status, headers, body: self.body }
+    }
+}
+
+impl From<Reply> for ReplicaReply {
+    fn from(r: Reply) -> ReplicaReply {
+        ReplicaReply {
+            status: r.status,
+            content_type: Some(r.content_type().to_string()),
+            unavailable_cause: r.cause,
+            body: Bytes::from(r.body),
         }
     }
 }
@@ -226,12 +284,7 @@ impl Forwarder {
         }
         let request = rpc::Request { method, path: out.path_and_query.to_string(), headers, body: out.body.clone() };
         match rpc.call(&request, out.timeout).await {
-            Ok(r) => Ok(ReplicaReply {
-                status: r.status,
-                content_type: r.header(CONTENT_TYPE.as_str()).map(str::to_string),
-                unavailable_cause: r.header(UNAVAILABLE_CAUSE).map(str::to_string),
-                body: r.body,
-            }),
+            Ok(r) => Ok(ReplicaReply::of_rpc(r)),
             Err(rpc::Error::Timeout(_)) => Err(SendError::Timeout),
             Err(rpc::Error::Connect(why)) => Err(SendError::Connect(why)),
             Err(rpc::Error::Closed(why)) => Err(SendError::Broken(why)),

@@ -13,9 +13,10 @@ use crate::error::CoordError;
 use crate::forward::{classify, Outcome, Outgoing, ReplicaReply};
 use crate::state::{Coordinator, Forward};
 use actix_web::web::Bytes;
+use common::reply::Reply;
 use common::routing::{resolve, Method, Route, Target};
-use common::server::route_error_parts;
-use common::wire::{MultiAnswer, MultiCall, View, MULTI_PATH};
+use common::server::route_error_reply;
+use common::wire::{MultiCall, View, MULTI_PATH};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ pub enum Resolved<'a> {
     /// A keyed route: forwarded.
     Keyed { route: &'static Route, key: String, call: &'a MultiCall },
     /// Answered here at once (a path that does not resolve, or a route without a key).
-    Answered(MultiAnswer),
+    Answered(Reply),
 }
 
 impl<'a> Resolved<'a> {
@@ -45,7 +46,7 @@ pub fn resolve_all<'a>(service: common::topology::Service, calls: &'a [MultiCall
     calls
         .iter()
         .map(|call| match resolve(service, call.method, &call.path) {
-            Err(e) => Resolved::Answered(route_error_parts(e).answer()),
+            Err(e) => Resolved::Answered(route_error_reply(e)),
             Ok(t) => keyed(&t, call),
         })
         .collect()
@@ -54,12 +55,7 @@ pub fn resolve_all<'a>(service: common::topology::Service, calls: &'a [MultiCall
 fn keyed<'a>(t: &Target, call: &'a MultiCall) -> Resolved<'a> {
     match t.key() {
         Some(key) => Resolved::Keyed { route: t.route, key: key.to_string(), call },
-        None => Resolved::Answered(MultiAnswer {
-            status: 400,
-            body: "multi call: only routes keyed by an argument".into(),
-            json: false,
-            cause: None,
-        }),
+        None => Resolved::Answered(Reply::bad("multi call: only routes keyed by an argument")),
     }
 }
 
@@ -79,37 +75,16 @@ pub fn group_by_primary(resolved: &[Resolved<'_>], view: &View) -> (BTreeMap<u32
     (groups, homeless)
 }
 
-/// A replica's answer inside a multi call as the reply of a single request.
-fn as_reply(a: MultiAnswer) -> ReplicaReply {
-    let content_type = if a.json { "application/json" } else { "text/plain; charset=utf-8" };
-    ReplicaReply {
-        status: a.status,
-        content_type: Some(content_type.into()),
-        unavailable_cause: a.cause,
-        body: Bytes::from(a.body),
-    }
-}
-
-/// A reply as an answer of a multi call.
-fn as_answer(r: ReplicaReply) -> MultiAnswer {
-    MultiAnswer {
-        status: r.status,
-        json: r.content_type.as_deref().is_some_and(|c| c.starts_with("application/json")),
-        cause: r.unavailable_cause,
-        body: String::from_utf8_lossy(&r.body).into_owned(),
-    }
-}
-
 /// A failure to answer as an answer of a multi call: what [`CoordError::response`] says.
-fn failed(e: &CoordError) -> MultiAnswer {
-    MultiAnswer { status: e.status(), body: e.body(), json: false, cause: None }
+fn failed(e: &CoordError) -> Reply {
+    Reply::text(e.status(), e.body())
 }
 
 impl Coordinator {
     /// Answers a multi call: one answer per call, in order.
-    pub async fn forward_multi(&self, calls: &[MultiCall], request_id: &str) -> Vec<MultiAnswer> {
+    pub async fn forward_multi(&self, calls: &[MultiCall], request_id: &str) -> Vec<Reply> {
         let resolved = resolve_all(self.service, calls);
-        let mut answers: Vec<Option<MultiAnswer>> = resolved
+        let mut answers: Vec<Option<Reply>> = resolved
             .iter()
             .map(|r| match r {
                 Resolved::Answered(a) => Some(a.clone()),
@@ -141,14 +116,14 @@ impl Coordinator {
         });
         for (idx, result) in futures::future::join_all(sends).await {
             let group_answers = match result {
-                Ok(r) if r.status == 200 => serde_json::from_slice::<Vec<MultiAnswer>>(&r.body).ok(),
+                Ok(r) if r.status == 200 => serde_json::from_slice::<Vec<Reply>>(&r.body).ok(),
                 _ => None,
             };
             match group_answers {
                 Some(got) if got.len() == idx.len() => {
                     for (i, a) in idx.into_iter().zip(got) {
-                        match classify(Ok(as_reply(a))) {
-                            Outcome::Answer(r) => answers[i] = Some(as_answer(r)),
+                        match classify(Ok(ReplicaReply::from(a))) {
+                            Outcome::Answer(r) => answers[i] = Some(r.into_reply()),
                             Outcome::Misdirected(offered) => {
                                 self.view.offer(offered);
                                 alone.push(i);
@@ -179,7 +154,7 @@ impl Coordinator {
                     timeout: self.timeout_for(route),
                 };
                 let answer = match self.forward_keyed(&fwd, key, None).await {
-                    Ok(r) => as_answer(r),
+                    Ok(r) => r.into_reply(),
                     Err(e) => failed(&e),
                 };
                 (i, answer)
@@ -259,12 +234,9 @@ mod tests {
 
     #[test]
     fn answers_round_trip_through_replies() {
-        let a = MultiAnswer { status: 400, body: "not enough credit".into(), json: false, cause: None };
-        assert_eq!(as_answer(as_reply(a.clone())), a);
-        let j = MultiAnswer { status: 200, body: "{}".into(), json: true, cause: None };
-        assert_eq!(as_answer(as_reply(j.clone())), j);
-        let d = MultiAnswer { status: 503, body: "x".into(), json: false, cause: Some("dependency".into()) };
-        assert_eq!(as_answer(as_reply(d.clone())), d);
+        for a in [Reply::bad("not enough credit"), Reply::json_text(200, "{}"), Reply::unavailable("dependency", "x")] {
+            assert_eq!(ReplicaReply::from(a.clone()).into_reply(), a);
+        }
         assert_eq!(failed(&CoordError::NoPrimary).status, 503);
         assert_eq!(failed(&CoordError::Internal("x".into())).status, 500);
     }

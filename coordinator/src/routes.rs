@@ -13,9 +13,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use common::metrics::labels;
 use common::routing::{resolve, KeySource, Method, RouteError};
 use common::server::{
-    health, method_of, metrics_response, require_secret, route_error_parts, ClusterSecret, FORBIDDEN,
+    health, method_of, metrics_response, require_secret, route_error_reply, ClusterSecret, FORBIDDEN,
 };
-use common::wire::{MultiCall, REQUEST_ID, UNAVAILABLE_CAUSE};
+use common::wire::{MultiCall, REQUEST_ID};
 use std::borrow::Cow;
 use std::time::Instant;
 
@@ -184,7 +184,7 @@ async fn suspect(path: web::Path<u32>, app: web::Data<Coordinator>) -> HttpRespo
 /// `POST /internal/multi` (cluster secret required): several keyed requests of this service
 /// in one exchange (`crate::multi`); the answer lists one answer per call, in order.
 async fn multi(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) -> HttpResponse {
-    reply_response(&multi_reply(&app, &body, request_id_of(&req)).await)
+    multi_reply(&app, &body, request_id_of(&req)).await.http()
 }
 
 /// A multi call's answers (over HTTP or [`common::rpc`]).
@@ -237,14 +237,7 @@ async fn rpc_answer(app: &Coordinator, call: common::rpc::Request) -> common::rp
         };
         counted(app, incoming).await
     };
-    let mut headers = Vec::new();
-    if let Some(ct) = reply.content_type {
-        headers.push((CONTENT_TYPE.as_str().to_string(), ct));
-    }
-    if let Some(cause) = reply.unavailable_cause {
-        headers.push((UNAVAILABLE_CAUSE.to_string(), cause));
-    }
-    common::rpc::Response { status: reply.status, headers, body: reply.body }
+    reply.into_rpc()
 }
 
 /// The request id a request came with (borrowed), or a new one.
@@ -282,7 +275,7 @@ async fn routed(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>,
         body,
         content_type: req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
     };
-    reply_response(&counted(&app, incoming).await)
+    counted(&app, incoming).await.http()
 }
 
 /// A request to route, as it came over HTTP or an internal connection.
@@ -322,8 +315,7 @@ async fn route_and_forward(incoming: &Incoming<'_>, app: &Coordinator) -> (&'sta
     let target = match resolved {
         Ok(t) => t,
         Err(e) => {
-            let parts = route_error_parts(e);
-            return (UNMATCHED, ReplicaReply::text(parts.status, parts.body));
+            return (UNMATCHED, ReplicaReply::from(route_error_reply(e)));
         }
     };
     let route = target.route;
@@ -368,19 +360,6 @@ async fn route_and_forward(incoming: &Incoming<'_>, app: &Coordinator) -> (&'sta
 
 fn in_service(app: &Coordinator, path: &str) -> bool {
     path.strip_prefix('/').and_then(|p| p.strip_prefix(app.service.prefix())).is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// A replica's answer as the client gets it: status, content type and body unchanged.
-pub fn reply_response(r: &ReplicaReply) -> HttpResponse {
-    // reqwest parsed the status, so it is a valid code.
-    let mut b = HttpResponse::build(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY));
-    if let Some(ct) = &r.content_type {
-        b.insert_header((CONTENT_TYPE, ct.as_str()));
-    }
-    if let Some(cause) = &r.unavailable_cause {
-        b.insert_header((UNAVAILABLE_CAUSE, cause.as_str()));
-    }
-    b.body(r.body.clone())
 }
 
 #[cfg(test)]
@@ -479,9 +458,9 @@ mod tests {
             unavailable_cause: Some("dependency".into()),
             body: web::Bytes::from_static(b"{}"),
         };
-        let resp = reply_response(&r);
+        let resp = r.http();
         assert_eq!(resp.status().as_u16(), 503);
         assert_eq!(resp.headers().get(CONTENT_TYPE).unwrap(), "application/json");
-        assert_eq!(resp.headers().get(UNAVAILABLE_CAUSE).unwrap(), "dependency");
+        assert_eq!(resp.headers().get(common::wire::UNAVAILABLE_CAUSE).unwrap(), "dependency");
     }
 }

@@ -666,8 +666,9 @@ async fn the_cluster_page_shows_every_service() {
 /// answered without forwarding.
 #[actix_web::test]
 async fn multi_calls_are_split_by_primary_and_misdirected_ones_go_alone() {
+    use common::reply::Reply;
     use common::routing::Method;
-    use common::wire::{MultiAnswer, MultiCall};
+    use common::wire::MultiCall;
     let keys: Vec<String> = (0..3).map(|p| key_with_primary(p, &[0, 1, 2])).collect();
     let newer = View { epoch: 2, members: vec![0, 1], learners: vec![2] };
     let reject = serde_json::to_string(&newer).unwrap();
@@ -676,14 +677,12 @@ async fn multi_calls_are_split_by_primary_and_misdirected_ones_go_alone() {
             return None;
         }
         let calls: Vec<MultiCall> = serde_json::from_slice(&s.body).unwrap();
-        let answers: Vec<MultiAnswer> = calls
+        let answers: Vec<Reply> = calls
             .iter()
             .map(|c| match id {
-                2 => MultiAnswer { status: 421, body: reject.clone(), json: true, cause: None },
-                _ if c.path.contains("/999/") => {
-                    MultiAnswer { status: 400, body: "not enough credit".into(), json: false, cause: None }
-                }
-                _ => MultiAnswer { status: 200, body: format!("{id} {}", c.path), json: false, cause: None },
+                2 => Reply::json_text(421, reject.clone()),
+                _ if c.path.contains("/999/") => Reply::bad("not enough credit"),
+                _ => Reply::ok_text(format!("{id} {}", c.path)),
             })
             .collect();
         Some(Answer { status: 200, json: true, body: serde_json::to_string(&answers).unwrap(), cause: None })
@@ -707,7 +706,7 @@ async fn multi_calls_are_split_by_primary_and_misdirected_ones_go_alone() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let answers: Vec<MultiAnswer> = resp.json().await.unwrap();
+    let answers: Vec<Reply> = resp.json().await.unwrap();
     let got: Vec<(u16, &str)> = answers.iter().map(|a| (a.status, a.body.as_str())).collect();
     let moved = primary(&keys[2], &[0, 1]).unwrap();
     assert_eq!(got[0], (200, format!("0 {}", calls[0].path).as_str()));

@@ -98,11 +98,7 @@ pub fn check(key: &RequestKey, stored: Option<&SeenRequest>) -> Seen {
 
 /// The refusal of an id first used with another request.
 pub fn reused_reply(id: &str) -> Reply {
-    Reply {
-        status: STATUS_KEY_REUSED,
-        body: format!("X-Request-Id '{id}' was already used for a different request"),
-        json: false,
-    }
+    Reply::text(STATUS_KEY_REUSED, format!("X-Request-Id '{id}' was already used for a different request"))
 }
 
 #[cfg(test)]

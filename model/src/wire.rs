@@ -38,28 +38,14 @@ pub const MULTI_PATH: &str = "/internal/multi";
 
 /// One request of a multi call: a route of the service's table keyed by an argument, with
 /// everything in its path (the saga's steps and reads are). The body of a multi call is a
-/// JSON list of them; the answer, a list of [`MultiAnswer`] in the same order.
+/// JSON list of them; the answer, a list of [`crate::reply::Reply`] in the same order, each what
+/// the single request's response would have said.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MultiCall {
     /// GET or POST.
     pub method: crate::routing::Method,
     /// The path, as a single request would have it (`/stock/tx/subtract/i/1/o%231`).
     pub path: String,
-}
-
-/// The answer to one [`MultiCall`]: what the single request's response would have said.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MultiAnswer {
-    /// HTTP status.
-    pub status: u16,
-    /// Body text.
-    pub body: String,
-    /// Whether the body is JSON.
-    #[serde(default)]
-    pub json: bool,
-    /// The [`UNAVAILABLE_CAUSE`] marker, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
 }
 
 /// State of one replica in a view.

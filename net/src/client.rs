@@ -6,21 +6,13 @@
 
 use crate::batching::BatchQueue;
 use actix_web::web::Bytes;
+use model::reply::Reply;
 use model::routing::Method;
-use model::wire::{MultiAnswer, MultiCall, MULTI_PATH, REQUEST_ID, SECRET};
+use model::wire::{MultiCall, MULTI_PATH, REQUEST_ID, SECRET};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-
-/// A service's answer: a status below 500 (success or business rejection) and its body.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Answer {
-    /// HTTP status.
-    pub status: u16,
-    /// Body text.
-    pub body: String,
-}
 
 /// The service could not give an answer: every coordinator refused the connection, the call
 /// timed out, or the service answered with a 5xx. The outcome of a write is then unknown.
@@ -107,42 +99,42 @@ impl ServiceClient {
     /// Sends several keyed requests as one multi call: one answer per call, in order, each as
     /// [`ServiceClient::call`] would have returned it. Tries the coordinators in turn while
     /// connections are refused; if the multi call itself fails, every call is unavailable.
-    pub async fn multi(&self, calls: &[MultiCall]) -> Vec<Result<Answer, Unavailable>> {
+    pub async fn multi(&self, calls: &[MultiCall]) -> Vec<Result<Reply, Unavailable>> {
         match self.multi_exchange(calls).await {
             Ok(answers) => answers.into_iter().map(answer_of).collect(),
             Err(why) => calls.iter().map(|_| Err(Unavailable(why.clone()))).collect(),
         }
     }
 
-    async fn multi_exchange(&self, calls: &[MultiCall]) -> Result<Vec<MultiAnswer>, String> {
+    async fn multi_exchange(&self, calls: &[MultiCall]) -> Result<Vec<Reply>, String> {
         let headers = vec![("content-type".to_string(), "application/json".to_string())];
-        let (addr, status, bytes) = self.exchange(Method::Post, MULTI_PATH, headers, multi_body(calls)).await?;
-        multi_answers(status, &bytes, calls.len()).map_err(|why| format!("{addr}: {why}"))
+        let (addr, answer) = self.exchange(Method::Post, MULTI_PATH, headers, multi_body(calls)).await?;
+        crate::answer::multi_answers(answer.status, answer.body.as_bytes(), calls.len())
+            .map_err(|why| format!("{addr}: {why}"))
     }
 
     /// Sends one request. Tries the coordinators in turn while connections are refused;
     /// a timeout or a 5xx is returned as [`Unavailable`] at once (the caller decides whether
     /// the call is safe to repeat).
-    pub async fn call(&self, method: Method, path: &str, request_id: Option<&str>) -> Result<Answer, Unavailable> {
+    pub async fn call(&self, method: Method, path: &str, request_id: Option<&str>) -> Result<Reply, Unavailable> {
         let headers = request_id.map(|id| vec![(REQUEST_ID.to_string(), id.to_string())]).unwrap_or_default();
-        let (addr, status, bytes) = self.exchange(method, path, headers, Bytes::new()).await.map_err(Unavailable)?;
-        let body = String::from_utf8_lossy(&bytes).into_owned();
-        if status >= 500 {
-            return Err(Unavailable(format!("{addr} answered {status}: {body}")));
+        let (addr, answer) = self.exchange(method, path, headers, Bytes::new()).await.map_err(Unavailable)?;
+        if answer.status >= 500 {
+            return Err(Unavailable(format!("{addr} answered {}: {}", answer.status, answer.body)));
         }
-        Ok(Answer { status, body })
+        Ok(answer)
     }
 
     /// One exchange with the next coordinator in turn (the one after it while connections are
-    /// refused), over its internal connection: the coordinator that answered, the status and
-    /// the body. An error names the coordinator.
+    /// refused), over its internal connection: the coordinator that answered and its answer.
+    /// An error names the coordinator.
     async fn exchange(
         &self,
         method: Method,
         path: &str,
         headers: Vec<(String, String)>,
         body: Bytes,
-    ) -> Result<(&str, u16, Bytes), String> {
+    ) -> Result<(&str, Reply), String> {
         let request = crate::rpc::Request { method, path: path.to_string(), headers, body };
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = String::from("no coordinators");
@@ -150,7 +142,7 @@ impl ServiceClient {
             let at = (start + i) % self.addrs.len();
             let addr = self.addrs[at].as_str();
             match self.rpc[at].call(&request, self.timeout).await {
-                Ok(r) => return Ok((addr, r.status, r.body)),
+                Ok(r) => return Ok((addr, crate::answer::of_rpc(&r))),
                 Err(e @ crate::rpc::Error::Connect(_)) => last = format!("{addr}: {e}"),
                 Err(e) => return Err(format!("{addr}: {e}")),
             }
@@ -164,27 +156,13 @@ pub(crate) fn multi_body(calls: &[MultiCall]) -> Bytes {
     Bytes::from(serde_json::to_vec(calls).expect("calls serialize"))
 }
 
-/// The answers of a multi call of `calls` calls from its reply's status and body: one per
-/// call, in order, or why there are none.
-pub(crate) fn multi_answers(status: u16, body: &[u8], calls: usize) -> Result<Vec<MultiAnswer>, String> {
-    if status != 200 {
-        return Err(format!("answered {status} to a multi call: {}", String::from_utf8_lossy(body)));
-    }
-    let answers: Vec<MultiAnswer> =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable multi answer: {e}"))?;
-    if answers.len() != calls {
-        return Err(format!("{} answers to {calls} calls", answers.len()));
-    }
-    Ok(answers)
-}
-
 /// One answer of a multi call as [`ServiceClient::call`] returns an answer: a 5xx is
 /// [`Unavailable`].
-fn answer_of(a: MultiAnswer) -> Result<Answer, Unavailable> {
+fn answer_of(a: Reply) -> Result<Reply, Unavailable> {
     if a.status >= 500 {
         return Err(Unavailable(format!("answered {}: {}", a.status, a.body)));
     }
-    Ok(Answer { status: a.status, body: a.body })
+    Ok(a)
 }
 
 /// Calls in flight at once per [`Batcher`]. Two: while one multi call is on its way the
@@ -197,7 +175,7 @@ pub const MAX_BATCH_CALLS: usize = 128;
 
 struct Pending {
     call: MultiCall,
-    done: oneshot::Sender<Result<Answer, Unavailable>>,
+    done: oneshot::Sender<Result<Reply, Unavailable>>,
 }
 
 /// Calls one service through its coordinators, sending calls made at the same time as one
@@ -222,7 +200,7 @@ impl Batcher {
 
     /// Makes one call; its answer as [`ServiceClient::call`] would give it (no request id:
     /// calls that go through a batcher are deduplicated by what their path carries).
-    pub async fn call(&self, method: Method, path: String) -> Result<Answer, Unavailable> {
+    pub async fn call(&self, method: Method, path: String) -> Result<Reply, Unavailable> {
         let (done, wait) = oneshot::channel();
         let pending = Pending { call: MultiCall { method, path }, done };
         self.queue

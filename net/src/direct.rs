@@ -26,12 +26,11 @@
 //! (`model::wire::MULTI_PATH`), as [`Batcher`]'s do to a coordinator.
 
 use crate::batching::BatchQueue;
-use crate::client::{Answer, Batcher, Unavailable};
+use crate::client::{Batcher, Unavailable};
 use actix_web::web::Bytes;
+use model::reply::Reply;
 use model::routing::Method;
-use model::wire::{
-    MultiAnswer, MultiCall, View, EPOCH, MULTI_PATH, NO_LEASE, RECOVERING, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE,
-};
+use model::wire::{MultiCall, View, EPOCH, MULTI_PATH, NO_LEASE, RECOVERING, STATUS_MISDIRECTED};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -98,7 +97,7 @@ pub fn newer(held: Option<&View>, offered: &View) -> bool {
 struct Pending {
     call: MultiCall,
     epoch: u64,
-    done: oneshot::Sender<Result<MultiAnswer, NoAnswer>>,
+    done: oneshot::Sender<Result<Reply, NoAnswer>>,
 }
 
 /// Calls one service's primaries directly, and through its coordinators when it must.
@@ -142,13 +141,13 @@ impl Direct {
     /// would give it. Only for calls that may be repeated (see the module's text). A write
     /// whose direct try left its outcome unknown is [`Unavailable`] (a read then goes
     /// through the coordinators at once).
-    pub async fn call(&self, key: &str, method: Method, path: String) -> Result<Answer, Unavailable> {
+    pub async fn call(&self, key: &str, method: Method, path: String) -> Result<Reply, Unavailable> {
         // One try by the view held, one more by the view its rejection brings.
         for _ in 0..2 {
             let Some((to, epoch)) = self.route(key) else { break };
             let unknown = match self.send(to, epoch, MultiCall { method, path: path.clone() }).await {
                 Ok(a) => match reached(a.status, a.cause.as_deref(), &a.body) {
-                    Reached::Answer => return Ok(Answer { status: a.status, body: a.body }),
+                    Reached::Answer => return Ok(a),
                     Reached::Misdirected(view) => {
                         self.learn(view);
                         continue;
@@ -205,7 +204,7 @@ impl Direct {
     }
 
     /// Sends one call to replica `to` with the calls queued for it at the same time.
-    async fn send(&self, to: u32, epoch: u64, call: MultiCall) -> Result<MultiAnswer, NoAnswer> {
+    async fn send(&self, to: u32, epoch: u64, call: MultiCall) -> Result<Reply, NoAnswer> {
         let (done, wait) = oneshot::channel();
         let queue = &self.queues[to as usize];
         queue
@@ -244,12 +243,7 @@ async fn send_group(client: &crate::rpc::Client, timeout: Duration, group: Vec<P
                 headers: vec![epoch_header],
                 body: Bytes::new(),
             };
-            let answer = client.call(&request, timeout).await.map_err(no_answer).map(|r| MultiAnswer {
-                status: r.status,
-                json: r.header("content-type").is_some_and(|c| c.starts_with("application/json")),
-                cause: r.header(UNAVAILABLE_CAUSE).map(str::to_string),
-                body: String::from_utf8_lossy(&r.body).into_owned(),
-            });
+            let answer = client.call(&request, timeout).await.map_err(no_answer).map(|r| crate::answer::of_rpc(&r));
             let _ = p.done.send(answer);
             return;
         }
@@ -261,7 +255,7 @@ async fn send_group(client: &crate::rpc::Client, timeout: Duration, group: Vec<P
             body: crate::client::multi_body(&calls),
         };
         let answers = match client.call(&request, timeout).await {
-            Ok(r) => crate::client::multi_answers(r.status, &r.body, dones.len()).map_err(NoAnswer::Unknown),
+            Ok(r) => crate::answer::multi_answers(r.status, &r.body, dones.len()).map_err(NoAnswer::Unknown),
             Err(e) => Err(no_answer(e)),
         };
         match answers {

@@ -2,6 +2,7 @@
 //! runs.
 //!
 //! - [`rpc`]: internal calls over one WebSocket connection per pair of nodes;
+//! - [`answer`]: the one answer type (`model::reply::Reply`) to and from the forms it travels in;
 //! - [`client`]: HTTP clients of the nodes and of another service's coordinators,
 //!   [`direct`]: calls to another service's primaries by the views their rejections carry,
 //!   and [`batching`]: queues whose items go out together;
@@ -14,6 +15,7 @@
 //! It depends on `model` and `decide` only; the replica runtime (`common`) and the
 //! coordinator build on it. The layering is in docs/design.md §11.
 
+pub mod answer;
 pub mod batching;
 pub mod client;
 pub mod direct;

@@ -5,8 +5,9 @@
 
 use crate::saga::{Outcome, Participants};
 use async_trait::async_trait;
-use common::client::{Answer, Unavailable};
+use common::client::Unavailable;
 use common::direct::Direct;
+use common::reply::Reply;
 use common::routing::{Command, LedgerCommand};
 use common::topology::Service;
 
@@ -26,7 +27,7 @@ pub const PASS_OVER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A step's business answer from an HTTP answer: 200 applied, 400 refused; anything else
 /// is not an answer about the step (misrouted, refused for the secret) and is retried.
-fn step(answer: Answer) -> Result<Outcome, Unavailable> {
+fn step(answer: Reply) -> Result<Outcome, Unavailable> {
     match answer.status {
         200 => Ok(Outcome::Done),
         400 => Ok(Outcome::Refused(answer.body)),
@@ -45,7 +46,7 @@ pub struct Remote {
 
 /// A ledger command's call to `service` (its path from the route table), to its key's
 /// primary.
-async fn call(to: &Direct, service: Service, command: LedgerCommand) -> Result<Answer, Unavailable> {
+async fn call(to: &Direct, service: Service, command: LedgerCommand) -> Result<Reply, Unavailable> {
     let command = Command::Ledger(command);
     let key = command.key().ok_or_else(|| Unavailable(format!("{command:?} names no key")))?.to_string();
     let (method, path) =
@@ -88,7 +89,7 @@ impl Participants for Remote {
 
 /// A forget's answer: 200 (forgotten, or nothing to forget) is done; anything else is tried
 /// again later.
-fn told(answer: Answer) -> Result<(), Unavailable> {
+fn told(answer: Reply) -> Result<(), Unavailable> {
     match answer.status {
         200 => Ok(()),
         s => Err(Unavailable(format!("forget answered {s}: {}", answer.body))),
@@ -120,7 +121,7 @@ mod tests {
 
     #[test]
     fn step_answers() {
-        let a = |status, body: &str| Answer { status, body: body.into() };
+        let a = |status, body: &str| Reply::text(status, body);
         assert_eq!(step(a(200, "applied")).unwrap(), Outcome::Done);
         assert_eq!(step(a(400, "not enough stock")).unwrap(), Outcome::Refused("not enough stock".into()));
         assert!(step(a(421, "{}")).is_err());
