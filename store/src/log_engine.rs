@@ -60,18 +60,18 @@ use std::time::{Duration, Instant};
 /// page cache). 100 ms, MongoDB's default journal commit interval.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Size past which the current segment is closed and compacted. A compaction reads the last
-/// snapshot and the closed segments and writes the data set once: 64 MiB keeps that to about
-/// one compaction a minute per replica at full checkout load, and bounds what an open
-/// replays besides the snapshot.
+/// Size past which the current segment is closed and compacted. A compaction writes the data
+/// set once, from memory: 64 MiB keeps that to about one compaction a minute per replica at
+/// full checkout load, and bounds what an open replays besides the snapshot.
 pub const SEGMENT_LIMIT: u64 = 64 << 20;
 
 /// Size of a snapshot frame (a snapshot is written in frames of about this size).
 const SNAPSHOT_FRAME: usize = 1 << 20;
 
-/// How many records a compaction takes from memory per hold of the store's lock: it takes
-/// their handles only ([`Docs::records_after`]) and encodes them after, so a write waits for
-/// a compaction at most about as long as a lookup of this many keys.
+/// How many keys a compaction looks at per hold of the store's lock: it takes their records'
+/// handles only ([`Docs::records_after`]) and encodes them after, so a write waits for a
+/// compaction about as long as a lookup of this many keys (more if the thread is descheduled
+/// while it holds the lock: docs/performance.md, "Compaction from memory").
 const COMPACTION_CHUNK: usize = 256;
 
 /// When the store syncs and compacts.
@@ -196,18 +196,27 @@ fn replay(
 
 /// Compacts the store into `snapshot-upto` from memory, then deletes the snapshot and the
 /// segments before `upto` that it replaces. Writers go on meanwhile, in segment `upto` or
-/// later: the records are taken from memory [`COMPACTION_CHUNK`] at a time, each time under
-/// the store's lock, which a writer holds from deciding its puts until they are in memory,
-/// so a chunk holds only whole writes, and a document and its side records come in one
-/// chunk ([`Docs::records_after`]). The snapshot may thus hold states written after the
-/// cut; an open replays segment `upto` and later over it, in log order, which ends each key
-/// at its last logged state, the one memory holds (a side record expired since is dropped
-/// again). Before the snapshot replaces anything, those segments are synced too, so that no
-/// power loss can leave the snapshot with a state whose frame it took away. Side records
-/// expired by now are left out. The meta values are taken at a moment no `put_meta` is
-/// between its append and its update of memory (`meta_turn`), so the snapshot has every
-/// meta value the replaced files hold.
-fn compact(dir: &Path, upto: u64, inner: &Mutex<Inner>, meta_turn: &tokio::sync::Mutex<()>) -> StoreResult<()> {
+/// later: the records are taken from memory [`COMPACTION_CHUNK`] keys at a time, each time
+/// under the store's lock ([`Docs::records_after`]), so the snapshot holds, per key, its
+/// state at some moment after the cut: a state logged before the cut, or one logged in
+/// segment `upto` or later. What makes that safe is the replay, not the chunks: an open
+/// reads segment `upto` and later over the snapshot, in log order, which ends every key at
+/// its last logged state, the one memory holds, whatever state the snapshot had (one write's
+/// keys may sit in two chunks, one before and one after it). So those segments are synced
+/// before the snapshot replaces anything: no power loss can then leave the snapshot with a
+/// state whose frame is gone, nor take a frame the replay needs. Side records expired by
+/// now are left out (one expired since is dropped again after an open). The meta values are
+/// taken at a moment no `put_meta` is between its append and its update of memory
+/// (`meta_turn`), so the snapshot has every meta value the replaced files hold.
+///
+/// A failed sync of those segments stops the store, as a failed sync of the syncer does.
+fn compact(
+    dir: &Path,
+    upto: u64,
+    inner: &Mutex<Inner>,
+    meta_turn: &tokio::sync::Mutex<()>,
+    syncer: &Syncer,
+) -> StoreResult<()> {
     let started = Instant::now();
     let files = list(dir)?;
     let name = file_name(SNAPSHOT, upto);
@@ -249,11 +258,17 @@ fn compact(dir: &Path, upto: u64, inner: &Mutex<Inner>, meta_turn: &tokio::sync:
     out.sync_data().map_err(StoreError::of)?;
     let current = inner.lock().unwrap().log.number;
     for n in upto..=current {
-        match File::open(dir.join(file_name(SEGMENT, n))) {
-            Ok(segment) => segment.sync_data().map_err(StoreError::of)?,
+        let synced = match File::open(dir.join(file_name(SEGMENT, n))) {
+            Ok(segment) => segment.sync_data(),
             // Not created yet (a rotation that failed); no other process deletes these.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::of(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
+            // The kernel reports a failed write-back once: this sync may have taken the
+            // error the syncer would have seen.
+            syncer.check(Err(e), &format!("sync segment {n} for a compaction"));
+            return Err(StoreError(format!("segment {n} could not be synced")));
         }
     }
     std::fs::rename(&temporary, dir.join(&name)).map_err(StoreError::of)?;
@@ -523,9 +538,9 @@ impl LogStore {
             return;
         }
         let (dir, upto) = (self.dir.clone(), inner.log.number);
-        let (shared, meta_turn) = (self.inner.clone(), self.meta_turn.clone());
+        let (shared, meta_turn, syncer) = (self.inner.clone(), self.meta_turn.clone(), self.syncer.clone());
         let spawned = std::thread::Builder::new().name("log-compact".into()).spawn(move || {
-            if let Err(e) = compact(&dir, upto, &shared, &meta_turn) {
+            if let Err(e) = compact(&dir, upto, &shared, &meta_turn, &syncer) {
                 log::warn!("{}: compaction failed: {e}", dir.display());
             }
         });
@@ -535,7 +550,8 @@ impl LogStore {
         }
     }
 
-    /// Waits for a running compaction (tests).
+    /// Waits for a running compaction (tests). Not from a task of a current-thread runtime
+    /// while another task of it may be inside a `put_meta`: the compaction waits for that.
     pub fn wait_for_compaction(&self) {
         let running = self.inner.lock().unwrap().compaction.take();
         if let Some(c) = running {
@@ -827,31 +843,48 @@ mod tests {
         }
     }
 
+    /// Cuts the log by hand: segment `number` takes the writes from here on, and no
+    /// compaction starts.
+    fn cut(s: &LogStore, path: &Path, number: u64) {
+        let mut inner = s.inner.lock().unwrap();
+        inner.log = Segment { file: create_segment(path, number).unwrap(), number, len: 0 };
+    }
+
+    /// Compacts by hand, on a thread of its own as a compaction runs.
+    fn compact_now(s: &LogStore, path: &Path, upto: u64) {
+        std::thread::scope(|t| t.spawn(|| compact(path, upto, &s.inner, &s.meta_turn, &s.syncer)).join().unwrap())
+            .unwrap();
+    }
+
+    fn key(k: usize) -> String {
+        format!("k{k:04}")
+    }
+
     /// A compaction encodes memory, which may hold states written after its cut (in the
     /// segment it does not replace): an open replays that segment over the snapshot and ends
-    /// every key at its last state, whether the snapshot holds that state or an older one.
+    /// every key at its last state, whether the snapshot holds that state, an older one, or a
+    /// newer one than some of the frames replayed over it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_snapshot_holding_writes_after_its_cut_opens_to_the_last_states() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
-        // Segments that never fill: this test cuts and compacts by hand.
+        // Segments that never fill: this test cuts and compacts by hand. Enough keys for
+        // several chunks.
+        let keys = 4 * COMPACTION_CHUNK + 7;
         let s = LogStore::open_with(&path, LogPolicy { interval: SYNC_INTERVAL, segment_limit: u64::MAX }).unwrap();
         for seq in 1..=2 {
-            s.write((0..10).map(|k| update(&format!("k{k}"), seq, &format!("{seq}"))).collect()).await.unwrap();
+            s.write((0..keys).map(|k| update(&key(k), seq, &format!("{seq}"))).collect()).await.unwrap();
         }
         s.put_meta("view", b"before the cut".to_vec()).await.unwrap();
-        // The cut: segment 2 takes the writes from here on.
-        {
-            let mut inner = s.inner.lock().unwrap();
-            inner.log = Segment { file: create_segment(&path, 2).unwrap(), number: 2, len: 0 };
-        }
-        // After the cut and before the snapshot is encoded: state 3 of every key.
-        s.write((0..10).map(|k| update(&format!("k{k}"), 3, "3")).collect()).await.unwrap();
-        // On a thread of its own, as a compaction runs.
-        std::thread::scope(|t| t.spawn(|| compact(&path, 2, &s.inner, &s.meta_turn)).join().unwrap()).unwrap();
+        cut(&s, &path, 2);
+        // After the cut and before the snapshot is encoded: state 3 of every key, state 4 of
+        // half of them (the snapshot holds 4, and the replay applies 3 and then 4 over it).
+        s.write((0..keys).map(|k| update(&key(k), 3, "3")).collect()).await.unwrap();
+        s.write((0..keys / 2).map(|k| update(&key(k), 4, "4")).collect()).await.unwrap();
+        compact_now(&s, &path, 2);
         assert!(!names(&path).contains(&file_name(SEGMENT, 1)), "{:?}", names(&path));
-        // After the snapshot: state 4 of half the keys, and a new meta value.
-        s.write((0..5).map(|k| update(&format!("k{k}"), 4, "4")).collect()).await.unwrap();
+        // After the snapshot: state 5 of a quarter of the keys, and a new meta value.
+        s.write((0..keys / 4).map(|k| update(&key(k), 5, "5")).collect()).await.unwrap();
         s.put_meta("view", b"after the snapshot".to_vec()).await.unwrap();
         let root = s.digests().await.unwrap();
         // A kill now (every frame is in the page cache) and a clean close open the same.
@@ -859,15 +892,63 @@ mod tests {
         drop(s);
         for p in [path, dir.path().join("c")] {
             let s = LogStore::open(&p).unwrap();
-            for k in 0..10 {
-                let r = s.get(&format!("k{k}")).await.unwrap().unwrap();
-                let last = if k < 5 { 4 } else { 3 };
-                assert_eq!((r.version.seq, r.body), (last, last.to_string()), "k{k} in {}", p.display());
+            for k in 0..keys {
+                let r = s.get(&key(k)).await.unwrap().unwrap();
+                let last = if k < keys / 4 {
+                    5
+                } else if k < keys / 2 {
+                    4
+                } else {
+                    3
+                };
+                assert_eq!((r.version.seq, r.body), (last, last.to_string()), "{} in {}", key(k), p.display());
             }
             assert_eq!(s.get_meta("view").await.unwrap(), Some(b"after the snapshot".to_vec()));
             assert!(s.digests().await.unwrap() == root);
             assert_consistent(&s).await;
         }
+    }
+
+    /// Writes made while a compaction takes memory apart chunk by chunk are all there after
+    /// an open, whichever chunk they landed before or after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_made_while_a_compaction_runs_survive_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let keys = 40 * COMPACTION_CHUNK;
+        let s = Arc::new(
+            LogStore::open_with(&path, LogPolicy { interval: SYNC_INTERVAL, segment_limit: u64::MAX }).unwrap(),
+        );
+        s.write((0..keys).map(|k| update(&key(k), 1, "1")).collect()).await.unwrap();
+        cut(&s, &path, 2);
+        let done = Arc::new(AtomicBool::new(false));
+        let compaction = {
+            let (s, path, done) = (s.clone(), path.clone(), done.clone());
+            std::thread::spawn(move || {
+                compact(&path, 2, &s.inner, &s.meta_turn, &s.syncer).unwrap();
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        // Keys spread over the whole range, written again and again until the compaction ends.
+        let mut seq = vec![1u64; keys];
+        let mut rounds = 0;
+        while !done.load(Ordering::SeqCst) || rounds == 0 {
+            let batch: Vec<usize> = (0..keys).step_by(97).map(|k| (k + rounds) % keys).collect();
+            s.write(batch.iter().map(|&k| update(&key(k), seq[k] + 1, &format!("{}", seq[k] + 1))).collect())
+                .await
+                .unwrap();
+            batch.iter().for_each(|&k| seq[k] += 1);
+            rounds += 1;
+        }
+        compaction.join().unwrap();
+        assert!(names(&path).contains(&file_name(SNAPSHOT, 2)), "{:?}", names(&path));
+        crash_copy(&path, &dir.path().join("c"));
+        let c = LogStore::open(&dir.path().join("c")).unwrap();
+        for (k, &want) in seq.iter().enumerate() {
+            let r = c.get(&key(k)).await.unwrap().unwrap();
+            assert_eq!((r.version.seq, r.body), (want, want.to_string()), "{} after {rounds} rounds", key(k));
+        }
+        assert!(c.digests().await.unwrap() == s.digests().await.unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -153,11 +153,8 @@ impl Docs {
             .collect()
     }
 
-    /// The records with keys greater than `after`, in key order, leaving out side records
-    /// expired at `now_ms`: at least `count` of them unless fewer are left, ending before a
-    /// document's key, so that a document and the side records beside it (which sort right
-    /// after it) always come in one call, and a caller that takes the store's lock per call
-    /// never splits a write of them. Also the key to go on after, if any is left.
+    /// The records of the (at most) `count` keys after `after`, in key order, leaving out
+    /// side records expired at `now_ms`; and the last key looked at, if any key may be left.
     pub(super) fn records_after(
         &self,
         after: Option<&str>,
@@ -169,18 +166,15 @@ impl Docs {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
         };
-        let (mut out, mut last) = (Vec::with_capacity(count), None::<&String>);
-        for key in self.order.range::<str, _>((lower, Bound::Unbounded)) {
-            if last.is_some() && out.len() >= count && !model::side::is_side(key) {
-                return (out, last.cloned());
-            }
-            let e = &self.map[key];
-            if e.expires.is_none_or(|at| at > now_ms) {
-                out.push(e.record.clone());
-            }
-            last = Some(key);
-        }
-        (out, None)
+        let keys: Vec<&String> = self.order.range::<str, _>((lower, Bound::Unbounded)).take(count).collect();
+        let records = keys
+            .iter()
+            .map(|k| &self.map[*k])
+            .filter(|e| e.expires.is_none_or(|at| at > now_ms))
+            .map(|e| e.record.clone())
+            .collect();
+        let next = if keys.len() == count { keys.last().map(|k| k.to_string()) } else { None };
+        (records, next)
     }
 
     /// Every meta value, by name in order.
@@ -281,28 +275,32 @@ mod tests {
         Put { expect, record: Record::new(key.into(), Version { epoch: 1, seq }, body.into()) }
     }
 
-    /// A compaction's chunks end only at a document's key, never between a document and the
-    /// side records beside it, and leave out the side records expired.
+    /// A compaction's chunks: `count` keys each, the cursor going on after the last key looked
+    /// at (an expired side record, left out, included), to the end.
     #[test]
-    fn a_chunk_of_the_snapshot_ends_before_a_document() {
+    fn a_compaction_takes_every_live_record_once_in_chunks() {
         let mut docs = Docs::default();
         let rec = |key: String, body: String| Record::new(key, Version { epoch: 1, seq: 1 }, body);
         docs.store(rec("a".into(), "doc a".into()));
         docs.store(rec(model::side::key("a", "t:1"), model::side::body(u64::MAX, "kept")));
         docs.store(rec(model::side::key("a", "t:2"), model::side::body(1_000, "expired")));
-        docs.store(rec(model::side::key("a", "t:3"), model::side::body(u64::MAX, "kept")));
         docs.store(rec("b".into(), "doc b".into()));
         docs.store(rec("c".into(), "doc c".into()));
+        let (t1, t2) = (model::side::key("a", "t:1"), model::side::key("a", "t:2"));
         let keys = |(records, next): (Vec<Arc<Record>>, Option<String>)| {
             (records.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), next)
         };
-        // One record asked for: each call stops at the first document after what it took.
-        let (a, t1, t3) = ("a".to_string(), model::side::key("a", "t:1"), model::side::key("a", "t:3"));
-        assert_eq!(keys(docs.records_after(None, 1, 2_000)), (vec![a, t1, t3.clone()], Some(t3.clone())));
-        assert_eq!(keys(docs.records_after(Some(&t3), 1, 2_000)), (vec!["b".to_string()], Some("b".to_string())));
-        assert_eq!(keys(docs.records_after(Some("b"), 1, 2_000)), (vec!["c".to_string()], None));
-        // Enough asked for: one call takes all; before its expiry, the expired record too.
-        assert_eq!(docs.records_after(None, 100, 999).0.len(), 6);
+        assert_eq!(keys(docs.records_after(None, 2, 2_000)), (vec!["a".to_string(), t1.clone()], Some(t1.clone())));
+        assert_eq!(keys(docs.records_after(Some(&t1), 2, 2_000)), (vec!["b".to_string()], Some("b".to_string())));
+        assert_eq!(keys(docs.records_after(Some("b"), 2, 2_000)), (vec!["c".to_string()], None));
+        // A cursor on a key gone since (pruned) goes on after it.
+        assert_eq!(
+            keys(docs.records_after(Some(&t2), 2, 2_000)),
+            (vec!["b".to_string(), "c".to_string()], Some("c".to_string()))
+        );
+        assert_eq!(keys(docs.records_after(Some("c"), 2, 2_000)), (vec![], None));
+        // Before its expiry, the expired record too.
+        assert_eq!(docs.records_after(None, 100, 999).0.len(), 5);
     }
 
     #[test]
