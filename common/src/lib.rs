@@ -5,6 +5,7 @@
 //! - [`node`]: one replica: its view and acceptor, leases, the fan-out of its writes,
 //!   repairs, anti-entropy endpoints and its workers;
 //! - [`fanout`]: the batching link that carries a primary's writes to one peer;
+//! - [`rounds`]: the anti-entropy rounds open on a replica and the keys written since;
 //! - [`server`]: the replica's HTTP and internal endpoints, and `run_replica`;
 //! - [`ledger`]: the ledger service stock and payment share;
 //! - [`settings`]: the typed settings of a replica and of a coordinator.
@@ -16,6 +17,7 @@
 pub mod fanout;
 pub mod ledger;
 pub mod node;
+pub mod rounds;
 pub mod server;
 pub mod settings;
 pub mod table;

@@ -88,10 +88,6 @@ impl Default for Timings {
     }
 }
 
-/// How long an anti-entropy round may stay open on a replica before it is dropped (its
-/// coordinator died mid-round).
-const ROUND_MAX_AGE: Duration = Duration::from_secs(300);
-
 /// How often a fan-out is sent, again under a newer view a peer reported or again to a peer
 /// that was only slow, before the write fails. One replica killed and restarted at once
 /// brings three views in a second (its eviction, its re-join as a learner, its promotion),
@@ -206,8 +202,8 @@ pub struct Node {
     empty_start: std::sync::atomic::AtomicBool,
     /// Read-lease bookkeeping (`crate::lease`).
     leases: std::sync::Mutex<Leases>,
-    /// Open anti-entropy rounds: when each began here, and the keys written since.
-    rounds: std::sync::Mutex<HashMap<u64, (std::time::Instant, std::collections::HashSet<String>)>>,
+    /// The anti-entropy rounds open here, and the keys written since each began.
+    rounds: crate::rounds::Rounds,
     /// Keys whose last write here was not acknowledged by every peer (see
     /// `ensure_replicated`). Kept in memory only.
     unreplicated: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -876,46 +872,30 @@ impl Node {
         Next::After(pause)
     }
 
-    /// Applies states sent by a primary: each only if its version is higher than ours.
     /// Remembers that `keys` were written, for every open anti-entropy round.
     fn note_written<'a>(&self, keys: impl Iterator<Item = &'a str>) {
-        let mut rounds = self.rounds.lock().unwrap();
-        if rounds.is_empty() {
-            return;
-        }
-        let keys: Vec<&str> = keys.collect();
-        for (_, written) in rounds.values_mut() {
-            written.extend(keys.iter().map(|k| k.to_string()));
-        }
+        self.rounds.note_written(keys);
     }
 
-    /// Opens anti-entropy round `round` here: keys written from now on are listed as fresh.
-    /// Rounds left open (their coordinator died) are dropped after `ROUND_MAX_AGE`.
+    /// Opens anti-entropy round `round` here ([`crate::rounds::Rounds::begin`]).
     pub fn begin_round(&self, round: u64) {
-        let mut rounds = self.rounds.lock().unwrap();
-        rounds.retain(|_, (began, _)| began.elapsed() < ROUND_MAX_AGE);
-        rounds.entry(round).or_insert_with(|| (std::time::Instant::now(), Default::default()));
+        self.rounds.begin(round, std::time::Instant::now());
     }
 
     /// Closes anti-entropy round `round`.
     pub fn end_round(&self, round: u64) {
-        self.rounds.lock().unwrap().remove(&round);
+        self.rounds.end(round);
     }
 
     /// The entries of `buckets` for round `round`, each marked fresh if written since the
     /// round began here (every key is fresh for a round not open here).
     pub async fn list_buckets(&self, round: u64, buckets: &[u8]) -> Result<Vec<crate::antientropy::Entry>, NodeError> {
         let listed = self.store.buckets(buckets).await?;
-        let rounds = self.rounds.lock().unwrap();
-        let written = rounds.get(&round).map(|(_, w)| w);
+        let fresh = self.rounds.fresh(round, listed.iter().map(|kv| kv.key.as_str()));
         Ok(listed
             .into_iter()
-            .map(|kv| crate::antientropy::Entry {
-                fresh: written.is_none_or(|w| w.contains(&kv.key)),
-                key: kv.key,
-                version: kv.version,
-                hash: kv.hash,
-            })
+            .zip(fresh)
+            .map(|(kv, fresh)| crate::antientropy::Entry { fresh, key: kv.key, version: kv.version, hash: kv.hash })
             .collect())
     }
 
@@ -944,6 +924,7 @@ impl Node {
         Ok(applied.iter().zip(docs).filter(|(a, doc)| **a && *doc).count())
     }
 
+    /// Applies states sent by a primary: each only if its version is higher than ours.
     pub async fn apply_replicated(&self, batch: ReplicateBatch) -> Result<usize, NodeError> {
         self.refuse_older_than(batch.epoch, "stale epoch")?;
         if log::log_enabled!(log::Level::Debug) {
