@@ -6,6 +6,7 @@
 //!   repairs, anti-entropy endpoints and its workers;
 //! - [`fanout`]: the batching link that carries a primary's writes to one peer;
 //! - [`rounds`]: the anti-entropy rounds open on a replica and the keys written since;
+//! - [`unsettled`]: what a primary owes its peers before it answers from a document again;
 //! - [`server`]: the replica's HTTP and internal endpoints, and `run_replica`;
 //! - [`ledger`]: the ledger service stock and payment share;
 //! - [`settings`]: the typed settings of a replica and of a coordinator.
@@ -21,6 +22,7 @@ pub mod rounds;
 pub mod server;
 pub mod settings;
 pub mod table;
+pub mod unsettled;
 
 // Moved to `model` (docs/design.md §11.5, step 2), `decide` (step 4), `store` (step 5) and
 // `net` (step 6); re-exported so that paths stay while the crates are split.

@@ -204,9 +204,9 @@ pub struct Node {
     leases: std::sync::Mutex<Leases>,
     /// The anti-entropy rounds open here, and the keys written since each began.
     rounds: crate::rounds::Rounds,
-    /// Keys whose last write here was not acknowledged by every peer (see
-    /// `ensure_replicated`). Kept in memory only.
-    unreplicated: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// What this node owes its peers before answering from a document again: keys whose
+    /// last fan-out failed, and inherited documents already sent (`ensure_replicated`).
+    unsettled: crate::unsettled::Unsettled,
     /// The epoch of the view served by, for those who act when it changes ([`Node::views`]).
     epochs: tokio::sync::watch::Sender<u64>,
     /// The node's timeouts and intervals.
@@ -216,9 +216,6 @@ pub struct Node {
     /// The last failure of a write to the store, until a write succeeds again
     /// ([`Node::store_health`]).
     store_failure: std::sync::Mutex<Option<String>>,
-    /// The documents whose state from an older epoch this node, as their primary, has sent
-    /// to every member under the current epoch (`ensure_replicated`), with that epoch.
-    settled: std::sync::Mutex<(u64, std::collections::HashSet<String>)>,
     /// Whether the peers and coordinators accept this node's secret, as every answer to it
     /// tells ([`Node::secret_refusal`]).
     standing: crate::standing::SecretStanding,
@@ -270,9 +267,8 @@ impl Node {
             coordinators: Vec::new(),
             empty_start: std::sync::atomic::AtomicBool::new(false),
             leases: std::sync::Mutex::new(leases),
-            unreplicated: Default::default(),
+            unsettled: Default::default(),
             store_failure: Default::default(),
-            settled: Default::default(),
             timings,
             workers: Workers::new(),
             rounds: Default::default(),
@@ -539,13 +535,7 @@ impl Node {
         }
         let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
         let result = self.fan_out(records).await;
-        let mut unreplicated = self.unreplicated.lock().unwrap();
-        match &result {
-            Ok(()) => keys.iter().for_each(|k| {
-                unreplicated.remove(k);
-            }),
-            Err(_) => unreplicated.extend(keys),
-        }
+        self.unsettled.fanned_out(keys, result.is_ok());
         result
     }
 
@@ -571,17 +561,10 @@ impl Node {
     /// `stored` is the version of the document the caller read. Returns whether anything was
     /// sent (the stored state may then have changed: a peer's newer one taken in its place).
     pub async fn ensure_replicated(&self, key: &str, stored: Option<Version>) -> Result<bool, NodeError> {
-        let mut keys: Vec<String> = {
-            let unreplicated = self.unreplicated.lock().unwrap();
-            if unreplicated.is_empty() {
-                Vec::new()
-            } else {
-                unreplicated.iter().filter(|k| crate::side::doc_of(k) == key).cloned().collect()
-            }
-        };
+        let mut keys = self.unsettled.unreplicated_of(key);
         let epoch = self.epoch();
         let inherited = stored.is_some_and(|v| v.epoch < epoch)
-            && !self.settled_in(key, epoch)
+            && !self.unsettled.settled_in(key, epoch)
             && !self.view().peers_of(self.me).is_empty();
         if inherited {
             keys.push(key.to_string());
@@ -610,27 +593,11 @@ impl Node {
                 Err(e) => return Err(e),
             }
         }
-        let mut unreplicated = self.unreplicated.lock().unwrap();
-        for k in &keys {
-            unreplicated.remove(k);
-        }
+        self.unsettled.fanned_out(keys, true);
         if inherited {
-            let mut settled = self.settled.lock().unwrap();
-            if settled.0 == epoch {
-                settled.1.insert(key.to_string());
-            }
+            self.unsettled.settle(key, epoch);
         }
         Ok(true)
-    }
-
-    /// Whether document `key`'s inherited state was sent to every member under `epoch`. A
-    /// new epoch forgets every earlier one's.
-    fn settled_in(&self, key: &str, epoch: u64) -> bool {
-        let mut settled = self.settled.lock().unwrap();
-        if settled.0 != epoch {
-            *settled = (epoch, Default::default());
-        }
-        settled.1.contains(key)
     }
 
     /// The side records ([`crate::side`]) stored beside document `doc`: they sort right after
