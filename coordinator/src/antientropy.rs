@@ -50,6 +50,55 @@ const FLUX_WAIT: Duration = Duration::from_millis(250);
 /// anyway (a minute at the default interval).
 const MAX_FLUX_ROUNDS: u8 = 6;
 
+/// The `anti-entropy` worker's settings and state: one coordinator field, used by its rounds
+/// (and by a catch-up after a re-join) only.
+pub struct AntiEntropy {
+    /// How often rounds run (setting `anti_entropy_interval_ms`).
+    pub interval: Duration,
+    /// Most divergent buckets one round lists (setting `anti_entropy_max_buckets`).
+    pub max_buckets: usize,
+    /// Most documents one round repairs (setting `anti_entropy_max_repairs`).
+    pub max_repairs: usize,
+    /// Held while a round runs: rounds run one at a time.
+    round_lock: tokio::sync::Mutex<()>,
+    /// The bucket number from which the next capped round lists.
+    bucket_cursor: std::sync::Mutex<usize>,
+    /// Per bucket, the interval rounds in a row that found it divergent but in flux and left
+    /// it ([`left_in_flux`]).
+    flux_rounds: std::sync::Mutex<[u8; BUCKETS]>,
+    /// What the last round found and did.
+    last_round: std::sync::Mutex<Option<RoundReport>>,
+}
+
+impl AntiEntropy {
+    /// The worker's state before its first round, with the coordinator's settings.
+    pub fn new(settings: &common::settings::CoordinatorSettings) -> AntiEntropy {
+        AntiEntropy {
+            interval: Duration::from_millis(settings.anti_entropy_interval_ms),
+            max_buckets: settings.anti_entropy_max_buckets,
+            max_repairs: settings.anti_entropy_max_repairs,
+            round_lock: tokio::sync::Mutex::new(()),
+            bucket_cursor: std::sync::Mutex::new(0),
+            flux_rounds: std::sync::Mutex::new([0; BUCKETS]),
+            last_round: Default::default(),
+        }
+    }
+
+    /// What the last round found and did, if one ran.
+    pub fn last_round(&self) -> Option<RoundReport> {
+        self.last_round.lock().unwrap().clone()
+    }
+
+    /// The buckets of `divergent` this round lists, at most `max_buckets` of them, going on
+    /// round-robin from the bucket after the last one the previous capped round listed.
+    fn next_to_list(&self, divergent: &[u8]) -> Vec<u8> {
+        let mut cursor = self.bucket_cursor.lock().unwrap();
+        let (listed, next) = buckets_to_list(divergent, *cursor, self.max_buckets.min(divergent.len()));
+        *cursor = next;
+        listed
+    }
+}
+
 /// One replica's `/internal/digest?buckets=true` answer.
 #[derive(serde::Deserialize)]
 struct Digests {
@@ -106,7 +155,7 @@ impl Coordinator {
 
     /// One anti-entropy round over the current view's members and learners.
     pub async fn anti_entropy_round(&self, reason: &str) -> RoundReport {
-        let _one_at_a_time = self.round_lock.lock().await;
+        let _one_at_a_time = self.anti_entropy.round_lock.lock().await;
         let started = Instant::now();
         let round_id = uuid::Uuid::new_v4().as_u64_pair().0;
         // The voters are the members of the view the replicas serve by: a replica telling a
@@ -177,7 +226,7 @@ impl Coordinator {
                 report.took_ms
             );
         }
-        *self.last_round.lock().unwrap() = Some(report.clone());
+        *self.anti_entropy.last_round.lock().unwrap() = Some(report.clone());
         report
     }
 
@@ -207,7 +256,7 @@ impl Coordinator {
                 .collect();
             in_flux(divergent, first, &again)
         };
-        let left = left_in_flux(&flux, &mut self.flux_rounds.lock().unwrap(), MAX_FLUX_ROUNDS);
+        let left = left_in_flux(&flux, &mut self.anti_entropy.flux_rounds.lock().unwrap(), MAX_FLUX_ROUNDS);
         divergent.retain(|b| !left.contains(b));
         left
     }
@@ -222,12 +271,7 @@ impl Coordinator {
         divergent: &[u8],
         report: &mut RoundReport,
     ) -> bool {
-        let cap = self.anti_entropy_max_buckets.min(divergent.len());
-        // Round-robin by bucket number: this round goes on from the bucket after the last one
-        // the previous capped round listed.
-        let from = self.bucket_cursor.load(std::sync::atomic::Ordering::Relaxed);
-        let (listed, next) = buckets_to_list(divergent, from, cap);
-        self.bucket_cursor.store(next, std::sync::atomic::Ordering::Relaxed);
+        let listed = self.anti_entropy.next_to_list(divergent);
         let mut complete = listed.len() == divergent.len();
         report.listed = listed.clone();
 
@@ -261,7 +305,7 @@ impl Coordinator {
                 *report.planned.entry(*to).or_default() += 1;
             }
         }
-        let (repairs, cut) = within_budget(repairs, self.anti_entropy_max_repairs);
+        let (repairs, cut) = within_budget(repairs, self.anti_entropy.max_repairs);
         complete &= !cut;
         let (repaired, all_sent) = self.send_repairs(repairs).await;
         report.repaired = repaired;
@@ -340,6 +384,31 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn anti_entropy(max_buckets: usize) -> AntiEntropy {
+        AntiEntropy {
+            interval: Duration::from_secs(10),
+            max_buckets,
+            max_repairs: 1000,
+            round_lock: tokio::sync::Mutex::new(()),
+            bucket_cursor: std::sync::Mutex::new(0),
+            flux_rounds: std::sync::Mutex::new([0; BUCKETS]),
+            last_round: Default::default(),
+        }
+    }
+
+    /// Capped rounds list the divergent buckets in turns, each round going on where the one
+    /// before stopped, so a bucket is never left out for good.
+    #[test]
+    fn capped_rounds_take_the_divergent_buckets_in_turns() {
+        let ae = anti_entropy(2);
+        assert_eq!(ae.next_to_list(&[1, 5, 9]), [1, 5]);
+        assert_eq!(ae.next_to_list(&[1, 5, 9]), [9, 1]);
+        assert_eq!(ae.next_to_list(&[1, 5, 9]), [5, 9]);
+        // Fewer divergent buckets than the cap: all of them.
+        assert_eq!(ae.next_to_list(&[7]), [7]);
+        assert!(ae.next_to_list(&[]).is_empty());
+    }
 
     fn reading(id: u32, epoch: u64) -> Reading {
         (id, Hash::default(), vec![Hash::default(); BUCKETS], epoch)

@@ -70,7 +70,7 @@ pub async fn run(
         c.prober_round().await;
         Next::Again
     });
-    workers.spawn_on(name("anti-entropy"), every(me.anti_entropy_interval), me, |c| async move {
+    workers.spawn_on(name("anti-entropy"), every(me.anti_entropy.interval), me, |c| async move {
         c.anti_entropy_tick().await;
         Next::Again
     });

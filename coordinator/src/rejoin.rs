@@ -76,7 +76,7 @@ impl Coordinator {
     /// probe: one to repair, then enough clean rounds to list all 256 buckets under the cap,
     /// and one spare for a write racing a round.
     fn catch_up_rounds(&self) -> usize {
-        2 + BUCKETS.div_ceil(self.anti_entropy_max_buckets)
+        2 + BUCKETS.div_ceil(self.anti_entropy.max_buckets)
     }
 
     /// Whether replica `id` answers `/health` within the probe timeout.

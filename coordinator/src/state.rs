@@ -89,21 +89,8 @@ pub struct Coordinator {
     pub probe_timeout: Duration,
     /// How long a replica may take to answer a Paxos message (setting `paxos_timeout_ms`).
     pub paxos_timeout: Duration,
-    /// How often anti-entropy rounds run (setting `anti_entropy_interval_ms`).
-    pub anti_entropy_interval: Duration,
-    /// Most divergent buckets one round lists (setting `anti_entropy_max_buckets`).
-    pub anti_entropy_max_buckets: usize,
-    /// Most documents one round repairs (setting `anti_entropy_max_repairs`).
-    pub anti_entropy_max_repairs: usize,
-    /// Held while a round runs: rounds run one at a time.
-    pub round_lock: tokio::sync::Mutex<()>,
-    /// The bucket number from which the next capped anti-entropy round lists.
-    pub bucket_cursor: std::sync::atomic::AtomicUsize,
-    /// Per bucket, the interval rounds in a row that found it divergent but in flux and left
-    /// it (see `crate::antientropy`).
-    pub flux_rounds: std::sync::Mutex<[u8; common::digest::BUCKETS]>,
-    /// What the last round found and did.
-    pub last_round: std::sync::Mutex<Option<crate::antientropy::RoundReport>>,
+    /// The `anti-entropy` worker's settings and state.
+    pub anti_entropy: crate::antientropy::AntiEntropy,
     /// The other services' coordinators (`host:port`, id = index), in the order of
     /// [`Service::ALL`]: the cluster page ([`crate::overview`]) asks them for their status.
     pub other_services: Vec<(Service, Vec<String>)>,
@@ -132,13 +119,7 @@ impl Coordinator {
             probe_interval: Duration::from_millis(settings.probe_interval_ms),
             probe_timeout: Duration::from_millis(settings.probe_timeout_ms),
             paxos_timeout: Duration::from_millis(settings.paxos_timeout_ms),
-            anti_entropy_interval: Duration::from_millis(settings.anti_entropy_interval_ms),
-            anti_entropy_max_buckets: settings.anti_entropy_max_buckets,
-            anti_entropy_max_repairs: settings.anti_entropy_max_repairs,
-            round_lock: tokio::sync::Mutex::new(()),
-            bucket_cursor: Default::default(),
-            flux_rounds: std::sync::Mutex::new([0; common::digest::BUCKETS]),
-            last_round: Default::default(),
+            anti_entropy: crate::antientropy::AntiEntropy::new(settings),
             other_services: Service::ALL
                 .into_iter()
                 .filter(|s| *s != settings.service)

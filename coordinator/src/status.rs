@@ -103,7 +103,7 @@ pub async fn gather(c: &Coordinator) -> Status {
             MemberStatus { id, addr: addr.clone(), state: member_state(&view, id), root, lag_buckets: lag }
         })
         .collect();
-    let anti_entropy = c.last_round.lock().unwrap().clone();
+    let anti_entropy = c.anti_entropy.last_round();
     Status {
         service: c.service,
         coordinator: c.id,
