@@ -108,9 +108,9 @@ impl ServiceClient {
 
     async fn multi_exchange(&self, calls: &[MultiCall]) -> Result<Vec<Reply>, String> {
         let headers = vec![("content-type".to_string(), "application/json".to_string())];
-        let (addr, answer) = self.exchange(Method::Post, MULTI_PATH, headers, multi_body(calls)).await?;
-        crate::answer::multi_answers(answer.status, answer.body.as_bytes(), calls.len())
-            .map_err(|why| format!("{addr}: {why}"))
+        let (addr, r) = self.exchange(Method::Post, MULTI_PATH, headers, multi_body(calls)).await?;
+        // Read from the bytes as they came: the list is JSON, not an answer's text.
+        crate::answer::multi_answers(r.status, &r.body, calls.len()).map_err(|why| format!("{addr}: {why}"))
     }
 
     /// Sends one request. Tries the coordinators in turn while connections are refused;
@@ -118,7 +118,8 @@ impl ServiceClient {
     /// the call is safe to repeat).
     pub async fn call(&self, method: Method, path: &str, request_id: Option<&str>) -> Result<Reply, Unavailable> {
         let headers = request_id.map(|id| vec![(REQUEST_ID.to_string(), id.to_string())]).unwrap_or_default();
-        let (addr, answer) = self.exchange(method, path, headers, Bytes::new()).await.map_err(Unavailable)?;
+        let (addr, r) = self.exchange(method, path, headers, Bytes::new()).await.map_err(Unavailable)?;
+        let answer = crate::answer::of_rpc(&r);
         if answer.status >= 500 {
             return Err(Unavailable(format!("{addr} answered {}: {}", answer.status, answer.body)));
         }
@@ -126,15 +127,15 @@ impl ServiceClient {
     }
 
     /// One exchange with the next coordinator in turn (the one after it while connections are
-    /// refused), over its internal connection: the coordinator that answered and its answer.
-    /// An error names the coordinator.
+    /// refused), over its internal connection: the coordinator that answered and its
+    /// response. An error names the coordinator.
     async fn exchange(
         &self,
         method: Method,
         path: &str,
         headers: Vec<(String, String)>,
         body: Bytes,
-    ) -> Result<(&str, Reply), String> {
+    ) -> Result<(&str, crate::rpc::Response), String> {
         let request = crate::rpc::Request { method, path: path.to_string(), headers, body };
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = String::from("no coordinators");
@@ -142,7 +143,7 @@ impl ServiceClient {
             let at = (start + i) % self.addrs.len();
             let addr = self.addrs[at].as_str();
             match self.rpc[at].call(&request, self.timeout).await {
-                Ok(r) => return Ok((addr, crate::answer::of_rpc(&r))),
+                Ok(r) => return Ok((addr, r)),
                 Err(e @ crate::rpc::Error::Connect(_)) => last = format!("{addr}: {e}"),
                 Err(e) => return Err(format!("{addr}: {e}")),
             }
