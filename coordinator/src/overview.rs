@@ -59,7 +59,7 @@ pub async fn gather_cluster(c: &Coordinator) -> ClusterStatus {
             return ServiceStatus { service: s, status: Some(gather(c).await), error: None };
         }
         let addrs = c.other_services.iter().find(|(o, _)| *o == s).map(|(_, a)| a.as_slice()).unwrap_or_default();
-        match ask_service(&c.admin_http, s, addrs).await {
+        match ask_service(&c.peer_http, s, addrs).await {
             Ok(status) => ServiceStatus { service: s, status: Some(status), error: None },
             Err(e) => ServiceStatus { service: s, status: None, error: Some(e) },
         }

@@ -34,9 +34,8 @@ impl Coordinator {
 
     /// Whether this is the live coordinator with the lowest id.
     pub(crate) async fn leads(&self) -> bool {
-        let http = reqwest::Client::new();
         for addr in self.coordinator_addrs.iter().take(self.id as usize) {
-            let r = http.get(format!("http://{addr}/health")).timeout(self.probe_timeout).send().await;
+            let r = self.peer_http.get(format!("http://{addr}/health")).timeout(self.probe_timeout).send().await;
             if r.is_ok_and(|r| r.status().is_success()) {
                 return false;
             }
@@ -127,5 +126,60 @@ impl Coordinator {
             "replica {id} still differs after {} anti-entropy rounds; trying again later",
             self.catch_up_rounds()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::{test_settings, Coordinator};
+    use common::topology::{Service, Topology};
+
+    /// Restores an environment variable when dropped.
+    struct Env(&'static str, Option<String>);
+
+    impl Env {
+        fn set(name: &'static str, value: &str) -> Env {
+            let before = std::env::var(name).ok();
+            // Safety: read by no other thread of this test while it runs (nextest runs each
+            // test in a process of its own; `cargo test` runs them one at a time in CI's
+            // fallback).
+            unsafe { std::env::set_var(name, value) };
+            Env(name, before)
+        }
+    }
+
+    impl Drop for Env {
+        fn drop(&mut self) {
+            match &self.1 {
+                Some(v) => unsafe { std::env::set_var(self.0, v) },
+                None => unsafe { std::env::remove_var(self.0) },
+            }
+        }
+    }
+
+    /// Which coordinator leads is asked of the others directly, never through a proxy the
+    /// environment names (one there would make a coordinator think the one before it dead,
+    /// and both would lead).
+    #[actix_web::test]
+    async fn a_proxy_in_the_environment_does_not_decide_who_leads() {
+        let _proxy = Env::set("HTTP_PROXY", "http://127.0.0.1:9");
+        let _lower = Env::set("http_proxy", "http://127.0.0.1:9");
+        // Coordinator 0, alive: it answers its health check.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = actix_web::HttpServer::new(|| {
+            actix_web::App::new().route("/health", actix_web::web::get().to(|| async { "ok" }))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        let topology = Topology::local(1, 2, &mut (1..));
+        let mut second = Coordinator::new(&test_settings(Service::Stock, 1), &topology);
+        second.coordinator_addrs = vec![addr, "127.0.0.1:1".into()];
+        assert!(!second.leads().await, "coordinator 0 answers: coordinator 1 does not lead");
+        handle.stop(false).await;
     }
 }

@@ -367,29 +367,12 @@ mod tests {
     use super::*;
     use actix_web::test::{call_service, init_service, read_body, TestRequest};
     use actix_web::App;
-    use common::settings::CoordinatorSettings;
     use common::topology::{Service, Topology};
 
     /// A coordinator whose replicas are unreachable: every case below must be answered
     /// without forwarding (a forward would be a 503).
     fn app() -> web::Data<Coordinator> {
-        let settings = CoordinatorSettings {
-            service: Service::Stock,
-            id: 0,
-            topology: "unused".into(),
-            listen: None,
-            secret: "s3cret".into(),
-            workers: 1,
-            request_timeout_ms: 100,
-            long_timeout_ms: 100,
-            // The prober stays out of these tests: they count what the replicas receive.
-            probe_interval_ms: 3_600_000,
-            probe_timeout_ms: 500,
-            paxos_timeout_ms: 3000,
-            anti_entropy_interval_ms: 3_600_000,
-            anti_entropy_max_buckets: 64,
-            anti_entropy_max_repairs: 20000,
-        };
+        let settings = crate::state::test_settings(Service::Stock, 0);
         // Ports 1.. on loopback: nothing listens there, and no case below may forward anyway.
         let topology = Topology::local(1, 1, &mut (1..));
         web::Data::new(Coordinator::new(&settings, &topology))

@@ -94,8 +94,10 @@ pub struct Coordinator {
     /// The other services' coordinators (`host:port`, id = index), in the order of
     /// [`Service::ALL`]: the cluster page ([`crate::overview`]) asks them for their status.
     pub other_services: Vec<(Service, Vec<String>)>,
-    /// The client of those requests, each bounded by [`crate::overview::PEER_TIMEOUT`].
-    pub admin_http: reqwest::Client,
+    /// The pooled client of requests to other coordinators: this service's, to tell which
+    /// leads (bounded by the probe timeout), and the other services', for the cluster page
+    /// (bounded by [`crate::overview::PEER_TIMEOUT`]).
+    pub peer_http: reqwest::Client,
 }
 
 impl Coordinator {
@@ -125,7 +127,7 @@ impl Coordinator {
                 .filter(|s| *s != settings.service)
                 .map(|s| (s, topology.nodes(s).coordinators.clone()))
                 .collect(),
-            admin_http: common::client::internal_http(crate::overview::PEER_TIMEOUT, &settings.secret),
+            peer_http: common::client::internal_http(crate::overview::PEER_TIMEOUT, &settings.secret),
         }
     }
 
@@ -330,5 +332,27 @@ impl Coordinator {
         let id = replica.to_string();
         self.metrics.inc("coordinator_replica_unavailable_total", labels(&[("replica", &id)]));
         log::warn!("{} {}: replica {replica} unavailable: {reason}", req.request_id, req.route);
+    }
+}
+
+/// A coordinator's settings for tests: short request timeouts, and the prober and
+/// anti-entropy rounds out of the way (an hour apart).
+#[cfg(test)]
+pub(crate) fn test_settings(service: Service, id: u32) -> CoordinatorSettings {
+    CoordinatorSettings {
+        service,
+        id,
+        topology: "unused".into(),
+        listen: None,
+        secret: "s3cret".into(),
+        workers: 1,
+        request_timeout_ms: 100,
+        long_timeout_ms: 100,
+        probe_interval_ms: 3_600_000,
+        probe_timeout_ms: 500,
+        paxos_timeout_ms: 3000,
+        anti_entropy_interval_ms: 3_600_000,
+        anti_entropy_max_buckets: 64,
+        anti_entropy_max_repairs: 20000,
     }
 }
