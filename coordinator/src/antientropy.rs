@@ -386,15 +386,8 @@ mod tests {
     use super::*;
 
     fn anti_entropy(max_buckets: usize) -> AntiEntropy {
-        AntiEntropy {
-            interval: Duration::from_secs(10),
-            max_buckets,
-            max_repairs: 1000,
-            round_lock: tokio::sync::Mutex::new(()),
-            bucket_cursor: std::sync::Mutex::new(0),
-            flux_rounds: std::sync::Mutex::new([0; BUCKETS]),
-            last_round: Default::default(),
-        }
+        let settings = crate::state::test_settings(common::topology::Service::Stock, 0);
+        AntiEntropy { max_buckets, ..AntiEntropy::new(&settings) }
     }
 
     /// Capped rounds list the divergent buckets in turns, each round going on where the one

@@ -60,9 +60,7 @@ impl ReplicaReply {
             ..Reply::text(self.status, String::from_utf8_lossy(&self.body).into_owned())
         }
     }
-}
 
-impl ReplicaReply {
     /// An internal call's answer read as a replica's reply.
     pub fn of_rpc(r: rpc::Response) -> ReplicaReply {
         ReplicaReply {

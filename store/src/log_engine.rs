@@ -155,16 +155,15 @@ fn apply_frames(frames: Vec<&[u8]>, apply: &mut impl FnMut(u8, &str, &[u8]) -> S
     Ok(())
 }
 
-/// Reads the newest snapshot and the segments from its number on, up to (not including)
-/// `upto`, and gives `apply` every entry (kind, key, value) in log order. Returns the
-/// snapshot's number (0 if none) and the bytes of segments read.
+/// Reads the newest snapshot and every segment from its number on (what an open replays),
+/// and gives `apply` every entry (kind, key, value) in log order. Returns the snapshot's
+/// number (0 if none) and the bytes of segments read.
 fn replay(
     dir: &Path,
     files: &Files,
-    upto: u64,
     mut apply: impl FnMut(u8, &str, &[u8]) -> StoreResult<()>,
 ) -> StoreResult<(u64, u64)> {
-    let snapshot = files.snapshots.iter().copied().filter(|n| *n <= upto).max().unwrap_or(0);
+    let snapshot = files.snapshots.iter().copied().max().unwrap_or(0);
     if snapshot > 0 {
         let path = dir.join(file_name(SNAPSHOT, snapshot));
         let bytes = std::fs::read(&path).map_err(StoreError::of)?;
@@ -175,7 +174,7 @@ fn replay(
         apply_frames(log.frames, &mut apply)?;
     }
     let mut read = 0;
-    for &n in files.segments.iter().filter(|n| **n >= snapshot && **n < upto) {
+    for &n in files.segments.iter().filter(|n| **n >= snapshot) {
         let path = dir.join(file_name(SEGMENT, n));
         let bytes = std::fs::read(&path).map_err(StoreError::of)?;
         let log = read_log(&bytes, n);
@@ -438,7 +437,7 @@ impl LogStore {
             let _ = std::fs::remove_file(t);
         }
         let mut docs = Docs::default();
-        let (snapshot, read) = replay(dir, &files, u64::MAX, |kind, key, value| {
+        let (snapshot, read) = replay(dir, &files, |kind, key, value| {
             match kind {
                 ENTRY_DOC => docs.store(super::frame::decode(key, value)?),
                 _ => docs.set_meta(key.to_string(), value.to_vec()),

@@ -139,18 +139,19 @@ impl Docs {
         out
     }
 
-    /// Up to `limit` records with keys greater than `after`, in key order.
-    pub(super) fn scan(&self, after: Option<&str>, limit: usize) -> Vec<Record> {
+    /// Up to `limit` keys greater than `after`, in order.
+    fn keys_after<'a>(&'a self, after: Option<&str>, limit: usize) -> impl Iterator<Item = &'a String> {
         use std::ops::Bound;
         let lower = match after {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
         };
-        self.order
-            .range::<str, _>((lower, Bound::Unbounded))
-            .take(limit)
-            .map(|k| Record::clone(&self.map[k].record))
-            .collect()
+        self.order.range::<str, _>((lower, Bound::Unbounded)).take(limit)
+    }
+
+    /// Up to `limit` records with keys greater than `after`, in key order.
+    pub(super) fn scan(&self, after: Option<&str>, limit: usize) -> Vec<Record> {
+        self.keys_after(after, limit).map(|k| Record::clone(&self.map[k].record)).collect()
     }
 
     /// The records of the (at most) `count` keys after `after`, in key order, leaving out
@@ -161,12 +162,7 @@ impl Docs {
         count: usize,
         now_ms: u64,
     ) -> (Vec<Arc<Record>>, Option<String>) {
-        use std::ops::Bound;
-        let lower = match after {
-            Some(a) => Bound::Excluded(a),
-            None => Bound::Unbounded,
-        };
-        let keys: Vec<&String> = self.order.range::<str, _>((lower, Bound::Unbounded)).take(count).collect();
+        let keys: Vec<&String> = self.keys_after(after, count).collect();
         let records = keys
             .iter()
             .map(|k| &self.map[*k])
