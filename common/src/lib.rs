@@ -2,8 +2,10 @@
 //!
 //! - [`table`]: the replicated-document layer: typed documents, conditional writes, request
 //!   records, reads under a lease;
-//! - [`node`]: one replica: its view and acceptor, leases, the fan-out of its writes,
+//! - [`node`]: one replica: its writes and their fan-out, leases, membership messages,
 //!   repairs, anti-entropy endpoints and its workers;
+//! - [`membership`]: the view a replica serves by, its acceptor state, its empty start;
+//! - [`health`]: whether its store takes writes and its peers accept its secret;
 //! - [`fanout`]: the batching link that carries a primary's writes to one peer;
 //! - [`rounds`]: the anti-entropy rounds open on a replica and the keys written since;
 //! - [`unsettled`]: what a primary owes its peers before it answers from a document again;
@@ -16,7 +18,9 @@
 //! lived here (docs/design.md §11.5).
 
 pub mod fanout;
+pub mod health;
 pub mod ledger;
+pub mod membership;
 pub mod node;
 pub mod rounds;
 pub mod server;

@@ -7,7 +7,9 @@
 //! is higher than what they hold.
 
 use crate::fanout::{Encoded, PeerLink, SendError, MAX_BATCH_RECORDS};
+use crate::health::Health;
 use crate::lease::Leases;
+pub use crate::membership::{Membership, Misdirected};
 use crate::paxos::{self, AcceptorState};
 use crate::storage::{DynStore, Expect, Put, Record, StoreError};
 use crate::topology::Service;
@@ -16,7 +18,7 @@ use crate::wire::View;
 use crate::worker::{Next, Schedule, Workers};
 use decide::fanout::{self, AfterRefusals};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A node's timeouts and its workers' intervals; the replica settings of the same names
@@ -165,15 +167,6 @@ pub struct ReplicateBatch {
     pub copy: bool,
 }
 
-/// Why a request was not for this node (a 421 carrying the view).
-#[derive(Debug, Clone)]
-pub struct Misdirected {
-    /// This node's current view.
-    pub view: View,
-    /// Short explanation for logs.
-    pub reason: &'static str,
-}
-
 /// One replica node.
 pub struct Node {
     /// This replica's id (its index in the topology's replica list).
@@ -181,11 +174,8 @@ pub struct Node {
     /// The service it belongs to.
     pub service: Service,
     store: DynStore,
-    /// The committed view this node serves by (a copy of `acceptor.committed`, readable
-    /// without waiting for the acceptor's lock).
-    view: RwLock<View>,
-    /// This replica's Paxos acceptor state, persisted before every reply that depends on it.
-    acceptor: tokio::sync::Mutex<AcceptorState>,
+    /// The view it serves by, its acceptor state, and whether it started empty.
+    membership: Membership,
     /// Batching links to the other replicas, by id.
     links: HashMap<u32, PeerLink>,
     /// The other replicas' base URLs, by id (membership queries).
@@ -195,11 +185,6 @@ pub struct Node {
     http: reqwest::Client,
     /// This service's coordinators (`http://host:port`), told about peers that fail.
     coordinators: Vec<String>,
-    /// Set when the node started without membership state (its store was empty or lost)
-    /// in a service of several replicas; cleared once it is not a full member of its view.
-    /// While it is a full member in this state it has none of the data it should hold, so it
-    /// serves nothing and reports itself unhealthy until it is evicted and re-joins.
-    empty_start: std::sync::atomic::AtomicBool,
     /// Read-lease bookkeeping (`crate::lease`).
     leases: std::sync::Mutex<Leases>,
     /// The anti-entropy rounds open here, and the keys written since each began.
@@ -207,18 +192,12 @@ pub struct Node {
     /// What this node owes its peers before answering from a document again: keys whose
     /// last fan-out failed, and inherited documents already sent (`ensure_replicated`).
     unsettled: crate::unsettled::Unsettled,
-    /// The epoch of the view served by, for those who act when it changes ([`Node::views`]).
-    epochs: tokio::sync::watch::Sender<u64>,
     /// The node's timeouts and intervals.
     timings: Timings,
     /// The node's background loops ([`Node::start_workers`], and the service's own).
     workers: Workers,
-    /// The last failure of a write to the store, until a write succeeds again
-    /// ([`Node::store_health`]).
-    store_failure: std::sync::Mutex<Option<String>>,
-    /// Whether the peers and coordinators accept this node's secret, as every answer to it
-    /// tells ([`Node::secret_refusal`]).
-    standing: crate::standing::SecretStanding,
+    /// Whether its store takes writes and its peers accept its secret.
+    health: Health,
 }
 
 impl Node {
@@ -243,48 +222,43 @@ impl Node {
         // It keeps Nagle's algorithm on: the small wait it adds before a batch's last segment
         // lets more writes join the next batch, for more checkouts/s at less CPU each
         // (docs/performance.md, second round item 8 and third round).
-        let standing = crate::standing::SecretStanding::default();
+        let health = Health::default();
         let links = peers
             .into_iter()
             .filter(|(id, _)| *id != me)
             .map(|(id, base)| {
                 let authority = base.trim_start_matches("http://");
-                (id, PeerLink::spawn(id, authority, &secret, timings.fanout, &standing))
+                (id, PeerLink::spawn(id, authority, &secret, timings.fanout, health.standing()))
             })
             .collect();
-        let view = acceptor.committed.clone();
         let leases = Leases::new(me, acceptor.replicas, timings.lease);
         Node {
             me,
             service,
             store,
-            epochs: tokio::sync::watch::Sender::new(view.epoch),
-            view: RwLock::new(view),
-            acceptor: tokio::sync::Mutex::new(acceptor),
+            membership: Membership::new(me, acceptor),
             links,
             peer_urls,
             http,
             coordinators: Vec::new(),
-            empty_start: std::sync::atomic::AtomicBool::new(false),
             leases: std::sync::Mutex::new(leases),
             unsettled: Default::default(),
-            store_failure: Default::default(),
             timings,
             workers: Workers::new(),
             rounds: Default::default(),
-            standing,
+            health,
         }
     }
 
     /// Why this node must not report itself healthy because its peers refuse its secret
     /// ([`crate::standing`]).
     pub fn secret_refusal(&self) -> Option<String> {
-        self.standing.refusal()
+        self.health.secret_refusal()
     }
 
     /// Records the verdict on this node's secret in an answer from `base` (`http://host:port`).
     fn answered(&self, base: &str, status: reqwest::StatusCode) {
-        self.standing.answered(base.trim_start_matches("http://"), status.as_u16());
+        self.health.answered(base, status.as_u16());
     }
 
     /// The same node, reporting failed peers to these coordinators (`host:port`).
@@ -390,17 +364,7 @@ impl Node {
     /// Notes the outcome of a write to the store: a failure makes the node report itself
     /// unhealthy ([`Node::store_health`]) until a write succeeds again.
     fn noted<T>(&self, result: crate::storage::StoreResult<T>) -> crate::storage::StoreResult<T> {
-        let mut failure = self.store_failure.lock().unwrap();
-        match &result {
-            Ok(_) => *failure = None,
-            Err(e) => {
-                if failure.is_none() {
-                    log::error!("{} replica {}: the store failed a write: {e}", self.service, self.me);
-                }
-                *failure = Some(e.to_string());
-            }
-        }
-        result
+        self.health.noted(&format!("{} replica {}", self.service, self.me), result)
     }
 
     /// Whether the store takes writes (docs/design.md §7.4: storage failure is fail-stop). After
@@ -409,7 +373,7 @@ impl Node {
     /// its eviction and the service writes on the others; once the store takes writes again,
     /// it is healthy and re-joins.
     pub async fn store_health(&self) -> Result<(), String> {
-        if self.store_failure.lock().unwrap().is_none() {
+        if !self.health.store_failed() {
             return Ok(());
         }
         // Larger than the writes that failed are likely to be: a few bytes still fit where a
@@ -430,22 +394,14 @@ impl Node {
 
     /// Marks the node as started without membership state (see `needs_rejoin`).
     pub fn started_empty(self) -> Node {
-        self.empty_start.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.membership.started_empty();
         self
     }
 
     /// Whether the node is a full member that lost its data (an empty restart): it must be
-    /// evicted and re-join as a learner before it serves.
+    /// evicted and re-join as a learner before it serves ([`Membership::needs_rejoin`]).
     pub fn needs_rejoin(&self) -> bool {
-        use std::sync::atomic::Ordering::SeqCst;
-        if !self.empty_start.load(SeqCst) {
-            return false;
-        }
-        if self.view.read().unwrap().members.contains(&self.me) {
-            return true;
-        }
-        self.empty_start.store(false, SeqCst);
-        false
+        self.membership.needs_rejoin()
     }
 
     /// Streams every stored document to replica `target` (a learner catching up), in
@@ -487,30 +443,23 @@ impl Node {
 
     /// The current view.
     pub fn view(&self) -> View {
-        self.view.read().unwrap().clone()
+        self.membership.view()
     }
 
     /// The current view's epoch.
     pub fn epoch(&self) -> u64 {
-        self.view.read().unwrap().epoch
+        self.membership.epoch()
     }
 
     /// Whether this node is the key's primary in its view.
     pub fn is_primary(&self, key: &str) -> bool {
-        self.view.read().unwrap().primary(key) == Some(self.me)
+        self.membership.is_primary(key)
     }
 
     /// Accepts a request for `key` routed under `epoch` only if the epoch is not older than
     /// ours and we are the key's primary.
     pub fn check_routed(&self, key: &str, epoch: Option<u64>) -> Result<(), Misdirected> {
-        let view = self.view.read().unwrap();
-        if epoch.is_some_and(|e| e < view.epoch) {
-            return Err(Misdirected { view: view.clone(), reason: "stale epoch" });
-        }
-        if view.primary(key) != Some(self.me) {
-            return Err(Misdirected { view: view.clone(), reason: "not primary" });
-        }
-        Ok(())
+        self.membership.check_routed(key, epoch)
     }
 
     /// Applies puts as the keys' primary, then fans the new states out; returns when every
@@ -755,7 +704,7 @@ impl Node {
                 }
             }
         }
-        let mut state = self.acceptor.lock().await;
+        let mut state = self.membership.acceptor().await;
         let mut next = state.clone();
         let (reply, changed) = next.handle(request);
         if let paxos::Reply::Invalid { reason } = &reply {
@@ -771,9 +720,7 @@ impl Node {
 
     /// Serves by `view` if it is newer than the current one.
     fn install(&self, view: &View) {
-        let mut cur = self.view.write().unwrap();
-        self.leases.lock().unwrap().committed(view.epoch);
-        if view.epoch > cur.epoch {
+        if self.membership.install(view, |epoch| self.leases.lock().unwrap().committed(epoch)) {
             log::info!(
                 "{} replica {}: view {} committed: members {:?}, learners {:?}",
                 self.service,
@@ -782,8 +729,6 @@ impl Node {
                 view.members,
                 view.learners
             );
-            *cur = view.clone();
-            self.epochs.send_replace(view.epoch);
         }
     }
 
@@ -791,13 +736,13 @@ impl Node {
     /// become the primary of keys acts on what it finds among them (the order service resumes
     /// the checkouts in flight).
     pub fn views(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.epochs.subscribe()
+        self.membership.views()
     }
 
     /// Whether this replica may vote in membership decisions (false after an empty restart
     /// until it has learned the view from the others).
     pub async fn votes(&self) -> bool {
-        self.acceptor.lock().await.votes()
+        self.membership.acceptor().await.votes()
     }
 
     /// After an empty restart: asks the other replicas for their committed view, one round of
@@ -806,7 +751,7 @@ impl Node {
     /// doubles each time.
     async fn recovery_round(&self, r: &mut Recovering) -> Next {
         let me = self;
-        let replicas = self.acceptor.lock().await.replicas;
+        let replicas = self.membership.acceptor().await.replicas;
         let recovery = r.recovery.get_or_insert_with(|| paxos::Recovery::new(self.me, replicas));
         let asks = me.peer_urls.iter().map(|(id, base)| async move {
             let r = me.http.post(format!("{base}/internal/paxos")).json(&paxos::Request::Query).send().await;
@@ -820,7 +765,7 @@ impl Node {
         });
         for (id, reply) in futures::future::join_all(asks).await.into_iter().flatten() {
             if let Some(view) = recovery.on_report(id, &reply) {
-                let mut state = self.acceptor.lock().await;
+                let mut state = self.membership.acceptor().await;
                 let mut next = state.clone();
                 if next.learned(view.clone()) {
                     if let Err(e) = self.store.put_meta(paxos::META_KEY, next.encode()).await {
@@ -1027,11 +972,7 @@ impl Node {
 
     /// A misdirected rejection, with the current view, if that view is newer than `epoch`.
     fn refuse_older_than(&self, epoch: u64, reason: &'static str) -> Result<(), NodeError> {
-        let view = self.view.read().unwrap();
-        if epoch < view.epoch {
-            return Err(NodeError::Misdirected(Misdirected { view: view.clone(), reason }));
-        }
-        Ok(())
+        self.membership.refuse_older_than(epoch, reason).map_err(NodeError::Misdirected)
     }
 }
 

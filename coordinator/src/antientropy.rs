@@ -204,7 +204,8 @@ impl Coordinator {
         }
         report.complete = complete;
         for &id in &answered {
-            let _ = self.forwarder.post_internal(id, &format!("/internal/ae/end/{round_id}"), self.probe_timeout).await;
+            let _ =
+                self.forwarder.post_internal(id, &format!("/internal/ae/end/{round_id}"), self.prober.timeout).await;
         }
         report.took_ms = started.elapsed().as_millis() as u64;
 

@@ -66,7 +66,7 @@ pub async fn run(
     let me = app.clone().into_inner();
     let name = |what: &str| format!("{} coordinator {} {what}", settings.service, settings.id);
     let every = |d| Schedule::every(d).after_one_interval();
-    workers.spawn_on(name("prober"), every(me.probe_interval), me.clone(), |c| async move {
+    workers.spawn_on(name("prober"), every(me.prober.interval), me.clone(), |c| async move {
         c.prober_round().await;
         Next::Again
     });

@@ -25,12 +25,31 @@ enum Round {
     NoQuorum,
 }
 
+/// The state of the view changes a coordinator proposes.
+pub struct Changes {
+    /// The highest ballot this coordinator has used or seen; held while it changes the view,
+    /// so its own changes run one at a time.
+    ballot: tokio::sync::Mutex<Ballot>,
+    /// How long a replica may take to answer a Paxos message (setting `paxos_timeout_ms`).
+    pub paxos_timeout: Duration,
+}
+
+impl Changes {
+    /// No ballot used or seen yet.
+    pub fn new(settings: &common::settings::CoordinatorSettings) -> Changes {
+        Changes {
+            ballot: tokio::sync::Mutex::new(Ballot::ZERO),
+            paxos_timeout: Duration::from_millis(settings.paxos_timeout_ms),
+        }
+    }
+}
+
 impl Coordinator {
     /// Changes the view with `change` (from `common::paxos`: evict, add_learner, promote),
     /// applied to the newest view; `change` returning `None` means there is nothing to do
     /// (already done, or not allowed). Returns the view routed by afterwards.
     pub async fn change_view(&self, what: &str, change: impl Fn(&View) -> Option<View>) -> Result<View, CoordError> {
-        let mut seen = self.ballot.lock().await;
+        let mut seen = self.changes.ballot.lock().await;
         let n = self.forwarder.replicas();
         for round in 1..=MAX_ROUNDS {
             let base = self.view.get();
@@ -111,7 +130,7 @@ impl Coordinator {
         request: &'a Request,
     ) -> FuturesUnordered<impl Future<Output = (u32, Result<paxos::Reply, SendError>)> + 'a> {
         (0..self.forwarder.replicas())
-            .map(|id| async move { (id, self.forwarder.paxos(id, request, self.paxos_timeout).await) })
+            .map(|id| async move { (id, self.forwarder.paxos(id, request, self.changes.paxos_timeout).await) })
             .collect()
     }
 
@@ -123,7 +142,7 @@ impl Coordinator {
         let (tx, mut rx) = tokio::sync::mpsc::channel(n as usize);
         for id in 0..n {
             let (forwarder, request, tx) = (self.forwarder.clone(), request.clone(), tx.clone());
-            let timeout = self.paxos_timeout;
+            let timeout = self.changes.paxos_timeout;
             tokio::spawn(async move {
                 let _ = tx.send(forwarder.paxos(id, &request, timeout).await.is_ok()).await;
             });
@@ -149,8 +168,11 @@ impl Coordinator {
                 let mut step = phase.feed(p, id, &reply);
                 if let ProposerStep::CatchUp(r) = step {
                     // The replica missed the view the proposal builds on: tell it, ask again.
-                    let _ = self.forwarder.paxos(r, &Request::Commit { view: base.clone() }, self.paxos_timeout).await;
-                    step = match self.forwarder.paxos(r, &request, self.paxos_timeout).await {
+                    let _ = self
+                        .forwarder
+                        .paxos(r, &Request::Commit { view: base.clone() }, self.changes.paxos_timeout)
+                        .await;
+                    step = match self.forwarder.paxos(r, &request, self.changes.paxos_timeout).await {
                         Ok(reply) => phase.feed(p, r, &reply),
                         Err(_) => ProposerStep::Wait,
                     };

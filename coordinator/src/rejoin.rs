@@ -9,12 +9,36 @@
 use crate::state::Coordinator;
 use common::digest::{Digests, BUCKETS};
 use common::paxos;
+use common::settings::CoordinatorSettings;
+use common::topology::Topology;
 use decide::rejoin;
 use std::time::Duration;
 
 /// How long a full member may take to stream its whole copy to a learner (100k documents
 /// take about a second; a million about ten).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The `prober` worker's settings.
+pub struct Probing {
+    /// This service's coordinators (`host:port`, id = index): the live one with the lowest
+    /// id runs the prober.
+    pub coordinators: Vec<String>,
+    /// How often the prober looks at evicted replicas (setting `probe_interval_ms`).
+    pub interval: Duration,
+    /// How long a re-probe of a replica may take (setting `probe_timeout_ms`).
+    pub timeout: Duration,
+}
+
+impl Probing {
+    /// The settings of the prober of `settings.service`'s coordinators.
+    pub fn new(settings: &CoordinatorSettings, topology: &Topology) -> Probing {
+        Probing {
+            coordinators: topology.nodes(settings.service).coordinators.clone(),
+            interval: Duration::from_millis(settings.probe_interval_ms),
+            timeout: Duration::from_millis(settings.probe_timeout_ms),
+        }
+    }
+}
 
 impl Coordinator {
     /// One round of the `prober` worker (every `probe_interval_ms`, the first one interval
@@ -34,8 +58,8 @@ impl Coordinator {
 
     /// Whether this is the live coordinator with the lowest id.
     pub(crate) async fn leads(&self) -> bool {
-        for addr in self.coordinator_addrs.iter().take(self.id as usize) {
-            let r = self.peer_http.get(format!("http://{addr}/health")).timeout(self.probe_timeout).send().await;
+        for addr in self.prober.coordinators.iter().take(self.id as usize) {
+            let r = self.peer_http.get(format!("http://{addr}/health")).timeout(self.prober.timeout).send().await;
             if r.is_ok_and(|r| r.status().is_success()) {
                 return false;
             }
@@ -80,7 +104,7 @@ impl Coordinator {
 
     /// Whether replica `id` answers `/health` within the probe timeout.
     pub(crate) async fn answers(&self, id: u32) -> bool {
-        self.forwarder.get_internal(id, "/health", self.probe_timeout).await.is_ok_and(|r| r.status == 200)
+        self.forwarder.get_internal(id, "/health", self.prober.timeout).await.is_ok_and(|r| r.status == 200)
     }
 
     /// Brings learner `id` up to date, then promotes it: a learner that is empty or differs
@@ -92,10 +116,10 @@ impl Coordinator {
         let Some(source) = self.view.get().members.first().copied() else {
             return;
         };
-        let Some((root, buckets)) = self.digests_of(id, None, self.probe_timeout).await else {
+        let Some((root, buckets)) = self.digests_of(id, None, self.prober.timeout).await else {
             return;
         };
-        let theirs = self.digests_of(source, None, self.probe_timeout).await;
+        let theirs = self.digests_of(source, None, self.prober.timeout).await;
         let differing = theirs.map(|(_, theirs)| buckets.iter().zip(&theirs).filter(|(a, b)| a != b).count());
         if rejoin::needs_full_copy(root == Digests::default().root(), differing, BUCKETS) {
             match self.forwarder.post_internal(source, &format!("/internal/push/{id}"), PUSH_TIMEOUT).await {
@@ -178,7 +202,7 @@ mod tests {
         actix_web::rt::spawn(server);
         let topology = Topology::local(1, 2, &mut (1..));
         let mut second = Coordinator::new(&test_settings(Service::Stock, 1), &topology);
-        second.coordinator_addrs = vec![addr, "127.0.0.1:1".into()];
+        second.prober.coordinators = vec![addr, "127.0.0.1:1".into()];
         assert!(!second.leads().await, "coordinator 0 answers: coordinator 1 does not lead");
         handle.stop(false).await;
     }

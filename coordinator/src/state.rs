@@ -55,7 +55,18 @@ pub struct Forward<'a> {
     pub timeout: Duration,
 }
 
-/// One coordinator: what it routes for and the state its handlers share.
+/// How long the forwarding of a public request may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// An ordinary request.
+    pub request: Duration,
+    /// A checkout or batch_init.
+    pub long: Duration,
+}
+
+/// One coordinator: what it routes for, what its handlers and workers share (the view, the
+/// client to the replicas, the metrics), and each worker's own state: the routing's
+/// timeouts, the view changes', the prober's, the anti-entropy's and the cluster page's.
 pub struct Coordinator {
     /// The service it routes for.
     pub service: Service,
@@ -73,22 +84,12 @@ pub struct Coordinator {
     pub metrics: Metrics,
     /// Ends the internal connections it serves ([`common::rpc`]) when it shuts down.
     pub closing: common::rpc::Closing,
-    /// Timeout of an ordinary request.
-    pub request_timeout: Duration,
-    /// Timeout of a checkout or batch_init.
-    pub long_timeout: Duration,
-    /// The highest ballot this coordinator has used or seen; held while it changes the view,
-    /// so its own changes run one at a time.
-    pub ballot: tokio::sync::Mutex<common::paxos::Ballot>,
-    /// This service's coordinators (`host:port`, id = index): the live one with the lowest
-    /// id runs the prober.
-    pub coordinator_addrs: Vec<String>,
-    /// How often the prober looks at evicted replicas.
-    pub probe_interval: Duration,
-    /// How long a re-probe of a replica may take (setting `probe_timeout_ms`).
-    pub probe_timeout: Duration,
-    /// How long a replica may take to answer a Paxos message (setting `paxos_timeout_ms`).
-    pub paxos_timeout: Duration,
+    /// How long the forwarding of a public request may take.
+    pub timeouts: Timeouts,
+    /// The view changes' state ([`crate::membership`]).
+    pub changes: crate::membership::Changes,
+    /// The `prober` worker's settings ([`crate::rejoin`]).
+    pub prober: crate::rejoin::Probing,
     /// The `anti-entropy` worker's settings and state.
     pub anti_entropy: crate::antientropy::AntiEntropy,
     /// The other services' coordinators (`host:port`, id = index), in the order of
@@ -114,13 +115,12 @@ impl Coordinator {
             replica_addrs,
             metrics: Metrics::new(),
             closing: Default::default(),
-            request_timeout: Duration::from_millis(settings.request_timeout_ms),
-            long_timeout: Duration::from_millis(settings.long_timeout_ms),
-            ballot: tokio::sync::Mutex::new(common::paxos::Ballot::ZERO),
-            coordinator_addrs: topology.nodes(settings.service).coordinators.clone(),
-            probe_interval: Duration::from_millis(settings.probe_interval_ms),
-            probe_timeout: Duration::from_millis(settings.probe_timeout_ms),
-            paxos_timeout: Duration::from_millis(settings.paxos_timeout_ms),
+            timeouts: Timeouts {
+                request: Duration::from_millis(settings.request_timeout_ms),
+                long: Duration::from_millis(settings.long_timeout_ms),
+            },
+            changes: crate::membership::Changes::new(settings),
+            prober: crate::rejoin::Probing::new(settings, topology),
             anti_entropy: crate::antientropy::AntiEntropy::new(settings),
             other_services: Service::ALL
                 .into_iter()
@@ -135,9 +135,9 @@ impl Coordinator {
     pub fn timeout_for(&self, route: &Route) -> Duration {
         // A checkout waits for its saga, a batch_init writes many keys (`Route::long`).
         if route.long {
-            self.long_timeout
+            self.timeouts.long
         } else {
-            self.request_timeout
+            self.timeouts.request
         }
     }
 

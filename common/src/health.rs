@@ -1,0 +1,81 @@
+//! Whether a replica may report itself healthy, beside its membership: its store takes writes
+//! (docs/design.md §7.4, storage failure is fail-stop) and its peers accept its cluster secret
+//! ([`crate::standing`]). [`crate::node::Node::store_health`] probes a store that failed.
+
+use crate::standing::SecretStanding;
+use std::sync::Mutex;
+
+/// A replica's health state.
+#[derive(Default)]
+pub struct Health {
+    /// The last failure of a write to the store, until a write succeeds again.
+    store_failure: Mutex<Option<String>>,
+    /// Whether the peers and coordinators accept this node's secret, as every answer to it
+    /// tells.
+    standing: SecretStanding,
+}
+
+impl Health {
+    /// Notes the outcome of a write to the store: a failure makes the store unhealthy
+    /// ([`Health::store_failed`]) until a write succeeds again. The first failure is logged,
+    /// by `who`.
+    pub fn noted<T, E: std::fmt::Display>(&self, who: &str, result: Result<T, E>) -> Result<T, E> {
+        let mut failure = self.store_failure.lock().unwrap();
+        match &result {
+            Ok(_) => *failure = None,
+            Err(e) => {
+                if failure.is_none() {
+                    log::error!("{who}: the store failed a write: {e}");
+                }
+                *failure = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    /// Whether the last write to the store failed.
+    pub fn store_failed(&self) -> bool {
+        self.store_failure.lock().unwrap().is_some()
+    }
+
+    /// The verdicts of the peers on this node's secret, shared with its fan-out links.
+    pub fn standing(&self) -> &SecretStanding {
+        &self.standing
+    }
+
+    /// Why this node must not report itself healthy because its peers refuse its secret.
+    pub fn secret_refusal(&self) -> Option<String> {
+        self.standing.refusal()
+    }
+
+    /// Records the verdict on this node's secret in an answer from `base` (`http://host:port`).
+    pub fn answered(&self, base: &str, status: u16) {
+        self.standing.answered(base.trim_start_matches("http://"), status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_the_store_unhealthy_until_a_write_succeeds() {
+        let h = Health::default();
+        let steps: [(Result<(), &str>, bool); 4] =
+            [(Ok(()), false), (Err("disk full"), true), (Err("disk full"), true), (Ok(()), false)];
+        for (result, failed) in steps {
+            assert_eq!(h.noted("stock replica 0", result), result);
+            assert_eq!(h.store_failed(), failed, "after {result:?}");
+        }
+    }
+
+    #[test]
+    fn a_secret_refused_by_every_peer_that_answered_is_unhealthy() {
+        let h = Health::default();
+        assert_eq!(h.secret_refusal(), None);
+        h.answered("http://127.0.0.1:1", 403);
+        assert!(h.secret_refusal().is_some());
+        h.answered("http://127.0.0.1:2", 200);
+        assert_eq!(h.secret_refusal(), None, "accepted by another peer");
+    }
+}
