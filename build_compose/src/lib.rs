@@ -19,7 +19,7 @@
 //!   never replaces it under running pods (which read it once, at start).
 //!
 //! - Prometheus ([`prometheus_config`]): a scrape config of every replica and coordinator of
-//!   a topology (`/metrics`, the catalogue in `common::metrics`), each target labelled with
+//!   a topology (`/metrics`, the catalogue in `net::metrics`), each target labelled with
 //!   its service, role and id. Written for the compose deployment
 //!   (`deploy/compose/prometheus.yml`, container names as hosts) and for the local processes
 //!   of `cluster up` ([`LOCAL_PROMETHEUS`], the topology's own addresses); a test renders

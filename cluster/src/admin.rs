@@ -12,9 +12,9 @@
 use crate::http::{self, Response};
 use crate::launcher::SECRET_FILE;
 use anyhow::{bail, Context};
-use common::topology::{Service, Topology};
-use common::wire::{View, SECRET};
 use coordinator::antientropy::RoundReport;
+use model::topology::{Service, Topology};
+use model::wire::{View, SECRET};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

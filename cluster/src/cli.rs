@@ -9,7 +9,7 @@ use crate::manifest::Role;
 use crate::roles::{self, NodeRole};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use common::topology::{Service, Topology};
+use model::topology::{Service, Topology};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -144,7 +144,7 @@ pub fn parse(args: &[String]) -> Result<Cli, clap::Error> {
 
 /// Runs `cluster up` until SIGTERM or Ctrl-C.
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
-    common::logging::init("cluster");
+    net::logging::init("cluster");
     let mut topology = Topology::load(&args.topology).with_context(|| {
         format!("run from the repository root or pass --topology (looked for {})", args.topology.display())
     })?;
@@ -233,7 +233,7 @@ pub fn summary(w: &Where) -> String {
     let mut s = format!("gateway: {}\n", w.gateway);
     s.push_str(&format!("the cluster runs; try: curl -X POST {}/payment/create_user\n", w.gateway));
     // Any coordinator's page shows every service; the first order coordinator's is named.
-    let first = common::topology::Service::ALL.iter().find_map(|&svc| w.topology.nodes(svc).coordinators.first());
+    let first = model::topology::Service::ALL.iter().find_map(|&svc| w.topology.nodes(svc).coordinators.first());
     if let Some(c) = first {
         s.push_str(&format!(
             "status:    http://{c}/admin/status in a browser (every service: members, roots, lag, anti-entropy, view changes)\n"
@@ -338,7 +338,7 @@ mod tests {
             secret: std::path::Path::new("target/cluster/secret"),
         });
         assert_eq!(s.lines().next(), Some("gateway: http://127.0.0.1:9000"), "tools read the first line");
-        let page = format!("http://{}/admin/status", t.nodes(common::topology::Service::Order).coordinators[0]);
+        let page = format!("http://{}/admin/status", t.nodes(model::topology::Service::Order).coordinators[0]);
         assert!(s.contains(&page), "the status page in:\n{s}");
         for want in [
             "data (a folder",

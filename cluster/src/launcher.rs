@@ -19,7 +19,7 @@ use crate::nginx::Prefix;
 use crate::ports;
 use crate::roles::NodeRole;
 use anyhow::{anyhow, bail, Context};
-use common::topology::{Service, Topology};
+use model::topology::{Service, Topology};
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -88,7 +88,7 @@ fn engine_data(engine: &str, dir: &Path) -> Option<PathBuf> {
     if engine == MONGO {
         return Some(dir.join(MONGO_DATA));
     }
-    common::storage::data_path(engine, dir)
+    store::data_path(engine, dir)
 }
 
 /// Whether the replica folders `dirs` of one service start a new cluster with `engine`: none
@@ -139,7 +139,7 @@ fn new_cluster(engine: &str, dirs: &[PathBuf]) -> anyhow::Result<bool> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
     /// The launcher's own stdout and stderr (`cluster up`: one merged log, every line tagged
-    /// with its process by `common::logging`).
+    /// with its process by `net::logging`).
     Inherit,
     /// One file per process, `<work_dir>/logs/<service>-<role>-<id>.log`, appended to across
     /// restarts (tests: the test's output stays readable, and a failed start quotes the log).
@@ -411,7 +411,7 @@ fn probe(role: Role, addr: &str) -> Result<(), String> {
         Ok(r)
             if role == Role::Replica
                 && r.status == 503
-                && r.header(common::wire::UNAVAILABLE_CAUSE) == Some(common::wire::RECOVERING) =>
+                && r.header(model::wire::UNAVAILABLE_CAUSE) == Some(model::wire::RECOVERING) =>
         {
             Ok(())
         }
@@ -447,7 +447,7 @@ fn plan(
     // Engine mongo: each replica's server, on a free loopback port.
     let mut mongo_uris = std::collections::HashMap::new();
     if spec.engine == MONGO {
-        let program = common::storage::mongo::find_server()?;
+        let program = store::mongo::find_server()?;
         let n: usize = Service::ALL.iter().map(|&s| t.nodes(s).replicas.len()).sum();
         let mut ports = ports::free_ports(n)?.into_iter();
         for s in Service::ALL {
@@ -455,7 +455,7 @@ fn plan(
                 let p = ProcId::store(s, id);
                 let port = ports.next().expect("one port per replica");
                 let data = replica_dir(s, id as usize).join(MONGO_DATA);
-                let args = common::storage::mongo::server_args("127.0.0.1", port, &data);
+                let args = store::mongo::server_args("127.0.0.1", port, &data);
                 let launch = Launch { program: program.clone(), args, env: vec![], log: log_of(p) };
                 mongo_uris.insert((s, id), format!("mongodb://127.0.0.1:{port}/"));
                 launches.push((p, format!("127.0.0.1:{port}"), launch));
@@ -477,7 +477,7 @@ fn plan(
                     NodeRole::Replica => ProcId::replica(s, id),
                     NodeRole::Coordinator => ProcId::coordinator(s, id),
                 };
-                // What common::settings reads.
+                // What net::settings reads.
                 let mut env = vec![
                     ("APP__SERVICE".to_string(), s.name().to_string()),
                     ("APP__ID".into(), id.to_string()),

@@ -1,7 +1,7 @@
 //! Which processes a cluster runs and `manifest.json`, the file that tells tools and tests
 //! their pids: `{"processes":[{"role","service","id","addr","pid"}]}` (docs/design.md §8.1).
 
-use common::topology::Service;
+use model::topology::Service;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;

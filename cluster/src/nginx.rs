@@ -3,8 +3,8 @@
 //! line that runs it in the foreground.
 
 use anyhow::{anyhow, Context};
-use common::topology::Topology;
 use gateway::{BalancerOptions, LOCAL_DIRS, LOCAL_ERROR_LOG};
+use model::topology::Topology;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 

@@ -4,8 +4,8 @@
 //! both dispatch here, so tests run exactly what `cluster up` runs.
 
 use anyhow::{anyhow, Context};
-use common::settings::{CoordinatorSettings, ReplicaSettings};
-use common::topology::{Service, Topology};
+use model::topology::{Service, Topology};
+use net::settings::{CoordinatorSettings, ReplicaSettings};
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,7 +48,7 @@ pub enum Loaded {
 }
 
 impl Loaded {
-    /// Loads the settings of `role` from the environment (see `common::settings`).
+    /// Loads the settings of `role` from the environment (see `net::settings`).
     pub fn load(role: NodeRole) -> anyhow::Result<Loaded> {
         Ok(match role {
             NodeRole::Replica => {
@@ -109,7 +109,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
 /// Runs a loaded role on `listener` until SIGTERM or Ctrl-C.
 ///
 /// The runtime is a current-thread one: requests are served on the HTTP worker's own thread
-/// (and so are the fan-out and the calls they make, see `common::fanout::PeerLink`); this
+/// (and so are the fan-out and the calls they make, see `replica::fanout::PeerLink`); this
 /// runtime runs only the background tasks (leases, probes, anti-entropy, the accept loop's
 /// bookkeeping), which need no thread pool. Fifteen nodes on two cores gained nothing from
 /// pools of idle threads.
@@ -139,7 +139,7 @@ pub fn role_from_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<
 /// Runs `role`: load settings, init logging, bind, serve.
 pub fn run_role(role: NodeRole) -> anyhow::Result<()> {
     let loaded = Loaded::load(role)?;
-    common::logging::init(&loaded.name());
+    net::logging::init(&loaded.name());
     let listener = loaded.bind()?;
     log::info!("listening on {}", loaded.listen_addr());
     run(loaded, listener)

@@ -3,7 +3,7 @@
 
 use cluster::http::{self, Response};
 use cluster::{Cluster, ClusterSpec, Manifest, ProcId, Role};
-use common::topology::{Service, Topology};
+use model::topology::{Service, Topology};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};

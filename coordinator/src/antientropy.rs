@@ -1,7 +1,7 @@
 //! Anti-entropy rounds (docs/design.md §5.2), run by the service's lowest-id live coordinator
 //! every `anti_entropy_interval_ms` and right after a replica re-joins: compare the
 //! replicas' bucket digests, list the divergent buckets, and repair per key as
-//! `common::antientropy::plan` decides. A round with nothing divergent reads no document:
+//! `decide::antientropy::plan` decides. A round with nothing divergent reads no document:
 //! only the digests every replica keeps up to date with its writes.
 //!
 //! Under write load the digests of the replicas differ in many buckets only because some
@@ -9,19 +9,19 @@
 //! round up to half a second of CPU on two cores and the cluster's p99 a spike every 10 s,
 //! to repair nothing (docs/performance.md). So an interval round that finds divergent
 //! buckets reads the digests again [`FLUX_WAIT`] later and leaves the buckets whose digests
-//! changed in between ([`common::antientropy::in_flux`]) for the next round; a bucket left
+//! changed in between ([`decide::antientropy::in_flux`]) for the next round; a bucket left
 //! [`MAX_FLUX_ROUNDS`] rounds in a row is listed anyway, so a divergence in a bucket that is
 //! written all the time is still repaired. Rounds after a re-join, and those an operator
 //! asks for, list every divergent bucket at once.
 
 use crate::state::Coordinator;
-use common::antientropy::{
+use decide::antientropy::{
     buckets_to_list, divergent_buckets, in_flux, left_in_flux, majority_root, plan, within_budget, Entry, Repair,
 };
-use common::digest::{Hash, BUCKETS};
-use common::metrics::labels;
-use common::storage::Record;
-use common::version::Version;
+use model::digest::{Hash, BUCKETS};
+use model::record::Record;
+use model::version::Version;
+use net::metrics::labels;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -72,7 +72,7 @@ pub struct AntiEntropy {
 
 impl AntiEntropy {
     /// The worker's state before its first round, with the coordinator's settings.
-    pub fn new(settings: &common::settings::CoordinatorSettings) -> AntiEntropy {
+    pub fn new(settings: &net::settings::CoordinatorSettings) -> AntiEntropy {
         AntiEntropy {
             interval: Duration::from_millis(settings.anti_entropy_interval_ms),
             max_buckets: settings.anti_entropy_max_buckets,
@@ -175,7 +175,7 @@ impl Coordinator {
         let targets: Vec<u32> = view.members.iter().chain(&view.learners).copied().collect();
         let mut report = RoundReport {
             reason: reason.to_string(),
-            started_ms: common::side::now_ms(),
+            started_ms: model::side::now_ms(),
             epoch: view.epoch,
             ..RoundReport::default()
         };
@@ -233,7 +233,7 @@ impl Coordinator {
 
     /// The digests of the members and learners of `view` that answered; `round` opens that
     /// anti-entropy round on each.
-    async fn readings(&self, view: &common::wire::View, round: u64) -> Vec<Reading> {
+    async fn readings(&self, view: &model::wire::View, round: u64) -> Vec<Reading> {
         let asks =
             view.members.iter().chain(&view.learners).map(|&id| self.reading_of(id, Some(round), ROUND_CALL_TIMEOUT));
         futures::future::join_all(asks).await.into_iter().flatten().collect()
@@ -276,7 +276,7 @@ impl Coordinator {
         let mut complete = listed.len() == divergent.len();
         report.listed = listed.clone();
 
-        let body = serde_json::to_vec(&common::server::ListRequest { round: round_id, buckets: listed }).unwrap();
+        let body = serde_json::to_vec(&model::wire::ListRequest { round: round_id, buckets: listed }).unwrap();
         let asks =
             answered.iter().map(|&id| {
                 let body = body.clone();
@@ -298,7 +298,7 @@ impl Coordinator {
         report.deferred = deferred.len();
         for d in &deferred {
             for id in &d.unsettled {
-                report.unsettled.entry(*id).or_default().insert(common::digest::bucket_of(&d.key));
+                report.unsettled.entry(*id).or_default().insert(model::digest::bucket_of(&d.key));
             }
         }
         for r in &repairs {
@@ -337,11 +337,11 @@ impl Coordinator {
                     all_sent = false;
                     continue;
                 };
-                // Each document comes with its side records (common::side), which go along
+                // Each document comes with its side records (model::side), which go along
                 // to the targets that lack them (version zero: applied only where missing).
                 let mut sides: HashMap<&str, Vec<&Record>> = HashMap::new();
-                for rec in records.iter().filter(|r| common::side::is_side(&r.key) && r.hash_ok()) {
-                    sides.entry(common::side::doc_of(&rec.key)).or_default().push(rec);
+                for rec in records.iter().filter(|r| model::side::is_side(&r.key) && r.hash_ok()) {
+                    sides.entry(model::side::doc_of(&rec.key)).or_default().push(rec);
                 }
                 let records: HashMap<&str, &Record> = records.iter().map(|r| (r.key.as_str(), r)).collect();
                 for r in chunk {
@@ -387,7 +387,7 @@ mod tests {
     use super::*;
 
     fn anti_entropy(max_buckets: usize) -> AntiEntropy {
-        let settings = crate::state::test_settings(common::topology::Service::Stock, 0);
+        let settings = crate::state::test_settings(model::topology::Service::Stock, 0);
         AntiEntropy { max_buckets, ..AntiEntropy::new(&settings) }
     }
 

@@ -3,7 +3,7 @@
 //! request, and the answers are combined into one. Pure: no I/O here.
 
 use crate::forward::ReplicaReply;
-use common::wire::View;
+use model::wire::View;
 use std::collections::BTreeMap;
 
 /// The keys a batch_init of `n` writes: "0".."n-1".
@@ -47,7 +47,7 @@ pub fn combine(parts: Vec<Part>) -> Option<Part> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::placement::primary;
+    use model::placement::primary;
 
     #[test]
     fn every_key_goes_to_its_primary_once() {

@@ -1,6 +1,6 @@
 //! Why the coordinator could not get an answer for a request, and the one mapping of those
 //! failures to HTTP responses. Client errors never come through here: they are answered by
-//! the route table (`common::server::route_error_response`) or passed through from replicas.
+//! the route table (`net::server::route_error_response`) or passed through from replicas.
 
 use actix_web::HttpResponse;
 

@@ -2,7 +2,7 @@
 //! of what came back ([`classify`]).
 //!
 //! Forwarded public requests and multi calls travel on one connection per replica
-//! ([`common::rpc`], [`Forwarder::send`]): an HTTP/1.1 exchange per request cost both ends
+//! ([`net::rpc`], [`Forwarder::send`]): an HTTP/1.1 exchange per request cost both ends
 //! more than twice the CPU of a message on a shared connection (docs/performance.md, fifth
 //! round). The other calls (internal endpoints, probes, membership) are rare and keep
 //! reqwest.
@@ -12,18 +12,18 @@
 //! an answer (including a business 400) and a misdirected rejection never do.
 
 use actix_web::web::Bytes;
-use common::client::root_cause;
-use common::endpoint::Endpoint;
-use common::reply::Reply;
-use common::routing::Method;
-use common::rpc;
-use common::standing::SecretStanding;
-use common::wire::{View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE};
+use model::reply::Reply;
+use model::routing::Method;
+use model::wire::{View, EPOCH, MINTED_KEY, NO_LEASE, RECOVERING, REQUEST_ID, STATUS_MISDIRECTED, UNAVAILABLE_CAUSE};
+use net::client::root_cause;
+use net::endpoint::Endpoint;
+use net::rpc;
+use net::standing::SecretStanding;
 use reqwest::header::CONTENT_TYPE;
 use std::time::Duration;
 
 /// Idle keep-alive connections kept per replica by the HTTP client of the rare internal
-/// calls (probes, membership, anti-entropy); forwarded requests use [`common::rpc`].
+/// calls (probes, membership, anti-entropy); forwarded requests use [`net::rpc`].
 pub const POOL_IDLE_PER_HOST: usize = 256;
 
 /// Longest wait for a TCP connection to a replica: replicas sit on the same network, so a
@@ -206,7 +206,7 @@ pub struct Outgoing<'a> {
 #[derive(Clone)]
 pub struct Forwarder {
     /// The connection to each replica that carries forwarded requests ([`Forwarder::send`],
-    /// [`common::rpc`]): many requests in flight on one connection, answers in any order.
+    /// [`net::rpc`]): many requests in flight on one connection, answers in any order.
     /// It is used only from request handlers. A connection's tasks run on the runtime of the
     /// task that opened it; connections opened by background work (the view asked at start,
     /// probes, anti-entropy rounds) would run on the process's multi-thread runtime, and
@@ -214,7 +214,7 @@ pub struct Forwarder {
     /// coordinator's CPU on its tokio threads when this hop used a shared HTTP pool). Kept
     /// apart, with one HTTP worker (the default) every forwarded request stays on the
     /// worker's thread.
-    rpc: std::sync::Arc<Vec<common::rpc::Client>>,
+    rpc: std::sync::Arc<Vec<net::rpc::Client>>,
     /// The pooled client of everything else: internal calls, probes, membership.
     http: reqwest::Client,
     /// Base URL (`http://host:port`) per replica id, parsed once.
@@ -231,7 +231,7 @@ impl Forwarder {
     /// A forwarder to the replicas at `addrs` (`host:port`, id = index).
     pub fn new(addrs: &[String], secret: &str) -> Forwarder {
         let standing = SecretStanding::default();
-        let http = common::client::internal_builder(secret)
+        let http = net::client::internal_builder(secret)
             .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
@@ -240,7 +240,7 @@ impl Forwarder {
             rpc: std::sync::Arc::new(
                 addrs
                     .iter()
-                    .map(|a| common::rpc::Client::new(a, secret, true, CONNECT_TIMEOUT).reporting_to(&standing))
+                    .map(|a| net::rpc::Client::new(a, secret, true, CONNECT_TIMEOUT).reporting_to(&standing))
                     .collect(),
             ),
             http,
@@ -252,7 +252,7 @@ impl Forwarder {
     }
 
     /// Why this coordinator must not report itself healthy because the replicas refuse its
-    /// secret ([`common::standing`]).
+    /// secret ([`net::standing`]).
     pub fn secret_refusal(&self) -> Option<String> {
         self.standing.refusal()
     }
@@ -321,9 +321,9 @@ impl Forwarder {
     pub async fn paxos(
         &self,
         id: u32,
-        request: &common::paxos::Request,
+        request: &decide::paxos::Request,
         timeout: Duration,
-    ) -> Result<common::paxos::Reply, SendError> {
+    ) -> Result<decide::paxos::Reply, SendError> {
         let url = self.url(id, "/internal/paxos")?;
         let resp = self.http.post(url).timeout(timeout).json(request).send().await?;
         let r = self.read(resp, true).await?;

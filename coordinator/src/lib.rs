@@ -38,9 +38,9 @@ pub mod state;
 pub mod status;
 pub mod view;
 
-use common::settings::CoordinatorSettings;
-use common::topology::Topology;
-use common::worker::{Next, Schedule, Workers};
+use model::topology::Topology;
+use net::settings::CoordinatorSettings;
+use net::worker::{Next, Schedule, Workers};
 use state::Coordinator;
 use std::future::Future;
 
@@ -81,9 +81,9 @@ pub async fn run(
         shutdown.await;
         closing.close();
     };
-    let served = common::server::serve(listener, settings.workers, routes::configure(app), shutdown).await;
+    let served = net::server::serve(listener, settings.workers, routes::configure(app), shutdown).await;
     // The workers end once the server answers nothing more (as on a replica).
-    workers.stop(common::server::WORKERS_GRACE).await;
+    workers.stop(net::server::WORKERS_GRACE).await;
     served
 }
 

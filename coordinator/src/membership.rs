@@ -1,13 +1,13 @@
 //! Changing the service's view (docs/design.md §4.2): one Paxos proposer per change, run over
-//! the replicas as acceptors with the pure protocol of `common::paxos`. A view is routed by
+//! the replicas as acceptors with the pure protocol of `decide::paxos`. A view is routed by
 //! only after a majority accepted it, and every replica is told the decision.
 
 use crate::error::CoordError;
 use crate::forward::SendError;
 use crate::state::Coordinator;
-use common::paxos::{self, next_ballot, Ballot, Proposer, ProposerStep, Request};
-use common::wire::View;
+use decide::paxos::{self, next_ballot, Ballot, Proposer, ProposerStep, Request};
 use futures::stream::{FuturesUnordered, StreamExt};
+use model::wire::View;
 use std::future::Future;
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ pub struct Changes {
 
 impl Changes {
     /// No ballot used or seen yet.
-    pub fn new(settings: &common::settings::CoordinatorSettings) -> Changes {
+    pub fn new(settings: &net::settings::CoordinatorSettings) -> Changes {
         Changes {
             ballot: tokio::sync::Mutex::new(Ballot::ZERO),
             paxos_timeout: Duration::from_millis(settings.paxos_timeout_ms),
@@ -45,7 +45,7 @@ impl Changes {
 }
 
 impl Coordinator {
-    /// Changes the view with `change` (from `common::paxos`: evict, add_learner, promote),
+    /// Changes the view with `change` (from `decide::paxos`: evict, add_learner, promote),
     /// applied to the newest view; `change` returning `None` means there is nothing to do
     /// (already done, or not allowed). Returns the view routed by afterwards.
     pub async fn change_view(&self, what: &str, change: impl Fn(&View) -> Option<View>) -> Result<View, CoordError> {
@@ -62,7 +62,7 @@ impl Coordinator {
                 .map_err(|e| CoordError::Internal(format!("invalid proposal for {what}: {e:?}")))?;
             match self.round(&mut proposer, &base).await {
                 Round::Chosen(view) => {
-                    self.metrics.inc("coordinator_view_changes_total", common::metrics::labels(&[("change", what)]));
+                    self.metrics.inc("coordinator_view_changes_total", net::metrics::labels(&[("change", what)]));
                     log::info!(
                         "{what}: view {} chosen: members {:?}, learners {:?}",
                         view.epoch,
@@ -111,7 +111,7 @@ impl Coordinator {
                 let out = !view.members.contains(&id) && !view.learners.contains(&id);
                 if out {
                     self.metrics
-                        .inc("coordinator_evictions_total", common::metrics::labels(&[("replica", &id.to_string())]));
+                        .inc("coordinator_evictions_total", net::metrics::labels(&[("replica", &id.to_string())]));
                 }
                 out
             }

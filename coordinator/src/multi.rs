@@ -13,10 +13,10 @@ use crate::error::CoordError;
 use crate::forward::{classify, Outcome, Outgoing, ReplicaReply};
 use crate::state::{Coordinator, Forward};
 use actix_web::web::Bytes;
-use common::reply::Reply;
-use common::routing::{resolve, Method, Route, Target};
-use common::server::route_error_reply;
-use common::wire::{MultiCall, View, MULTI_PATH};
+use model::reply::Reply;
+use model::routing::{resolve, Method, Route, Target};
+use model::wire::{MultiCall, View, MULTI_PATH};
+use net::server::route_error_reply;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ impl<'a> Resolved<'a> {
 }
 
 /// Resolves every call; only argument-keyed routes are forwarded.
-pub fn resolve_all<'a>(service: common::topology::Service, calls: &'a [MultiCall]) -> Vec<Resolved<'a>> {
+pub fn resolve_all<'a>(service: model::topology::Service, calls: &'a [MultiCall]) -> Vec<Resolved<'a>> {
     calls
         .iter()
         .map(|call| match resolve(service, call.method, &call.path) {
@@ -170,8 +170,8 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::placement::primary;
-    use common::topology::Service;
+    use model::placement::primary;
+    use model::topology::Service;
 
     fn call(method: Method, path: &str) -> MultiCall {
         MultiCall { method, path: path.into() }

@@ -14,8 +14,8 @@ use crate::antientropy::RoundReport;
 use crate::state::Coordinator;
 use crate::status::{gather, Status};
 use crate::view::{ViewChange, ViewSource};
-use common::topology::Service;
-use common::wire::MemberState;
+use model::topology::Service;
+use model::wire::MemberState;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use std::time::Duration;
@@ -90,7 +90,7 @@ async fn ask(http: &reqwest::Client, addr: &str) -> Result<Status, String> {
         if e.is_timeout() {
             format!("no answer within {} s", PEER_TIMEOUT.as_secs())
         } else {
-            common::client::root_cause(&e)
+            net::client::root_cause(&e)
         }
     };
     let r = http

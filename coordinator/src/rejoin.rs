@@ -7,11 +7,11 @@
 //! (full copy or not, promote or not) are `decide::rejoin`.
 
 use crate::state::Coordinator;
-use common::digest::{Digests, BUCKETS};
-use common::paxos;
-use common::settings::CoordinatorSettings;
-use common::topology::Topology;
+use decide::paxos;
 use decide::rejoin;
+use model::digest::{Digests, BUCKETS};
+use model::topology::Topology;
+use net::settings::CoordinatorSettings;
 use std::time::Duration;
 
 /// How long a full member may take to stream its whole copy to a learner (100k documents
@@ -83,7 +83,7 @@ impl Coordinator {
                 match added {
                     Ok(v) if v.learners.contains(&id) => self
                         .metrics
-                        .inc("coordinator_rejoins_total", common::metrics::labels(&[("replica", &id.to_string())])),
+                        .inc("coordinator_rejoins_total", net::metrics::labels(&[("replica", &id.to_string())])),
                     Ok(_) => continue,
                     Err(e) => {
                         log::warn!("adding replica {id} as a learner failed: {e}");
@@ -156,7 +156,7 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use crate::state::{test_settings, Coordinator};
-    use common::topology::{Service, Topology};
+    use model::topology::{Service, Topology};
 
     /// Restores an environment variable when dropped.
     struct Env(&'static str, Option<String>);

@@ -10,12 +10,10 @@ use actix_web::http::header::{ACCEPT, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
-use common::metrics::labels;
-use common::routing::{resolve, KeySource, Method, RouteError};
-use common::server::{
-    health, method_of, metrics_response, require_secret, route_error_reply, ClusterSecret, FORBIDDEN,
-};
-use common::wire::{MultiCall, REQUEST_ID};
+use model::routing::{resolve, KeySource, Method, RouteError};
+use model::wire::{MultiCall, REQUEST_ID};
+use net::metrics::labels;
+use net::server::{health, method_of, metrics_response, require_secret, route_error_reply, ClusterSecret, FORBIDDEN};
 use std::borrow::Cow;
 use std::time::Instant;
 
@@ -64,7 +62,7 @@ pub fn configure(app: web::Data<Coordinator>) -> impl Fn(&mut web::ServiceConfig
         // The internal routes of the service's API (the saga's steps, all under `tx/`: a test
         // of the route table checks it) sit behind the same guard.
         cfg.service(internal);
-        if common::routing::routes(app.service).iter().any(|r| r.internal) {
+        if model::routing::routes(app.service).iter().any(|r| r.internal) {
             let saga_steps = web::scope(&format!("/{}/tx", app.service.prefix()))
                 .wrap(from_fn(require_secret))
                 .default_service(web::to(saga_step));
@@ -92,7 +90,7 @@ async fn fault(path: web::Path<(String, u32)>, app: web::Data<Coordinator>) -> H
     HttpResponse::Ok().json(&*cut)
 }
 
-/// `/health`: serving, and not refused by every replica for its secret ([`common::standing`]).
+/// `/health`: serving, and not refused by every replica for its secret ([`net::standing`]).
 async fn coordinator_health(app: web::Data<Coordinator>) -> HttpResponse {
     match app.forwarder.secret_refusal() {
         Some(why) => HttpResponse::ServiceUnavailable().content_type("text/plain; charset=utf-8").body(why),
@@ -129,7 +127,7 @@ fn format_of(req: &HttpRequest) -> Format {
 /// The cluster's status in `format`.
 async fn cluster_page(app: &Coordinator, format: Format) -> HttpResponse {
     let cluster = gather_cluster(app).await;
-    let now = common::side::now_ms();
+    let now = model::side::now_ms();
     match format {
         Format::Json => HttpResponse::Ok().json(&cluster),
         Format::Html => HttpResponse::Ok().content_type("text/html; charset=utf-8").body(render_html(
@@ -156,10 +154,10 @@ async fn admin_view_change(path: web::Path<(String, u32)>, app: web::Data<Coordi
     if id >= n {
         return HttpResponse::BadRequest().body(format!("no replica {id}"));
     }
-    let f: fn(&common::wire::View, u32, u32) -> Option<common::wire::View> = match change.as_str() {
-        "evict" => common::paxos::evict,
-        "learner" => common::paxos::add_learner,
-        "promote" => common::paxos::promote,
+    let f: fn(&model::wire::View, u32, u32) -> Option<model::wire::View> = match change.as_str() {
+        "evict" => decide::paxos::evict,
+        "learner" => decide::paxos::add_learner,
+        "promote" => decide::paxos::promote,
         _ => return HttpResponse::NotFound().body("no such view change"),
     };
     let what = format!("{change} replica {id}");
@@ -187,7 +185,7 @@ async fn multi(req: HttpRequest, body: web::Bytes, app: web::Data<Coordinator>) 
     multi_reply(&app, &body, request_id_of(&req)).await.http()
 }
 
-/// A multi call's answers (over HTTP or [`common::rpc`]).
+/// A multi call's answers (over HTTP or [`net::rpc`]).
 async fn multi_reply(app: &Coordinator, body: &[u8], request_id: Cow<'_, str>) -> ReplicaReply {
     let start = Instant::now();
     let calls: Vec<MultiCall> = match serde_json::from_slice(body) {
@@ -209,21 +207,21 @@ async fn multi_reply(app: &Coordinator, body: &[u8], request_id: Cow<'_, str>) -
 }
 
 /// `GET /internal/rpc` (cluster secret required): a connection for internal calls
-/// ([`common::rpc`]), which the order service's replicas use for the saga's steps: multi
+/// ([`net::rpc`]), which the order service's replicas use for the saga's steps: multi
 /// calls, and single keyed requests answered as over HTTP.
 async fn rpc(req: HttpRequest, payload: web::Payload, app: web::Data<Coordinator>) -> HttpResponse {
     let closing = app.closing.clone();
-    common::rpc::serve(&req, payload, closing, move |call| {
+    net::rpc::serve(&req, payload, closing, move |call| {
         let app = app.clone();
         async move { rpc_answer(&app, call).await }
     })
 }
 
 /// Answers one internal call: the caller is authorized (the connection checked the secret).
-async fn rpc_answer(app: &Coordinator, call: common::rpc::Request) -> common::rpc::Response {
+async fn rpc_answer(app: &Coordinator, call: net::rpc::Request) -> net::rpc::Response {
     let path = call.path.split('?').next().unwrap_or_default();
     let request_id = request_id_or_new(call.header(REQUEST_ID));
-    let reply = if call.method == Method::Post && path == common::wire::MULTI_PATH {
+    let reply = if call.method == Method::Post && path == model::wire::MULTI_PATH {
         multi_reply(app, &call.body, request_id).await
     } else {
         let incoming = Incoming {
@@ -323,8 +321,8 @@ async fn route_and_forward(incoming: &Incoming<'_>, app: &Coordinator) -> (&'sta
         return (route.name, ReplicaReply::text(403, FORBIDDEN));
     }
     // The request id is an idempotency key: refused before anything is forwarded when it is
-    // too long or has characters outside its set (common::idempotency).
-    if let Err(msg) = common::idempotency::validate(&incoming.request_id) {
+    // too long or has characters outside its set (model::idempotency).
+    if let Err(msg) = model::idempotency::validate(&incoming.request_id) {
         return (route.name, ReplicaReply::text(400, msg));
     }
     let fwd = Forward {
@@ -345,7 +343,7 @@ async fn route_and_forward(incoming: &Incoming<'_>, app: &Coordinator) -> (&'sta
             app.forward_keyed(&fwd, key, None).await
         }
         KeySource::Mint => {
-            let key = common::routing::mint_key(app.service, &incoming.request_id);
+            let key = model::routing::mint_key(app.service, &incoming.request_id);
             app.forward_keyed(&fwd, &key, Some(&key)).await
         }
         // `resolve` accepted the number: non-negative and at most MAX_BATCH.
@@ -367,7 +365,7 @@ mod tests {
     use super::*;
     use actix_web::test::{call_service, init_service, read_body, TestRequest};
     use actix_web::App;
-    use common::topology::{Service, Topology};
+    use model::topology::{Service, Topology};
 
     /// A coordinator whose replicas are unreachable: every case below must be answered
     /// without forwarding (a forward would be a 503).
@@ -444,6 +442,6 @@ mod tests {
         let resp = r.http();
         assert_eq!(resp.status().as_u16(), 503);
         assert_eq!(resp.headers().get(CONTENT_TYPE).unwrap(), "application/json");
-        assert_eq!(resp.headers().get(common::wire::UNAVAILABLE_CAUSE).unwrap(), "dependency");
+        assert_eq!(resp.headers().get(model::wire::UNAVAILABLE_CAUSE).unwrap(), "dependency");
     }
 }

@@ -8,11 +8,11 @@ use crate::error::CoordError;
 use crate::forward::{classify, Forwarder, Outcome, Outgoing, ReplicaReply, SendError, NO_LEASE_REASON};
 use crate::view::ViewCell;
 use actix_web::web::Bytes;
-use common::metrics::{labels, Metrics};
-use common::routing::Route;
-use common::settings::CoordinatorSettings;
-use common::topology::{Service, Topology};
-use common::wire::{BatchKeys, View};
+use model::routing::Route;
+use model::topology::{Service, Topology};
+use model::wire::{BatchKeys, View};
+use net::metrics::{labels, Metrics};
+use net::settings::CoordinatorSettings;
 use std::time::Duration;
 
 /// How many times a request rejected as misdirected is retried at the new primary. A view
@@ -82,8 +82,8 @@ pub struct Coordinator {
     pub forwarder: Forwarder,
     /// This process's metrics.
     pub metrics: Metrics,
-    /// Ends the internal connections it serves ([`common::rpc`]) when it shuts down.
-    pub closing: common::rpc::Closing,
+    /// Ends the internal connections it serves ([`net::rpc`]) when it shuts down.
+    pub closing: net::rpc::Closing,
     /// How long the forwarding of a public request may take.
     pub timeouts: Timeouts,
     /// The view changes' state ([`crate::membership`]).
@@ -127,7 +127,7 @@ impl Coordinator {
                 .filter(|s| *s != settings.service)
                 .map(|s| (s, topology.nodes(s).coordinators.clone()))
                 .collect(),
-            peer_http: common::client::internal_http(crate::overview::PEER_TIMEOUT, &settings.secret),
+            peer_http: net::client::internal_http(crate::overview::PEER_TIMEOUT, &settings.secret),
         }
     }
 

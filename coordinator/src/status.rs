@@ -11,9 +11,9 @@
 use crate::antientropy::RoundReport;
 use crate::state::Coordinator;
 use crate::view::{member_state, ViewChange};
-use common::digest::BUCKETS;
-use common::topology::Service;
-use common::wire::MemberState;
+use model::digest::BUCKETS;
+use model::topology::Service;
+use model::wire::MemberState;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -108,7 +108,7 @@ pub async fn gather(c: &Coordinator) -> Status {
         service: c.service,
         coordinator: c.id,
         epoch: view.epoch,
-        now_ms: common::side::now_ms(),
+        now_ms: model::side::now_ms(),
         members,
         anti_entropy,
         view_changes: c.view.changes(),

@@ -8,7 +8,7 @@
 //! [`describe_change`]) for the status page: a person watching a failover sees what changed
 //! and when.
 
-use common::wire::{MemberState, View};
+use model::wire::{MemberState, View};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::{Mutex, RwLock};
@@ -194,7 +194,7 @@ impl ViewCell {
                 if history.len() == VIEW_HISTORY {
                     history.pop_front();
                 }
-                history.push_back(ViewChange::new(&view, &offered, chosen, common::side::now_ms()));
+                history.push_back(ViewChange::new(&view, &offered, chosen, model::side::now_ms()));
                 drop(history);
                 log::info!(
                     "adopted view epoch {} (was {}): members {:?}, learners {:?}",

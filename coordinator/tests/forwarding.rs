@@ -2,10 +2,10 @@
 //! on port 0 that record every request they receive and answer as each test scripts.
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use common::placement::primary;
-use common::settings::CoordinatorSettings;
-use common::topology::{Service, ServiceNodes, Topology};
-use common::wire::{BatchKeys, View, EPOCH, MINTED_KEY, REQUEST_ID, SECRET};
+use model::placement::primary;
+use model::topology::{Service, ServiceNodes, Topology};
+use model::wire::{BatchKeys, View, EPOCH, MINTED_KEY, REQUEST_ID, SECRET};
+use net::settings::CoordinatorSettings;
 use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -99,7 +99,7 @@ fn content_type(a: &Answer) -> &'static str {
 }
 
 /// A fake replica: it takes requests over HTTP and over an internal connection
-/// (`common::rpc`, what coordinators forward on), recording both alike.
+/// (`net::rpc`, what coordinators forward on), recording both alike.
 async fn start_fake(id: u32, script: Script) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -110,16 +110,16 @@ async fn start_fake(id: u32, script: Script) -> Fake {
         let (rpc_record, rpc_script) = (record.clone(), script.clone());
         App::new()
             .route(
-                common::rpc::RPC_PATH,
+                net::rpc::RPC_PATH,
                 web::get().to(move |req: HttpRequest, payload: web::Payload| {
                     let (record, script) = (rpc_record.clone(), rpc_script.clone());
                     let secret = header(&req, SECRET);
                     async move {
-                        common::rpc::serve(&req, payload, Default::default(), move |call: common::rpc::Request| {
+                        net::rpc::serve(&req, payload, Default::default(), move |call: net::rpc::Request| {
                             let s = Seen {
                                 method: match call.method {
-                                    common::routing::Method::Get => "GET".into(),
-                                    common::routing::Method::Post => "POST".into(),
+                                    model::routing::Method::Get => "GET".into(),
+                                    model::routing::Method::Post => "POST".into(),
                                 },
                                 path: call.path.clone(),
                                 request_id: call.header(REQUEST_ID).map(str::to_string),
@@ -132,9 +132,9 @@ async fn start_fake(id: u32, script: Script) -> Fake {
                             let a = serve_one(id, &script, &record, s);
                             let mut headers = vec![("content-type".to_string(), content_type(&a).to_string())];
                             if let Some(cause) = a.cause {
-                                headers.push((common::wire::UNAVAILABLE_CAUSE.to_string(), cause.to_string()));
+                                headers.push((model::wire::UNAVAILABLE_CAUSE.to_string(), cause.to_string()));
                             }
-                            async move { common::rpc::Response { status: a.status, headers, body: a.body.into() } }
+                            async move { net::rpc::Response { status: a.status, headers, body: a.body.into() } }
                         })
                     }
                 }),
@@ -154,7 +154,7 @@ async fn start_fake(id: u32, script: Script) -> Fake {
                 let mut resp = HttpResponse::build(actix_web::http::StatusCode::from_u16(a.status).unwrap());
                 resp.content_type(content_type(&a));
                 if let Some(cause) = a.cause {
-                    resp.insert_header((common::wire::UNAVAILABLE_CAUSE, cause));
+                    resp.insert_header((model::wire::UNAVAILABLE_CAUSE, cause));
                 }
                 async move { resp.body(a.body) }
             }))
@@ -294,7 +294,7 @@ async fn keys_go_to_their_primary() {
     let mut expected = [0usize; 3];
     let keys: Vec<String> = (0..12).map(|i| format!("item-{i}")).chain(["a b#c".to_string()]).collect();
     for key in &keys {
-        let path = format!("/stock/find/{}?x=1", common::routing::percent_encode(key));
+        let path = format!("/stock/find/{}?x=1", model::routing::percent_encode(key));
         let (status, _, body) = coord.send("GET", &path, &[]).await;
         assert_eq!(status, 200, "{body}");
         let p = primary(key, &[0, 1, 2]).unwrap();
@@ -417,7 +417,7 @@ async fn a_read_refused_for_want_of_a_lease_is_asked_again() {
             status: 503,
             json: false,
             body: "no read lease".into(),
-            cause: Some(common::wire::NO_LEASE),
+            cause: Some(model::wire::NO_LEASE),
         })
     });
     let fakes = start_fakes(3, script).await;
@@ -666,9 +666,9 @@ async fn the_cluster_page_shows_every_service() {
 /// answered without forwarding.
 #[actix_web::test]
 async fn multi_calls_are_split_by_primary_and_misdirected_ones_go_alone() {
-    use common::reply::Reply;
-    use common::routing::Method;
-    use common::wire::MultiCall;
+    use model::reply::Reply;
+    use model::routing::Method;
+    use model::wire::MultiCall;
     let keys: Vec<String> = (0..3).map(|p| key_with_primary(p, &[0, 1, 2])).collect();
     let newer = View { epoch: 2, members: vec![0, 1], learners: vec![2] };
     let reject = serde_json::to_string(&newer).unwrap();
@@ -765,14 +765,14 @@ async fn targets_are_forwarded_as_they_came() {
     }
 }
 
-/// The order service's client of another service (`common::client::ServiceClient`) reaches a
-/// coordinator over an internal connection (`common::rpc`): single calls and multi calls get
+/// The order service's client of another service (`net::client::ServiceClient`) reaches a
+/// coordinator over an internal connection (`net::rpc`): single calls and multi calls get
 /// the answers an HTTP request gets, and a wrong secret opens no connection.
 #[actix_web::test]
 async fn the_service_client_gets_over_its_connection_what_http_gets() {
-    use common::client::ServiceClient;
-    use common::routing::Method;
-    use common::wire::MultiCall;
+    use model::routing::Method;
+    use model::wire::MultiCall;
+    use net::client::ServiceClient;
     let fakes = start_fakes(3, defaults()).await;
     let coord = boot(Service::Payment, addrs(&fakes), 5000).await;
     let addr = coord.base.trim_start_matches("http://").to_string();

@@ -1,6 +1,6 @@
 //! How many queued items go out together: whoever takes the next item of a queue also takes
 //! every item queued behind it, up to a cap. The fan-out to a peer, the order service's calls
-//! to another service and the MongoDB writer batch this way (`common::batching`,
+//! to another service and the MongoDB writer batch this way (`net::batching`,
 //! `store::mongo`).
 
 /// `first` and every item `next` still gives (`None`: the queue is empty), while the total

@@ -2,7 +2,7 @@
 //! credit), credited and debited, and debited or compensated at most once per saga
 //! transaction, decided from the document and the transaction's record beside it. The
 //! service that applies them (routes, the table's atomic write of document and record) is
-//! `common::ledger`.
+//! `ledger`.
 
 use model::reply::Reply;
 use serde::{Deserialize, Serialize};

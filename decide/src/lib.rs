@@ -13,7 +13,7 @@
 //! - [`saga`]: the checkout saga's next step: start, finish, roll forward or compensate.
 //!
 //! Every function takes what it needs as arguments, time included (an `Instant` or
-//! milliseconds), and returns what to do; the callers in `common` and `coordinator` do the
+//! milliseconds), and returns what to do; the callers in `replica` and `coordinator` do the
 //! I/O. So each rule is tested with tables of cases, without a cluster. The layering is in
 //! docs/design.md §11.
 

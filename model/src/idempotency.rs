@@ -1,5 +1,5 @@
 //! Idempotency keys: what a request id may look like, what it names, and what a repeat of it
-//! gets. Pure rules, no I/O; the replicated layer (`common::table`) stores what they decide.
+//! gets. Pure rules, no I/O; the replicated layer (`replica::table`) stores what they decide.
 //!
 //! A request id (the client's `X-Request-Id`, or the gateway's own when the client sends
 //! none) names one request, as the idempotency keys of payment APIs do:

@@ -2,7 +2,8 @@
 //!
 //! - [`topology`]: the services, their replicas and coordinators (env/topology.toml);
 //! - [`wire`]: views and the messages between processes; [`version`], [`digest`]: a
-//!   document's version and the Merkle digests anti-entropy compares;
+//!   document's version and the Merkle digests anti-entropy compares; [`record`]: a stored
+//!   document;
 //! - [`placement`]: which replica is a key's primary (rendezvous hashing);
 //! - [`side`]: the keys of the records kept beside a document;
 //! - [`routing`]: the public route table the coordinators route by, and minted ids;
@@ -22,6 +23,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod mongo_server;
 pub mod placement;
+pub mod record;
 pub mod reply;
 pub mod routing;
 pub mod side;

@@ -1,6 +1,6 @@
 //! The catalogue of every metric the project exports: name, help text, kind and label names
 //! ([`CATALOGUE`]), and the process metrics. The registry that counts them is
-//! `common::metrics`; the Grafana dashboard and the Prometheus files `build_compose` writes
+//! `net::metrics`; the Grafana dashboard and the Prometheus files `build_compose` writes
 //! are checked against this list.
 
 /// Histogram bucket bounds in seconds: from sub-millisecond hops to multi-second sagas.
@@ -38,7 +38,7 @@ const fn histogram(name: &'static str, labels: &'static [&'static str], help: &'
 }
 
 /// Every metric the project counts: replicas count the `replica_*`, `replicate*` and
-/// `repaired_*` ones (common/src/server.rs), coordinators the `coordinator_*` and
+/// `repaired_*` ones (replica/src/server.rs), coordinators the `coordinator_*` and
 /// `anti_entropy_*` ones (coordinator/src). A series appears at `/metrics` once it has been
 /// counted into (so a replica shows none of a coordinator's). A test checks that every name
 /// counted in those sources is here and that every one here is counted somewhere.
@@ -137,7 +137,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     ),
 ];
 
-/// The process metrics every `common::metrics::Metrics` exports on Linux (the crate's process collector,
+/// The process metrics every `net::metrics::Metrics` exports on Linux (the crate's process collector,
 /// read from /proc at each scrape): CPU time (user and system, whole seconds), resident and
 /// virtual memory, open and maximum file descriptors, start time, threads.
 pub const PROCESS_METRICS: &[&str] = &[

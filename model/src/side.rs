@@ -3,7 +3,7 @@
 //!
 //! Two kinds live beside a document today: the record of each request id that wrote it (its
 //! fingerprint and first answer, [`crate::idempotency`]) and the record of each saga
-//! transaction that touched it (`common::ledger`). A side record:
+//! transaction that touched it (`ledger`). A side record:
 //!
 //! - is stored under `<document key> US <name>` ([`key`], US the ASCII unit separator); ids
 //!   never hold control characters (the route table refuses them), so a side key names
@@ -16,7 +16,7 @@
 //! - is not counted in the bucket digests nor listed to anti-entropy: each replica drops it on
 //!   its own once it expires ([`expired`], the expiry written by the primary into the record),
 //!   so replicas that prune a moment apart do not look divergent;
-//! - is never shown by a scan of the documents (`common::table::Table::scan` skips them).
+//! - is never shown by a scan of the documents (`replica::table::Table::scan` skips them).
 
 /// The separator between a document's key and a side record's name: the ASCII unit
 /// separator (a control character, so never in an id; not NUL, which some stores refuse).

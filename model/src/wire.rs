@@ -23,7 +23,7 @@ pub const UNAVAILABLE_CAUSE: &str = "x-webshop-unavailable";
 pub const RECOVERING: &str = "recovering";
 
 /// The `UNAVAILABLE_CAUSE` of a replica that may not serve reads because it has not heard
-/// from a majority within its read lease (`common::lease`): it may have been deposed, so the
+/// from a majority within its read lease (`decide::lease`): it may have been deposed, so the
 /// coordinator asks the replicas for a newer view before giving up.
 pub const NO_LEASE: &str = "lease";
 
@@ -105,3 +105,12 @@ pub const SERVER_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_sec
 /// How long the processes' HTTP clients keep an idle pooled connection; see
 /// [`SERVER_KEEP_ALIVE`].
 pub const CLIENT_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Body of `/internal/ae/list`.
+#[derive(Serialize, Deserialize)]
+pub struct ListRequest {
+    /// The round (opened by `/internal/digest?round=`).
+    pub round: u64,
+    /// The buckets to list.
+    pub buckets: Vec<u8>,
+}

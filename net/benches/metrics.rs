@@ -24,7 +24,7 @@ fn coordinator_request(m: &Metrics, i: usize) {
     m.observe("coordinator_request_seconds", labels(&[("route", route)]), Duration::from_micros((i % 5000) as u64));
 }
 
-/// A replica's calls for one fan-out batch of two states (common/src/server.rs).
+/// A replica's calls for one fan-out batch of two states (replica/src/server.rs).
 fn replica_batch(m: &Metrics) {
     m.inc("replicate_batches_total", labels(&[]));
     m.add("replicated_states_total", labels(&[("applied", "true")]), 2);

@@ -1,5 +1,5 @@
 //! Queues whose items go out in batches: whoever takes the next item also takes every item
-//! queued behind it, up to a cap. The fan-out to a peer (`common::fanout::PeerLink`), the
+//! queued behind it, up to a cap. The fan-out to a peer (`replica::fanout::PeerLink`), the
 //! order service's calls to another service (`crate::client::Batcher`) and the MongoDB
 //! writer batch this way.
 

@@ -10,9 +10,11 @@
 //! - [`endpoint`]: addresses and URLs of nodes;
 //! - [`metrics`]: the registry every process counts into (the catalogue is `model::metrics`);
 //! - [`logging`]: the processes' log setup;
-//! - [`worker`]: one shape for every background loop, stopped with the process.
+//! - [`worker`]: one shape for every background loop, stopped with the process;
+//! - [`server`]: serving HTTP, the secret guard, `/health` and `/metrics`;
+//! - [`settings`]: the typed settings of a replica and of a coordinator.
 //!
-//! It depends on `model` and `decide` only; the replica runtime (`common`) and the
+//! It depends on `model` and `decide` only; the replica runtime (`replica`) and the
 //! coordinator build on it. The layering is in docs/design.md §11.
 
 pub mod answer;
@@ -23,5 +25,7 @@ pub mod endpoint;
 pub mod logging;
 pub mod metrics;
 pub mod rpc;
+pub mod server;
+pub mod settings;
 pub mod standing;
 pub mod worker;

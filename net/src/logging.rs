@@ -37,6 +37,6 @@ mod tests {
         assert!(f.enabled(&meta("actix_server::builder")), "{asked}");
         let default = env_logger::Builder::new().parse_filters(&directives(None)).build();
         assert!(!default.enabled(&meta("actix_server::builder")));
-        assert!(default.enabled(&meta("common::node")));
+        assert!(default.enabled(&meta("replica::node")));
     }
 }

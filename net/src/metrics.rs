@@ -188,7 +188,7 @@ impl Metrics {
     fn misuse(&self, what: String) {
         debug_assert!(false, "metrics: {what}");
         if self.logged.lock().unwrap_or_else(|e| e.into_inner()).insert(what.clone()) {
-            log::error!("metrics: {what} (not counted; fix the call site or common::metrics::CATALOGUE)");
+            log::error!("metrics: {what} (not counted; fix the call site or net::metrics::CATALOGUE)");
         }
     }
 }

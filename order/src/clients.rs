@@ -1,15 +1,15 @@
 //! The order service's clients of the other services: the saga's participants and the price
 //! lookup of addItem. Each call goes to its key's primary directly, by the views the
 //! replicas' rejections carry, and through the service's coordinators when it cannot
-//! (`common::direct`, docs/design.md §6.6).
+//! (`net::direct`, docs/design.md §6.6).
 
 use crate::saga::{Outcome, Participants};
 use async_trait::async_trait;
-use common::client::Unavailable;
-use common::direct::Direct;
-use common::reply::Reply;
-use common::routing::{Command, LedgerCommand};
-use common::topology::Service;
+use model::reply::Reply;
+use model::routing::{Command, LedgerCommand};
+use model::topology::Service;
+use net::client::Unavailable;
+use net::direct::Direct;
 
 /// How long one call to another service may take before it counts as unavailable (the saga
 /// then retries it with the same transaction id).

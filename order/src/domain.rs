@@ -3,8 +3,8 @@
 //! Checkout state lives in the order document, so every transition is a fenced, replicated
 //! write and whichever node is the order's primary next can resume from it.
 
-use common::reply::Reply;
 pub use decide::saga::Phase;
+use model::reply::Reply;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

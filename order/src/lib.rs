@@ -10,10 +10,10 @@ pub mod domain;
 pub mod routes;
 pub mod saga;
 
-use common::client::{Batcher, ServiceClient};
-use common::direct::Direct;
-use common::settings::ReplicaSettings;
-use common::topology::{Service, Topology};
+use model::topology::{Service, Topology};
+use net::client::{Batcher, ServiceClient};
+use net::direct::Direct;
+use net::settings::ReplicaSettings;
 use routes::{OrderHandler, Orders};
 use std::future::Future;
 use std::sync::Arc;
@@ -34,9 +34,9 @@ pub async fn run(
         Direct::new(replicas, &settings.secret, clients::DIRECT_TIMEOUT, clients::PASS_OVER, Batcher::new(coordinators))
     };
     let remote = clients::Remote { payment: client(Service::Payment), stock: client(Service::Stock) };
-    common::server::run_replica(settings, topology.clone(), listener, shutdown, move |node| {
+    replica::server::run_replica(settings, topology.clone(), listener, shutdown, move |node| {
         let orders = Arc::new(Orders {
-            table: common::table::Table::new(node),
+            table: replica::table::Table::new(node),
             remote,
             stalled: Default::default(),
             finished: Default::default(),

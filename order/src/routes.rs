@@ -4,13 +4,13 @@ use crate::clients::Remote;
 use crate::domain::{batch_order, Order};
 use crate::saga::{drive, Mode};
 use async_trait::async_trait;
-use common::idempotency::RequestKey;
-use common::reply::Reply;
-use common::routing::{Command, OrderCommand};
-use common::server::{Handler, HandlerError, RequestCtx};
-use common::table::{Decision, Table};
-use common::worker::{Next, Schedule, Trigger};
+use model::idempotency::RequestKey;
+use model::reply::Reply;
+use model::routing::{Command, OrderCommand};
+use net::worker::{Next, Schedule, Trigger};
 use rand::Rng;
+use replica::server::{Handler, HandlerError, RequestCtx};
+use replica::table::{Decision, Table};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use std::sync::Arc;
 const RESUME_PARALLELISM: usize = 16;
 
 /// How many finished checkouts a round of the `forget` worker tells at once: their calls to
-/// one participant primary travel together (`common::direct`), so a round of a busy second
+/// one participant primary travel together (`net::direct`), so a round of a busy second
 /// is a few exchanges per primary rather than one per transaction.
 const FORGET_PARALLELISM: usize = 512;
 
@@ -51,7 +51,7 @@ pub struct OrderHandler(pub Arc<Orders>);
 impl Orders {
     /// Drives the order's in-flight saga, if any, to its end (the caller holds the lock).
     /// A driver that finishes the attempt has its participants told to forget its transaction.
-    async fn finish_in_flight(self: &Arc<Self>, guard: &common::table::KeyGuard) -> Result<(), HandlerError> {
+    async fn finish_in_flight(self: &Arc<Self>, guard: &replica::table::KeyGuard) -> Result<(), HandlerError> {
         if self.table.read(guard.key()).await?.is_some_and(|o| o.in_flight()) {
             let result = drive(&self.table, guard, &self.remote, None, Mode::Resume).await;
             self.note_outcome(guard.key(), result.as_ref().map(|(_, finished)| *finished).ok());

@@ -13,13 +13,13 @@
 
 use crate::domain::{tx_id, Order};
 use async_trait::async_trait;
-use common::client::Unavailable;
-use common::idempotency::{RequestKey, Seen};
-use common::reply::Reply;
-use common::server::HandlerError;
-use common::table::{Decision, KeyGuard, Table};
 use decide::saga::{after_steps, start, AfterSteps, Answered, Start};
 pub use decide::saga::{Mode, Outcome};
+use model::idempotency::{RequestKey, Seen};
+use model::reply::Reply;
+use net::client::Unavailable;
+use replica::server::HandlerError;
+use replica::table::{Decision, KeyGuard, Table};
 use std::time::Duration;
 
 /// The other services, as the saga sees them.
@@ -225,10 +225,10 @@ async fn record(
 mod tests {
     use super::*;
     use crate::domain::Phase;
-    use common::node::Node;
-    use common::storage::mem::MemStore;
+    use replica::node::Node;
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
+    use store::mem::MemStore;
 
     /// In-memory participants with real ledger rules: credit and stock per key, transaction
     /// records, and a number of calls to fail as unavailable before answering.

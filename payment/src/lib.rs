@@ -1,11 +1,11 @@
 //! The payment service: one ledger document per user, its balance the user's credit. The
-//! rules and routes are the shared ledger's ([`common::ledger`]); this crate supplies the
+//! rules and routes are the shared ledger's ([`ledger`]); this crate supplies the
 //! reply shapes.
 
-use common::ledger::{Account, LedgerHandler, LedgerKind};
-use common::reply::Reply;
-use common::settings::ReplicaSettings;
-use common::topology::Topology;
+use ledger::{Account, LedgerHandler, LedgerKind};
+use model::reply::Reply;
+use model::topology::Topology;
+use net::settings::ReplicaSettings;
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
@@ -49,7 +49,7 @@ pub async fn run(
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    common::server::run_replica(settings, topology, listener, shutdown, |node| {
+    replica::server::run_replica(settings, topology, listener, shutdown, |node| {
         Arc::new(LedgerHandler::<Payment>::new(node))
     })
     .await

@@ -1,11 +1,11 @@
 //! The stock service: one ledger document per item, its balance the item's stock, plus
-//! the item's price. The rules and routes are the shared ledger's ([`common::ledger`]);
+//! the item's price. The rules and routes are the shared ledger's ([`ledger`]);
 //! this crate supplies the item's fields and reply shapes.
 
-use common::ledger::{Account, LedgerHandler, LedgerKind};
-use common::reply::Reply;
-use common::settings::ReplicaSettings;
-use common::topology::Topology;
+use ledger::{Account, LedgerHandler, LedgerKind};
+use model::reply::Reply;
+use model::topology::Topology;
+use net::settings::ReplicaSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::future::Future;
@@ -60,7 +60,7 @@ pub async fn run(
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    common::server::run_replica(settings, topology, listener, shutdown, |node| {
+    replica::server::run_replica(settings, topology, listener, shutdown, |node| {
         Arc::new(LedgerHandler::<Stock>::new(node))
     })
     .await

@@ -9,16 +9,16 @@
 #[allow(dead_code)]
 mod support;
 
-use common::storage::log_engine::LogStore;
-use common::storage::{Expect, Put, Record, Store};
-use common::topology::Service;
+use model::topology::Service;
 use std::time::{Duration, Instant};
+use store::log_engine::LogStore;
+use store::{Expect, Put, Record, Store};
 use support::{start, Node, TestCluster};
 
 async fn post(c: &TestCluster, url: &str) -> serde_json::Value {
     let r = reqwest::Client::new()
         .post(url)
-        .header(common::wire::SECRET, c.secret())
+        .header(model::wire::SECRET, c.secret())
         .timeout(Duration::from_secs(600))
         .send()
         .await

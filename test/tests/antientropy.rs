@@ -4,10 +4,10 @@
 
 mod support;
 
-use common::storage::log_engine::LogStore;
-use common::storage::{Expect, Put, Record, Store};
-use common::topology::Service;
+use model::topology::Service;
 use std::time::{Duration, Instant};
+use store::log_engine::LogStore;
+use store::{Expect, Put, Record, Store};
 use support::{start, Node, TestCluster};
 use webshop_tests::{run_parallel, Api};
 
@@ -50,7 +50,7 @@ async fn a_store_altered_behind_the_systems_back_is_repaired() {
         };
         let same_version = store.get("3").await.unwrap().unwrap();
         let older = store.get("4").await.unwrap().unwrap();
-        let older_version = common::version::Version { epoch: older.version.epoch, seq: older.version.seq - 1 };
+        let older_version = model::version::Version { epoch: older.version.epoch, seq: older.version.seq - 1 };
         let altered = vec![alter(same_version.clone(), same_version.version, 999), alter(older, older_version, 10)];
         assert_eq!(store.write(altered).await.unwrap(), vec![true, true]);
     }

@@ -4,7 +4,7 @@
 
 mod support;
 
-use common::topology::Service;
+use model::topology::Service;
 use serde_json::Value;
 use support::{start, start_on, Node};
 use webshop_tests::{consistency, run_parallel, Api};
@@ -194,7 +194,7 @@ async fn a_request_id_reused_for_another_request_is_refused_and_changes_nothing(
     assert_eq!(api.credit(&user).await, 9);
 
     // Malformed ids: a 400 before anything is routed, nothing changed.
-    let long = "x".repeat(common::idempotency::MAX_KEY_LEN + 1);
+    let long = "x".repeat(model::idempotency::MAX_KEY_LEN + 1);
     for bad in [long.as_str(), "a b", "semi;colon", "slash/x"] {
         let r = api.try_send("POST", &format!("/stock/add/{item}/1"), Some(bad)).await.unwrap();
         assert_eq!(r.status, 400, "{bad:?}: {}", r.body);
@@ -220,7 +220,7 @@ async fn a_retry_after_many_writes_to_the_same_key_is_applied_once_even_after_a_
     assert_eq!(again.status, 200);
     assert_eq!(api.item("0").await.0, 34);
 
-    let primary = common::wire::View::initial(3).primary("0").unwrap();
+    let primary = model::wire::View::initial(3).primary("0").unwrap();
     c.kill(Node::Replica(Service::Stock, primary));
     let again = api.try_send("POST", "/stock/add/0/1", Some("r1")).await.unwrap();
     assert_eq!(again.status, 200, "{}", again.body);
@@ -228,10 +228,10 @@ async fn a_retry_after_many_writes_to_the_same_key_is_applied_once_even_after_a_
 }
 
 /// The records of stock item `item` on stock replica 0: its document and its side records.
-async fn fetch_item(c: &support::TestCluster, item: &str) -> Vec<common::storage::Record> {
+async fn fetch_item(c: &support::TestCluster, item: &str) -> Vec<store::Record> {
     reqwest::Client::new()
         .post(format!("http://{}/internal/ae/fetch", c.topology().stock.replicas[0]))
-        .header(common::wire::SECRET, c.secret())
+        .header(model::wire::SECRET, c.secret())
         .json(&[item])
         .send()
         .await
@@ -304,7 +304,7 @@ async fn failed_checkouts_do_not_grow_the_documents_they_touch() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let records = fetch_item(&c, &plenty).await;
-        let tx = common::side::key(&plenty, "t:");
+        let tx = model::side::key(&plenty, "t:");
         let kept: Vec<&str> = records
             .iter()
             .filter(|r| r.key.starts_with(&tx) && !r.body.contains("\"forgotten\":true"))
@@ -493,9 +493,9 @@ async fn consistency_scenario_on_mongo() {
 /// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_calls_answer_as_single_calls() {
-    use common::client::ServiceClient;
-    use common::routing::Method;
-    use common::wire::MultiCall;
+    use model::routing::Method;
+    use model::wire::MultiCall;
+    use net::client::ServiceClient;
 
     let c = start(3).await;
     let api = Api::new(&c.gateway_url());

@@ -5,8 +5,8 @@
 
 mod support;
 
-use common::topology::Service;
-use common::wire::View;
+use model::topology::Service;
+use model::wire::View;
 use std::process::Command;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 
 mod support;
 
-use common::topology::Service;
-use common::wire::View;
+use model::topology::Service;
+use model::wire::View;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,8 +2,8 @@
 
 mod support;
 
-use common::topology::Service;
-use common::wire::{View, SECRET};
+use model::topology::Service;
+use model::wire::{View, SECRET};
 use support::{start, Node};
 use webshop_tests::{run_parallel, Api};
 

@@ -4,7 +4,7 @@
 mod support;
 
 use cluster::admin::{self, Action};
-use common::topology::Service;
+use model::topology::Service;
 use support::start;
 
 /// The README's quick-start block: the ```console block after the marker comment.

@@ -7,7 +7,7 @@
 
 mod support;
 
-use common::topology::{Service, Topology};
+use model::topology::{Service, Topology};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -208,7 +208,7 @@ async fn metrics_scraped_by_prometheus() {
         );
         // A bucket per bound and +Inf, which holds every request (a resend would add one).
         let counted = |s: &[(BTreeMap<String, String>, String)]| {
-            s.len() == common::metrics::BOUNDS.len() + 1
+            s.len() == net::metrics::BOUNDS.len() + 1
                 && s.iter().any(|(l, v)| {
                     l.get("le").map(String::as_str) == Some("+Inf") && v.parse::<f64>().is_ok_and(|n| n >= 5.0)
                 })

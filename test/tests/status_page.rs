@@ -6,7 +6,7 @@
 
 mod support;
 
-use common::topology::Service;
+use model::topology::Service;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::{start, Node};

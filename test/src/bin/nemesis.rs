@@ -60,7 +60,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    common::logging::init("nemesis");
+    net::logging::init("nemesis");
     let args = Args::parse();
     let mix = match Mix::parse(&args.faults) {
         Ok(m) => m,
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     let secret = std::env::var("WEBSHOP_SECRET").ok().filter(|s| !s.is_empty());
     let deployment = match args.compose {
         None => Deployment::Processes { manifest: args.manifest },
-        Some(project) => match common::topology::Topology::load(&args.compose_topology) {
+        Some(project) => match model::topology::Topology::load(&args.compose_topology) {
             Ok(topology) => Deployment::Containers { project, topology },
             Err(e) => {
                 eprintln!("nemesis: --compose-topology {}: {e}", args.compose_topology.display());

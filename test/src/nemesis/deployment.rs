@@ -16,7 +16,7 @@
 //! pids and addresses, read again at every call, since a restarted container has a new pid).
 
 use cluster::manifest::{Entry, Manifest, Role};
-use common::topology::{Service, Topology};
+use model::topology::{Service, Topology};
 use std::path::PathBuf;
 
 /// A compose deployment's label naming its project.
@@ -298,7 +298,7 @@ async fn fault_hook(
 ) -> anyhow::Result<()> {
     let secret = secret.ok_or_else(|| anyhow::anyhow!("a fault hook needs the cluster secret"))?;
     let url = format!("http://{}/internal/fault/{action}/{}", from.addr, target.id);
-    let r = http.post(&url).header(common::wire::SECRET, secret).send().await?;
+    let r = http.post(&url).header(model::wire::SECRET, secret).send().await?;
     anyhow::ensure!(r.status().is_success(), "{url}: {} (a build without fault-hooks?)", r.status());
     Ok(())
 }

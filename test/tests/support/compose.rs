@@ -7,7 +7,7 @@
 //! The nodes are reached from the host at their container addresses on the project's network.
 #![allow(dead_code)]
 
-use common::topology::{Service, Topology};
+use model::topology::{Service, Topology};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -157,7 +157,7 @@ impl ComposeCluster {
         let r = self
             .http
             .get(format!("http://{addr}{path}"))
-            .header(common::wire::SECRET, &self.secret)
+            .header(model::wire::SECRET, &self.secret)
             .timeout(Duration::from_secs(2))
             .send()
             .await
@@ -176,12 +176,12 @@ impl ComposeCluster {
         let start = Instant::now();
         let n = self.topology.nodes(s).replicas.len();
         loop {
-            let mut newest: Option<common::wire::View> = None;
+            let mut newest: Option<model::wire::View> = None;
             let mut roots = Vec::new();
             for id in 0..n {
                 let name = Self::replica(s, id);
                 if let Some(v) = self.internal(&name, "/internal/view").await {
-                    if let Ok(v) = serde_json::from_value::<common::wire::View>(v) {
+                    if let Ok(v) = serde_json::from_value::<model::wire::View>(v) {
                         if newest.as_ref().is_none_or(|w| v.epoch > w.epoch) {
                             newest = Some(v);
                         }

@@ -6,7 +6,7 @@ pub mod compose;
 
 use cluster::launcher::{Cluster, ClusterSpec};
 use cluster::manifest::ProcId;
-use common::topology::{Service, Topology};
+use model::topology::{Service, Topology};
 use std::sync::Arc;
 
 /// A process of the cluster, as the scenarios name it.
@@ -115,7 +115,7 @@ impl TestCluster {
     pub async fn replica_json(&self, s: Service, id: usize, path: &str) -> serde_json::Value {
         reqwest::Client::new()
             .get(format!("http://{}{path}", self.topology().nodes(s).replicas[id]))
-            .header(common::wire::SECRET, self.secret())
+            .header(model::wire::SECRET, self.secret())
             .send()
             .await
             .unwrap_or_else(|e| panic!("{s} replica {id} {path}: {e}"))
@@ -165,15 +165,15 @@ impl TestCluster {
         let n = self.topology().nodes(s).replicas.len();
         let http = reqwest::Client::new();
         loop {
-            let mut newest: Option<common::wire::View> = None;
+            let mut newest: Option<model::wire::View> = None;
             for addr in &self.topology().nodes(s).replicas {
                 let r = http
                     .get(format!("http://{addr}/internal/view"))
-                    .header(common::wire::SECRET, self.secret())
+                    .header(model::wire::SECRET, self.secret())
                     .timeout(std::time::Duration::from_secs(1))
                     .send()
                     .await;
-                if let Ok(v) = async { r?.json::<common::wire::View>().await }.await {
+                if let Ok(v) = async { r?.json::<model::wire::View>().await }.await {
                     if newest.as_ref().is_none_or(|w| v.epoch > w.epoch) {
                         newest = Some(v);
                     }
@@ -191,7 +191,7 @@ impl TestCluster {
     pub async fn coordinator_post(&self, s: Service, id: usize, path: &str) -> u16 {
         reqwest::Client::new()
             .post(format!("http://{}{path}", self.topology().nodes(s).coordinators[id]))
-            .header(common::wire::SECRET, self.secret())
+            .header(model::wire::SECRET, self.secret())
             .send()
             .await
             .unwrap_or_else(|e| panic!("{s} coordinator {id} {path}: {e}"))

@@ -4,23 +4,25 @@
 //!
 //! A service supplies only a [`Handler`]: what each route does.
 
-use crate::idempotency::RequestKey;
-use crate::metrics::{labels, Metrics};
 use crate::node::{Misdirected, Node, NodeError};
-use crate::reply::Reply;
-use crate::routing::{resolve, Command, KeySource, Method, RouteError};
-use crate::storage::Record;
 use crate::table::TableError;
-use crate::wire::{
-    BatchKeys, MultiCall, EPOCH, MINTED_KEY, MULTI_PATH, RECOVERING, REQUEST_ID, SECRET, STATUS_MISDIRECTED,
-};
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use model::idempotency::RequestKey;
+use model::reply::Reply;
+use model::routing::{resolve, Command, KeySource, Method};
+use model::wire::{BatchKeys, MultiCall, EPOCH, MINTED_KEY, MULTI_PATH, RECOVERING, REQUEST_ID, STATUS_MISDIRECTED};
+use net::metrics::{labels, Metrics};
+use net::server::{
+    authorized, forbidden, health, method_of, metrics_response, require_secret, route_error_reply, serve,
+    ClusterSecret, WORKERS_GRACE,
+};
+use serde::Deserialize;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use store::Record;
 
 /// Largest request body a replica accepts: a batch_init of the largest batch's keys, or a
 /// replication batch.
@@ -30,7 +32,7 @@ pub const MAX_BODY: usize = 64 * 1024 * 1024;
 #[derive(Clone, Debug, Default)]
 pub struct RequestCtx {
     /// The request's id (the client's idempotency key or the gateway's own) with the
-    /// request's fingerprint: writes are deduplicated by it ([`crate::idempotency`]).
+    /// request's fingerprint: writes are deduplicated by it ([`model::idempotency`]).
     pub request: Option<RequestKey>,
     /// The key a coordinator minted (create calls).
     pub key: Option<String>,
@@ -69,47 +71,9 @@ pub struct ReplicaApp {
     pub metrics: Arc<Metrics>,
     /// The cluster secret.
     pub secret: String,
-    /// Ends the node's internal connections ([`crate::rpc`]) when it shuts down.
-    pub closing: crate::rpc::Closing,
+    /// Ends the node's internal connections ([`net::rpc`]) when it shuts down.
+    pub closing: net::rpc::Closing,
 }
-
-/// Whether a request carries the cluster secret: [`require_secret`] asks, and the replica's
-/// dispatcher, which is also the app's default service (actix sends it a path under a guarded
-/// scope with the wrong method).
-fn authorized(req: &HttpRequest, secret: &str) -> bool {
-    let given = req.headers().get(SECRET).map(|v| v.as_bytes()).unwrap_or(b"");
-    // Compare without an early exit so the time taken says nothing about the secret.
-    given.len() == secret.len() && given.iter().zip(secret.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
-/// The cluster secret, as the app data [`require_secret`] reads.
-#[derive(Clone, Debug)]
-pub struct ClusterSecret(pub Arc<str>);
-
-/// The one guard of every route that needs the cluster secret (`scope.wrap(from_fn(require_secret))`):
-/// on a replica everything but `/health` and `/metrics`; on a coordinator its `/internal`
-/// endpoints, the admin changes and the service's saga steps (`/{service}/tx/`).
-/// a request without the cluster secret ([`ClusterSecret`] in the app data; none registered
-/// refuses everything) is answered 403 before its path, query or body is read, so that a
-/// caller without the secret learns nothing from the way its request was malformed.
-pub async fn require_secret(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
-) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let ok = req.app_data::<web::Data<ClusterSecret>>().is_some_and(|s| authorized(req.request(), &s.0));
-    if !ok {
-        return Ok(req.into_response(forbidden()));
-    }
-    next.call(req).await
-}
-
-/// The refusal of a request without the secret.
-pub fn forbidden() -> HttpResponse {
-    HttpResponse::Forbidden().body(FORBIDDEN)
-}
-
-/// The body of [`forbidden`].
-pub const FORBIDDEN: &str = "missing or wrong cluster secret";
 
 fn header(req: &HttpRequest, name: &str) -> Option<String> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
@@ -142,30 +106,7 @@ pub fn error_reply(e: &HandlerError) -> Reply {
 
 /// [`error_reply`] as a response.
 pub fn error_response(e: &HandlerError) -> HttpResponse {
-    crate::answer::http(error_reply(e))
-}
-
-/// The answer to a path that does not resolve.
-pub fn route_error_reply(e: RouteError) -> Reply {
-    match e {
-        RouteError::NotFound => Reply::text(404, "no such endpoint"),
-        RouteError::MethodNotAllowed => Reply::text(405, "method not allowed"),
-        RouteError::Bad(msg) => Reply::text(400, msg),
-    }
-}
-
-/// [`route_error_reply`] as a response.
-pub fn route_error_response(e: RouteError) -> HttpResponse {
-    crate::answer::http(route_error_reply(e))
-}
-
-/// The method of a request as the route table knows it.
-pub fn method_of(req: &HttpRequest) -> Option<Method> {
-    match *req.method() {
-        actix_web::http::Method::GET => Some(Method::Get),
-        actix_web::http::Method::POST => Some(Method::Post),
-        _ => None,
-    }
+    net::answer::http(error_reply(e))
 }
 
 /// The epoch header of a request, read without copying it.
@@ -200,16 +141,16 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>
         minted: header(&req, MINTED_KEY),
         epoch: epoch_of(&req),
     };
-    crate::answer::http(answer(&app, call, &body).await)
+    net::answer::http(answer(&app, call, &body).await)
 }
 
 /// `POST /internal/multi`: answers each call of the list as [`dispatch`] would answer it
 /// alone, all of them at once (each key's writes stay serialized by its table lock).
 async fn multi(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
-    crate::answer::http(multi_reply(&app, epoch_of(&req), &body).await)
+    net::answer::http(multi_reply(&app, epoch_of(&req), &body).await)
 }
 
-/// A multi call's answers (over HTTP or [`crate::rpc`]).
+/// A multi call's answers (over HTTP or [`net::rpc`]).
 async fn multi_reply(app: &ReplicaApp, epoch: Option<u64>, body: &[u8]) -> Reply {
     let calls: Vec<MultiCall> = match serde_json::from_slice(body) {
         Ok(c) => c,
@@ -245,7 +186,7 @@ async fn route_call(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> (Option<&'
     if call.method == Method::Get && !app.node.ensure_lease().await {
         // Possibly deposed while paused or cut off: serve no read that could be stale.
         let why = "no read lease: this replica has not heard from a majority recently";
-        return (None, Reply::unavailable(crate::wire::NO_LEASE, why));
+        return (None, Reply::unavailable(model::wire::NO_LEASE, why));
     }
     let target = match resolve(app.node.service, call.method, call.path) {
         Ok(t) => t,
@@ -291,10 +232,10 @@ async fn route_call(app: &ReplicaApp, call: Call<'_>, body: &[u8]) -> (Option<&'
 }
 
 async fn replicate(req: HttpRequest, body: web::Bytes, app: web::Data<ReplicaApp>) -> HttpResponse {
-    crate::answer::http(replicate_reply(&app, &body, req.headers().contains_key(crate::fanout::COPY)).await)
+    net::answer::http(replicate_reply(&app, &body, req.headers().contains_key(crate::fanout::COPY)).await)
 }
 
-/// Applies a fan-out batch (`POST /internal/replicate`, over HTTP or [`crate::rpc`]).
+/// Applies a fan-out batch (`POST /internal/replicate`, over HTTP or [`net::rpc`]).
 async fn replicate_reply(app: &ReplicaApp, body: &[u8], copy: bool) -> Reply {
     let batch = match crate::fanout::decode_batch(body, copy) {
         Ok(b) => b,
@@ -316,11 +257,11 @@ async fn replicate_reply(app: &ReplicaApp, body: &[u8], copy: bool) -> Reply {
     }
 }
 
-/// `GET /internal/rpc`: a connection for internal calls ([`crate::rpc`]): the fan-out's
+/// `GET /internal/rpc`: a connection for internal calls ([`net::rpc`]): the fan-out's
 /// batches and the requests coordinators forward.
 async fn rpc(req: HttpRequest, payload: web::Payload, app: web::Data<ReplicaApp>) -> HttpResponse {
     let closing = app.closing.clone();
-    crate::rpc::serve(&req, payload, closing, move |call| {
+    net::rpc::serve(&req, payload, closing, move |call| {
         let app = app.clone();
         async move { rpc_answer(&app, call).await }
     })
@@ -328,7 +269,7 @@ async fn rpc(req: HttpRequest, payload: web::Payload, app: web::Data<ReplicaApp>
 
 /// Answers one internal call as the same HTTP request would be answered: the fan-out and
 /// multi endpoints, and every other path through the dispatcher.
-async fn rpc_answer(app: &ReplicaApp, call: crate::rpc::Request) -> crate::rpc::Response {
+async fn rpc_answer(app: &ReplicaApp, call: net::rpc::Request) -> net::rpc::Response {
     let path = call.path.split('?').next().unwrap_or_default();
     let epoch = call.header(EPOCH).and_then(|e| e.parse().ok());
     let reply = match (call.method, path) {
@@ -342,10 +283,10 @@ async fn rpc_answer(app: &ReplicaApp, call: crate::rpc::Request) -> crate::rpc::
             answer(app, Call { method, path, request_id, minted, epoch }, &call.body).await
         }
     };
-    crate::answer::rpc(reply)
+    net::answer::rpc(reply)
 }
 
-async fn paxos(msg: web::Json<crate::paxos::Request>, app: web::Data<ReplicaApp>) -> HttpResponse {
+async fn paxos(msg: web::Json<decide::paxos::Request>, app: web::Data<ReplicaApp>) -> HttpResponse {
     match app.node.handle_paxos(&msg).await {
         Ok(reply) => HttpResponse::Ok().json(reply),
         // Not persisted, so not answered: the proposer treats it as no reply.
@@ -392,16 +333,7 @@ async fn digest(q: web::Query<DigestQuery>, app: web::Data<ReplicaApp>) -> HttpR
     }
 }
 
-/// Body of `/internal/ae/list`.
-#[derive(Serialize, Deserialize)]
-pub struct ListRequest {
-    /// The round (opened by `/internal/digest?round=`).
-    pub round: u64,
-    /// The buckets to list.
-    pub buckets: Vec<u8>,
-}
-
-async fn ae_list(body: web::Json<ListRequest>, app: web::Data<ReplicaApp>) -> HttpResponse {
+async fn ae_list(body: web::Json<model::wire::ListRequest>, app: web::Data<ReplicaApp>) -> HttpResponse {
     match app.node.list_buckets(body.round, &body.buckets).await {
         Ok(entries) => HttpResponse::Ok().json(entries),
         Err(e) => error_response(&HandlerError::Table(TableError::Node(e))),
@@ -416,7 +348,7 @@ async fn ae_fetch(keys: web::Json<Vec<String>>, app: web::Data<ReplicaApp>) -> H
 }
 
 async fn ae_repair(
-    repairs: web::Json<Vec<(Record, crate::version::Version)>>,
+    repairs: web::Json<Vec<(Record, model::version::Version)>>,
     app: web::Data<ReplicaApp>,
 ) -> HttpResponse {
     let repairs = repairs.into_inner();
@@ -443,7 +375,7 @@ fn recovering() -> Reply {
     Reply::unavailable(RECOVERING, "recovering: this replica lost its data and must re-join")
 }
 
-/// Ends the process when its store refuses every write for good ([`crate::storage::Store::stopped`],
+/// Ends the process when its store refuses every write for good ([`store::Store::stopped`],
 /// seen by the node's `store-watch` worker): fail-stop, so that it is evicted at once (its
 /// connections refused) and the launcher's, or the container's, restart opens the store
 /// again from what is on disk.
@@ -452,22 +384,18 @@ fn exit_as_the_store_stopped(node: &Node, why: &str) {
     std::process::exit(STORE_STOPPED_EXIT);
 }
 
-/// How long a stopping node waits for its workers to end, after its server stopped (each
-/// ends at its next await).
-pub const WORKERS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// The exit status of a replica whose store stopped (EX_IOERR).
 pub const STORE_STOPPED_EXIT: i32 = 74;
 
 async fn replica_health(app: web::Data<ReplicaApp>) -> HttpResponse {
     if app.node.needs_rejoin() {
-        return crate::answer::http(recovering());
+        return net::answer::http(recovering());
     }
     if let Err(e) = app.node.store_health().await {
-        return crate::answer::http(Reply::unavailable("store", format!("the store cannot write: {e}")));
+        return net::answer::http(Reply::unavailable("store", format!("the store cannot write: {e}")));
     }
     if let Some(why) = app.node.secret_refusal() {
-        return crate::answer::http(Reply::unavailable("secret", why));
+        return net::answer::http(Reply::unavailable("secret", why));
     }
     health().await
 }
@@ -481,16 +409,6 @@ async fn push(path: web::Path<u32>, app: web::Data<ReplicaApp>) -> HttpResponse 
         }
         Err(e) => error_response(&HandlerError::Table(TableError::Node(e))),
     }
-}
-
-/// `/health`: the process is up and serving.
-pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok")
-}
-
-/// Renders a metrics registry at `/metrics`, in Prometheus's text format.
-pub fn metrics_response(m: &Metrics) -> HttpResponse {
-    HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(m.render())
 }
 
 async fn metrics(app: web::Data<ReplicaApp>) -> HttpResponse {
@@ -538,54 +456,12 @@ fn internal_endpoints() -> actix_web::Scope {
         .route("/ae/end/{round}", web::post().to(ae_end))
 }
 
-/// How long a node waits for a request's head after accepting a connection before it answers
-/// 408. actix's default of 5 s fired under overload (a starved node reading a head that nginx
-/// or a peer had sent at once): the 408 then reached clients as if the request were wrong
-/// (seen in the consistency scenario and a 1,000-user locust run, docs/performance.md). The
-/// nodes' clients are trusted (nginx, coordinators, peers), so the bound only has to catch a
-/// connection that never sends anything; above nginx's 65 s upstream timeout, nginx gives up
-/// first and answers 504.
-pub const CLIENT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(70);
-
-/// Serves `configure` on an already bound listener until `shutdown` completes.
-pub async fn serve<F, S>(
-    listener: std::net::TcpListener,
-    workers: usize,
-    configure: F,
-    shutdown: S,
-) -> std::io::Result<()>
-where
-    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
-    S: Future<Output = ()> + Send + 'static,
-{
-    let server = HttpServer::new(move || App::new().configure(configure.clone()))
-        .workers(workers)
-        .keep_alive(crate::wire::SERVER_KEEP_ALIVE)
-        // An internal connection ([`crate::rpc`]) streams many answers at once: with Nagle's
-        // algorithm an answer written while an earlier one is unacknowledged waited for the
-        // client's delayed ACK (forwarding over it ran at 1.3 of the 2 cores, p99 90 ms). An
-        // HTTP answer is one write on a connection with nothing unacknowledged, so this
-        // changes nothing for it.
-        .tcp_nodelay(true)
-        .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-        .backlog(4096)
-        .disable_signals()
-        .listen(listener)?
-        .run();
-    let handle = server.handle();
-    tokio::spawn(async move {
-        shutdown.await;
-        handle.stop(true).await;
-    });
-    server.await
-}
-
 /// Runs a replica of `settings.service` on `listener` until `shutdown` completes: opens the
 /// store the settings name, builds the node with its peers from the topology, lets the
 /// service build its handler, and serves.
 pub async fn run_replica<F, S>(
-    settings: crate::settings::ReplicaSettings,
-    topology: crate::topology::Topology,
+    settings: net::settings::ReplicaSettings,
+    topology: model::topology::Topology,
     listener: std::net::TcpListener,
     shutdown: S,
     make_handler: F,
@@ -594,28 +470,35 @@ where
     F: FnOnce(Arc<Node>) -> Arc<dyn Handler>,
     S: Future<Output = ()> + Send + 'static,
 {
-    let database = crate::storage::mongo::database_name(settings.service, settings.id);
-    let store = crate::storage::open_engine(&settings.engine, &settings.data_dir, &settings.mongo_uri, &database)
+    let database = store::mongo::database_name(settings.service, settings.id);
+    let store = store::open_engine(&settings.engine, &settings.data_dir, &settings.mongo_uri, &database)
         .await
         .map_err(std::io::Error::other)?;
     let replicas = &topology.nodes(settings.service).replicas;
     let n = replicas.len() as u32;
     let peers = replicas.iter().enumerate().map(|(i, a)| (i as u32, format!("http://{a}"))).collect();
-    let stored = store.get_meta(crate::paxos::META_KEY).await.map_err(std::io::Error::other)?;
-    let acceptor = match stored.as_deref().and_then(crate::paxos::AcceptorState::decode) {
+    let stored = store.get_meta(decide::paxos::META_KEY).await.map_err(std::io::Error::other)?;
+    let acceptor = match stored.as_deref().and_then(decide::paxos::AcceptorState::decode) {
         Some(state) => state,
         None if settings.bootstrap => {
             // The cluster's very first start: every replica begins with the initial view.
-            let state = crate::paxos::AcceptorState::initial(n);
-            store.put_meta(crate::paxos::META_KEY, state.encode()).await.map_err(std::io::Error::other)?;
+            let state = decide::paxos::AcceptorState::initial(n);
+            store.put_meta(decide::paxos::META_KEY, state.encode()).await.map_err(std::io::Error::other)?;
             state
         }
-        None => crate::paxos::AcceptorState::fresh_empty(n),
+        None => decide::paxos::AcceptorState::fresh_empty(n),
     };
     let recovering = !acceptor.votes();
-    let mut node =
-        Node::new(settings.id, settings.service, store, peers, settings.secret.clone(), acceptor, settings.timings())
-            .with_coordinators(&topology.nodes(settings.service).coordinators);
+    let mut node = Node::new(
+        settings.id,
+        settings.service,
+        store,
+        peers,
+        settings.secret.clone(),
+        acceptor,
+        crate::node::Timings::of(&settings),
+    )
+    .with_coordinators(&topology.nodes(settings.service).coordinators);
     if recovering && n > 1 {
         node = node.started_empty();
     }
@@ -631,7 +514,7 @@ where
         settings.data_dir.display()
     );
     let handler = make_handler(node.clone());
-    let closing = crate::rpc::Closing::default();
+    let closing = net::rpc::Closing::default();
     let app = web::Data::new(ReplicaApp {
         node,
         handler,
@@ -656,8 +539,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::mem::MemStore;
     use actix_web::test::{call_service, init_service, read_body, TestRequest};
+    use actix_web::App;
+    use model::wire::SECRET;
+    use net::server::FORBIDDEN;
+    use store::mem::MemStore;
 
     struct Echo;
 
@@ -776,7 +662,7 @@ mod tests {
         let epoch = node.epoch();
         let (app, metrics) = echo_app(node);
         let svc = init_service(App::new().configure(configure_replica(app))).await;
-        let v = crate::version::Version { epoch, seq: 1 };
+        let v = model::version::Version { epoch, seq: 1 };
         let records = [Record::new("a".into(), v, "{}".into()), Record::new("b".into(), v, "{}".into())];
         let body = crate::fanout::batch_body(epoch, [crate::fanout::Encoded::new(&records)].iter());
         let resp =

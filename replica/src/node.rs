@@ -8,18 +8,18 @@
 
 use crate::fanout::{Encoded, PeerLink, SendError, MAX_BATCH_RECORDS};
 use crate::health::Health;
-use crate::lease::Leases;
 pub use crate::membership::{Membership, Misdirected};
-use crate::paxos::{self, AcceptorState};
-use crate::storage::{DynStore, Expect, Put, Record, StoreError};
-use crate::topology::Service;
-use crate::version::Version;
-use crate::wire::View;
-use crate::worker::{Next, Schedule, Workers};
 use decide::fanout::{self, AfterRefusals};
+use decide::lease::Leases;
+use decide::paxos::{self, AcceptorState};
+use model::topology::Service;
+use model::version::Version;
+use model::wire::View;
+use net::worker::{Next, Schedule, Workers};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use store::{DynStore, Expect, Put, Record, StoreError};
 
 /// A node's timeouts and its workers' intervals; the replica settings of the same names
 /// (`fanout_timeout_ms`, `suspect_timeout_ms`, `lease_ms`, ...) set them, and the defaults
@@ -34,7 +34,7 @@ pub struct Timings {
     /// and, if the peer is gone, a Paxos round (the acceptors first wait out the read leases
     /// they granted it: 1.1 s).
     pub suspect: Duration,
-    /// The read lease (`crate::lease`): well under the time it takes to evict a replica that
+    /// The read lease (`decide::lease`): well under the time it takes to evict a replica that
     /// stopped answering (a fan-out timeout plus a re-probe).
     pub lease: Duration,
     /// How long the record of a request id is kept beside the document it wrote
@@ -54,6 +54,24 @@ pub struct Timings {
     /// How often the order service tells the participants of finished checkouts to forget
     /// their transactions (those finished since, and those not told before).
     pub forget: Duration,
+}
+
+impl Timings {
+    /// A replica's timeouts, as its settings give them.
+    pub fn of(settings: &net::settings::ReplicaSettings) -> Timings {
+        let ms = std::time::Duration::from_millis;
+        Timings {
+            fanout: ms(settings.fanout_timeout_ms),
+            suspect: ms(settings.suspect_timeout_ms),
+            lease: ms(settings.lease_ms),
+            request_ttl: ms(settings.request_ttl_ms),
+            prune: ms(settings.prune_interval_ms),
+            store_watch: ms(settings.store_watch_ms),
+            recovery_pause: ms(settings.recovery_pause_ms),
+            resume_retry: ms(settings.resume_retry_ms),
+            forget: ms(settings.forget_interval_ms),
+        }
+    }
 }
 
 /// How long a request id's record is kept by default: longer than any retry path of the
@@ -135,7 +153,7 @@ pub enum NodeError {
 /// Whether a peer holding `held` must refuse `sent` as older: it holds a higher version, or
 /// another state under the same version (two primaries wrote in one epoch: a bug, logged).
 pub fn holds_newer(held: &Record, sent: &Record) -> bool {
-    crate::storage::check_same_version(held, sent);
+    store::check_same_version(held, sent);
     held.version > sent.version || (held.version == sent.version && held.hash != sent.hash)
 }
 
@@ -147,7 +165,7 @@ pub fn holds_newer(held: &Record, sent: &Record) -> bool {
 /// acknowledged, which `Older` would not replace).
 pub fn adoption(held: Option<&Record>, newer: &Record) -> Option<Expect> {
     match held {
-        None => Some(Expect::Exactly(crate::version::Version::ZERO)),
+        None => Some(Expect::Exactly(model::version::Version::ZERO)),
         Some(h) if h.version > newer.version => None,
         Some(h) if h.version == newer.version && h.hash == newer.hash => None,
         Some(h) => Some(Expect::Exactly(h.version)),
@@ -181,11 +199,11 @@ pub struct Node {
     /// The other replicas' base URLs, by id (membership queries).
     peer_urls: HashMap<u32, String>,
     /// Client for membership queries, lease pings and suspicions to peers and coordinators;
-    /// it carries the cluster secret ([`crate::client::internal_builder`]).
+    /// it carries the cluster secret ([`net::client::internal_builder`]).
     http: reqwest::Client,
     /// This service's coordinators (`http://host:port`), told about peers that fail.
     coordinators: Vec<String>,
-    /// Read-lease bookkeeping (`crate::lease`).
+    /// Read-lease bookkeeping (`decide::lease`).
     leases: std::sync::Mutex<Leases>,
     /// The anti-entropy rounds open here, and the keys written since each began.
     rounds: crate::rounds::Rounds,
@@ -213,10 +231,10 @@ impl Node {
         acceptor: AcceptorState,
         timings: Timings,
     ) -> Node {
-        let http = crate::client::internal_http(timings.fanout, &secret);
+        let http = net::client::internal_http(timings.fanout, &secret);
         let peer_urls: HashMap<u32, String> =
             peers.iter().filter(|(id, _)| **id != me).map(|(i, u)| (*i, u.clone())).collect();
-        // The fan-out has a connection of its own to each peer (`crate::rpc`), opened and
+        // The fan-out has a connection of its own to each peer (`net::rpc`), opened and
         // driven on the thread that runs the write handlers, the other client's on the runtime
         // of the background tasks (leases, Paxos, reports).
         // It keeps Nagle's algorithm on: the small wait it adds before a batch's last segment
@@ -251,7 +269,7 @@ impl Node {
     }
 
     /// Why this node must not report itself healthy because its peers refuse its secret
-    /// ([`crate::standing`]).
+    /// ([`net::standing`]).
     pub fn secret_refusal(&self) -> Option<String> {
         self.health.secret_refusal()
     }
@@ -268,7 +286,7 @@ impl Node {
     }
 
     /// Whether this node may serve reads now: a majority of the replicas (itself included)
-    /// promised within the lease not to help depose it (`crate::lease`).
+    /// promised within the lease not to help depose it (`decide::lease`).
     pub fn has_lease(&self) -> bool {
         self.leases.lock().unwrap().holds(std::time::Instant::now())
     }
@@ -312,7 +330,7 @@ impl Node {
         futures::future::join_all(pings).await;
     }
 
-    /// Starts the replica's own workers ([`crate::worker`]), which run until
+    /// Starts the replica's own workers ([`net::worker`]), which run until
     /// [`Workers::stop`]: in a service of several replicas, `leases` (renews the read lease
     /// four times per lease period) and, after an empty restart, `recovery` (learns the view
     /// from the others, then ends); in every replica, `prune` (drops expired side records)
@@ -363,7 +381,7 @@ impl Node {
 
     /// Notes the outcome of a write to the store: a failure makes the node report itself
     /// unhealthy ([`Node::store_health`]) until a write succeeds again.
-    fn noted<T>(&self, result: crate::storage::StoreResult<T>) -> crate::storage::StoreResult<T> {
+    fn noted<T>(&self, result: store::StoreResult<T>) -> store::StoreResult<T> {
         self.health.noted(&format!("{} replica {}", self.service, self.me), result)
     }
 
@@ -382,10 +400,10 @@ impl Node {
         self.noted(self.store.put_meta(STORE_PROBE, probe).await).map_err(|e| e.to_string())
     }
 
-    /// Drops expired side records ([`crate::side`]): one round of the `prune` worker, every
+    /// Drops expired side records ([`model::side`]): one round of the `prune` worker, every
     /// [`Timings::prune`].
     async fn prune_round(&self) {
-        match self.store.prune_sides(crate::side::now_ms()).await {
+        match self.store.prune_sides(model::side::now_ms()).await {
             Ok(0) => {}
             Ok(n) => log::debug!("{} replica {}: dropped {n} expired side records", self.service, self.me),
             Err(e) => log::warn!("{} replica {}: dropping expired side records failed: {e}", self.service, self.me),
@@ -494,7 +512,7 @@ impl Node {
     }
 
     /// Makes sure the stored state of document `key` (and of the side records its writes left,
-    /// [`crate::side`]) is on every peer before it is read or decided on again: a write whose
+    /// [`model::side`]) is on every peer before it is read or decided on again: a write whose
     /// fan-out failed is in this node's store but maybe not on its peers, and must be neither
     /// shown nor answered from a request record (a retry of it with the same request id would
     /// otherwise be acknowledged unreplicated) until it is. Sends the current state of every
@@ -549,11 +567,11 @@ impl Node {
         Ok(true)
     }
 
-    /// The side records ([`crate::side`]) stored beside document `doc`: they sort right after
+    /// The side records ([`model::side`]) stored beside document `doc`: they sort right after
     /// it, before any other document.
     pub async fn sides_of(&self, doc: &str) -> Result<Vec<Record>, NodeError> {
         const PAGE: usize = 256;
-        let prefix = crate::side::key(doc, "");
+        let prefix = model::side::key(doc, "");
         let mut out = Vec::new();
         let mut after = prefix.clone();
         loop {
@@ -689,9 +707,9 @@ impl Node {
     pub async fn handle_paxos(&self, request: &paxos::Request) -> Result<paxos::Reply, StoreError> {
         if let paxos::Request::Accept { epoch, view, .. } = request {
             // Accepting may help depose a member: first let the read leases it granted
-            // that member run out (`crate::lease`), without holding the acceptor.
+            // that member run out (`decide::lease`), without holding the acceptor.
             let current = self.view();
-            let removed = crate::lease::removed_members(&current.members, &view.members);
+            let removed = decide::lease::removed_members(&current.members, &view.members);
             if *epoch > current.epoch && !removed.is_empty() {
                 let wait = self.leases.lock().unwrap().withhold(&removed, *epoch, std::time::Instant::now());
                 if !wait.is_zero() {
@@ -801,13 +819,13 @@ impl Node {
 
     /// The entries of `buckets` for round `round`, each marked fresh if written since the
     /// round began here (every key is fresh for a round not open here).
-    pub async fn list_buckets(&self, round: u64, buckets: &[u8]) -> Result<Vec<crate::antientropy::Entry>, NodeError> {
+    pub async fn list_buckets(&self, round: u64, buckets: &[u8]) -> Result<Vec<decide::antientropy::Entry>, NodeError> {
         let listed = self.store.buckets(buckets).await?;
         let fresh = self.rounds.fresh(round, listed.iter().map(|kv| kv.key.as_str()));
         Ok(listed
             .into_iter()
             .zip(fresh)
-            .map(|(kv, fresh)| crate::antientropy::Entry { fresh, key: kv.key, version: kv.version, hash: kv.hash })
+            .map(|(kv, fresh)| decide::antientropy::Entry { fresh, key: kv.key, version: kv.version, hash: kv.hash })
             .collect())
     }
 
@@ -818,7 +836,7 @@ impl Node {
         for record in self.store.get_many(keys).await?.into_iter().flatten() {
             let key = record.key.clone();
             out.push(record);
-            if !crate::side::is_side(&key) {
+            if !model::side::is_side(&key) {
                 out.extend(self.sides_of(&key).await?);
             }
         }
@@ -828,8 +846,8 @@ impl Node {
     /// Applies anti-entropy repairs: each record only if this replica still holds the
     /// version it listed (zero: still lacks the key). Returns how many were applied.
     /// Side records come with version zero listed: applied only where missing.
-    pub async fn repair(&self, repairs: Vec<(Record, crate::version::Version)>) -> Result<usize, NodeError> {
-        let docs: Vec<bool> = repairs.iter().map(|(r, _)| !crate::side::is_side(&r.key)).collect();
+    pub async fn repair(&self, repairs: Vec<(Record, model::version::Version)>) -> Result<usize, NodeError> {
+        let docs: Vec<bool> = repairs.iter().map(|(r, _)| !model::side::is_side(&r.key)).collect();
         let puts =
             repairs.into_iter().map(|(record, listed)| Put { expect: Expect::Exactly(listed), record }).collect();
         let applied = self.store.write(puts).await?;
@@ -857,7 +875,7 @@ impl Node {
         let judges = !batch.copy && self.view().members.contains(&self.me);
         let mut refused: Vec<Record> = Vec::new();
         if judges {
-            let docs: Vec<&Record> = batch.records.iter().filter(|r| !crate::side::is_side(&r.key)).collect();
+            let docs: Vec<&Record> = batch.records.iter().filter(|r| !model::side::is_side(&r.key)).collect();
             let keys: Vec<String> = docs.iter().map(|r| r.key.clone()).collect();
             let held = self.store.get_many(&keys).await?;
             refused = docs.iter().zip(held).filter_map(|(sent, held)| held.filter(|h| holds_newer(h, sent))).collect();
@@ -866,7 +884,7 @@ impl Node {
         let puts: Vec<Put> = batch
             .records
             .into_iter()
-            .filter(|r| !refused_keys.contains(crate::side::doc_of(&r.key)))
+            .filter(|r| !refused_keys.contains(model::side::doc_of(&r.key)))
             .map(|record| Put { expect: Expect::Older, record })
             .collect();
         let applied = self.noted(self.store.write(puts.clone()).await)?;
@@ -882,7 +900,7 @@ impl Node {
         let skipped: Vec<&Record> = puts
             .iter()
             .zip(&applied)
-            .filter(|(p, a)| !**a && !crate::side::is_side(&p.record.key))
+            .filter(|(p, a)| !**a && !model::side::is_side(&p.record.key))
             .map(|(p, _)| &p.record)
             .collect();
         if judges && !skipped.is_empty() {
@@ -939,21 +957,21 @@ impl Node {
         let taken_docs: std::collections::HashSet<&str> = newer
             .iter()
             .zip(&held)
-            .filter(|(n, h)| !crate::side::is_side(&n.key) && adoption(h.as_ref(), n).is_some())
+            .filter(|(n, h)| !model::side::is_side(&n.key) && adoption(h.as_ref(), n).is_some())
             .map(|(n, _)| n.key.as_str())
             .collect();
         let taken: std::collections::HashSet<&str> =
-            newer.iter().filter(|r| taken_docs.contains(crate::side::doc_of(&r.key))).map(|r| r.key.as_str()).collect();
+            newer.iter().filter(|r| taken_docs.contains(model::side::doc_of(&r.key))).map(|r| r.key.as_str()).collect();
         let undone: Vec<Put> = sent
             .iter()
             .filter(|r| {
-                crate::side::is_side(&r.key)
-                    && taken_docs.contains(crate::side::doc_of(&r.key))
+                model::side::is_side(&r.key)
+                    && taken_docs.contains(model::side::doc_of(&r.key))
                     && !taken.contains(r.key.as_str())
             })
             .map(|r| {
-                let payload = crate::side::parse(&r.body).map(|(_, p)| p).unwrap_or_default();
-                let record = Record::new(r.key.clone(), r.version.next(epoch), crate::side::body(0, payload));
+                let payload = model::side::parse(&r.body).map(|(_, p)| p).unwrap_or_default();
+                let record = Record::new(r.key.clone(), r.version.next(epoch), model::side::body(0, payload));
                 Put { expect: Expect::Exactly(r.version), record }
             })
             .collect();
@@ -979,8 +997,8 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::mem::MemStore;
-    use crate::version::Version;
+    use model::version::Version;
+    use store::mem::MemStore;
 
     fn rec(key: &str, epoch: u64, seq: u64, body: &str) -> Record {
         Record::new(key.into(), Version { epoch, seq }, body.into())
@@ -1040,7 +1058,7 @@ mod tests {
         let key = (0..).map(|i| format!("k{i}")).find(|k| view.primary(k) == Some(0)).unwrap();
         let old = Version { epoch: view.epoch - 1, seq: 5 };
         let doc = Record::new(key.clone(), old, "{}".into());
-        let request = Record::new(crate::side::key(&key, "r:x"), old, crate::side::body(u64::MAX, "{}"));
+        let request = Record::new(model::side::key(&key, "r:x"), old, model::side::body(u64::MAX, "{}"));
         let puts = [doc, request].map(|record| Put { expect: Expect::Older, record }).to_vec();
         node.store().write(puts).await.unwrap();
         let records = || counts.1.load(std::sync::atomic::Ordering::SeqCst);
@@ -1066,10 +1084,10 @@ mod tests {
         let node = Node::standalone(Arc::new(MemStore::new()));
         let epoch = node.epoch();
         let mine = rec("a", epoch, 6, "{\"n\":1}");
-        let my_request = rec(&crate::side::key("a", "r:x"), epoch, 6, &crate::side::body(u64::MAX, "{}"));
+        let my_request = rec(&model::side::key("a", "r:x"), epoch, 6, &model::side::body(u64::MAX, "{}"));
         let puts = vec![
-            Put { expect: Expect::Exactly(crate::version::Version::ZERO), record: mine.clone() },
-            Put { expect: Expect::Beside(crate::version::Version::ZERO), record: my_request.clone() },
+            Put { expect: Expect::Exactly(model::version::Version::ZERO), record: mine.clone() },
+            Put { expect: Expect::Beside(model::version::Version::ZERO), record: my_request.clone() },
         ];
         assert_eq!(node.store().write(puts).await.unwrap(), vec![true, true]);
         let theirs = rec("a", epoch, 6, "{\"n\":2}");
@@ -1079,15 +1097,15 @@ mod tests {
         }
         assert_eq!(node.store().get("a").await.unwrap(), Some(theirs));
         let undone = node.store().get(&my_request.key).await.unwrap().unwrap();
-        assert!(crate::side::expired(&undone.body, 1), "{undone:?}");
+        assert!(model::side::expired(&undone.body, 1), "{undone:?}");
         assert!(undone.version > my_request.version);
     }
 
     #[test]
     fn a_peers_newer_state_is_taken_only_over_an_older_or_conflicting_own_state() {
-        let zero = crate::version::Version::ZERO;
+        let zero = model::version::Version::ZERO;
         let theirs = rec("a", 2, 5, "{\"n\":5}");
-        let v = |e, s| crate::version::Version { epoch: e, seq: s };
+        let v = |e, s| model::version::Version { epoch: e, seq: s };
         let cases = [
             ("nothing held", None, Some(Expect::Exactly(zero))),
             ("an older state", Some(rec("a", 2, 4, "{}")), Some(Expect::Exactly(v(2, 4)))),
@@ -1121,7 +1139,7 @@ mod tests {
         let theirs = (0..).map(|i| format!("k{i}")).find(|k| view.primary(k) == Some(1)).unwrap();
         let mine = (0..).map(|i| format!("k{i}")).find(|k| view.primary(k) == Some(0)).unwrap();
         let put = |key: &str, epoch| Put {
-            expect: Expect::Exactly(crate::version::Version::ZERO),
+            expect: Expect::Exactly(model::version::Version::ZERO),
             record: rec(key, epoch, 1, "{}"),
         };
         let refused = node.write_primary(vec![put(&theirs, view.epoch)]).await;
@@ -1135,7 +1153,7 @@ mod tests {
         // A side record written alone, under a version of an older view, is refused as well
         // (before, side records were not checked, and one written without its document was
         // not fenced at all).
-        let side = crate::side::key(&mine, "t:o#1");
+        let side = model::side::key(&mine, "t:o#1");
         let stale = node.write_primary(vec![put(&side, view.epoch - 1)]).await;
         assert!(matches!(stale, Err(NodeError::Misdirected(_))), "a side record of an older view: {stale:?}");
         assert_eq!(node.store().get(&side).await.unwrap(), None);
@@ -1153,16 +1171,16 @@ mod tests {
         let stale = rec("a", epoch - 1, 4, "{\"n\":4}");
         let peers = rec("a", epoch - 1, 5, "{\"n\":5}");
         let written = rec("a", epoch, 6, "{\"n\":8}");
-        let request = rec(&crate::side::key("a", "r:w"), epoch, 6, &crate::side::body(u64::MAX, "{}"));
-        let old_request = rec(&crate::side::key("a", "r:old"), epoch - 1, 4, &crate::side::body(u64::MAX, "{}"));
+        let request = rec(&model::side::key("a", "r:w"), epoch, 6, &model::side::body(u64::MAX, "{}"));
+        let old_request = rec(&model::side::key("a", "r:old"), epoch - 1, 4, &model::side::body(u64::MAX, "{}"));
         let puts = vec![
-            Put { expect: Expect::Exactly(crate::version::Version::ZERO), record: written.clone() },
-            Put { expect: Expect::Beside(crate::version::Version::ZERO), record: request.clone() },
-            Put { expect: Expect::Beside(crate::version::Version::ZERO), record: old_request.clone() },
+            Put { expect: Expect::Exactly(model::version::Version::ZERO), record: written.clone() },
+            Put { expect: Expect::Beside(model::version::Version::ZERO), record: request.clone() },
+            Put { expect: Expect::Beside(model::version::Version::ZERO), record: old_request.clone() },
         ];
         assert_eq!(node.store().write(puts).await.unwrap(), vec![true, true, true]);
         // The reader had read `stale` with its side record; the peer refused it holding `peers`.
-        let theirs_side = rec(&crate::side::key("a", "r:theirs"), epoch - 1, 5, &crate::side::body(u64::MAX, "{}"));
+        let theirs_side = rec(&model::side::key("a", "r:theirs"), epoch - 1, 5, &model::side::body(u64::MAX, "{}"));
         let _ = node.adopt_newer(vec![peers, theirs_side.clone()], &[stale, old_request.clone()]).await;
         assert_eq!(node.store().get("a").await.unwrap(), Some(written), "the newer write stays");
         assert_eq!(node.store().get(&request.key).await.unwrap(), Some(request));
@@ -1178,11 +1196,11 @@ mod tests {
     async fn a_newer_side_record_held_by_a_peer_is_no_reason_to_refuse() {
         let node = Node::standalone(Arc::new(MemStore::new()));
         let epoch = node.epoch();
-        let side = crate::side::key("a", "r:x");
-        let held = rec(&side, epoch, 7, &crate::side::body(0, "{}"));
+        let side = model::side::key("a", "r:x");
+        let held = rec(&side, epoch, 7, &model::side::body(0, "{}"));
         node.store().write(vec![Put { expect: Expect::Older, record: held.clone() }]).await.unwrap();
         let doc = rec("a", epoch, 6, "{}");
-        let sent_side = rec(&side, epoch, 6, &crate::side::body(u64::MAX, "{}"));
+        let sent_side = rec(&side, epoch, 6, &model::side::body(u64::MAX, "{}"));
         let batch = ReplicateBatch { epoch, records: vec![doc.clone(), sent_side], copy: false };
         assert_eq!(node.apply_replicated(batch).await.unwrap(), 1, "the document applied");
         assert_eq!(node.store().get(&side).await.unwrap(), Some(held), "the newer side record kept");
@@ -1205,7 +1223,7 @@ mod tests {
         // the state held.
         let older = rec("a", epoch, 6, "{\"n\":6}");
         // The older state's request record goes with it: not applied either.
-        let its_request = rec(&crate::side::key("a", "r:x"), epoch, 6, &crate::side::body(u64::MAX, "{}"));
+        let its_request = rec(&model::side::key("a", "r:x"), epoch, 6, &model::side::body(u64::MAX, "{}"));
         let b = rec("b", epoch, 1, "{}");
         match node.apply_replicated(batch(vec![older.clone(), its_request.clone(), b], false)).await {
             Err(NodeError::Newer(held)) => assert_eq!(held, vec![newest.clone()]),

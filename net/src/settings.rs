@@ -2,8 +2,8 @@
 //! an optional file named by `APP_CONFIG_FILE`, then `APP__*` environment variables
 //! (`APP__SERVICE=stock`, `APP__REPLICA__ID=1`, ...). Validated at start.
 
-use crate::topology::{Service, Topology};
 use config::{Config, Environment, File};
+use model::topology::{Service, Topology};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -39,7 +39,7 @@ pub struct ReplicaSettings {
     /// launcher sets it only for a replica whose data folder did not exist.
     pub bootstrap: bool,
     /// Read lease in milliseconds: a primary serves reads only while a majority of the
-    /// replicas granted it one this recently (`common::lease`). Must stay under the fan-out
+    /// replicas granted it one this recently (`decide::lease`). Must stay under the fan-out
     /// timeout, so that a replica paused past it cannot still hold a lease when it is evicted.
     pub lease_ms: u64,
     /// How long a primary waits for a peer to acknowledge a fan-out before it suspects the
@@ -49,7 +49,7 @@ pub struct ReplicaSettings {
     /// eviction by Paxos), in milliseconds.
     pub suspect_timeout_ms: u64,
     /// How long the record of a request id is kept beside the document it wrote, in
-    /// milliseconds: a repeat within it gets the first answer (`common::node::DEFAULT_REQUEST_TTL`
+    /// milliseconds: a repeat within it gets the first answer (`replica::node::DEFAULT_REQUEST_TTL`
     /// says why 180 s).
     pub request_ttl_ms: u64,
     /// How often expired side records are dropped, in milliseconds.
@@ -194,24 +194,6 @@ impl ReplicaSettings {
     /// The address to bind.
     pub fn listen_addr(&self, t: &Topology) -> String {
         self.listen.clone().unwrap_or_else(|| t.nodes(self.service).replicas[self.id as usize].clone())
-    }
-}
-
-impl ReplicaSettings {
-    /// The node's timeouts.
-    pub fn timings(&self) -> crate::node::Timings {
-        let ms = std::time::Duration::from_millis;
-        crate::node::Timings {
-            fanout: ms(self.fanout_timeout_ms),
-            suspect: ms(self.suspect_timeout_ms),
-            lease: ms(self.lease_ms),
-            request_ttl: ms(self.request_ttl_ms),
-            prune: ms(self.prune_interval_ms),
-            store_watch: ms(self.store_watch_ms),
-            recovery_pause: ms(self.recovery_pause_ms),
-            resume_retry: ms(self.resume_retry_ms),
-            forget: ms(self.forget_interval_ms),
-        }
     }
 }
 

@@ -6,7 +6,7 @@
 //!
 //! Saga steps carry a transaction id (`order_id#attempt`). Each document records every
 //! transaction that touched it as `applied`, `refused` or `compensated`, in a side record of
-//! its own beside the document (`t:<tx>`, [`crate::side`]), checked and written in the same
+//! its own beside the document (`t:<tx>`, [`model::side`]), checked and written in the same
 //! atomic write as the balance, so a hot document never grows with them: a repeated step is
 //! answered as the first time without applying twice, a compensation adds back exactly what
 //! was taken, and a step arriving after its compensation (or after a compensation of a step
@@ -17,11 +17,11 @@
 //! the record is then dropped after a grace period (the node's request TTL, which outlasts
 //! any retry path that could still deliver a late copy of a step), never by its age alone.
 
-use crate::reply::Reply;
-use crate::routing::{Command, LedgerCommand};
-use crate::server::{Handler, HandlerError, RequestCtx};
-use crate::table::{Decision, Doc, SideWrite, Table};
 use async_trait::async_trait;
+use model::reply::Reply;
+use model::routing::{Command, LedgerCommand};
+use replica::server::{Handler, HandlerError, RequestCtx};
+use replica::table::{Decision, Doc, SideWrite, Table};
 use std::sync::Arc;
 
 // The rules themselves (what a step, a compensation and a forget do) are `decide::ledger`.
@@ -88,7 +88,7 @@ pub struct LedgerHandler<K: LedgerKind> {
 
 impl<K: LedgerKind> LedgerHandler<K> {
     /// A handler over the node's table.
-    pub fn new(node: Arc<crate::node::Node>) -> LedgerHandler<K> {
+    pub fn new(node: Arc<replica::node::Node>) -> LedgerHandler<K> {
         LedgerHandler { table: Table::new(node), _kind: std::marker::PhantomData }
     }
 
@@ -103,8 +103,8 @@ impl<K: LedgerKind> LedgerHandler<K> {
         tx: &str,
         missing: impl Fn() -> Decision<Account<K::Extra>>,
         step: impl Fn(&Account<K::Extra>, Option<&TxEntry>, u64) -> TxDecision<K::Extra>,
-    ) -> Result<Reply, crate::table::TableError> {
-        let now_ms = crate::side::now_ms();
+    ) -> Result<Reply, replica::table::TableError> {
+        let now_ms = model::side::now_ms();
         let grace = self.table.node().request_ttl().as_millis() as u64;
         self.table
             .write_with_side(key, &tx_record(tx), |cur, rec| match cur {

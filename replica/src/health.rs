@@ -1,8 +1,8 @@
 //! Whether a replica may report itself healthy, beside its membership: its store takes writes
 //! (docs/design.md §7.4, storage failure is fail-stop) and its peers accept its cluster secret
-//! ([`crate::standing`]). [`crate::node::Node::store_health`] probes a store that failed.
+//! ([`net::standing`]). [`crate::node::Node::store_health`] probes a store that failed.
 
-use crate::standing::SecretStanding;
+use net::standing::SecretStanding;
 use std::sync::Mutex;
 
 /// A replica's health state.

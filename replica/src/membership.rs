@@ -4,8 +4,8 @@
 //! [`crate::node::Node::handle_paxos`] and the `recovery` worker, which persist the acceptor
 //! state through the node's store before they install what it committed here.
 
-use crate::paxos::AcceptorState;
-use crate::wire::View;
+use decide::paxos::AcceptorState;
+use model::wire::View;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::RwLock;
 

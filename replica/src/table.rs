@@ -1,25 +1,25 @@
 //! The replicated-document layer, written once and generic over a service's document type.
 //!
 //! A [`Table`] serializes all operations on a key (one async lock per key), keeps a record of
-//! each request id that wrote a document beside it (a side record, [`crate::side`], kept for
+//! each request id that wrote a document beside it (a side record, [`model::side`], kept for
 //! the node's request TTL however hot the document), with the request's fingerprint
-//! ([`crate::idempotency`]), so that a repeated request gets its first answer and an id
+//! ([`model::idempotency`]), so that a repeated request gets its first answer and an id
 //! reused for another request is refused, applies a write as one atomic conditional put with the
 //! next version, and hands the resulting state to the [`Node`] for fan-out before it
 //! answers. Services supply only a pure decision: given the current document, what to
 //! write and what to answer ([`Decision`]).
 
-use crate::idempotency::{self, RequestKey, Seen, SeenRequest};
 use crate::node::{Node, NodeError};
-use crate::reply::Reply;
-use crate::side;
-use crate::storage::{Expect, Put, Record};
-use crate::version::Version;
+use model::idempotency::{self, RequestKey, Seen, SeenRequest};
+use model::reply::Reply;
+use model::side;
+use model::version::Version;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
+use store::{Expect, Put, Record};
 use tokio::sync::OwnedMutexGuard;
 
 /// How often a write decides again when a replicated state changed its document between
@@ -37,7 +37,7 @@ pub enum Decision<D> {
     /// Store this document and answer this reply (remembered under the request id).
     Write(D, Reply),
     /// [`Decision::Write`], and store side records beside the document in the same write
-    /// ([`crate::side`]: a saga transaction's record).
+    /// ([`model::side`]: a saga transaction's record).
     WriteWith(D, Vec<SideWrite>, Reply),
     /// Store only these side records, the document unchanged (a saga transaction's record
     /// marked forgotten), and answer.
@@ -49,7 +49,7 @@ pub enum Decision<D> {
 /// A side record a decision writes beside its document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SideWrite {
-    /// Its name (`crate::side::key` of the document and this name is its key).
+    /// Its name (`model::side::key` of the document and this name is its key).
     pub name: String,
     /// What it holds.
     pub payload: String,
@@ -117,8 +117,8 @@ pub enum TableError {
     Corrupt(String, String),
 }
 
-impl From<crate::storage::StoreError> for TableError {
-    fn from(e: crate::storage::StoreError) -> Self {
+impl From<store::StoreError> for TableError {
+    fn from(e: store::StoreError) -> Self {
         TableError::Node(NodeError::Store(e))
     }
 }
@@ -424,7 +424,7 @@ impl<D: Doc> Table<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::mem::MemStore;
+    use store::mem::MemStore;
 
     #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
     struct Counter {

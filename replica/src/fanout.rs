@@ -4,25 +4,25 @@
 //!
 //! Each peer has a queue and a sender task ([`SENDERS_PER_PEER`]). A sender takes every job waiting in the
 //! queue (up to a cap), sends their records in one `/internal/replicate` call over the
-//! peer's internal connection ([`crate::rpc`]), and tells
+//! peer's internal connection ([`net::rpc`]), and tells
 //! every job the outcome. Batches to one peer may overtake each other; that is safe because
 //! peers apply a state only if its version is higher than theirs.
 //!
-//! The request body is binary: one frame of the store's log format ([`crate::storage::frame`]),
+//! The request body is binary: one frame of the store's log format ([`store::frame`]),
 //! tagged with the batch's epoch, holding a document entry per record. A write's records are
 //! encoded once ([`Encoded`]) and the frame of a batch is their concatenation, whatever the
 //! number of peers; the peer reads the records back with [`decode_batch`]. JSON cost a
 //! record a hex encoding of its hash and an escaped copy of its body on the primary, and the
 //! reverse on every peer.
 
-use crate::batching::BatchQueue;
 use crate::node::ReplicateBatch;
-use crate::storage::frame::{decode, entries, push_doc, read_frame, seal, ENTRY_DOC, FRAME_HEAD};
-use crate::storage::Record;
-use crate::wire::EPOCH;
 use actix_web::web::Bytes;
+use model::wire::EPOCH;
+use net::batching::BatchQueue;
 use std::sync::Arc;
 use std::time::Duration;
+use store::frame::{decode, entries, push_doc, read_frame, seal, ENTRY_DOC, FRAME_HEAD};
+use store::Record;
 use tokio::sync::oneshot;
 
 /// The media type of a replicate request's body.
@@ -63,7 +63,7 @@ fn outcome_for(outcome: &Result<(), SendError>, records: &Encoded) -> Result<(),
             // beside it, also those this write did not carry.
             let mine: Vec<Record> = newer
                 .iter()
-                .filter(|r| records.keys.iter().any(|k| crate::side::doc_of(k) == crate::side::doc_of(&r.key)))
+                .filter(|r| records.keys.iter().any(|k| model::side::doc_of(k) == model::side::doc_of(&r.key)))
                 .cloned()
                 .collect();
             if mine.is_empty() {
@@ -116,7 +116,7 @@ pub const MAX_BATCH_RECORDS: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SendError {
     /// The peer holds a newer view: the batch's epoch is stale. Carries the peer's view.
-    Stale(crate::wire::View),
+    Stale(model::wire::View),
     /// The peer holds newer states of some of the keys (the sender is behind): those states.
     Newer(Vec<Record>),
     /// No acknowledgement: refused, timed out, or failed on the peer.
@@ -153,8 +153,8 @@ struct Job {
 /// Where and how one peer's batches are sent.
 struct Target {
     peer: u32,
-    /// The connection to the peer ([`crate::rpc`]).
-    rpc: crate::rpc::Client,
+    /// The connection to the peer ([`net::rpc`]).
+    rpc: net::rpc::Client,
     /// Longest wait for a batch's answer, connecting included.
     timeout: Duration,
 }
@@ -175,9 +175,9 @@ impl PeerLink {
         authority: &str,
         secret: &str,
         timeout: Duration,
-        standing: &crate::standing::SecretStanding,
+        standing: &net::standing::SecretStanding,
     ) -> PeerLink {
-        let rpc = crate::rpc::Client::new(authority, secret, false, timeout).reporting_to(standing);
+        let rpc = net::rpc::Client::new(authority, secret, false, timeout).reporting_to(standing);
         PeerLink { target: Arc::new(Target { peer, rpc, timeout }), queue: BatchQueue::default() }
     }
 
@@ -237,8 +237,8 @@ async fn send_batch(target: &Target, epoch: u64, body: Vec<u8>, copy: bool) -> R
     if copy {
         headers.push((COPY.to_string(), "1".to_string()));
     }
-    let request = crate::rpc::Request {
-        method: crate::routing::Method::Post,
+    let request = net::rpc::Request {
+        method: model::routing::Method::Post,
         path: REPLICATE_PATH.to_string(),
         headers,
         body: Bytes::from(body),
@@ -250,7 +250,7 @@ async fn send_batch(target: &Target, epoch: u64, body: Vec<u8>, copy: bool) -> R
         .map_err(|e| SendError::Failed(format!("replica {peer}: {e}")))?;
     match answer.status {
         200..=299 => Ok(()),
-        crate::wire::STATUS_MISDIRECTED => match serde_json::from_slice(&answer.body) {
+        model::wire::STATUS_MISDIRECTED => match serde_json::from_slice(&answer.body) {
             Ok(view) => Err(SendError::Stale(view)),
             Err(e) => Err(SendError::Failed(format!("replica {peer}: misdirected without a view: {e}"))),
         },
@@ -269,8 +269,8 @@ pub const STATUS_HOLDS_NEWER: u16 = 409;
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::version::Version;
     use actix_web::{web, App, HttpRequest, HttpServer};
+    use model::version::Version;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A refusal for newer states reaches only the writes of the keys it names; the others
@@ -298,10 +298,10 @@ pub(crate) mod tests {
         let v = Version { epoch: 1, seq: 1 };
         let newer = Version { epoch: 2, seq: 3 };
         let held = Record::new("a".into(), newer, "{}".into());
-        let theirs = Record::new(crate::side::key("a", "r:theirs"), newer, crate::side::body(u64::MAX, "{}"));
-        let other = Record::new(crate::side::key("b", "r:x"), newer, crate::side::body(u64::MAX, "{}"));
+        let theirs = Record::new(model::side::key("a", "r:theirs"), newer, model::side::body(u64::MAX, "{}"));
+        let other = Record::new(model::side::key("b", "r:x"), newer, model::side::body(u64::MAX, "{}"));
         let outcome = Err(SendError::Newer(vec![held.clone(), theirs.clone(), other]));
-        let mine = Record::new(crate::side::key("a", "r:mine"), v, crate::side::body(u64::MAX, "{}"));
+        let mine = Record::new(model::side::key("a", "r:mine"), v, model::side::body(u64::MAX, "{}"));
         let a = Encoded::new(&[Record::new("a".into(), v, "{}".into()), mine]);
         assert_eq!(outcome_for(&outcome, &a), Err(SendError::Newer(vec![held, theirs])));
     }
@@ -315,18 +315,18 @@ pub(crate) mod tests {
         let server = HttpServer::new(move || {
             let c = c.clone();
             App::new().route(
-                crate::rpc::RPC_PATH,
+                net::rpc::RPC_PATH,
                 web::get().to(move |req: HttpRequest, payload: web::Payload| {
                     let c = c.clone();
                     async move {
-                        crate::rpc::serve(&req, payload, Default::default(), move |call| {
+                        net::rpc::serve(&req, payload, Default::default(), move |call| {
                             let c = c.clone();
                             async move {
                                 assert_eq!(call.path, REPLICATE_PATH);
                                 let b = decode_batch(&call.body, false).unwrap();
                                 c.0.fetch_add(1, Ordering::SeqCst);
                                 c.1.fetch_add(b.records.len(), Ordering::SeqCst);
-                                crate::rpc::Response { status, headers: vec![], body: Bytes::new() }
+                                net::rpc::Response { status, headers: vec![], body: Bytes::new() }
                             }
                         })
                     }
