@@ -129,7 +129,7 @@ struct Recovering {
 }
 
 /// Why a node could not complete a write.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum NodeError {
     /// The node's own store failed: its own failure.
     #[error(transparent)]
@@ -497,9 +497,22 @@ impl Node {
         }
         self.note_written(records.iter().map(|r| r.key.as_str()));
         let applied = self.noted(self.store.write(puts).await)?;
-        if let Some(i) = applied.iter().position(|a| !a) {
-            return Err(NodeError::Conflict(records[i].key.clone()));
+        let Some(i) = applied.iter().position(|a| !a) else {
+            return self.fan_out_written(records).await;
+        };
+        // A group that was applied goes out even so (a write of several groups, applied or
+        // not each on its own, `Table::write_sides`): stored here, it must reach the peers
+        // like any other. In a write of one group, nothing was applied.
+        let conflict = records[i].key.clone();
+        let written: Vec<Record> = records.into_iter().zip(applied).filter(|(_, a)| *a).map(|(r, _)| r).collect();
+        if !written.is_empty() {
+            self.fan_out_written(written).await?;
         }
+        Err(NodeError::Conflict(conflict))
+    }
+
+    /// Fans out states this primary stored, and notes whether they reached every peer.
+    async fn fan_out_written(&self, records: Vec<Record>) -> Result<(), NodeError> {
         let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
         let result = self.fan_out(records).await;
         self.unsettled.fanned_out(keys, result.is_ok());
@@ -1157,6 +1170,36 @@ mod tests {
         let stale = node.write_primary(vec![put(&side, view.epoch - 1)]).await;
         assert!(matches!(stale, Err(NodeError::Misdirected(_))), "a side record of an older view: {stale:?}");
         assert_eq!(node.store().get(&side).await.unwrap(), None);
+    }
+
+    /// A write of several groups (each applied or not on its own, `Table::write_sides`) of
+    /// which one conflicts still sends the groups that were applied: they are in this
+    /// node's store, and must reach the peers like any write. Before, the conflict returned
+    /// at once and left them on the primary alone.
+    #[tokio::test]
+    async fn a_write_whose_one_group_conflicts_still_sends_the_groups_applied() {
+        let (addr, counts) = crate::fanout::tests::peer(200).await;
+        let node = Node::new(
+            0,
+            Service::Stock,
+            Arc::new(MemStore::new()),
+            HashMap::from([(1, format!("http://{addr}"))]),
+            String::new(),
+            AcceptorState::initial(2),
+            Timings::default(),
+        );
+        let view = node.view();
+        let mut mine = (0..).map(|i| format!("k{i}")).filter(|k| view.primary(k) == Some(0));
+        let (held, fresh) = (mine.next().unwrap(), mine.next().unwrap());
+        let zero = model::version::Version::ZERO;
+        let put = |key: &str, seq| Put { expect: Expect::Exactly(zero), record: rec(key, view.epoch, seq, "{}") };
+        node.store().write(vec![put(&held, 1)]).await.unwrap();
+        match node.write_primary(vec![put(&fresh, 1), put(&held, 2)]).await {
+            Err(NodeError::Conflict(k)) => assert_eq!(k, held),
+            other => panic!("{other:?}"),
+        }
+        assert!(node.store().get(&fresh).await.unwrap().is_some());
+        assert_eq!(counts.1.load(std::sync::atomic::Ordering::SeqCst), 1, "the applied group went out");
     }
 
     /// A refusal that answers a stale send (a reader sent the state it read before a write
