@@ -1011,10 +1011,27 @@ impl Node {
 mod tests {
     use super::*;
     use model::version::Version;
+    use std::sync::atomic::AtomicUsize;
     use store::mem::MemStore;
 
     fn rec(key: &str, epoch: u64, seq: u64, body: &str) -> Record {
         Record::new(key.into(), Version { epoch, seq }, body.into())
+    }
+
+    /// Replica 0 of a service of two, over an in-memory store, whose peer acknowledges every
+    /// fan-out and counts the batches and states it got.
+    async fn with_a_peer(service: Service) -> (Node, Arc<(AtomicUsize, AtomicUsize)>) {
+        let (addr, counts) = crate::fanout::tests::peer(200).await;
+        let node = Node::new(
+            0,
+            service,
+            Arc::new(MemStore::new()),
+            HashMap::from([(1, format!("http://{addr}"))]),
+            String::new(),
+            AcceptorState::initial(2),
+            Timings::default(),
+        );
+        (node, counts)
     }
 
     #[test]
@@ -1138,16 +1155,7 @@ mod tests {
     /// at version 7.22'), after which every request for the order answered 503.
     #[tokio::test]
     async fn only_the_primary_of_the_versions_view_writes_it() {
-        let (addr, _counts) = crate::fanout::tests::peer(200).await;
-        let node = Node::new(
-            0,
-            Service::Order,
-            Arc::new(MemStore::new()),
-            HashMap::from([(1, format!("http://{addr}"))]),
-            String::new(),
-            AcceptorState::initial(2),
-            Timings::default(),
-        );
+        let (node, _counts) = with_a_peer(Service::Order).await;
         let view = node.view();
         let theirs = (0..).map(|i| format!("k{i}")).find(|k| view.primary(k) == Some(1)).unwrap();
         let mine = (0..).map(|i| format!("k{i}")).find(|k| view.primary(k) == Some(0)).unwrap();
@@ -1178,16 +1186,7 @@ mod tests {
     /// at once and left them on the primary alone.
     #[tokio::test]
     async fn a_write_whose_one_group_conflicts_still_sends_the_groups_applied() {
-        let (addr, counts) = crate::fanout::tests::peer(200).await;
-        let node = Node::new(
-            0,
-            Service::Stock,
-            Arc::new(MemStore::new()),
-            HashMap::from([(1, format!("http://{addr}"))]),
-            String::new(),
-            AcceptorState::initial(2),
-            Timings::default(),
-        );
+        let (node, counts) = with_a_peer(Service::Stock).await;
         let view = node.view();
         let mut mine = (0..).map(|i| format!("k{i}")).filter(|k| view.primary(k) == Some(0));
         let (held, fresh) = (mine.next().unwrap(), mine.next().unwrap());
