@@ -105,9 +105,8 @@ pub fn compensate_tx<X: Clone>(doc: &Account<X>, rec: Option<&TxEntry>, now: u64
 
 /// The transaction's saga is finished: its record is marked forgotten (and then dropped after
 /// the grace period). A transaction never seen here has nothing to forget: no step of it was
-/// ever sent (a finished saga compensated every step that may have been). The document
-/// does not matter: a forget writes the record alone.
-pub fn forget_tx<X>(rec: Option<&TxEntry>) -> TxDecision<X> {
+/// ever sent (a finished saga compensated every step that may have been).
+pub fn forget_tx<X: Clone>(_doc: &Account<X>, rec: Option<&TxEntry>) -> TxDecision<X> {
     match rec {
         Some(e) if !e.forgotten => {
             TxDecision::Record(TxEntry { forgotten: true, ..e.clone() }, Reply::ok_text("forgotten"))
@@ -216,11 +215,11 @@ mod tests {
     #[test]
     fn a_finished_saga_is_forgotten_once_in_its_record_only() {
         let (a, e, _) = written(debit_tx(&acct(10), None, 4, 100, "no"));
-        let fe = recorded(forget_tx::<()>(Some(&e)));
+        let fe = recorded(forget_tx(&a, Some(&e)));
         assert!(fe.forgotten);
         assert_eq!((fe.state, fe.amount), (TxState::Applied, 4));
-        assert_eq!(answered(forget_tx::<()>(Some(&fe))).status, 200);
-        assert_eq!(answered(forget_tx::<()>(None)).status, 200);
+        assert_eq!(answered(forget_tx(&a, Some(&fe))).status, 200);
+        assert_eq!(answered(forget_tx(&a, None)).status, 200);
         assert_eq!(answered(debit_tx(&a, Some(&fe), 4, 101, "no")).body, "already applied");
     }
 }

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use model::reply::Reply;
 use model::routing::{Command, LedgerCommand};
 use replica::server::{Handler, HandlerError, RequestCtx};
-use replica::table::{Decision, Doc, SideDecision, SideWrite, Table, TableError};
+use replica::table::{Decision, Doc, SideWrite, Table};
 use std::sync::Arc;
 
 // The rules themselves (what a step, a compensation and a forget do) are `decide::ledger`.
@@ -56,31 +56,15 @@ pub trait LedgerKind: Send + Sync + 'static {
 /// A saga step's decision as the table's decision on the document, the record written beside
 /// it under `tx`; a forgotten record expires `grace_ms` from `now_ms`, any other never.
 pub fn into_decision<X>(d: TxDecision<X>, tx: &str, now_ms: u64, grace_ms: u64) -> Decision<Account<X>> {
+    let side = |e: TxEntry| {
+        let expires = if e.forgotten { now_ms.saturating_add(grace_ms) } else { u64::MAX };
+        let payload = serde_json::to_string(&e).expect("records serialize");
+        vec![SideWrite { name: tx_record(tx), payload, expires }]
+    };
     match d {
         TxDecision::Answer(r) => Decision::Answer(r),
-        TxDecision::Write(doc, e, r) => Decision::WriteWith(doc, vec![side_write(e, tx, now_ms, grace_ms)], r),
-        TxDecision::Record(e, r) => Decision::WriteSides(vec![side_write(e, tx, now_ms, grace_ms)], r),
-    }
-}
-
-/// Transaction `tx`'s record as written beside its document: a forgotten record expires
-/// `grace_ms` from `now_ms`, any other never.
-fn side_write(e: TxEntry, tx: &str, now_ms: u64, grace_ms: u64) -> SideWrite {
-    let expires = if e.forgotten { now_ms.saturating_add(grace_ms) } else { u64::MAX };
-    let payload = serde_json::to_string(&e).expect("records serialize");
-    SideWrite { name: tx_record(tx), payload, expires }
-}
-
-/// A forget's decision as the table's decision on the record alone ([`Table::write_sides`]):
-/// a document that does not exist has nothing to forget.
-pub fn forget_decision(exists: bool, rec: Option<&str>, tx: &str, now_ms: u64, grace_ms: u64) -> SideDecision {
-    if !exists {
-        return SideDecision::Answer(Reply::ok_text("nothing to forget"));
-    }
-    match forget_tx::<()>(parse_entry(rec).as_ref()) {
-        TxDecision::Record(e, r) => SideDecision::Write(side_write(e, tx, now_ms, grace_ms), r),
-        TxDecision::Answer(r) => SideDecision::Answer(r),
-        TxDecision::Write(..) => unreachable!("a forget never writes the document"),
+        TxDecision::Write(doc, e, r) => Decision::WriteWith(doc, side(e), r),
+        TxDecision::Record(e, r) => Decision::WriteSides(side(e), r),
     }
 }
 
@@ -99,75 +83,13 @@ fn parse_entry(payload: Option<&str>) -> Option<TxEntry> {
 /// The routes of a ledger service.
 pub struct LedgerHandler<K: LedgerKind> {
     table: Table<Account<K::Extra>>,
-    /// The forgets waiting to be written together.
-    forgets: Forgets,
     _kind: std::marker::PhantomData<fn() -> K>,
-}
-
-/// The forgets of saga transactions on their way to the store: written many at a time, in
-/// one storage call and one fan-out ([`Table::write_sides`]), as the calls of one multi call
-/// arrive together (docs/design.md §6.4). Group commit: a forget joins the queue, then
-/// waits for the writer; whoever holds it writes everything queued and answers each.
-#[derive(Default)]
-struct Forgets {
-    queue: std::sync::Mutex<Vec<Forget>>,
-    writer: tokio::sync::Mutex<()>,
-}
-
-/// A queued forget and where its answer goes.
-struct Forget {
-    key: String,
-    tx: String,
-    answer: tokio::sync::oneshot::Sender<Result<Reply, TableError>>,
 }
 
 impl<K: LedgerKind> LedgerHandler<K> {
     /// A handler over the node's table.
     pub fn new(node: Arc<replica::node::Node>) -> LedgerHandler<K> {
-        LedgerHandler { table: Table::new(node), forgets: Forgets::default(), _kind: std::marker::PhantomData }
-    }
-
-    /// Forgets transaction `tx` on `key`, together with the forgets queued meanwhile.
-    async fn forget(&self, key: String, tx: String) -> Result<Reply, TableError> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        self.forgets.queue.lock().unwrap().push(Forget { key, tx, answer });
-        // The other calls of the same multi call queue theirs before the writer is taken.
-        tokio::task::yield_now().await;
-        {
-            let _writer = self.forgets.writer.lock().await;
-            let batch = std::mem::take(&mut *self.forgets.queue.lock().unwrap());
-            if !batch.is_empty() {
-                self.forget_batch(batch).await;
-            }
-        }
-        // A writer whose request was dropped mid-write answers nobody: unknown, as a write
-        // without an answer. The order service tells the participant again.
-        answered.await.unwrap_or_else(|_| {
-            Err(TableError::Node(replica::node::NodeError::Unavailable("the forget's writer stopped".into())))
-        })
-    }
-
-    /// Writes a batch of forgets and answers each.
-    async fn forget_batch(&self, batch: Vec<Forget>) {
-        let now_ms = model::side::now_ms();
-        let grace = self.table.node().request_ttl().as_millis() as u64;
-        let calls: Vec<(String, String)> = batch.iter().map(|f| (f.key.clone(), tx_record(&f.tx))).collect();
-        let result = self
-            .table
-            .write_sides(&calls, |i, exists, rec| forget_decision(exists, rec, &batch[i].tx, now_ms, grace))
-            .await;
-        match result {
-            Ok(replies) => {
-                for (f, reply) in batch.into_iter().zip(replies) {
-                    let _ = f.answer.send(Ok(reply));
-                }
-            }
-            Err(e) => {
-                for f in batch {
-                    let _ = f.answer.send(Err(e.clone()));
-                }
-            }
-        }
+        LedgerHandler { table: Table::new(node), _kind: std::marker::PhantomData }
     }
 
     /// A saga step on `key` under transaction `tx`: `step` decides on the document, its
@@ -264,7 +186,15 @@ impl<K: LedgerKind> Handler for LedgerHandler<K> {
                 self.tx_step(&key, &tx, || Decision::Answer(Reply::ok_text("nothing to compensate")), compensate_tx)
                     .await?
             }
-            LedgerCommand::TxForget { tx, .. } => self.forget(key, tx).await?,
+            LedgerCommand::TxForget { tx, .. } => {
+                self.tx_step(
+                    &key,
+                    &tx,
+                    || Decision::Answer(Reply::ok_text("nothing to forget")),
+                    |doc, rec, _| forget_tx(doc, rec),
+                )
+                .await?
+            }
             LedgerCommand::BatchInit { .. } => {
                 return Err(HandlerError::WrongService("a batch_init reached the single-key handler".into()))
             }
@@ -311,116 +241,5 @@ mod tests {
         }
         let answer = into_decision(TxDecision::<()>::Answer(Reply::ok_text("x")), "o#1", 5_000, 1_000);
         assert!(matches!(answer, Decision::Answer(r) if r.body == "x"), "an answer writes nothing");
-    }
-
-    /// A ledger with no fields besides the balance.
-    struct Plain;
-
-    impl LedgerKind for Plain {
-        type Extra = ();
-        const PLURAL: &'static str = "keys";
-        const NOT_FOUND: &'static str = "no such key";
-        const INSUFFICIENT: &'static str = "not enough";
-        fn created(_price: Option<i64>) {}
-        fn create_reply(_key: &str) -> Reply {
-            Reply::ok_text("")
-        }
-        fn find_reply(_key: &str, _doc: &Account<()>) -> Reply {
-            Reply::ok_text("")
-        }
-        fn credit_reply(_key: &str, _doc: &Account<()>) -> Reply {
-            Reply::ok_text("")
-        }
-        fn debit_reply(_key: &str, _doc: &Account<()>) -> Reply {
-            Reply::ok_text("")
-        }
-        fn batch_doc(balance: i64, _price: Option<i64>) -> Account<()> {
-            Account { balance, extra: () }
-        }
-    }
-
-    /// The in-memory store, counting the calls that write.
-    #[derive(Default)]
-    struct Counting {
-        inner: store::mem::MemStore,
-        writes: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait]
-    impl store::Store for Counting {
-        fn engine(&self) -> &'static str {
-            "counting"
-        }
-        async fn get(&self, key: &str) -> store::StoreResult<Option<store::Record>> {
-            self.inner.get(key).await
-        }
-        async fn write(&self, puts: Vec<store::Put>) -> store::StoreResult<Vec<bool>> {
-            self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.inner.write(puts).await
-        }
-        async fn digests(&self) -> store::StoreResult<model::digest::Digests> {
-            self.inner.digests().await
-        }
-        async fn bucket(&self, bucket: u8) -> store::StoreResult<Vec<store::KeyVersion>> {
-            self.inner.bucket(bucket).await
-        }
-        async fn scan(&self, after: Option<&str>, limit: usize) -> store::StoreResult<Vec<store::Record>> {
-            self.inner.scan(after, limit).await
-        }
-        async fn get_meta(&self, name: &str) -> store::StoreResult<Option<Vec<u8>>> {
-            self.inner.get_meta(name).await
-        }
-        async fn put_meta(&self, name: &str, value: Vec<u8>) -> store::StoreResult<()> {
-            self.inner.put_meta(name, value).await
-        }
-        async fn prune_sides(&self, now_ms: u64) -> store::StoreResult<usize> {
-            self.inner.prune_sides(now_ms).await
-        }
-    }
-
-    /// The forgets that arrive together (the calls of one multi call) are written in one
-    /// storage call: before, each forget was a write and a fan-out of its own, which cost the
-    /// participants about a tenth of the cluster's CPU under the checkout load
-    /// (docs/performance.md). Each is answered as alone: forgotten once, then nothing to
-    /// forget; a key that does not exist has nothing to forget either.
-    #[tokio::test]
-    async fn forgets_arriving_together_are_written_in_one_storage_call() {
-        let store = Arc::new(Counting::default());
-        let node = Arc::new(replica::node::Node::standalone(store.clone()));
-        let ledger = LedgerHandler::<Plain>::new(node);
-        let keys = ["a", "b", "c"];
-        let docs = keys.iter().map(|k| (k.to_string(), Plain::batch_doc(10, None))).collect();
-        ledger.table.replace_many(docs).await.unwrap();
-        let txs = ["o1#1", "o2#1"];
-        for k in keys {
-            for tx in txs {
-                let step = ledger.tx_step(k, tx, || unreachable!(), |d, r, now| debit_tx(d, r, 1, now, "no"));
-                assert_eq!(step.await.unwrap().body, "applied");
-            }
-        }
-        let before = store.writes.load(std::sync::atomic::Ordering::SeqCst);
-        let mut forgets: Vec<(String, String)> =
-            keys.iter().flat_map(|k| txs.iter().map(move |tx| (k.to_string(), tx.to_string()))).collect();
-        forgets.push(("a".into(), "o1#1".into()));
-        forgets.push(("missing".into(), "o1#1".into()));
-        let replies =
-            futures::future::join_all(forgets.iter().map(|(k, tx)| ledger.forget(k.clone(), tx.clone()))).await;
-        let bodies: Vec<String> = replies.into_iter().map(|r| r.unwrap().body).collect();
-        let mut want = vec!["forgotten"; 6];
-        want.extend(["nothing to forget", "nothing to forget"]);
-        assert_eq!(bodies, want);
-        assert_eq!(store.writes.load(std::sync::atomic::Ordering::SeqCst) - before, 1, "one storage call");
-        for k in keys {
-            for tx in txs {
-                let rec = ledger.table.node().store().get(&model::side::key(k, &tx_record(tx))).await.unwrap().unwrap();
-                let (expires, payload) = model::side::parse(&rec.body).unwrap();
-                let entry: TxEntry = serde_json::from_str(payload).unwrap();
-                assert!(entry.forgotten && entry.state == TxState::Applied, "{k} {tx}: {entry:?}");
-                assert!(expires < u64::MAX, "it expires");
-            }
-        }
-        // Told again later: nothing is written.
-        assert_eq!(ledger.forget("a".into(), "o1#1".into()).await.unwrap().body, "nothing to forget");
-        assert_eq!(store.writes.load(std::sync::atomic::Ordering::SeqCst) - before, 1);
     }
 }

@@ -129,7 +129,7 @@ struct Recovering {
 }
 
 /// Why a node could not complete a write.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The node's own store failed: its own failure.
     #[error(transparent)]
@@ -501,8 +501,8 @@ impl Node {
             return self.fan_out_written(records).await;
         };
         // A group that was applied goes out even so (a write of several groups, applied or
-        // not each on its own, `Table::write_sides`): stored here, it must reach the peers
-        // like any other. In a write of one group, nothing was applied.
+        // not each on its own: a step of `Table::replace_many`): stored here, it must reach
+        // the peers like any other. In a write of one group, nothing was applied.
         let conflict = records[i].key.clone();
         let written: Vec<Record> = records.into_iter().zip(applied).filter(|(_, a)| *a).map(|(r, _)| r).collect();
         if !written.is_empty() {
@@ -1180,10 +1180,11 @@ mod tests {
         assert_eq!(node.store().get(&side).await.unwrap(), None);
     }
 
-    /// A write of several groups (each applied or not on its own, `Table::write_sides`) of
-    /// which one conflicts still sends the groups that were applied: they are in this
-    /// node's store, and must reach the peers like any write. Before, the conflict returned
-    /// at once and left them on the primary alone.
+    /// A write of several groups (each applied or not on its own, as a step of
+    /// `Table::replace_many` writes its documents) of which one conflicts still sends the
+    /// groups that were applied: they are in this node's store, and must reach the peers
+    /// like any write. Before, the conflict returned at once and left them on the primary
+    /// alone, unreplicated and not owed to the peers (found in review).
     #[tokio::test]
     async fn a_write_whose_one_group_conflicts_still_sends_the_groups_applied() {
         let (node, counts) = with_a_peer(Service::Stock).await;

@@ -46,15 +46,6 @@ pub enum Decision<D> {
     Answer(Reply),
 }
 
-/// A decision on one side record alone ([`Table::write_sides`]).
-#[derive(Debug)]
-pub enum SideDecision {
-    /// Store this side record and answer.
-    Write(SideWrite, Reply),
-    /// Answer without writing.
-    Answer(Reply),
-}
-
 /// A side record a decision writes beside its document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SideWrite {
@@ -116,7 +107,7 @@ impl Drop for KeyGuard {
 
 /// Errors of the replicated layer; every one of them is the system's failure, not the
 /// client's.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum TableError {
     /// The node could not store or replicate (see [`NodeError`]).
     #[error(transparent)]
@@ -351,99 +342,6 @@ impl<D: Doc> Table<D> {
         }
     }
 
-    /// Writes side records of many documents in one storage call and one fan-out (the
-    /// forgets of many saga transactions): `calls` are (document key, side record name).
-    /// Under every document's lock (taken in key order, as [`Table::replace_many`] does),
-    /// `decide` gets the call's index, whether its document exists and the payload of its side record
-    /// (`None` if it has none, or it expired), and answers [`SideDecision`]. The records
-    /// decided on are written with their next versions, each applied or not on its own, and
-    /// fanned out together; the answers come in the order of `calls` once the fan-out is
-    /// done. A second call on the same record in one batch decides on what the first wrote.
-    pub async fn write_sides<F>(&self, calls: &[(String, String)], decide: F) -> Result<Vec<Reply>, TableError>
-    where
-        F: Fn(usize, bool, Option<&str>) -> SideDecision,
-    {
-        let mut docs: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
-        docs.sort_unstable();
-        docs.dedup();
-        let mut guards = Vec::with_capacity(docs.len());
-        for k in &docs {
-            guards.push(self.lock(k).await);
-        }
-        let side_keys: Vec<String> = calls.iter().map(|(k, name)| side::key(k, name)).collect();
-        let mut attempt = 0;
-        loop {
-            // Whether each document exists, once its state is known on every member (as
-            // `load` makes sure before a single write).
-            let mut exists: HashMap<&str, bool> = HashMap::with_capacity(docs.len());
-            for (k, stored) in docs.iter().zip(self.node.store().get_many(&docs).await?) {
-                let mut found = stored.is_some();
-                if self.node.ensure_replicated(k, stored.map(|r| r.version)).await? {
-                    found = self.node.store().get(k).await?.is_some();
-                }
-                exists.insert(k.as_str(), found);
-            }
-            let now = side::now_ms();
-            let epoch = self.node.epoch();
-            let stored = self.node.store().get_many(&side_keys).await?;
-            // The puts so far, by key: a later call on the same record decides on it.
-            let mut staged: HashMap<&str, usize> = HashMap::new();
-            let mut puts: Vec<Put> = Vec::new();
-            let mut replies = Vec::with_capacity(calls.len());
-            for (i, stored) in stored.into_iter().enumerate() {
-                let key = side_keys[i].as_str();
-                let (payload, version, staged_at) = match staged.get(key) {
-                    Some(&p) => {
-                        let r = &puts[p].record;
-                        (side::parse(&r.body).map(|(_, p)| p.to_string()), r.version, Some(p))
-                    }
-                    None => match stored {
-                        None => (None, Version::ZERO, None),
-                        Some(r) if side::expired(&r.body, now) => (None, r.version, None),
-                        Some(r) => (side::parse(&r.body).map(|(_, p)| p.to_string()), r.version, None),
-                    },
-                };
-                match decide(i, exists[calls[i].0.as_str()], payload.as_deref()) {
-                    SideDecision::Answer(reply) => replies.push(reply),
-                    SideDecision::Write(w, reply) => {
-                        let body = side::body(w.expires, &w.payload);
-                        match staged_at {
-                            // Rewritten in this batch: the earlier put carries the later state.
-                            Some(p) => puts[p].record = Record::new(key.to_string(), version, body),
-                            None => {
-                                staged.insert(key, puts.len());
-                                puts.push(Put {
-                                    expect: Expect::Exactly(version),
-                                    record: Record::new(key.to_string(), version.next(epoch), body),
-                                });
-                            }
-                        }
-                        replies.push(reply);
-                    }
-                }
-            }
-            if puts.is_empty() {
-                return Ok(replies);
-            }
-            match self.node.write_primary(puts).await {
-                // As in a single write: a replicated state landed between the read and the
-                // put. The records applied went out; deciding again finds them written.
-                Err(NodeError::Conflict(_)) if attempt < CONFLICT_RETRIES => {
-                    log::info!(
-                        "a replicated state landed during a write of {} side records; deciding again",
-                        calls.len()
-                    );
-                    attempt += 1;
-                }
-                result => {
-                    result?;
-                    drop(guards);
-                    return Ok(replies);
-                }
-            }
-        }
-    }
-
     /// Replaces many documents at once (batch_init), in key order and in steps of
     /// [`REPLACE_STEP`] keys: each step takes its keys' locks, writes them with their next
     /// versions in one storage call and one fan-out, and awaits that fan-out before the next
@@ -547,54 +445,6 @@ mod tests {
     /// The key of request `id` as a POST to `/t/k` (every test request is the same one).
     fn rq(id: &str) -> RequestKey {
         RequestKey::new(id, "POST", "/t/k")
-    }
-
-    /// Side records of many documents are written in one call, each decided on its own
-    /// record: a missing document's call is answered without a write, a record seen twice
-    /// in a batch is decided the second time on what the first wrote (one put, one version
-    /// step), and the answers keep the calls' order.
-    #[tokio::test]
-    async fn side_records_of_many_documents_are_written_together_in_the_calls_order() {
-        let t = table();
-        t.write("a", None, add(1)).await.unwrap();
-        t.write("b", None, add(1)).await.unwrap();
-        let calls: Vec<(String, String)> = [("b", "t:1"), ("nope", "t:1"), ("a", "t:2"), ("b", "t:1")]
-            .iter()
-            .map(|(k, n)| (k.to_string(), n.to_string()))
-            .collect();
-        let replies = t
-            .write_sides(&calls, |i, exists, rec| {
-                let next = match (exists, rec) {
-                    (false, _) => return SideDecision::Answer(Reply::ok_text(format!("{i}: no document"))),
-                    (true, None) => "one".to_string(),
-                    (true, Some(p)) => format!("{p}+"),
-                };
-                let w = SideWrite { name: calls[i].1.clone(), payload: next.clone(), expires: u64::MAX };
-                SideDecision::Write(w, Reply::ok_text(format!("{i}: {next}")))
-            })
-            .await
-            .unwrap();
-        let bodies: Vec<&str> = replies.iter().map(|r| r.body.as_str()).collect();
-        assert_eq!(bodies, ["0: one", "1: no document", "2: one", "3: one+"]);
-        let store = t.node().store().clone();
-        let stored = |k: &str| {
-            let (store, key) = (store.clone(), side::key(k, "t:1"));
-            async move { store.get(&key).await.unwrap() }
-        };
-        let b1 = stored("b").await.unwrap();
-        assert_eq!(side::parse(&b1.body).map(|(_, p)| p), Some("one+"));
-        assert_eq!(b1.version, Version::ZERO.next(t.node().epoch()), "one put");
-        assert_eq!(stored("nope").await, None);
-        // Written again, each record steps its version once more.
-        let again = t
-            .write_sides(&calls[..1], |_, _, rec| {
-                let w = SideWrite { name: "t:1".into(), payload: format!("{}!", rec.unwrap()), expires: u64::MAX };
-                SideDecision::Write(w, Reply::ok_text("again"))
-            })
-            .await
-            .unwrap();
-        assert_eq!(again[0].body, "again");
-        assert_eq!(stored("b").await.unwrap().version, b1.version.next(t.node().epoch()));
     }
 
     /// A write of side records only leaves the document's state and version as they were,

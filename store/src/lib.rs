@@ -115,7 +115,7 @@ pub struct KeyVersion {
 }
 
 /// A storage failure: the node's own failure (a 500, and a reason to evict it).
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[error("storage: {0}")]
 pub struct StoreError(pub String);
 
