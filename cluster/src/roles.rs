@@ -120,8 +120,8 @@ pub fn run(loaded: Loaded, listener: TcpListener) -> anyhow::Result<()> {
         match loaded {
             Loaded::Replica(s, t) => match s.service {
                 Service::Order => order::run(s, t, listener, shutdown).await,
-                Service::Payment => payment::run(s, t, listener, shutdown).await,
-                Service::Stock => stock::run(s, t, listener, shutdown).await,
+                Service::Payment => ledger::run::<payment::Payment>(s, t, listener, shutdown).await,
+                Service::Stock => ledger::run::<stock::Stock>(s, t, listener, shutdown).await,
             },
             Loaded::Coordinator(s, t) => coordinator::run(s, t, listener, shutdown).await,
         }

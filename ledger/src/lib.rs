@@ -80,6 +80,18 @@ fn parse_entry(payload: Option<&str>) -> Option<TxEntry> {
     }
 }
 
+/// Runs a replica of ledger service `K` (`settings.service`) on `listener` until `shutdown`
+/// completes.
+pub async fn run<K: LedgerKind>(
+    settings: net::settings::ReplicaSettings,
+    topology: model::topology::Topology,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    replica::server::run_replica(settings, topology, listener, shutdown, |node| Arc::new(LedgerHandler::<K>::new(node)))
+        .await
+}
+
 /// The routes of a ledger service.
 pub struct LedgerHandler<K: LedgerKind> {
     table: Table<Account<K::Extra>>,

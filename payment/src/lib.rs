@@ -1,14 +1,10 @@
 //! The payment service: one ledger document per user, its balance the user's credit. The
 //! rules and routes are the shared ledger's ([`ledger`]); this crate supplies the
-//! reply shapes.
+//! reply shapes. A payment replica runs as `ledger::run::<Payment>`.
 
-use ledger::{Account, LedgerHandler, LedgerKind};
+use ledger::{Account, LedgerKind};
 use model::reply::Reply;
-use model::topology::Topology;
-use net::settings::ReplicaSettings;
 use serde_json::json;
-use std::future::Future;
-use std::sync::Arc;
 
 /// The payment ledger. Users have no fields besides their credit.
 pub struct Payment;
@@ -40,17 +36,4 @@ impl LedgerKind for Payment {
     fn batch_doc(balance: i64, _price: Option<i64>) -> Account<()> {
         Account { balance, extra: () }
     }
-}
-
-/// Runs a payment replica on `listener` until `shutdown` completes.
-pub async fn run(
-    settings: ReplicaSettings,
-    topology: Topology,
-    listener: std::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    replica::server::run_replica(settings, topology, listener, shutdown, |node| {
-        Arc::new(LedgerHandler::<Payment>::new(node))
-    })
-    .await
 }

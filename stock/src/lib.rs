@@ -1,15 +1,12 @@
 //! The stock service: one ledger document per item, its balance the item's stock, plus
 //! the item's price. The rules and routes are the shared ledger's ([`ledger`]);
-//! this crate supplies the item's fields and reply shapes.
+//! this crate supplies the item's fields and reply shapes. A stock replica runs as
+//! `ledger::run::<Stock>`.
 
-use ledger::{Account, LedgerHandler, LedgerKind};
+use ledger::{Account, LedgerKind};
 use model::reply::Reply;
-use model::topology::Topology;
-use net::settings::ReplicaSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::future::Future;
-use std::sync::Arc;
 
 /// An item's fields besides its stock.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,17 +48,4 @@ impl LedgerKind for Stock {
     fn batch_doc(balance: i64, price: Option<i64>) -> Account<ItemInfo> {
         Account { balance, extra: ItemInfo { price: price.unwrap_or_default() } }
     }
-}
-
-/// Runs a stock replica on `listener` until `shutdown` completes.
-pub async fn run(
-    settings: ReplicaSettings,
-    topology: Topology,
-    listener: std::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    replica::server::run_replica(settings, topology, listener, shutdown, |node| {
-        Arc::new(LedgerHandler::<Stock>::new(node))
-    })
-    .await
 }
