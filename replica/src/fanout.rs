@@ -308,20 +308,31 @@ pub(crate) mod tests {
 
     /// A fake peer that counts requests and records, answering `status`.
     pub(crate) async fn peer(status: u16) -> (String, Arc<(AtomicUsize, AtomicUsize)>) {
+        gated_peer(status, None).await
+    }
+
+    /// [`peer`], answering each request only once it takes a permit of `gate`, if given.
+    pub(crate) async fn gated_peer(
+        status: u16,
+        gate: Option<Arc<tokio::sync::Semaphore>>,
+    ) -> (String, Arc<(AtomicUsize, AtomicUsize)>) {
         let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
         let c = counts.clone();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = HttpServer::new(move || {
-            let c = c.clone();
+            let (c, gate) = (c.clone(), gate.clone());
             App::new().route(
                 net::rpc::RPC_PATH,
                 web::get().to(move |req: HttpRequest, payload: web::Payload| {
-                    let c = c.clone();
+                    let (c, gate) = (c.clone(), gate.clone());
                     async move {
                         net::rpc::serve(&req, payload, Default::default(), move |call| {
-                            let c = c.clone();
+                            let (c, gate) = (c.clone(), gate.clone());
                             async move {
+                                if let Some(g) = gate {
+                                    g.acquire().await.unwrap().forget();
+                                }
                                 assert_eq!(call.path, REPLICATE_PATH);
                                 let b = decode_batch(&call.body, false).unwrap();
                                 c.0.fetch_add(1, Ordering::SeqCst);

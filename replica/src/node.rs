@@ -496,6 +496,12 @@ impl Node {
             return Err(NodeError::Misdirected(Misdirected { view, reason: "a version of another view" }));
         }
         self.note_written(records.iter().map(|r| r.key.as_str()));
+        // Owed to the peers from before the store holds them until every peer acknowledged:
+        // a reader that comes during the fan-out sends them itself before it answers from
+        // them (`ensure_replicated`), and a write dropped mid-way (its caller gone) leaves
+        // them owed. Else such a reader would show a state that a crash of this node could
+        // still lose, and a retry of a dropped write would be answered from its record.
+        self.unsettled.fanned_out(records.iter().map(|r| r.key.clone()), false);
         let applied = self.noted(self.store.write(puts).await)?;
         let Some(i) = applied.iter().position(|a| !a) else {
             return self.fan_out_written(records).await;
@@ -1021,7 +1027,16 @@ mod tests {
     /// Replica 0 of a service of two, over an in-memory store, whose peer acknowledges every
     /// fan-out and counts the batches and states it got.
     async fn with_a_peer(service: Service) -> (Node, Arc<(AtomicUsize, AtomicUsize)>) {
-        let (addr, counts) = crate::fanout::tests::peer(200).await;
+        with_a_gated_peer(service, None).await
+    }
+
+    /// [`with_a_peer`], whose peer acknowledges each fan-out only once it takes a permit of
+    /// `gate`, if given.
+    async fn with_a_gated_peer(
+        service: Service,
+        gate: Option<Arc<tokio::sync::Semaphore>>,
+    ) -> (Node, Arc<(AtomicUsize, AtomicUsize)>) {
+        let (addr, counts) = crate::fanout::tests::gated_peer(200, gate).await;
         let node = Node::new(
             0,
             service,
@@ -1200,6 +1215,38 @@ mod tests {
         }
         assert!(node.store().get(&fresh).await.unwrap().is_some());
         assert_eq!(counts.1.load(std::sync::atomic::Ordering::SeqCst), 1, "the applied group went out");
+    }
+
+    /// A write's keys are owed to the peers from before the store holds them until every
+    /// peer acknowledged. Before, they were noted only when a fan-out failed: a reader that
+    /// came while the fan-out was under way answered from a state a crash could still lose,
+    /// and a write dropped mid-way (its caller gone) left a state on this node alone that
+    /// nothing owed the peers, which a retry of the same request would have been answered
+    /// from (found in review).
+    #[tokio::test]
+    async fn a_write_is_owed_to_the_peers_until_they_acknowledge_even_if_it_is_dropped() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (node, counts) = with_a_gated_peer(Service::Stock, Some(gate.clone())).await;
+        let node = Arc::new(node);
+        let view = node.view();
+        let key = (0..).map(|i| format!("k{i}")).find(|k| view.primary(k) == Some(0)).unwrap();
+        let record = rec(&key, view.epoch, 1, "{}");
+        let put = Put { expect: Expect::Exactly(model::version::Version::ZERO), record: record.clone() };
+        let writer = node.clone();
+        let write = tokio::spawn(async move { writer.write_primary(vec![put]).await });
+        // The peer holds its acknowledgement back: the write waits in its fan-out.
+        while node.store().get(&key).await.unwrap().is_none() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(node.unsettled.unreplicated_of(&key), std::slice::from_ref(&key), "owed during the fan-out");
+        write.abort();
+        assert!(write.await.unwrap_err().is_cancelled());
+        assert_eq!(node.unsettled.unreplicated_of(&key), std::slice::from_ref(&key), "still owed once the write is dropped");
+        // A reader sends it to the peer, and answers from it once acknowledged.
+        gate.add_permits(16);
+        assert!(node.ensure_replicated(&key, Some(record.version)).await.unwrap(), "sent before it is answered from");
+        assert!(node.unsettled.unreplicated_of(&key).is_empty());
+        assert!(counts.1.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     }
 
     /// A refusal that answers a stale send (a reader sent the state it read before a write

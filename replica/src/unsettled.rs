@@ -1,46 +1,52 @@
 //! What a primary still owes its peers before it may answer from a document again
-//! (`Node::ensure_replicated`, docs/design.md §4): the keys whose last fan-out from here
-//! failed, and, per view, the documents inherited from an older view that it has already
-//! sent to every member.
+//! (`Node::ensure_replicated`, docs/design.md §4): the keys whose last write here is not
+//! known to be on every peer (its fan-out failed, is under way, or was dropped), and, per
+//! view, the documents inherited from an older view that it has already sent to every
+//! member.
 //!
 //! The state of the node's replication work, kept apart from the rest of the node, in
 //! memory only: a restarted node has no failed fan-out to remember (its writes went out or
 //! were never answered), and it sends every inherited document again once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 /// The keys a primary owes its peers.
 #[derive(Default)]
 pub struct Unsettled {
-    /// Keys whose last write here was not acknowledged by every peer.
-    unreplicated: Mutex<HashSet<String>>,
+    /// Keys whose last write here was not acknowledged by every peer, by document.
+    unreplicated: Mutex<HashMap<String, HashSet<String>>>,
     /// The documents whose state from an older epoch this node has sent to every member
     /// under the epoch it holds.
     settled: Mutex<(u64, HashSet<String>)>,
 }
 
 impl Unsettled {
-    /// The fan-out of a write of `keys` ended: acknowledged by every peer (`ok`) or not.
+    /// The fan-out of a write of `keys` ended: acknowledged by every peer (`ok`) or not. A
+    /// write notes its keys as not acknowledged before it stores them, and as acknowledged
+    /// once every peer did.
     pub fn fanned_out(&self, keys: impl IntoIterator<Item = String>, ok: bool) {
         let mut unreplicated = self.unreplicated.lock().unwrap();
-        if ok {
-            for k in keys {
-                unreplicated.remove(&k);
+        for k in keys {
+            let doc = model::side::doc_of(&k);
+            if ok {
+                if let Some(owed) = unreplicated.get_mut(doc) {
+                    owed.remove(&k);
+                    if owed.is_empty() {
+                        unreplicated.remove(doc);
+                    }
+                }
+            } else {
+                unreplicated.entry(doc.to_string()).or_default().insert(k);
             }
-        } else {
-            unreplicated.extend(keys);
         }
     }
 
     /// The keys of document `doc` (itself and its side records, `model::side`) whose last
-    /// fan-out failed.
+    /// write is not known to be on every peer.
     pub fn unreplicated_of(&self, doc: &str) -> Vec<String> {
         let unreplicated = self.unreplicated.lock().unwrap();
-        if unreplicated.is_empty() {
-            return Vec::new();
-        }
-        unreplicated.iter().filter(|k| model::side::doc_of(k) == doc).cloned().collect()
+        unreplicated.get(doc).map(|owed| owed.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Whether document `doc`'s inherited state was sent to every member under `epoch`. A
