@@ -208,7 +208,8 @@ pub struct Node {
     /// The anti-entropy rounds open here, and the keys written since each began.
     rounds: crate::rounds::Rounds,
     /// What this node owes its peers before answering from a document again: keys whose
-    /// last fan-out failed, and inherited documents already sent (`ensure_replicated`).
+    /// last write is not yet acknowledged by every peer, and inherited documents already sent
+    /// (`ensure_replicated`).
     unsettled: crate::unsettled::Unsettled,
     /// The node's timeouts and intervals.
     timings: Timings,
@@ -532,10 +533,11 @@ impl Node {
 
     /// Makes sure the stored state of document `key` (and of the side records its writes left,
     /// [`model::side`]) is on every peer before it is read or decided on again: a write whose
-    /// fan-out failed is in this node's store but maybe not on its peers, and must be neither
+    /// fan-out failed, is still under way (for a reader that does not hold the key's lock) or
+    /// was dropped is in this node's store but maybe not on its peers, and must be neither
     /// shown nor answered from a request record (a retry of it with the same request id would
     /// otherwise be acknowledged unreplicated) until it is. Sends the current state of every
-    /// such record again if the fan-out of its last write failed.
+    /// such record again.
     ///
     /// Likewise a document whose stored version is from an older epoch: this node may have
     /// it from a fan-out of the previous primary that reached only some members (and its
@@ -559,8 +561,21 @@ impl Node {
         if keys.is_empty() {
             return Ok(false);
         }
-        let why = if inherited { "its state is from an older view" } else { "its last fan-out failed" };
-        log::info!("{} replica {}: sending {key} to every member: {why}", self.service, self.me);
+        // Routine for a reader that came during a write's fan-out; a failed fan-out was
+        // logged where it failed.
+        if inherited {
+            log::info!(
+                "{} replica {}: sending {key} to every member: its state is from an older view",
+                self.service,
+                self.me
+            );
+        } else {
+            log::debug!(
+                "{} replica {}: sending {key} to every member: not yet acknowledged by all",
+                self.service,
+                self.me
+            );
+        }
         let mut adopted = 0;
         loop {
             let records: Vec<Record> = self.store.get_many(&keys).await?.into_iter().flatten().collect();
@@ -1241,7 +1256,11 @@ mod tests {
         assert_eq!(node.unsettled.unreplicated_of(&key), std::slice::from_ref(&key), "owed during the fan-out");
         write.abort();
         assert!(write.await.unwrap_err().is_cancelled());
-        assert_eq!(node.unsettled.unreplicated_of(&key), std::slice::from_ref(&key), "still owed once the write is dropped");
+        assert_eq!(
+            node.unsettled.unreplicated_of(&key),
+            std::slice::from_ref(&key),
+            "still owed once the write is dropped"
+        );
         // A reader sends it to the peer, and answers from it once acknowledged.
         gate.add_permits(16);
         assert!(node.ensure_replicated(&key, Some(record.version)).await.unwrap(), "sent before it is answered from");
