@@ -14,8 +14,14 @@ use serde_json::json;
 /// do not change while it is in flight (addItem finishes an attempt in flight first).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkout {
-    /// Attempt number, from 1; the transaction id is `order_id#attempt`.
+    /// Attempt number, from 1.
     pub attempt: u32,
+    /// Drawn at random when the attempt starts, and part of its transaction id ([`tx_id`]):
+    /// an order re-created under the same id (a batch_init run again) numbers its attempts
+    /// from 1 again, and its transactions must not be taken for the earlier order's, whose
+    /// records the participants may still hold. Empty in records written before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub nonce: String,
     /// Where the attempt stands.
     pub phase: Phase,
     /// Why the attempt is failing or failed (the client's 400 text).
@@ -85,10 +91,11 @@ impl Order {
         Ok(next)
     }
 
-    /// The order with a new checkout attempt in flight.
-    pub fn start_attempt(&self) -> Order {
+    /// The order with a new checkout attempt in flight, its transaction made unique by
+    /// `nonce`.
+    pub fn start_attempt(&self, nonce: &str) -> Order {
         let attempt = self.checkout.as_ref().map(|c| c.attempt).unwrap_or(0) + 1;
-        self.with(Checkout { attempt, phase: Phase::InFlight, reason: None })
+        self.with(Checkout { attempt, nonce: nonce.to_string(), phase: Phase::InFlight, reason: None })
     }
 
     /// The order with its attempt finished: paid.
@@ -120,9 +127,21 @@ impl Order {
     }
 }
 
-/// The transaction id of an order's checkout attempt.
-pub fn tx_id(order_id: &str, attempt: u32) -> String {
-    format!("{order_id}#{attempt}")
+impl Checkout {
+    /// The attempt's transaction id, for order `order_id`.
+    pub fn tx(&self, order_id: &str) -> String {
+        tx_id(order_id, self.attempt, &self.nonce)
+    }
+}
+
+/// The transaction id of an order's checkout attempt: `order_id#attempt.nonce`, or
+/// `order_id#attempt` for an attempt recorded without a nonce.
+pub fn tx_id(order_id: &str, attempt: u32, nonce: &str) -> String {
+    if nonce.is_empty() {
+        format!("{order_id}#{attempt}")
+    } else {
+        format!("{order_id}#{attempt}.{nonce}")
+    }
 }
 
 /// A batch_init order: two random items (one line of quantity 2 when both draws are the same
@@ -162,7 +181,7 @@ mod tests {
     fn attempts_and_phases() {
         let o = Order::new("u").add_item("a", 1, 3).unwrap();
         assert!(!o.in_flight());
-        let o = o.start_attempt();
+        let o = o.start_attempt("");
         assert_eq!(o.checkout.as_ref().unwrap().attempt, 1);
         assert!(o.in_flight());
         let compensating = o.compensating("not enough stock");
@@ -173,7 +192,7 @@ mod tests {
         assert!(!failed.paid);
         assert_eq!(failed.checkout.as_ref().unwrap().reason.as_deref(), Some("not enough stock"));
         // A new attempt after a failure has a new transaction id and no reason.
-        let again = failed.start_attempt();
+        let again = failed.start_attempt("");
         assert_eq!(again.checkout.as_ref().unwrap().attempt, 2);
         assert_eq!(again.checkout.as_ref().unwrap().reason, None);
         let paid = again.paid();
@@ -211,6 +230,9 @@ mod tests {
 
     #[test]
     fn tx_ids() {
-        assert_eq!(tx_id("o1", 2), "o1#2");
+        assert_eq!(tx_id("o1", 2, ""), "o1#2");
+        assert_eq!(tx_id("o1", 2, "9f3a"), "o1#2.9f3a");
+        let o = Order::new("u").start_attempt("9f3a");
+        assert_eq!(o.checkout.unwrap().tx("o1"), "o1#1.9f3a");
     }
 }

@@ -33,14 +33,14 @@ pub struct Orders {
     /// change under it) with the checkout still in flight: retried by the next round of
     /// [`Orders::resume_round`] (every `resume_retry_ms`).
     pub stalled: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Checkout attempts (order, attempt) finished since the last round of
+    /// Checkout attempts (order, transaction) finished since the last round of
     /// [`Orders::forget_round`] (every `forget_interval_ms`), which tells their participants
     /// to forget the transaction.
-    pub finished: std::sync::Mutex<std::collections::HashSet<(String, u32)>>,
+    pub finished: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// Finished checkout attempts whose participants were not all told to forget the
     /// transaction: told again by the next round of [`Orders::resume_round`] (every
     /// `resume_retry_ms`), until all of them were.
-    pub unforgotten: std::sync::Mutex<std::collections::HashSet<(String, u32)>>,
+    pub unforgotten: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// The epoch of the view the last resume pass ran under (0 before the first).
     pub resumed_epoch: std::sync::atomic::AtomicU64,
 }
@@ -54,7 +54,7 @@ impl Orders {
     async fn finish_in_flight(self: &Arc<Self>, guard: &replica::table::KeyGuard) -> Result<(), HandlerError> {
         if self.table.read(guard.key()).await?.is_some_and(|o| o.in_flight()) {
             let result = drive(&self.table, guard, &self.remote, None, Mode::Resume).await;
-            self.note_outcome(guard.key(), result.as_ref().map(|(_, finished)| *finished).ok());
+            self.note_outcome(guard.key(), result.as_ref().map(|(_, finished)| finished.clone()).ok());
             result?;
         }
         Ok(())
@@ -121,15 +121,15 @@ impl Orders {
     /// calls of many checkouts go together, instead of a few calls of their own after each
     /// one. Those not all told are told again on the `resume` worker's slower cadence.
     pub async fn forget_round(self: Arc<Self>) {
-        let finished: Vec<(String, u32)> = self.finished.lock().unwrap().drain().collect();
+        let finished: Vec<(String, String)> = self.finished.lock().unwrap().drain().collect();
         self.forget_all(finished).await;
     }
 
     /// Tells the participants of these finished attempts to forget their transactions,
     /// [`FORGET_PARALLELISM`] attempts at a time.
-    async fn forget_all(&self, attempts: Vec<(String, u32)>) {
+    async fn forget_all(&self, attempts: Vec<(String, String)>) {
         for chunk in attempts.chunks(FORGET_PARALLELISM) {
-            futures::future::join_all(chunk.iter().map(|(key, attempt)| self.forget(key, *attempt))).await;
+            futures::future::join_all(chunk.iter().map(|(key, tx)| self.forget(key, tx))).await;
         }
     }
 
@@ -153,7 +153,7 @@ impl Orders {
             log::info!("resuming {} checkouts whose driver stopped on a failure", stalled.len());
             self.clone().resume(stalled).await;
         }
-        let unforgotten: Vec<(String, u32)> = self.unforgotten.lock().unwrap().drain().collect();
+        let unforgotten: Vec<(String, String)> = self.unforgotten.lock().unwrap().drain().collect();
         self.forget_all(unforgotten).await;
     }
 
@@ -161,14 +161,15 @@ impl Orders {
     /// flight is retried later; one that finished has its participants told to forget the
     /// transaction by the next round of the `forget` worker (the client's answer does not
     /// wait for it).
-    /// `finished`: `None` if the driver failed, else the attempt it finished, if any.
-    pub fn note_outcome(self: &Arc<Self>, key: &str, finished: Option<Option<u32>>) {
+    /// `finished`: `None` if the driver failed, else the transaction of the attempt it
+    /// finished, if any.
+    pub fn note_outcome(self: &Arc<Self>, key: &str, finished: Option<Option<String>>) {
         match finished {
             None => {
                 self.stalled.lock().unwrap().insert(key.to_string());
             }
-            Some(Some(attempt)) => {
-                self.finished.lock().unwrap().insert((key.to_string(), attempt));
+            Some(Some(tx)) => {
+                self.finished.lock().unwrap().insert((key.to_string(), tx));
             }
             Some(None) => {}
         }
@@ -176,7 +177,7 @@ impl Orders {
 
     /// Tells the participants of the order's finished checkout attempt to forget its
     /// transaction; notes it to try again if not all of them could be told.
-    async fn forget(&self, key: &str, attempt: u32) {
+    async fn forget(&self, key: &str, tx: &str) {
         // Read on the order's primary only (a read elsewhere is misdirected). An order whose
         // primary changed in between is left: its participants keep the transaction's records
         // (a leak of a few records, never a wrong answer).
@@ -189,12 +190,12 @@ impl Orders {
             Ok(None) => return,
             Err(e) => {
                 log::warn!("{key}: reading the order to forget its transaction failed: {e}");
-                self.unforgotten.lock().unwrap().insert((key.to_string(), attempt));
+                self.unforgotten.lock().unwrap().insert((key.to_string(), tx.to_string()));
                 return;
             }
         };
-        if !crate::saga::forget_finished(key, attempt, &order, &self.remote).await {
-            self.unforgotten.lock().unwrap().insert((key.to_string(), attempt));
+        if !crate::saga::forget_finished(key, tx, &order, &self.remote).await {
+            self.unforgotten.lock().unwrap().insert((key.to_string(), tx.to_string()));
         }
     }
 
@@ -285,7 +286,7 @@ impl Handler for OrderHandler {
                 let task = tokio::spawn(async move {
                     let g = orders.table.lock(&key).await;
                     let result = drive(&orders.table, &g, &orders.remote, rid.as_ref(), Mode::Checkout).await;
-                    orders.note_outcome(&key, result.as_ref().map(|(_, finished)| *finished).ok());
+                    orders.note_outcome(&key, result.as_ref().map(|(_, finished)| finished.clone()).ok());
                     result.map(|(reply, _)| reply)
                 });
                 task.await.map_err(|e| HandlerError::Dependency(format!("checkout task: {e}")))?

@@ -11,7 +11,7 @@
 //! finishes the attempt from its in-flight record alone. What to do at each point is
 //! `decide::saga`'s.
 
-use crate::domain::{tx_id, Order};
+use crate::domain::Order;
 use async_trait::async_trait;
 use decide::saga::{after_steps, start, AfterSteps, Answered, Start};
 pub use decide::saga::{Mode, Outcome};
@@ -70,16 +70,15 @@ impl<'a> Step<'a> {
     }
 }
 
-/// Tells every participant of checkout attempt `attempt` of the order, which finished (paid,
+/// Tells every participant of the order's checkout attempt with transaction `tx`, which finished (paid,
 /// or failed with its compensation durable), that its saga is finished: they may then drop
 /// their records of the transaction after a grace period. A later attempt may be under way
 /// meanwhile; the order's items then include every item of the finished one (items are only
 /// ever added), and an item the finished attempt did not touch has nothing to forget.
 /// Returns whether every one was told.
-pub async fn forget_finished(order_id: &str, attempt: u32, order: &Order, participants: &dyn Participants) -> bool {
-    let tx = tx_id(order_id, attempt);
-    let user = participants.forget_payment(&order.user_id, &tx);
-    let items = futures::future::join_all(order.items.iter().map(|(item, _)| participants.forget_stock(item, &tx)));
+pub async fn forget_finished(order_id: &str, tx: &str, order: &Order, participants: &dyn Participants) -> bool {
+    let user = participants.forget_payment(&order.user_id, tx);
+    let items = futures::future::join_all(order.items.iter().map(|(item, _)| participants.forget_stock(item, tx)));
     let (user, items) = futures::join!(user, items);
     let told = user.is_ok() && items.iter().all(Result::is_ok);
     if !told {
@@ -121,9 +120,9 @@ pub const SUCCESS: &str = "Checkout successful";
 /// The reply to checking out a paid order (nothing is charged).
 pub const ALREADY_PAID: &str = "Order is already paid";
 
-/// Drives the order's checkout to its end and returns the client's reply, and the attempt
-/// this call finished (wrote its end record), if it did: the participants may then be told
-/// to forget its transaction. The caller holds the order's lock (`guard`). `request` is
+/// Drives the order's checkout to its end and returns the client's reply, and the
+/// transaction of the attempt this call finished (wrote its end record), if it did: the
+/// participants may then be told to forget it. The caller holds the order's lock (`guard`). `request` is
 /// remembered with the final answer; a repeat of it gets that answer, and its id reused for
 /// another request a refusal.
 pub async fn drive(
@@ -132,7 +131,7 @@ pub async fn drive(
     participants: &dyn Participants,
     request: Option<&RequestKey>,
     mode: Mode,
-) -> Result<(Reply, Option<u32>), HandlerError> {
+) -> Result<(Reply, Option<String>), HandlerError> {
     let key = guard.key().to_string();
     if let Some(req) = request {
         match table.seen(&key, req).await? {
@@ -150,15 +149,14 @@ pub async fn drive(
         Start::AlreadyPaid => return Ok((Reply::ok_text(ALREADY_PAID), None)),
         Start::LastOutcome => return Ok((Reply::bad(read.failure()), None)),
         Start::NewAttempt => {
-            let next = read.start_attempt();
+            let next = read.start_attempt(&new_nonce());
             record(table, guard, &read, &next, Reply::ok_text("in progress"), None).await?;
             (next, true)
         }
         Start::Finish | Start::Undo => (read, false),
     };
-    let attempt = order.checkout.as_ref().expect("an attempt is under way").attempt;
-    log::debug!("{key}: checkout attempt {attempt}");
-    let tx = tx_id(&key, attempt);
+    let tx = order.checkout.as_ref().expect("an attempt is under way").tx(&key);
+    log::debug!("{key}: checkout transaction {tx}");
     let steps = Step::all(&order);
     // The steps to undo, and the `compensating` record written before, if this driver wrote it.
     let (undo, compensating) = if plan == Start::Undo {
@@ -170,7 +168,7 @@ pub async fn drive(
             AfterSteps::RollForward => {
                 let reply = Reply::ok_text(SUCCESS);
                 record(table, guard, &order, &order.paid(), reply.clone(), request).await?;
-                return Ok((reply, Some(attempt)));
+                return Ok((reply, Some(tx)));
             }
             AfterSteps::Compensate { undo, reason } => {
                 // Recorded before the first undo: a driver deposed meanwhile stops here, and
@@ -185,7 +183,13 @@ pub async fn drive(
     let last = compensating.as_ref().unwrap_or(&order);
     let reply = Reply::bad(last.failure());
     record(table, guard, last, &last.failed(), reply.clone(), request).await?;
-    Ok((reply, Some(attempt)))
+    Ok((reply, Some(tx)))
+}
+
+/// What makes a new attempt's transaction id unique ([`crate::domain::Checkout::nonce`]): 64
+/// random bits.
+fn new_nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
 }
 
 /// Writes `next` over the order (the caller holds its lock), with `reply` remembered under
@@ -247,6 +251,16 @@ mod tests {
     }
 
     impl Fake {
+        /// The calls made, each transaction id without its nonce (`o#1.<16 hex>` as `o#1`).
+        fn calls_seen(&self) -> Vec<String> {
+            let plain = |w: &str| match w.split_once('.') {
+                Some((tx, nonce)) if tx.contains('#') && nonce.len() == 16 => tx.to_string(),
+                _ => w.to_string(),
+            };
+            let calls = self.calls.lock().unwrap();
+            calls.iter().map(|c| c.split(' ').map(plain).collect::<Vec<_>>().join(" ")).collect()
+        }
+
         fn flaky(&self) -> Result<(), Unavailable> {
             let mut n = self.unavailable.lock().unwrap();
             if *n > 0 {
@@ -293,7 +307,7 @@ mod tests {
             }
             if let Some(other) = &self.taken_over_by {
                 let paid = |cur: Option<&Order>| {
-                    Decision::Write(cur.unwrap().failed().start_attempt().paid(), Reply::ok_text(""))
+                    Decision::Write(cur.unwrap().failed().start_attempt("").paid(), Reply::ok_text(""))
                 };
                 other.write("o", None, paid).await.unwrap();
             }
@@ -361,17 +375,37 @@ mod tests {
         let (table, fake) = setup(100, 0, 5).await;
         let g = table.lock("o").await;
         let first = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
-        assert_eq!((first.0.status, first.1), (400, Some(1)));
+        let attempt = |tx: &Option<String>| tx.as_deref().map(|t| t.split(['#', '.']).nth(1).unwrap().to_string());
+        assert_eq!((first.0.status, attempt(&first.1)), (400, Some("1".into())));
         fake.stock.lock().unwrap().insert("a".into(), 5);
         let second = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
-        assert_eq!((second.0.status, second.1), (200, Some(2)));
+        assert_eq!((second.0.status, attempt(&second.1)), (200, Some("2".into())));
         let again = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
         assert_eq!((again.0.body.as_str(), again.1), (ALREADY_PAID, None));
         let order = table.read("o").await.unwrap().unwrap();
-        assert!(forget_finished("o", 1, &order, &fake).await);
+        let tx = first.1.unwrap();
+        assert!(forget_finished("o", &tx, &order, &fake).await);
         let calls = fake.calls.lock().unwrap().clone();
         let forgets: Vec<&String> = calls.iter().filter(|c| c.starts_with("forget")).collect();
-        assert_eq!(forgets, ["forget payment u o#1", "forget stock a o#1", "forget stock b o#1"]);
+        let want = ["payment u", "stock a", "stock b"].map(|p| format!("forget {p} {tx}"));
+        assert_eq!(forgets, want.iter().collect::<Vec<_>>());
+    }
+
+    /// An order re-created under the same id (a batch_init run again) numbers its attempts
+    /// from 1 again; its first attempt must not be taken for the earlier order's, whose
+    /// transaction records the participants still hold. Before, both were `o#1`: the second
+    /// order was answered paid without its user being charged or its stock taken (found by
+    /// the nemesis, seeds 90210 and 777, run twice on one cluster: `expected -2`).
+    #[tokio::test]
+    async fn an_order_created_again_under_its_id_is_charged_again() {
+        let (table, fake) = setup(100, 5, 5).await;
+        assert_eq!(checkout(&table, &fake, "r1").await.status, 200);
+        let fresh = Order::new("u").add_item("a", 1, 3).unwrap().add_item("b", 2, 5).unwrap();
+        table.write("o", None, |_| Decision::Write(fresh.clone(), Reply::ok_text(""))).await.unwrap();
+        assert_eq!(checkout(&table, &fake, "r2").await.status, 200);
+        assert_eq!(fake.credit.lock().unwrap()["u"], 100 - 2 * 13, "charged for each order");
+        let stock = fake.stock.lock().unwrap().clone();
+        assert_eq!((stock["a"], stock["b"]), (3, 1), "stock taken for each order");
     }
 
     #[tokio::test]
@@ -382,7 +416,7 @@ mod tests {
         assert_eq!(fake.credit.lock().unwrap()["u"], 87);
         assert_eq!(fake.stock.lock().unwrap()["a"], 4);
         assert_eq!(fake.stock.lock().unwrap()["b"], 3);
-        let calls = fake.calls.lock().unwrap().clone();
+        let calls = fake.calls_seen();
         assert_eq!(calls, vec!["pay u 13 o#1", "reserve a 1 o#1", "reserve b 2 o#1"]);
         assert!(table.read("o").await.unwrap().unwrap().paid);
     }
@@ -435,7 +469,7 @@ mod tests {
         assert_eq!(o.phase(), Some(Phase::Failed));
         // The payment is refunded and item a's stock put back; b refused at once and
         // needs nothing.
-        let calls = fake.calls.lock().unwrap().clone();
+        let calls = fake.calls_seen();
         assert_eq!(&calls[3..], &["refund u o#1", "release a o#1"]);
     }
 
@@ -445,7 +479,7 @@ mod tests {
         let (table, fake) = setup(100, 0, 5).await;
         let r = checkout(&table, &fake, "r1").await;
         assert_eq!((r.status, r.body.as_str()), (400, "not enough stock"));
-        let calls = fake.calls.lock().unwrap().clone();
+        let calls = fake.calls_seen();
         assert_eq!(calls, vec!["pay u 13 o#1", "reserve a 1 o#1", "reserve b 2 o#1", "refund u o#1", "release b o#1"]);
         assert_eq!(fake.stock.lock().unwrap()["b"], 5);
         assert_eq!(fake.credit.lock().unwrap()["u"], 100);
@@ -456,7 +490,7 @@ mod tests {
         let (table, fake) = setup(10, 5, 5).await;
         let r = checkout(&table, &fake, "r1").await;
         assert_eq!((r.status, r.body.as_str()), (400, "not enough credit"));
-        let calls = fake.calls.lock().unwrap().clone();
+        let calls = fake.calls_seen();
         assert_eq!(calls, vec!["pay u 13 o#1", "reserve a 1 o#1", "reserve b 2 o#1", "release a o#1", "release b o#1"]);
         assert_eq!(fake.stock.lock().unwrap()["a"], 5);
         assert_eq!(fake.stock.lock().unwrap()["b"], 5);
@@ -464,7 +498,7 @@ mod tests {
         fake.credit.lock().unwrap().insert("u".into(), 13);
         let r = checkout(&table, &fake, "r2").await;
         assert_eq!(r.body, SUCCESS);
-        assert_eq!(fake.calls.lock().unwrap()[5], "pay u 13 o#2");
+        assert_eq!(fake.calls_seen()[5], "pay u 13 o#2");
         assert_eq!(fake.credit.lock().unwrap()["u"], 0);
     }
 
@@ -475,23 +509,24 @@ mod tests {
         *fake.unavailable.lock().unwrap() = 1;
         let r = checkout(&table, &fake, "r1").await;
         assert_eq!(r.status, 400);
-        let calls = fake.calls.lock().unwrap().clone();
+        let calls = fake.calls_seen();
         assert!(calls.contains(&"refund u o#1".to_string()), "{calls:?}");
         // The late copy is refused now.
         fake.credit.lock().unwrap().insert("u".into(), 100);
-        assert_eq!(fake.debit(&fake.credit, "u", 13, "o#1", ""), Outcome::Refused("compensated".into()));
+        let tx = table.read("o").await.unwrap().unwrap().checkout.unwrap().tx("o");
+        assert_eq!(fake.debit(&fake.credit, "u", 13, &tx, ""), Outcome::Refused("compensated".into()));
     }
 
     #[tokio::test]
     async fn a_refusal_found_by_a_resumed_driver_undoes_every_step() {
         let (table, fake) = setup(100, 5, 0).await;
         // An earlier driver recorded the attempt and may have sent any step.
-        record_order(&table, |o| o.start_attempt()).await;
+        record_order(&table, |o| o.start_attempt("")).await;
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         let g = table.lock("o").await;
         let (r, _) = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
         assert_eq!(r.status, 400);
-        let calls = fake.calls.lock().unwrap().clone();
+        let calls = fake.calls_seen();
         assert_eq!(&calls[3..], &["refund u o#1", "release a o#1", "release b o#1"]);
         assert_eq!(fake.credit.lock().unwrap()["u"], 100);
         assert_eq!(fake.stock.lock().unwrap()["a"], 5);
@@ -510,7 +545,7 @@ mod tests {
     async fn resume_finishes_an_attempt_recorded_in_flight() {
         let (table, fake) = setup(100, 5, 5).await;
         // A primary died after recording the attempt and taking the payment and item a.
-        record_order(&table, |o| o.start_attempt()).await;
+        record_order(&table, |o| o.start_attempt("")).await;
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         fake.debit(&fake.stock, "a", 1, "o#1", "");
         let g = table.lock("o").await;
@@ -531,14 +566,14 @@ mod tests {
     #[tokio::test]
     async fn a_resumed_driver_finishes_a_compensation_cut_short() {
         let (table, fake) = setup(100, 5, 5).await;
-        record_order(&table, |o| o.start_attempt()).await;
+        record_order(&table, |o| o.start_attempt("")).await;
         // The earlier driver took the payment and item a, then refunded the payment.
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         fake.debit(&fake.stock, "a", 1, "o#1", "");
         fake.compensate(&fake.credit, "u", "o#1");
         let g = table.lock("o").await;
         let (r, finished) = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
-        assert_eq!((r.status, finished), (400, Some(1)));
+        assert_eq!((r.status, finished.as_deref()), (400, Some("o#1")));
         assert_eq!(fake.credit.lock().unwrap()["u"], 100);
         assert_eq!(fake.stock.lock().unwrap()["a"], 5);
         assert_eq!(fake.stock.lock().unwrap()["b"], 5);
@@ -551,13 +586,13 @@ mod tests {
     #[tokio::test]
     async fn a_compensation_found_recorded_undoes_every_step_with_its_reason() {
         let (table, fake) = setup(100, 5, 5).await;
-        record_order(&table, |o| o.start_attempt().compensating("not enough stock")).await;
+        record_order(&table, |o| o.start_attempt("").compensating("not enough stock")).await;
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         fake.debit(&fake.stock, "a", 1, "o#1", "");
         let g = table.lock("o").await;
         let (r, finished) = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
-        assert_eq!((r.status, r.body.as_str(), finished), (400, "not enough stock", Some(1)));
-        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!((r.status, r.body.as_str(), finished.as_deref()), (400, "not enough stock", Some("o#1")));
+        let calls = fake.calls_seen();
         assert_eq!(calls, vec!["refund u o#1", "release a o#1", "release b o#1"]);
         assert_eq!(fake.credit.lock().unwrap()["u"], 100);
         assert_eq!(fake.stock.lock().unwrap()["a"], 5);
