@@ -439,6 +439,25 @@ async fn concurrent_checkouts_of_one_order_charge_once() {
     assert_eq!(api.item(&item).await.0, 3);
 }
 
+/// A second batch_init makes the orders afresh under the same ids, and their checkouts charge
+/// and take stock again. Before, an order's first attempt was the transaction `order#1`
+/// whatever order bore the id: the participants still held the first run's record of it, and
+/// answered the new order's steps as already applied, so it was paid without charging
+/// (found by the nemesis run twice on one cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_made_again_by_a_second_batch_init_are_charged_again() {
+    let c = start(1).await;
+    let api = Api::new(&c.gateway_url());
+    for run in 1..=2 {
+        api.post_ok("/stock/batch_init/1/10/1").await;
+        api.post_ok("/payment/batch_init/1/100").await;
+        api.post_ok("/orders/batch_init/1/1/1/1").await;
+        assert_eq!(api.post("/orders/checkout/0").await.status, 200, "run {run}");
+        assert_eq!(api.credit("0").await, 98, "run {run}: the order's two items charged");
+        assert_eq!(api.item("0").await.0, 8, "run {run}: its two items taken");
+    }
+}
+
 /// Every acknowledged write survives a kill -9 of the replica that stored it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
