@@ -4,7 +4,7 @@
 //! fields, texts and reply shapes; everything else (rules, routes, the saga participant's
 //! transaction records) is here.
 //!
-//! Saga steps carry a transaction id (`order_id#attempt`). Each document records every
+//! Saga steps carry a transaction id (`order_id#attempt.nonce`). Each document records every
 //! transaction that touched it as `applied`, `refused` or `compensated`, in a side record of
 //! its own beside the document (`t:<tx>`, [`model::side`]), checked and written in the same
 //! atomic write as the balance, so a hot document never grows with them: a repeated step is
