@@ -70,9 +70,9 @@ impl<'a> Step<'a> {
     }
 }
 
-/// Tells every participant of the order's checkout attempt with transaction `tx`, which finished (paid,
-/// or failed with its compensation durable), that its saga is finished: they may then drop
-/// their records of the transaction after a grace period. A later attempt may be under way
+/// Tells every participant of the order's checkout attempt with transaction `tx`, which
+/// finished (paid, or failed with its compensation durable), that its saga is finished: they
+/// may then drop their records of the transaction after a grace period. A later attempt may be under way
 /// meanwhile; the order's items then include every item of the finished one (items are only
 /// ever added), and an item the finished attempt did not touch has nothing to forget.
 /// Returns whether every one was told.

@@ -6,8 +6,9 @@ use net::standing::SecretStanding;
 use std::sync::Mutex;
 
 /// A replica's health state.
-#[derive(Default)]
 pub struct Health {
+    /// Who logs a store failure (`stock replica 0`).
+    who: String,
     /// The last failure of a write to the store, until a write succeeds again.
     store_failure: Mutex<Option<String>>,
     /// Whether the peers and coordinators accept this node's secret, as every answer to it
@@ -16,16 +17,20 @@ pub struct Health {
 }
 
 impl Health {
+    /// A healthy state, whose store failures `who` logs.
+    pub fn new(who: String) -> Health {
+        Health { who, store_failure: Mutex::default(), standing: SecretStanding::default() }
+    }
+
     /// Notes the outcome of a write to the store: a failure makes the store unhealthy
-    /// ([`Health::store_failed`]) until a write succeeds again. The first failure is logged,
-    /// by `who`.
-    pub fn noted<T, E: std::fmt::Display>(&self, who: &str, result: Result<T, E>) -> Result<T, E> {
+    /// ([`Health::store_failed`]) until a write succeeds again. The first failure is logged.
+    pub fn noted<T, E: std::fmt::Display>(&self, result: Result<T, E>) -> Result<T, E> {
         let mut failure = self.store_failure.lock().unwrap();
         match &result {
             Ok(_) => *failure = None,
             Err(e) => {
                 if failure.is_none() {
-                    log::error!("{who}: the store failed a write: {e}");
+                    log::error!("{}: the store failed a write: {e}", self.who);
                 }
                 *failure = Some(e.to_string());
             }
@@ -60,18 +65,18 @@ mod tests {
 
     #[test]
     fn a_failed_write_leaves_the_store_unhealthy_until_a_write_succeeds() {
-        let h = Health::default();
+        let h = Health::new("stock replica 0".into());
         let steps: [(Result<(), &str>, bool); 4] =
             [(Ok(()), false), (Err("disk full"), true), (Err("disk full"), true), (Ok(()), false)];
         for (result, failed) in steps {
-            assert_eq!(h.noted("stock replica 0", result), result);
+            assert_eq!(h.noted(result), result);
             assert_eq!(h.store_failed(), failed, "after {result:?}");
         }
     }
 
     #[test]
     fn a_secret_refused_by_every_peer_that_answered_is_unhealthy() {
-        let h = Health::default();
+        let h = Health::new("stock replica 0".into());
         assert_eq!(h.secret_refusal(), None);
         h.answered("http://127.0.0.1:1", 403);
         assert!(h.secret_refusal().is_some());

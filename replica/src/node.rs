@@ -241,7 +241,7 @@ impl Node {
         // It keeps Nagle's algorithm on: the small wait it adds before a batch's last segment
         // lets more writes join the next batch, for more checkouts/s at less CPU each
         // (docs/performance.md, second round item 8 and third round).
-        let health = Health::default();
+        let health = Health::new(format!("{service} replica {me}"));
         let links = peers
             .into_iter()
             .filter(|(id, _)| *id != me)
@@ -383,7 +383,7 @@ impl Node {
     /// Notes the outcome of a write to the store: a failure makes the node report itself
     /// unhealthy ([`Node::store_health`]) until a write succeeds again.
     fn noted<T>(&self, result: store::StoreResult<T>) -> store::StoreResult<T> {
-        self.health.noted(&format!("{} replica {}", self.service, self.me), result)
+        self.health.noted(result)
     }
 
     /// Whether the store takes writes (docs/design.md §7.4: storage failure is fail-stop). After
