@@ -28,9 +28,6 @@ pub struct TxEntry {
     pub amount: i64,
     /// Unix seconds when recorded (for people reading it).
     pub at: u64,
-    /// The saga is known finished: the record goes after a grace period.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub forgotten: bool,
 }
 
 /// A ledger document: the balance and the service's extra fields. Documents written before
@@ -46,6 +43,25 @@ pub struct Account<X> {
 /// The name of transaction `tx`'s side record.
 pub fn tx_record(tx: &str) -> String {
     format!("t:{tx}")
+}
+
+/// When transaction `tx`'s checkout attempt started (Unix ms, the order primary's clock): a
+/// transaction id is `order_id#attempt.start-random` (`order::domain::tx_id`). `None` for an
+/// id without a start.
+pub fn tx_started(tx: &str) -> Option<u64> {
+    let (_, attempt) = tx.rsplit_once('#')?;
+    let (_, nonce) = attempt.split_once('.')?;
+    let (start, _) = nonce.split_once('-')?;
+    start.parse().ok()
+}
+
+/// The expiry of transaction `tx`'s record written at `now_ms` ([`model::side`]): held until
+/// the order service releases a time after both the write and the attempt's start
+/// (docs/design.md §6.4). Holding it from the write, not only from the start, keeps it from a
+/// watermark computed before the write: one attempt may be found in flight, and its steps sent,
+/// long after it started.
+pub fn tx_expiry(tx: &str, now_ms: u64) -> u64 {
+    model::side::held(tx_started(tx).unwrap_or(0).max(now_ms))
 }
 
 /// Adds `amount` to the balance; 400 on overflow.
@@ -64,7 +80,7 @@ pub fn debit<X: Clone>(doc: &Account<X>, amount: i64, insufficient: &str) -> Res
 }
 
 fn entry(state: TxState, amount: i64, now: u64) -> TxEntry {
-    TxEntry { state, amount, at: now, forgotten: false }
+    TxEntry { state, amount, at: now }
 }
 
 /// A saga step: debit under transaction `tx`'s record `rec`, at most once. A refusal is
@@ -103,26 +119,11 @@ pub fn compensate_tx<X: Clone>(doc: &Account<X>, rec: Option<&TxEntry>, now: u64
     }
 }
 
-/// The transaction's saga is finished: its record is marked forgotten (and then dropped after
-/// the grace period). A transaction never seen here has nothing to forget: no step of it was
-/// ever sent (a finished saga compensated every step that may have been).
-pub fn forget_tx<X: Clone>(_doc: &Account<X>, rec: Option<&TxEntry>) -> TxDecision<X> {
-    match rec {
-        Some(e) if !e.forgotten => {
-            TxDecision::Record(TxEntry { forgotten: true, ..e.clone() }, Reply::ok_text("forgotten"))
-        }
-        _ => TxDecision::Answer(Reply::ok_text("nothing to forget")),
-    }
-}
-
 /// The outcome of a saga step's decision.
 #[derive(Debug, PartialEq)]
 pub enum TxDecision<X> {
     /// Store this document and this record of the transaction, and answer.
     Write(Account<X>, TxEntry, Reply),
-    /// Store this record of the transaction only (the document does not change), and
-    /// answer.
-    Record(TxEntry, Reply),
     /// Answer without writing.
     Answer(Reply),
 }
@@ -139,13 +140,6 @@ mod tests {
         match d {
             TxDecision::Write(a, e, r) => (a, e, r),
             d => panic!("expected a write, got {d:?}"),
-        }
-    }
-
-    fn recorded(d: TxDecision<()>) -> TxEntry {
-        match d {
-            TxDecision::Record(e, _) => e,
-            d => panic!("expected a record only, got {d:?}"),
         }
     }
 
@@ -203,23 +197,22 @@ mod tests {
     fn a_compensation_before_its_step_fences_the_step() {
         let (c, ce, _) = written(compensate_tx(&acct(10), None, 100));
         assert_eq!(c.balance, 10);
-        assert_eq!(ce, TxEntry { state: TxState::Compensated, amount: 0, at: 100, forgotten: false });
+        assert_eq!(ce, TxEntry { state: TxState::Compensated, amount: 0, at: 100 });
         let late = answered(debit_tx(&c, Some(&ce), 4, 101, "no"));
         assert_eq!((late.status, late.body.as_str()), (400, "transaction was compensated"));
     }
 
-    /// Forgetting marks an applied record once, and writes the record only (the document
-    /// is not rewritten: before, each forget stored the unchanged document again, which cost
-    /// as much as the step); forgetting twice, or a transaction never seen, writes nothing;
-    /// a forgotten record still answers a late copy of its step.
+    /// A transaction id names its attempt's start; its record is held until a time after
+    /// both the start and the write is released (an id without a start, or with one that
+    /// does not parse: after the write).
     #[test]
-    fn a_finished_saga_is_forgotten_once_in_its_record_only() {
-        let (a, e, _) = written(debit_tx(&acct(10), None, 4, 100, "no"));
-        let fe = recorded(forget_tx(&a, Some(&e)));
-        assert!(fe.forgotten);
-        assert_eq!((fe.state, fe.amount), (TxState::Applied, 4));
-        assert_eq!(answered(forget_tx(&a, Some(&fe))).status, 200);
-        assert_eq!(answered(forget_tx(&a, None)).status, 200);
-        assert_eq!(answered(debit_tx(&a, Some(&fe), 4, 101, "no")).body, "already applied");
+    fn a_record_is_held_from_its_write_or_its_attempts_start_whichever_is_later() {
+        assert_eq!(tx_started("3f2a-9c#2.1733580000123-0a1b2c3d4e5f6071"), Some(1_733_580_000_123));
+        assert_eq!(tx_expiry("o#1.1000-ff", 900), model::side::held(1_000), "a start ahead of this clock");
+        assert_eq!(tx_expiry("o#1.1000-ff", 5_000), model::side::held(5_000), "an attempt resumed late");
+        for tx in ["o#1", "o#1.ff", "o#1.x-ff", "o.1-2", "o#1.-ff"] {
+            assert_eq!((tx, tx_started(tx)), (tx, None));
+            assert_eq!(tx_expiry(tx, 7), model::side::held(7));
+        }
     }
 }

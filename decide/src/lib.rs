@@ -3,8 +3,9 @@
 //! - [`paxos`]: the view protocol's acceptor and proposer rules, and the view changes
 //!   (eviction, learners, promotion);
 //! - [`lease`]: the read leases a primary holds from a majority, and the grants it gives;
-//! - [`ledger`]: the ledger services' rules: credit, debit, and a saga step, compensation
-//!   or forget applied at most once per transaction;
+//! - [`ledger`]: the ledger services' rules: credit, debit, and a saga step or compensation
+//!   applied at most once per transaction;
+//! - [`horizon`]: the watermark below which the ledgers' transaction records may go;
 //! - [`batch`]: how many queued items go out together;
 //! - [`fanout`]: what a primary does when peers did not acknowledge its fan-out;
 //! - [`rejoin`]: a learner's full copy and its promotion;
@@ -20,6 +21,7 @@
 pub mod antientropy;
 pub mod batch;
 pub mod fanout;
+pub mod horizon;
 pub mod lease;
 pub mod ledger;
 pub mod paxos;

@@ -12,10 +12,14 @@
 //! was taken, and a step arriving after its compensation (or after a compensation of a step
 //! never seen, which records `compensated`) or after its own refusal is refused.
 //!
-//! A record is kept until its saga is known finished: once the order's final state is
-//! durable, its driver tells each participant to forget the transaction (`tx/forget`), and
-//! the record is then dropped after a grace period (the node's request TTL, which outlasts
-//! any retry path that could still deliver a late copy of a step), never by its age alone.
+//! A record is kept until its saga is known finished, never dropped by its age alone: it is
+//! held until the order service has said that every attempt under way at some time after the
+//! record's write (and after its attempt's start, which the transaction id names) is finished
+//! (the watermark, [`release`]); it is dropped a grace period after this replica learned that
+//! (the node's request TTL, which outlasts any retry path that could still deliver a late copy
+//! of a step). docs/design.md §6.4.
+
+pub mod release;
 
 use async_trait::async_trait;
 use model::reply::Reply;
@@ -26,7 +30,7 @@ use std::sync::Arc;
 
 // The rules themselves (what a step, a compensation and a forget do) are `decide::ledger`.
 pub use decide::ledger::{
-    compensate_tx, credit, debit, debit_tx, forget_tx, tx_record, Account, TxDecision, TxEntry, TxState,
+    compensate_tx, credit, debit, debit_tx, tx_expiry, tx_record, Account, TxDecision, TxEntry, TxState,
 };
 
 /// What distinguishes one ledger service from the other.
@@ -54,17 +58,15 @@ pub trait LedgerKind: Send + Sync + 'static {
 }
 
 /// A saga step's decision as the table's decision on the document, the record written beside
-/// it under `tx`; a forgotten record expires `grace_ms` from `now_ms`, any other never.
-pub fn into_decision<X>(d: TxDecision<X>, tx: &str, now_ms: u64, grace_ms: u64) -> Decision<Account<X>> {
-    let side = |e: TxEntry| {
-        let expires = if e.forgotten { now_ms.saturating_add(grace_ms) } else { u64::MAX };
-        let payload = serde_json::to_string(&e).expect("records serialize");
-        vec![SideWrite { name: tx_record(tx), payload, expires }]
-    };
+/// it under `tx` at `now_ms`, held until released ([`tx_expiry`]).
+pub fn into_decision<X>(d: TxDecision<X>, tx: &str, now_ms: u64) -> Decision<Account<X>> {
     match d {
         TxDecision::Answer(r) => Decision::Answer(r),
-        TxDecision::Write(doc, e, r) => Decision::WriteWith(doc, side(e), r),
-        TxDecision::Record(e, r) => Decision::WriteSides(side(e), r),
+        TxDecision::Write(doc, e, r) => {
+            let payload = serde_json::to_string(&e).expect("records serialize");
+            let expires = tx_expiry(tx, now_ms);
+            Decision::WriteWith(doc, vec![SideWrite { name: tx_record(tx), payload, expires }], r)
+        }
     }
 }
 
@@ -88,8 +90,13 @@ pub async fn run<K: LedgerKind>(
     listener: std::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    replica::server::run_replica(settings, topology, listener, shutdown, |node| Arc::new(LedgerHandler::<K>::new(node)))
-        .await
+    let orders = topology.order.replicas.clone();
+    let secret = settings.secret.clone();
+    replica::server::run_replica(settings, topology, listener, shutdown, move |node| {
+        release::start_releasing(&node, orders, &secret);
+        Arc::new(LedgerHandler::<K>::new(node))
+    })
+    .await
 }
 
 /// The routes of a ledger service.
@@ -106,9 +113,7 @@ impl<K: LedgerKind> LedgerHandler<K> {
 
     /// A saga step on `key` under transaction `tx`: `step` decides on the document, its
     /// record of the transaction and the time (Unix seconds), and the record goes beside the
-    /// document in the same write; `missing` answers for a key that does not exist. A
-    /// forgotten record is kept for the node's request TTL (any retry path delivers a late
-    /// copy of a step within it).
+    /// document in the same write; `missing` answers for a key that does not exist.
     async fn tx_step(
         &self,
         key: &str,
@@ -117,11 +122,10 @@ impl<K: LedgerKind> LedgerHandler<K> {
         step: impl Fn(&Account<K::Extra>, Option<&TxEntry>, u64) -> TxDecision<K::Extra>,
     ) -> Result<Reply, replica::table::TableError> {
         let now_ms = model::side::now_ms();
-        let grace = self.table.node().request_ttl().as_millis() as u64;
         self.table
             .write_with_side(key, &tx_record(tx), |cur, rec| match cur {
                 None => missing(),
-                Some(doc) => into_decision(step(doc, parse_entry(rec).as_ref(), now_ms / 1000), tx, now_ms, grace),
+                Some(doc) => into_decision(step(doc, parse_entry(rec).as_ref(), now_ms / 1000), tx, now_ms),
             })
             .await
     }
@@ -198,15 +202,6 @@ impl<K: LedgerKind> Handler for LedgerHandler<K> {
                 self.tx_step(&key, &tx, || Decision::Answer(Reply::ok_text("nothing to compensate")), compensate_tx)
                     .await?
             }
-            LedgerCommand::TxForget { tx, .. } => {
-                self.tx_step(
-                    &key,
-                    &tx,
-                    || Decision::Answer(Reply::ok_text("nothing to forget")),
-                    |doc, rec, _| forget_tx(doc, rec),
-                )
-                .await?
-            }
             LedgerCommand::BatchInit { .. } => {
                 return Err(HandlerError::WrongService("a batch_init reached the single-key handler".into()))
             }
@@ -230,28 +225,21 @@ impl<K: LedgerKind> Handler for LedgerHandler<K> {
 mod tests {
     use super::*;
 
-    /// A record stays until its saga is known finished, then for the grace period; never
-    /// dropped by its age alone.
+    /// A step's record is held until released: never dropped by its age alone.
     #[test]
-    fn a_record_expires_only_once_its_saga_is_forgotten() {
+    fn a_record_is_held_until_released() {
         let doc = Account { balance: 6, extra: () };
-        let applied = TxEntry { state: TxState::Applied, amount: 4, at: 100, forgotten: false };
-        for (entry, expires) in [(applied.clone(), u64::MAX), (TxEntry { forgotten: true, ..applied.clone() }, 6_000)] {
-            let step = TxDecision::Write(doc.clone(), entry, Reply::ok_text(""));
-            match into_decision(step, "o#1", 5_000, 1_000) {
+        let applied = TxEntry { state: TxState::Applied, amount: 4, at: 100 };
+        for (tx, expires) in [("o#1.5000-ab", model::side::held(5_000)), ("o#1", model::side::held(4_000))] {
+            let step = TxDecision::Write(doc.clone(), applied.clone(), Reply::ok_text(""));
+            match into_decision(step, tx, 4_000) {
                 Decision::WriteWith(_, sides, _) => {
-                    assert_eq!((sides[0].name.as_str(), sides[0].expires), ("t:o#1", expires));
+                    assert_eq!((sides[0].name.as_str(), sides[0].expires), (format!("t:{tx}").as_str(), expires));
                 }
                 d => panic!("{d:?}"),
             }
         }
-        // A forget writes the record alone.
-        let forgotten = TxDecision::<()>::Record(TxEntry { forgotten: true, ..applied }, Reply::ok_text(""));
-        match into_decision(forgotten, "o#1", 5_000, 1_000) {
-            Decision::WriteSides(sides, _) => assert_eq!((sides[0].name.as_str(), sides[0].expires), ("t:o#1", 6_000)),
-            d => panic!("{d:?}"),
-        }
-        let answer = into_decision(TxDecision::<()>::Answer(Reply::ok_text("x")), "o#1", 5_000, 1_000);
+        let answer = into_decision(TxDecision::<()>::Answer(Reply::ok_text("x")), "o#1", 4_000);
         assert!(matches!(answer, Decision::Answer(r) if r.body == "x"), "an answer writes nothing");
     }
 }

@@ -124,12 +124,9 @@ fn tx_debit(a: &[Arg]) -> Command {
     Command::Ledger(L::TxDebit { key: id(a, 0), amount: int(a, 1), tx: id(a, 2) })
 }
 
-// The saga's undo and forget are the same route in both ledgers.
+// The saga's undo is the same route in both ledgers.
 const TX_COMPENSATE: Route = internal("tx_compensate", &[Lit("tx"), Lit("compensate"), Id, Id], Arg(0), |a| {
     Command::Ledger(L::TxCompensate { key: id(a, 0), tx: id(a, 1) })
-});
-const TX_FORGET: Route = internal("tx_forget", &[Lit("tx"), Lit("forget"), Id, Id], Arg(0), |a| {
-    Command::Ledger(L::TxForget { key: id(a, 0), tx: id(a, 1) })
 });
 
 static STOCK: &[Route] = &[
@@ -144,7 +141,6 @@ static STOCK: &[Route] = &[
     }),
     internal("tx_debit", &[Lit("tx"), Lit("subtract"), Id, Int, Id], Arg(0), tx_debit),
     TX_COMPENSATE,
-    TX_FORGET,
 ];
 
 static PAYMENT: &[Route] = &[
@@ -157,7 +153,6 @@ static PAYMENT: &[Route] = &[
     }),
     internal("tx_debit", &[Lit("tx"), Lit("pay"), Id, Int, Id], Arg(0), tx_debit),
     TX_COMPENSATE,
-    TX_FORGET,
 ];
 
 static ORDER: &[Route] = &[
@@ -205,8 +200,6 @@ pub enum LedgerCommand {
     TxDebit { key: String, amount: i64, tx: String },
     /// Undoes transaction `tx` (or fences it if it never arrived).
     TxCompensate { key: String, tx: String },
-    /// Transaction `tx`'s saga is finished: its record may go.
-    TxForget { key: String, tx: String },
 }
 
 /// A command of the order service.
@@ -234,8 +227,7 @@ impl Command {
                 | L::Credit { key, .. }
                 | L::Debit { key, .. }
                 | L::TxDebit { key, .. }
-                | L::TxCompensate { key, .. }
-                | L::TxForget { key, .. },
+                | L::TxCompensate { key, .. },
             ) => Some(key),
             Command::Order(O::Find { order } | O::AddItem { order, .. } | O::Checkout { order }) => Some(order),
             Command::Ledger(L::Create { .. } | L::BatchInit { .. })
@@ -254,7 +246,6 @@ impl Command {
                 L::BatchInit { .. } => "batch_init",
                 L::TxDebit { .. } => "tx_debit",
                 L::TxCompensate { .. } => "tx_compensate",
-                L::TxForget { .. } => "tx_forget",
             },
             Command::Order(c) => match c {
                 O::Create { .. } => "create",
@@ -279,7 +270,7 @@ impl Command {
                     [n(count), n(balance)].into_iter().chain(price.iter().map(n)).collect()
                 }
                 L::TxDebit { key, amount, tx } => vec![i(key), n(amount), i(tx)],
-                L::TxCompensate { key, tx } | L::TxForget { key, tx } => vec![i(key), i(tx)],
+                L::TxCompensate { key, tx } => vec![i(key), i(tx)],
             },
             Command::Order(c) => match c {
                 O::Create { user } => vec![i(user)],

@@ -53,9 +53,33 @@ pub fn parse(body: &str) -> Option<(u64, &str)> {
 }
 
 /// Whether the side record stored under `key` with `body` has expired at `now_ms`. A body
-/// that does not parse is not a side record's and never expires.
+/// that does not parse is not a side record's and never expires. A held record
+/// ([`held`]) never expires by time.
 pub fn expired(body: &str, now_ms: u64) -> bool {
-    parse(body).is_some_and(|(exp, _)| exp <= now_ms)
+    parse(body).is_some_and(|(exp, _)| exp < HELD && exp <= now_ms)
+}
+
+/// Where the expiries that are not times begin. An expiry from here on is a held record's
+/// ([`held`]); `u64::MAX` is a record that never goes.
+pub const HELD: u64 = 1 << 62;
+
+/// The expiry of a record held until its service releases `start_ms`: a saga transaction's
+/// record (`ledger`), kept until the order service has said that every checkout attempt
+/// started before some time above `start_ms` is finished (docs/design.md §6.4). Its value
+/// is `HELD + start_ms`, so that the engines keep one index of expiries for both kinds.
+pub fn held(start_ms: u64) -> u64 {
+    HELD + start_ms.min(HELD - 1)
+}
+
+/// Whether a side record with expiry `exp` may be dropped at `now_ms`, once the records
+/// held for starts before `released_ms` are released: a timed one that expired, or a held
+/// one whose start is before `released_ms`.
+pub fn prunable(exp: u64, now_ms: u64, released_ms: u64) -> bool {
+    if exp < HELD {
+        exp <= now_ms
+    } else {
+        exp != u64::MAX && exp - HELD < released_ms
+    }
 }
 
 /// Unix milliseconds now.
@@ -89,5 +113,19 @@ mod tests {
         assert!(expired(&b, 1_000));
         assert!(!expired("{\"doc\":1}", u64::MAX), "a document body never expires");
         assert_eq!(parse("x:1"), None);
+    }
+
+    /// A held record goes only once its start is released, never by time; a timed one by
+    /// time only; a record that never expires, never.
+    #[test]
+    fn held_records_go_when_released_and_timed_ones_when_expired() {
+        let h = held(5_000);
+        assert!(!expired(&body(h, "{}"), u64::MAX - 1), "a held record never expires by time");
+        assert!(!prunable(h, HELD - 1, 5_000), "released before its start only");
+        assert!(prunable(h, 0, 5_001));
+        assert!(!prunable(1_000, 999, u64::MAX));
+        assert!(prunable(1_000, 1_000, 0));
+        assert!(!prunable(u64::MAX, HELD - 1, u64::MAX));
+        assert!(held(u64::MAX) < u64::MAX && held(u64::MAX) <= i64::MAX as u64, "fits the engines' signed fields");
     }
 }

@@ -114,3 +114,27 @@ pub struct ListRequest {
     /// The buckets to list.
     pub buckets: Vec<u8>,
 }
+
+/// Path of an order replica's horizon report ([`Horizon`]), which the ledger replicas poll to
+/// release their transaction records (docs/design.md §6.4).
+pub const HORIZON_PATH: &str = "/internal/horizon";
+
+/// What an order replica says about the checkout attempts of the orders it is primary of:
+/// the view it serves by, and the start (Unix ms, its own clock) of the oldest attempt not yet
+/// finished. `decide::horizon` turns the reports of a majority into a watermark.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Horizon {
+    /// The reporting replica.
+    pub replica: u32,
+    /// The view it serves by.
+    pub view: View,
+    /// Whether it accepted a view newer than `view` that it has not yet seen committed: a
+    /// view change is under way.
+    pub pending: bool,
+    /// The epoch of the last view under which it finished looking for the checkouts in flight
+    /// among its orders (0 before the first).
+    pub resumed: u64,
+    /// The start of its oldest attempt not yet finished, or the time now if it has none; no
+    /// attempt it starts later starts before this.
+    pub oldest_ms: u64,
+}

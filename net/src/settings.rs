@@ -63,9 +63,9 @@ pub struct ReplicaSettings {
     /// Order replicas: how often checkouts whose driver stopped on a failure are resumed, in
     /// milliseconds.
     pub resume_retry_ms: u64,
-    /// Order replicas: how often the participants of the checkouts finished since are told to
-    /// forget their transactions (together, in few exchanges), in milliseconds.
-    pub forget_interval_ms: u64,
+    /// Payment and stock replicas: how often they ask the order replicas for the watermark
+    /// below which their transaction records may go (docs/design.md §6.4), in milliseconds.
+    pub horizon_interval_ms: u64,
 }
 
 /// Settings of a coordinator process.
@@ -160,14 +160,14 @@ impl ReplicaSettings {
             ("store_watch_ms", "1000"),
             ("recovery_pause_ms", "100"),
             ("resume_retry_ms", "1000"),
-            ("forget_interval_ms", "100"),
+            ("horizon_interval_ms", "1000"),
         ])?;
         let intervals = [
             ("prune_interval_ms", s.prune_interval_ms),
             ("store_watch_ms", s.store_watch_ms),
             ("recovery_pause_ms", s.recovery_pause_ms),
             ("resume_retry_ms", s.resume_retry_ms),
-            ("forget_interval_ms", s.forget_interval_ms),
+            ("horizon_interval_ms", s.horizon_interval_ms),
         ];
         if let Some((name, _)) = intervals.iter().find(|(_, ms)| *ms == 0) {
             return Err(SettingsError(format!("{name} must be positive")));

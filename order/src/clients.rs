@@ -75,25 +75,6 @@ impl Participants for Remote {
         let c = LedgerCommand::TxCompensate { key: item.into(), tx: tx.into() };
         step(call(&self.stock, Service::Stock, c).await?)
     }
-
-    async fn forget_payment(&self, user: &str, tx: &str) -> Result<(), Unavailable> {
-        let c = LedgerCommand::TxForget { key: user.into(), tx: tx.into() };
-        told(call(&self.payment, Service::Payment, c).await?)
-    }
-
-    async fn forget_stock(&self, item: &str, tx: &str) -> Result<(), Unavailable> {
-        let c = LedgerCommand::TxForget { key: item.into(), tx: tx.into() };
-        told(call(&self.stock, Service::Stock, c).await?)
-    }
-}
-
-/// A forget's answer: 200 (forgotten, or nothing to forget) is done; anything else is tried
-/// again later.
-fn told(answer: Reply) -> Result<(), Unavailable> {
-    match answer.status {
-        200 => Ok(()),
-        s => Err(Unavailable(format!("forget answered {s}: {}", answer.body))),
-    }
 }
 
 impl Remote {

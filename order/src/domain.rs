@@ -16,10 +16,13 @@ use serde_json::json;
 pub struct Checkout {
     /// Attempt number, from 1.
     pub attempt: u32,
-    /// Drawn at random when the attempt starts, and part of its transaction id ([`tx_id`]):
-    /// an order re-created under the same id (a batch_init run again) numbers its attempts
-    /// from 1 again, and its transactions must not be taken for the earlier order's, whose
-    /// records the participants may still hold. Empty in records written before it existed.
+    /// The attempt's start (Unix ms, the primary's clock that started it), `-`, and 64 bits
+    /// drawn at random; part of its transaction id ([`tx_id`]). The start tells the
+    /// participants until when to hold the transaction's records (docs/design.md §6.4). The
+    /// random bits keep apart an order re-created under the same id (a batch_init run
+    /// again), which numbers its attempts from 1 again: its transactions must not be taken
+    /// for the earlier order's, whose records the participants may still hold. Empty in
+    /// records written before it existed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub nonce: String,
     /// Where the attempt stands.
@@ -132,9 +135,15 @@ impl Checkout {
     pub fn tx(&self, order_id: &str) -> String {
         tx_id(order_id, self.attempt, &self.nonce)
     }
+
+    /// When the attempt started (Unix ms), from its nonce; 0 for a nonce without a start.
+    pub fn started(&self) -> u64 {
+        decide::ledger::tx_started(&self.tx("")).unwrap_or(0)
+    }
 }
 
-/// The transaction id of an order's checkout attempt: `order_id#attempt.nonce`, or
+/// The transaction id of an order's checkout attempt: `order_id#attempt.nonce` (the nonce
+/// `start-random`, [`Checkout::nonce`]; `decide::ledger::tx_started` reads the start back), or
 /// `order_id#attempt` for an attempt recorded without a nonce.
 pub fn tx_id(order_id: &str, attempt: u32, nonce: &str) -> String {
     if nonce.is_empty() {
@@ -232,6 +241,9 @@ mod tests {
     fn tx_ids() {
         assert_eq!(tx_id("o1", 2, ""), "o1#2");
         assert_eq!(tx_id("o1", 2, "9f3a"), "o1#2.9f3a");
+        let c = Checkout { attempt: 3, nonce: "1733580000123-9f3a".into(), phase: Phase::InFlight, reason: None };
+        assert_eq!((c.tx("o1").as_str(), c.started()), ("o1#3.1733580000123-9f3a", 1_733_580_000_123));
+        assert_eq!(Checkout { nonce: "9f3a".into(), ..c }.started(), 0, "no start: held back to 0");
         let o = Order::new("u").start_attempt("9f3a");
         assert_eq!(o.checkout.unwrap().tx("o1"), "o1#1.9f3a");
     }

@@ -2,13 +2,15 @@
 //! checkout saga across payment and stock.
 //!
 //! Code map: `domain` (the document and its pure rules), `saga` (the checkout driver; its
-//! decisions are `decide::saga`), `clients` (payment and stock, at their primaries),
-//! `routes` (what each request does).
+//! decisions are `decide::saga`), `unfinished` (the attempts under way, for the horizon the
+//! ledgers release their transaction records by), `clients` (payment and stock, at their
+//! primaries), `routes` (what each request does).
 
 pub mod clients;
 pub mod domain;
 pub mod routes;
 pub mod saga;
+pub mod unfinished;
 
 use model::topology::{Service, Topology};
 use net::client::{Batcher, ServiceClient};
@@ -39,12 +41,10 @@ pub async fn run(
             table: replica::table::Table::new(node),
             remote,
             stalled: Default::default(),
-            finished: Default::default(),
-            unforgotten: Default::default(),
+            unfinished: Default::default(),
             resumed_epoch: Default::default(),
         });
         orders.start_resuming();
-        orders.start_forgetting();
         Arc::new(OrderHandler(orders))
     })
     .await

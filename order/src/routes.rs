@@ -3,6 +3,7 @@
 use crate::clients::Remote;
 use crate::domain::{batch_order, Order};
 use crate::saga::{drive, Mode};
+use crate::unfinished::Unfinished;
 use async_trait::async_trait;
 use model::idempotency::RequestKey;
 use model::reply::Reply;
@@ -18,10 +19,13 @@ use std::sync::Arc;
 /// waits, few enough not to flood the other services while they may be recovering too.
 const RESUME_PARALLELISM: usize = 16;
 
-/// How many finished checkouts a round of the `forget` worker tells at once: their calls to
-/// one participant primary travel together (`net::direct`), so a round of a busy second
-/// is a few exchanges per primary rather than one per transaction.
-const FORGET_PARALLELISM: usize = 512;
+/// How old an attempt counted as unfinished must be before the `resume` worker's sweep checks
+/// that its order still holds it in flight (its driver ends it as soon as it ends it).
+const SWEEP_AFTER_MS: u64 = 5_000;
+
+/// How long the sweep waits for an order's lock: one held longer has a driver at work, which
+/// ends the attempt itself.
+const SWEEP_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The order service's state shared by its handlers and background tasks.
 pub struct Orders {
@@ -33,14 +37,8 @@ pub struct Orders {
     /// change under it) with the checkout still in flight: retried by the next round of
     /// [`Orders::resume_round`] (every `resume_retry_ms`).
     pub stalled: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Checkout attempts (order, transaction) finished since the last round of
-    /// [`Orders::forget_round`] (every `forget_interval_ms`), which tells their participants
-    /// to forget the transaction.
-    pub finished: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
-    /// Finished checkout attempts whose participants were not all told to forget the
-    /// transaction: told again by the next round of [`Orders::resume_round`] (every
-    /// `resume_retry_ms`), until all of them were.
-    pub unforgotten: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// The checkout attempts under way here, for the horizon report (docs/design.md §6.4).
+    pub unfinished: Unfinished,
     /// The epoch of the view the last resume pass ran under (0 before the first).
     pub resumed_epoch: std::sync::atomic::AtomicU64,
 }
@@ -50,11 +48,10 @@ pub struct OrderHandler(pub Arc<Orders>);
 
 impl Orders {
     /// Drives the order's in-flight saga, if any, to its end (the caller holds the lock).
-    /// A driver that finishes the attempt has its participants told to forget its transaction.
     async fn finish_in_flight(self: &Arc<Self>, guard: &replica::table::KeyGuard) -> Result<(), HandlerError> {
         if self.table.read(guard.key()).await?.is_some_and(|o| o.in_flight()) {
-            let result = drive(&self.table, guard, &self.remote, None, Mode::Resume).await;
-            self.note_outcome(guard.key(), result.as_ref().map(|(_, finished)| finished.clone()).ok());
+            let result = drive(&self.table, guard, &self.unfinished, &self.remote, None, Mode::Resume).await;
+            self.note_outcome(guard.key(), result.is_ok());
             result?;
         }
         Ok(())
@@ -106,39 +103,13 @@ impl Orders {
         });
     }
 
-    /// Starts the `forget` worker: a round every `forget_interval_ms` ([`Orders::forget_round`]).
-    pub fn start_forgetting(self: &Arc<Self>) {
-        let node = self.table.node();
-        let name = format!("{} replica {} forget", node.service, node.me);
-        node.workers().spawn_on(name, Schedule::every(node.timings().forget), self.clone(), |orders| async move {
-            orders.forget_round().await;
-            Next::Again
-        });
-    }
-
-    /// One round of the `forget` worker: tells the participants of every checkout attempt
-    /// finished since the last round to forget its transaction. Deferred to a round, the
-    /// calls of many checkouts go together, instead of a few calls of their own after each
-    /// one. Those not all told are told again on the `resume` worker's slower cadence.
-    pub async fn forget_round(self: Arc<Self>) {
-        let finished: Vec<(String, String)> = self.finished.lock().unwrap().drain().collect();
-        self.forget_all(finished).await;
-    }
-
-    /// Tells the participants of these finished attempts to forget their transactions,
-    /// [`FORGET_PARALLELISM`] attempts at a time.
-    async fn forget_all(&self, attempts: Vec<(String, String)>) {
-        for chunk in attempts.chunks(FORGET_PARALLELISM) {
-            futures::future::join_all(chunk.iter().map(|(key, tx)| self.forget(key, tx))).await;
-        }
-    }
-
     /// One round of the `resume` worker. On the first round and after every change of the
     /// node's view (a view change, a promotion: it may have become the primary of orders whose
     /// previous primary was paused or cut off mid-checkout), resumes the checkouts in flight
     /// among the orders this node is primary of; a view change during the pass triggers one
-    /// more round. Then resumes the checkouts whose driver stopped on a failure, and tells
-    /// participants again to forget the transactions of finished attempts.
+    /// more round, and a pass cut short by a failed scan is run again in the next. Then
+    /// resumes the checkouts whose driver stopped on a failure, and sweeps the attempts
+    /// counted as unfinished whose orders no longer hold them.
     pub async fn resume_round(self: Arc<Self>) {
         let epoch = self.table.node().epoch();
         let before = self.resumed_epoch.swap(epoch, std::sync::atomic::Ordering::SeqCst);
@@ -146,56 +117,65 @@ impl Orders {
             if before != 0 {
                 log::info!("view {epoch} installed: resuming checkouts in flight among my orders");
             }
-            self.clone().resume_all().await;
+            if self.clone().resume_all().await {
+                let node = self.table.node().clone();
+                self.unfinished.resumed(epoch, |k| node.is_primary(k));
+            } else {
+                self.resumed_epoch.store(0, std::sync::atomic::Ordering::SeqCst);
+            }
         }
         let stalled: Vec<String> = self.stalled.lock().unwrap().drain().collect();
         if !stalled.is_empty() {
             log::info!("resuming {} checkouts whose driver stopped on a failure", stalled.len());
             self.clone().resume(stalled).await;
         }
-        let unforgotten: Vec<(String, String)> = self.unforgotten.lock().unwrap().drain().collect();
-        self.forget_all(unforgotten).await;
+        self.sweep().await;
+    }
+
+    /// Looks again at the attempts counted as unfinished that started more than
+    /// [`SWEEP_AFTER_MS`] ago:
+    /// - one of an order this node is not primary of is no longer counted once this node has
+    ///   resumed under its current view (the order's primary counts it);
+    /// - one whose order no longer holds it in flight is no longer counted (a driver that
+    ///   stopped on a failure and whose attempt another node finished, an order replaced by a
+    ///   batch_init);
+    /// - one whose order still holds it in flight with no driver at work (a find or addItem
+    ///   whose request was cancelled mid-drive) is resumed with the stalled checkouts.
+    ///
+    /// Each order is read under its lock, so that no driver is between counting an attempt
+    /// and recording it in flight; an order whose lock is held (a driver is at work) is left
+    /// for a later round.
+    async fn sweep(&self) {
+        let node = self.table.node();
+        for (started, key) in self.unfinished.started_before(model::side::now_ms().saturating_sub(SWEEP_AFTER_MS)) {
+            if !node.is_primary(&key) {
+                if self.unfinished.resumed_under() == node.epoch() {
+                    self.unfinished.end(&key, started);
+                }
+                continue;
+            }
+            let Ok(_guard) = tokio::time::timeout(SWEEP_LOCK_WAIT, self.table.lock(&key)).await else { continue };
+            match self.table.read(&key).await {
+                Ok(order) => {
+                    let holds =
+                        order.is_some_and(|o| o.in_flight() && o.checkout.is_some_and(|c| c.started() == started));
+                    if holds {
+                        self.stalled.lock().unwrap().insert(key);
+                    } else {
+                        log::info!("{key}: its attempt started at {started} is no longer in flight; not counted");
+                        self.unfinished.end(&key, started);
+                    }
+                }
+                Err(e) => log::warn!("{key}: reading the order to sweep its attempt failed: {e}"),
+            }
+        }
     }
 
     /// Notes the outcome of a checkout driver: one that failed with its checkout still in
-    /// flight is retried later; one that finished has its participants told to forget the
-    /// transaction by the next round of the `forget` worker (the client's answer does not
-    /// wait for it).
-    /// `finished`: `None` if the driver failed, else the transaction of the attempt it
-    /// finished, if any.
-    pub fn note_outcome(self: &Arc<Self>, key: &str, finished: Option<Option<String>>) {
-        match finished {
-            None => {
-                self.stalled.lock().unwrap().insert(key.to_string());
-            }
-            Some(Some(tx)) => {
-                self.finished.lock().unwrap().insert((key.to_string(), tx));
-            }
-            Some(None) => {}
-        }
-    }
-
-    /// Tells the participants of the order's finished checkout attempt to forget its
-    /// transaction; notes it to try again if not all of them could be told.
-    async fn forget(&self, key: &str, tx: &str) {
-        // Read on the order's primary only (a read elsewhere is misdirected). An order whose
-        // primary changed in between is left: its participants keep the transaction's records
-        // (a leak of a few records, never a wrong answer).
-        if !self.table.node().is_primary(key) {
-            log::info!("{key}: no longer its primary; its participants are not told to forget");
-            return;
-        }
-        let order = match self.table.read(key).await {
-            Ok(Some(o)) => o,
-            Ok(None) => return,
-            Err(e) => {
-                log::warn!("{key}: reading the order to forget its transaction failed: {e}");
-                self.unforgotten.lock().unwrap().insert((key.to_string(), tx.to_string()));
-                return;
-            }
-        };
-        if !crate::saga::forget_finished(key, tx, &order, &self.remote).await {
-            self.unforgotten.lock().unwrap().insert((key.to_string(), tx.to_string()));
+    /// flight is retried later.
+    pub fn note_outcome(self: &Arc<Self>, key: &str, ok: bool) {
+        if !ok {
+            self.stalled.lock().unwrap().insert(key.to_string());
         }
     }
 
@@ -217,8 +197,9 @@ impl Orders {
         }
     }
 
-    /// Resumes every checkout found in flight among the orders this node is primary of.
-    pub async fn resume_all(self: Arc<Self>) {
+    /// Resumes every checkout found in flight among the orders this node is primary of, and
+    /// counts each as unfinished when found; whether the scan went through every order.
+    pub async fn resume_all(self: Arc<Self>) -> bool {
         let mut after: Option<String> = None;
         let mut resumed = 0usize;
         loop {
@@ -226,20 +207,26 @@ impl Orders {
                 Ok(p) => p,
                 Err(e) => {
                     log::warn!("scanning orders to resume failed: {e}");
-                    return;
+                    return false;
                 }
             };
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             let node = self.table.node().clone();
-            let todo: Vec<String> =
-                page.into_iter().filter(|(k, o)| o.in_flight() && node.is_primary(k)).map(|(k, _)| k).collect();
+            let mut todo = Vec::new();
+            for (key, order) in page {
+                if let Some(c) = order.checkout.as_ref().filter(|_| order.in_flight() && node.is_primary(&key)) {
+                    self.unfinished.note(&key, c.started());
+                    todo.push(key);
+                }
+            }
             resumed += todo.len();
             self.clone().resume(todo).await;
         }
         if resumed > 0 {
             log::info!("resumed {resumed} checkouts found in flight");
         }
+        true
     }
 }
 
@@ -285,9 +272,11 @@ impl Handler for OrderHandler {
                 let orders = orders.clone();
                 let task = tokio::spawn(async move {
                     let g = orders.table.lock(&key).await;
-                    let result = drive(&orders.table, &g, &orders.remote, rid.as_ref(), Mode::Checkout).await;
-                    orders.note_outcome(&key, result.as_ref().map(|(_, finished)| finished.clone()).ok());
-                    result.map(|(reply, _)| reply)
+                    let result =
+                        drive(&orders.table, &g, &orders.unfinished, &orders.remote, rid.as_ref(), Mode::Checkout)
+                            .await;
+                    orders.note_outcome(&key, result.is_ok());
+                    result
                 });
                 task.await.map_err(|e| HandlerError::Dependency(format!("checkout task: {e}")))?
             }
@@ -319,5 +308,9 @@ impl Handler for OrderHandler {
         };
         self.0.table.replace_many(docs).await?;
         Ok(Reply::ok_json(&json!({ "msg": format!("Batch init for {n} orders successful") })))
+    }
+
+    fn horizon(&self) -> Option<(u64, u64)> {
+        Some(self.0.unfinished.report(model::side::now_ms()))
     }
 }

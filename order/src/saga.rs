@@ -12,6 +12,7 @@
 //! `decide::saga`'s.
 
 use crate::domain::Order;
+use crate::unfinished::Unfinished;
 use async_trait::async_trait;
 use decide::saga::{after_steps, start, AfterSteps, Answered, Start};
 pub use decide::saga::{Mode, Outcome};
@@ -33,10 +34,6 @@ pub trait Participants: Send + Sync + 'static {
     async fn reserve(&self, item: &str, qty: i64, tx: &str) -> Result<Outcome, Unavailable>;
     /// Undoes `tx` at the item (or fences it).
     async fn release(&self, item: &str, tx: &str) -> Result<Outcome, Unavailable>;
-    /// Tells the user's payment that `tx`'s saga is finished (its record may go).
-    async fn forget_payment(&self, user: &str, tx: &str) -> Result<(), Unavailable>;
-    /// Tells the item's stock that `tx`'s saga is finished (its record may go).
-    async fn forget_stock(&self, item: &str, tx: &str) -> Result<(), Unavailable>;
 }
 
 /// One step of an attempt: the payment first, then one per order line.
@@ -68,23 +65,6 @@ impl<'a> Step<'a> {
             Step::Reserve { item, .. } => answered("release", || participants.release(item, tx)).await,
         };
     }
-}
-
-/// Tells every participant of the order's checkout attempt with transaction `tx`, which
-/// finished (paid, or failed with its compensation durable), that its saga is finished: they
-/// may then drop their records of the transaction after a grace period. A later attempt may be under way
-/// meanwhile; the order's items then include every item of the finished one (items are only
-/// ever added), and an item the finished attempt did not touch has nothing to forget.
-/// Returns whether every one was told.
-pub async fn forget_finished(order_id: &str, tx: &str, order: &Order, participants: &dyn Participants) -> bool {
-    let user = participants.forget_payment(&order.user_id, tx);
-    let items = futures::future::join_all(order.items.iter().map(|(item, _)| participants.forget_stock(item, tx)));
-    let (user, items) = futures::join!(user, items);
-    let told = user.is_ok() && items.iter().all(Result::is_ok);
-    if !told {
-        log::info!("{order_id}: not every participant of {tx} was told it is finished; trying again later");
-    }
-    told
 }
 
 /// First pause before retrying a step whose participant was unavailable.
@@ -120,40 +100,45 @@ pub const SUCCESS: &str = "Checkout successful";
 /// The reply to checking out a paid order (nothing is charged).
 pub const ALREADY_PAID: &str = "Order is already paid";
 
-/// Drives the order's checkout to its end and returns the client's reply, and the
-/// transaction of the attempt this call finished (wrote its end record), if it did: the
-/// participants may then be told to forget it. The caller holds the order's lock (`guard`). `request` is
-/// remembered with the final answer; a repeat of it gets that answer, and its id reused for
-/// another request a refusal.
+/// Drives the order's checkout to its end and returns the client's reply. The caller holds
+/// the order's lock (`guard`). `request` is remembered with the final answer; a repeat of it
+/// gets that answer, and its id reused for another request a refusal. The attempt is counted
+/// in `unfinished` from before its `in_flight` record until its end record is written.
 pub async fn drive(
     table: &Table<Order>,
     guard: &KeyGuard,
+    unfinished: &Unfinished,
     participants: &dyn Participants,
     request: Option<&RequestKey>,
     mode: Mode,
-) -> Result<(Reply, Option<String>), HandlerError> {
+) -> Result<Reply, HandlerError> {
     let key = guard.key().to_string();
     if let Some(req) = request {
         match table.seen(&key, req).await? {
             Seen::New => {}
-            Seen::Repeat(first) => return Ok((first, None)),
-            Seen::Reused(refusal) => return Ok((refusal, None)),
+            Seen::Repeat(first) => return Ok(first),
+            Seen::Reused(refusal) => return Ok(refusal),
         }
     }
     let Some(read) = table.read(&key).await? else {
-        return Ok((Reply::bad("order not found"), None));
+        return Ok(Reply::bad("order not found"));
     };
     let plan = start(mode, read.paid, read.phase());
-    // The order as this driver last read or wrote it.
-    let (order, started_here) = match plan {
-        Start::AlreadyPaid => return Ok((Reply::ok_text(ALREADY_PAID), None)),
-        Start::LastOutcome => return Ok((Reply::bad(read.failure()), None)),
+    // The order as this driver last read or wrote it, and its attempt's start.
+    let (order, started_here, started) = match plan {
+        Start::AlreadyPaid => return Ok(Reply::ok_text(ALREADY_PAID)),
+        Start::LastOutcome => return Ok(Reply::bad(read.failure())),
         Start::NewAttempt => {
-            let next = read.start_attempt(&new_nonce());
+            let started = unfinished.begin(&key, model::side::now_ms());
+            let next = read.start_attempt(&new_nonce(started));
             record(table, guard, &read, &next, Reply::ok_text("in progress"), None).await?;
-            (next, true)
+            (next, true, started)
         }
-        Start::Finish | Start::Undo => (read, false),
+        Start::Finish | Start::Undo => {
+            let started = read.checkout.as_ref().map_or(0, |c| c.started());
+            unfinished.note(&key, started);
+            (read, false, started)
+        }
     };
     let tx = order.checkout.as_ref().expect("an attempt is under way").tx(&key);
     log::debug!("{key}: checkout transaction {tx}");
@@ -168,7 +153,8 @@ pub async fn drive(
             AfterSteps::RollForward => {
                 let reply = Reply::ok_text(SUCCESS);
                 record(table, guard, &order, &order.paid(), reply.clone(), request).await?;
-                return Ok((reply, Some(tx)));
+                unfinished.end(&key, started);
+                return Ok(reply);
             }
             AfterSteps::Compensate { undo, reason } => {
                 // Recorded before the first undo: a driver deposed meanwhile stops here, and
@@ -183,13 +169,14 @@ pub async fn drive(
     let last = compensating.as_ref().unwrap_or(&order);
     let reply = Reply::bad(last.failure());
     record(table, guard, last, &last.failed(), reply.clone(), request).await?;
-    Ok((reply, Some(tx)))
+    unfinished.end(&key, started);
+    Ok(reply)
 }
 
-/// What makes a new attempt's transaction id unique ([`crate::domain::Checkout::nonce`]): 64
-/// random bits.
-fn new_nonce() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+/// What names a new attempt started at `started` (Unix ms) and makes its transaction id
+/// unique ([`crate::domain::Checkout::nonce`]): the start, then 64 random bits.
+fn new_nonce(started: u64) -> String {
+    format!("{started}-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
 }
 
 /// Writes `next` over the order (the caller holds its lock), with `reply` remembered under
@@ -248,13 +235,18 @@ mod tests {
         /// If set, another driver (over this table, with locks of its own) finishes the
         /// attempt and a client pays the next one while the payment is on its way.
         taken_over_by: Option<Table<Order>>,
+        /// If set, what these attempts under way report, noted by each payment.
+        watched: Option<Arc<Unfinished>>,
+        /// The oldest start each payment saw reported.
+        oldest_seen: Mutex<Vec<u64>>,
     }
 
     impl Fake {
-        /// The calls made, each transaction id without its nonce (`o#1.<16 hex>` as `o#1`).
+        /// The calls made, each transaction id without its nonce (`o#1.<start>-<16 hex>` as
+        /// `o#1`).
         fn calls_seen(&self) -> Vec<String> {
             let plain = |w: &str| match w.split_once('.') {
-                Some((tx, nonce)) if tx.contains('#') && nonce.len() == 16 => tx.to_string(),
+                Some((tx, nonce)) if tx.contains('#') && nonce.contains('-') => tx.to_string(),
                 _ => w.to_string(),
             };
             let calls = self.calls.lock().unwrap();
@@ -302,6 +294,10 @@ mod tests {
     #[async_trait]
     impl Participants for Fake {
         async fn pay(&self, user: &str, amount: i64, tx: &str) -> Result<Outcome, Unavailable> {
+            if let Some(u) = &self.watched {
+                // Reported a minute ahead: the attempt's start if it is counted, that time if not.
+                self.oldest_seen.lock().unwrap().push(u.report(model::side::now_ms() + 60_000).1);
+            }
             if let Some(reserved) = &self.pay_waits_for_stock {
                 reserved.notified().await;
             }
@@ -327,14 +323,6 @@ mod tests {
             self.flaky()?;
             self.calls.lock().unwrap().push(format!("reserve {item} {qty} {tx}"));
             Ok(self.debit(&self.stock, item, qty, tx, "not enough stock"))
-        }
-        async fn forget_payment(&self, user: &str, tx: &str) -> Result<(), Unavailable> {
-            self.calls.lock().unwrap().push(format!("forget payment {user} {tx}"));
-            Ok(())
-        }
-        async fn forget_stock(&self, item: &str, tx: &str) -> Result<(), Unavailable> {
-            self.calls.lock().unwrap().push(format!("forget stock {item} {tx}"));
-            Ok(())
         }
         async fn release(&self, item: &str, tx: &str) -> Result<Outcome, Unavailable> {
             self.flaky()?;
@@ -363,32 +351,26 @@ mod tests {
     async fn checkout(table: &Table<Order>, fake: &Fake, rid: &str) -> Reply {
         let g = table.lock("o").await;
         let req = RequestKey::new(rid, "POST", "/orders/checkout/o");
-        drive(table, &g, fake, Some(&req), Mode::Checkout).await.unwrap().0
+        drive(table, &g, &Unfinished::default(), fake, Some(&req), Mode::Checkout).await.unwrap()
     }
 
-    /// The driver names the attempt it finished, so that its transaction is the one forgotten
-    /// even when a later attempt has started by the time the participants are told (before,
-    /// the order's last attempt was forgotten, and a finished attempt followed at once by
-    /// another was never); a repeat or a paid order finishes none.
+    /// An attempt is counted as unfinished from before its steps go out until its end record
+    /// is written, so that no participant drops its records while it may still be sent one;
+    /// then no longer (a failing attempt included).
     #[tokio::test]
-    async fn the_driver_names_the_attempt_it_finished() {
-        let (table, fake) = setup(100, 0, 5).await;
-        let g = table.lock("o").await;
-        let first = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
-        let attempt = |tx: &Option<String>| tx.as_deref().map(|t| t.split(['#', '.']).nth(1).unwrap().to_string());
-        assert_eq!((first.0.status, attempt(&first.1)), (400, Some("1".into())));
-        fake.stock.lock().unwrap().insert("a".into(), 5);
-        let second = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
-        assert_eq!((second.0.status, attempt(&second.1)), (200, Some("2".into())));
-        let again = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
-        assert_eq!((again.0.body.as_str(), again.1), (ALREADY_PAID, None));
-        let order = table.read("o").await.unwrap().unwrap();
-        let tx = first.1.unwrap();
-        assert!(forget_finished("o", &tx, &order, &fake).await);
-        let calls = fake.calls.lock().unwrap().clone();
-        let forgets: Vec<&String> = calls.iter().filter(|c| c.starts_with("forget")).collect();
-        let want = ["payment u", "stock a", "stock b"].map(|p| format!("forget {p} {tx}"));
-        assert_eq!(forgets, want.iter().collect::<Vec<_>>());
+    async fn an_attempt_counts_as_unfinished_until_its_end_is_recorded() {
+        for stock in [5, 0] {
+            let (table, mut fake) = setup(100, stock, 5).await;
+            let unfinished = Arc::new(Unfinished::default());
+            fake.watched = Some(unfinished.clone());
+            let g = table.lock("o").await;
+            drive(&table, &g, &unfinished, &fake, None, Mode::Checkout).await.unwrap();
+            let started = table.read("o").await.unwrap().unwrap().checkout.unwrap().started();
+            assert!(started > 0, "the attempt names its start");
+            assert_eq!(*fake.oldest_seen.lock().unwrap(), vec![started], "counted while its payment was sent");
+            let now = model::side::now_ms() + 1_000;
+            assert_eq!(unfinished.report(now).1, now, "no longer counted once ended (stock {stock})");
+        }
     }
 
     /// An order re-created under the same id (a batch_init run again) numbers its attempts
@@ -428,8 +410,9 @@ mod tests {
         let (table, mut fake) = setup(100, 5, 5).await;
         fake.pay_waits_for_stock = Some(tokio::sync::Notify::new());
         let g = table.lock("o").await;
-        let run = drive(&table, &g, &fake, None, Mode::Checkout);
-        let (r, _) = tokio::time::timeout(Duration::from_secs(10), run).await.expect("steps sent together").unwrap();
+        let unfinished = Unfinished::default();
+        let run = drive(&table, &g, &unfinished, &fake, None, Mode::Checkout);
+        let r = tokio::time::timeout(Duration::from_secs(10), run).await.expect("steps sent together").unwrap();
         assert_eq!(r.body, SUCCESS);
         assert_eq!(fake.credit.lock().unwrap()["u"], 87);
     }
@@ -441,7 +424,7 @@ mod tests {
         let seq = || async { table.node().store().get("o").await.unwrap().unwrap().version.seq };
         let before = seq().await;
         let g = table.lock("o").await;
-        drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
+        drive(&table, &g, &Unfinished::default(), &fake, None, Mode::Checkout).await.unwrap();
         assert_eq!(seq().await, before + 2);
     }
 
@@ -524,7 +507,7 @@ mod tests {
         record_order(&table, |o| o.start_attempt("")).await;
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         let g = table.lock("o").await;
-        let (r, _) = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
+        let r = drive(&table, &g, &Unfinished::default(), &fake, None, Mode::Resume).await.unwrap();
         assert_eq!(r.status, 400);
         let calls = fake.calls_seen();
         assert_eq!(&calls[3..], &["refund u o#1", "release a o#1", "release b o#1"]);
@@ -549,14 +532,14 @@ mod tests {
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         fake.debit(&fake.stock, "a", 1, "o#1", "");
         let g = table.lock("o").await;
-        let (r, _) = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
+        let r = drive(&table, &g, &Unfinished::default(), &fake, None, Mode::Resume).await.unwrap();
         assert_eq!(r.body, SUCCESS);
         // Nothing was taken twice.
         assert_eq!(fake.credit.lock().unwrap()["u"], 87);
         assert_eq!(fake.stock.lock().unwrap()["a"], 4);
         assert_eq!(fake.stock.lock().unwrap()["b"], 3);
         // Resuming a finished order starts nothing.
-        let (r, _) = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
+        let r = drive(&table, &g, &Unfinished::default(), &fake, None, Mode::Resume).await.unwrap();
         assert_eq!(r.body, ALREADY_PAID);
     }
 
@@ -572,8 +555,8 @@ mod tests {
         fake.debit(&fake.stock, "a", 1, "o#1", "");
         fake.compensate(&fake.credit, "u", "o#1");
         let g = table.lock("o").await;
-        let (r, finished) = drive(&table, &g, &fake, None, Mode::Resume).await.unwrap();
-        assert_eq!((r.status, finished.as_deref()), (400, Some("o#1")));
+        let r = drive(&table, &g, &Unfinished::default(), &fake, None, Mode::Resume).await.unwrap();
+        assert_eq!(r.status, 400);
         assert_eq!(fake.credit.lock().unwrap()["u"], 100);
         assert_eq!(fake.stock.lock().unwrap()["a"], 5);
         assert_eq!(fake.stock.lock().unwrap()["b"], 5);
@@ -590,8 +573,8 @@ mod tests {
         fake.debit(&fake.credit, "u", 13, "o#1", "");
         fake.debit(&fake.stock, "a", 1, "o#1", "");
         let g = table.lock("o").await;
-        let (r, finished) = drive(&table, &g, &fake, None, Mode::Checkout).await.unwrap();
-        assert_eq!((r.status, r.body.as_str(), finished.as_deref()), (400, "not enough stock", Some("o#1")));
+        let r = drive(&table, &g, &Unfinished::default(), &fake, None, Mode::Checkout).await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (400, "not enough stock"));
         let calls = fake.calls_seen();
         assert_eq!(calls, vec!["refund u o#1", "release a o#1", "release b o#1"]);
         assert_eq!(fake.credit.lock().unwrap()["u"], 100);
@@ -623,10 +606,14 @@ mod tests {
         // again).
         fake.taken_over_by = Some(Table::new(table.node().clone()));
         let g = table.lock("o").await;
-        let result = drive(&table, &g, &fake, None, Mode::Checkout).await;
+        let unfinished = Unfinished::default();
+        let result = drive(&table, &g, &unfinished, &fake, None, Mode::Checkout).await;
         assert!(matches!(result, Err(HandlerError::Dependency(_))), "{result:?}");
         let o = table.read("o").await.unwrap().unwrap();
         assert!(o.paid, "{o:?}");
         assert_eq!(o.checkout.unwrap().attempt, 2);
+        // The stopped driver's attempt stays counted until the sweep finds its order no
+        // longer holds it.
+        assert_eq!(unfinished.started_before(u64::MAX).len(), 1);
     }
 }

@@ -51,9 +51,9 @@ pub struct Timings {
     pub recovery_pause: Duration,
     /// How often the order service resumes checkouts whose driver stopped on a failure.
     pub resume_retry: Duration,
-    /// How often the order service tells the participants of finished checkouts to forget
-    /// their transactions (those finished since, and those not told before).
-    pub forget: Duration,
+    /// How often a ledger replica asks the order replicas for the watermark below which its
+    /// transaction records may go.
+    pub horizon: Duration,
 }
 
 impl Timings {
@@ -69,7 +69,7 @@ impl Timings {
             store_watch: ms(settings.store_watch_ms),
             recovery_pause: ms(settings.recovery_pause_ms),
             resume_retry: ms(settings.resume_retry_ms),
-            forget: ms(settings.forget_interval_ms),
+            horizon: ms(settings.horizon_interval_ms),
         }
     }
 }
@@ -103,7 +103,7 @@ impl Default for Timings {
             store_watch: Duration::from_secs(1),
             recovery_pause: Duration::from_millis(100),
             resume_retry: Duration::from_secs(1),
-            forget: Duration::from_millis(100),
+            horizon: Duration::from_secs(1),
         }
     }
 }
@@ -217,6 +217,9 @@ pub struct Node {
     workers: Workers,
     /// Whether its store takes writes and its peers accept its secret.
     health: Health,
+    /// Held side records ([`model::side::held`]) with a start before this (Unix ms) may go:
+    /// raised by the service ([`Node::release`]), used by the `prune` worker.
+    released: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -266,6 +269,7 @@ impl Node {
             workers: Workers::new(),
             rounds: Default::default(),
             health,
+            released: Default::default(),
         }
     }
 
@@ -401,10 +405,34 @@ impl Node {
         self.noted(self.store.put_meta(STORE_PROBE, probe).await).map_err(|e| e.to_string())
     }
 
-    /// Drops expired side records ([`model::side`]): one round of the `prune` worker, every
-    /// [`Timings::prune`].
+    /// Lets the held side records with a start before `before_ms` go at the next round of
+    /// the `prune` worker (a lower value than one given before changes nothing).
+    pub fn release(&self, before_ms: u64) {
+        self.released.fetch_max(before_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The start before which held side records may go ([`Node::release`]).
+    pub fn released(&self) -> u64 {
+        self.released.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// What this replica tells a ledger replica that asks for the horizon of the checkouts
+    /// ([`model::wire::Horizon`]), given its service's `resumed` epoch and `oldest_ms`.
+    /// `view` is the view it serves by (which it may have learned from a peer, not only from
+    /// its acceptor); `pending` says that its acceptor committed or accepted a newer one.
+    pub async fn horizon(&self, resumed: u64, oldest_ms: u64) -> model::wire::Horizon {
+        let acceptor = self.membership.acceptor().await;
+        let view = self.view();
+        let newer = |epoch: u64| epoch > view.epoch;
+        let pending =
+            newer(acceptor.committed.epoch) || acceptor.accepted.as_ref().is_some_and(|(_, v)| newer(v.epoch));
+        model::wire::Horizon { replica: self.me, view, pending, resumed, oldest_ms }
+    }
+
+    /// Drops expired and released side records ([`model::side`]): one round of the `prune`
+    /// worker, every [`Timings::prune`].
     async fn prune_round(&self) {
-        match self.store.prune_sides(model::side::now_ms()).await {
+        match self.store.prune_sides(model::side::now_ms(), self.released()).await {
             Ok(0) => {}
             Ok(n) => log::debug!("{} replica {}: dropped {n} expired side records", self.service, self.me),
             Err(e) => log::warn!("{} replica {}: dropping expired side records failed: {e}", self.service, self.me),
@@ -490,7 +518,7 @@ impl Node {
         // is not (or no longer) the key's primary (a saga driver or request in flight across
         // a view change) would otherwise store a second state under a version the primary
         // writes too. Refused, its caller decides again under the current view. Side records
-        // are checked too: one written without its document (a forgotten saga record) is
+        // are checked too: one written without its document (`Decision::WriteSides`) is
         // fenced by nothing else.
         let view = self.primary_view_of(&records)?;
         if records.iter().any(|r| r.version.epoch != view.epoch) {

@@ -59,6 +59,12 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, command: Command, ctx: RequestCtx) -> Result<Reply, HandlerError>;
     /// Writes this primary's share of a batch_init (`command` is the service's `BatchInit`).
     async fn batch_init(&self, command: Command, keys: Vec<String>) -> Result<Reply, HandlerError>;
+    /// The service's part of a horizon report ([`model::wire::Horizon`]): the epoch it last
+    /// resumed its checkouts under and the start of its oldest unfinished one. `None` for a
+    /// service without checkouts (the endpoint then answers 404).
+    fn horizon(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// Everything a replica's HTTP handlers share.
@@ -411,6 +417,20 @@ async fn push(path: web::Path<u32>, app: web::Data<ReplicaApp>) -> HttpResponse 
     }
 }
 
+/// `GET /internal/horizon`: this order replica's horizon report ([`model::wire::Horizon`]).
+/// A replica that lost its data while a full member gives none: it cannot know the attempts in
+/// flight among its orders.
+async fn horizon(app: web::Data<ReplicaApp>) -> HttpResponse {
+    if app.node.needs_rejoin() {
+        return net::answer::http(recovering());
+    }
+    // The service's part first: an attempt started after it is counted by the view read next.
+    match app.handler.horizon() {
+        Some((resumed, oldest_ms)) => HttpResponse::Ok().json(app.node.horizon(resumed, oldest_ms).await),
+        None => HttpResponse::NotFound().body("no checkouts here"),
+    }
+}
+
 async fn metrics(app: web::Data<ReplicaApp>) -> HttpResponse {
     metrics_response(&app.metrics)
 }
@@ -447,6 +467,7 @@ fn internal_endpoints() -> actix_web::Scope {
         .route("/multi", web::post().to(multi))
         .route("/push/{target}", web::post().to(push))
         .route("/view", web::get().to(view))
+        .route("/horizon", web::get().to(horizon))
         .route("/lease/{from}", web::get().to(lease))
         .route("/paxos", web::post().to(paxos))
         .route("/digest", web::get().to(digest))

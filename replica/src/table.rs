@@ -39,8 +39,7 @@ pub enum Decision<D> {
     /// [`Decision::Write`], and store side records beside the document in the same write
     /// ([`model::side`]: a saga transaction's record).
     WriteWith(D, Vec<SideWrite>, Reply),
-    /// Store only these side records, the document unchanged (a saga transaction's record
-    /// marked forgotten), and answer.
+    /// Store only these side records, the document unchanged, and answer.
     WriteSides(Vec<SideWrite>, Reply),
     /// Answer without writing (reads, business rejections, no-ops).
     Answer(Reply),
@@ -448,7 +447,7 @@ mod tests {
     }
 
     /// A write of side records only leaves the document's state and version as they were,
-    /// and the side record reads back (a forgotten saga record costs one small record).
+    /// and the side record reads back (a side-only write costs one small record).
     #[tokio::test]
     async fn a_side_only_write_leaves_the_document() {
         let t = table();
@@ -521,7 +520,7 @@ mod tests {
         assert_eq!(t.scan(None, 10).await.unwrap(), vec![("k".to_string(), Counter { n: 101 })]);
         // Expired, a record is dropped and its id is new again.
         let ttl = t.node().request_ttl().as_millis() as u64;
-        let dropped = t.node().store().prune_sides(side::now_ms() + ttl + 1).await.unwrap();
+        let dropped = t.node().store().prune_sides(side::now_ms() + ttl + 1, 0).await.unwrap();
         assert_eq!(dropped, 101);
         assert!(matches!(t.seen("k", &rq("r0")).await.unwrap(), Seen::New));
     }

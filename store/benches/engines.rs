@@ -306,7 +306,7 @@ impl Store for FjallStore {
     }
 
     /// The benchmark's workload writes no side records.
-    async fn prune_sides(&self, _now_ms: u64) -> StoreResult<usize> {
+    async fn prune_sides(&self, _now_ms: u64, _released_ms: u64) -> StoreResult<usize> {
         Ok(0)
     }
 }

@@ -118,13 +118,24 @@ async fn side_records(s: DynStore) {
         assert!(s.bucket(b).await.unwrap().iter().all(|k| !side::is_side(&k.key)));
     }
     assert_eq!(s.scan(None, 10).await.unwrap().len(), 3, "scans show side records");
-    assert_eq!(s.prune_sides(999).await.unwrap(), 0);
-    assert_eq!(s.prune_sides(1_500).await.unwrap(), 1);
+    assert_eq!(s.prune_sides(999, 0).await.unwrap(), 0);
+    assert_eq!(s.prune_sides(1_500, 0).await.unwrap(), 1);
     assert_eq!(s.get(&old.key).await.unwrap(), None);
     assert_eq!(s.get(&live.key).await.unwrap(), Some(live.clone()));
     assert!(s.digests().await.unwrap() == only_doc);
-    assert_eq!(s.prune_sides(2_000).await.unwrap(), 1);
-    assert_eq!(s.scan(None, 10).await.unwrap(), vec![doc]);
+    assert_eq!(s.prune_sides(2_000, 0).await.unwrap(), 1);
+    assert_eq!(s.scan(None, 10).await.unwrap(), vec![doc.clone()]);
+    // Held records go once their start is released, whatever the time; one that never
+    // expires stays.
+    let held = |name: &str, start: u64| rec(&side::key("d", name), v(1, 1), &side::body(side::held(start), "{}"));
+    let never = rec(&side::key("d", "t:never"), v(1, 1), &side::body(u64::MAX, "{}"));
+    let puts = [held("t:a", 1_000), held("t:b", 2_000), never.clone()].map(|r| put(Expect::Older, r));
+    assert_eq!(s.write(puts.to_vec()).await.unwrap(), vec![true; 3]);
+    assert_eq!(s.prune_sides(side::HELD - 1, 1_000).await.unwrap(), 0, "none released, none timed out");
+    assert_eq!(s.prune_sides(0, 1_001).await.unwrap(), 1);
+    assert_eq!(s.get(&side::key("d", "t:a")).await.unwrap(), None);
+    assert_eq!(s.prune_sides(0, side::HELD).await.unwrap(), 1);
+    assert_eq!(s.scan(None, 10).await.unwrap(), vec![doc, never]);
 }
 
 async fn conditional_puts(s: DynStore) {

@@ -180,11 +180,12 @@ pub trait Store: Send + Sync + 'static {
     /// interval syncs a meta write before answering it (Paxos promises and accepts: rare).
     async fn put_meta(&self, name: &str, value: Vec<u8>) -> StoreResult<()>;
 
-    /// Drops the side records ([`model::side`]) expired at `now_ms`; returns how many. Side
+    /// Drops the side records ([`model::side`]) that may go at `now_ms` with the held ones
+    /// released before `released_ms` ([`model::side::prunable`]); returns how many. Side
     /// records are stored by `write` like documents, but never counted in the digests nor
     /// listed by `bucket`/`buckets`. Dropping need not be durable: a side record a restart
-    /// brings back has still expired and is dropped again.
-    async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize>;
+    /// brings back may still go, and is dropped again.
+    async fn prune_sides(&self, now_ms: u64, released_ms: u64) -> StoreResult<usize>;
 
     /// Why the store refuses every write from now on, if it does (the log engine after a
     /// failed sync, or an append it could not cut back): the process must stop, so that a

@@ -664,8 +664,8 @@ impl Store for LogStore {
         Ok(())
     }
 
-    async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize> {
-        Ok(self.inner.lock().unwrap().docs.prune_sides(now_ms))
+    async fn prune_sides(&self, now_ms: u64, released_ms: u64) -> StoreResult<usize> {
+        Ok(self.inner.lock().unwrap().docs.prune_sides(now_ms, released_ms))
     }
 
     fn stopped(&self) -> Option<String> {

@@ -100,19 +100,20 @@ impl Docs {
         self.map.insert(record.key.clone(), Entry { record: Arc::new(record), bucket, expires });
     }
 
-    /// Drops the side records expired at `now_ms`; how many.
-    pub(super) fn prune_sides(&mut self, now_ms: u64) -> usize {
-        let mut dropped = 0;
-        while let Some((exp, key)) = self.expiring.first().cloned() {
-            if exp > now_ms {
-                break;
-            }
-            self.expiring.pop_first();
-            self.map.remove(&key);
-            self.order.remove(&key);
-            dropped += 1;
+    /// Drops the side records that may go at `now_ms` with the held ones released before
+    /// `released_ms` ([`model::side::prunable`]); how many.
+    pub(super) fn prune_sides(&mut self, now_ms: u64, released_ms: u64) -> usize {
+        use model::side::HELD;
+        let bound = |exp: u64| (exp, String::new());
+        let timed = ..bound(now_ms.min(HELD - 1) + 1);
+        let held = bound(HELD)..bound(HELD + released_ms.min(HELD - 1));
+        let gone: Vec<(u64, String)> = self.expiring.range(timed).chain(self.expiring.range(held)).cloned().collect();
+        for entry in &gone {
+            self.expiring.remove(entry);
+            self.map.remove(&entry.1);
+            self.order.remove(&entry.1);
         }
-        dropped
+        gone.len()
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Record> {
@@ -253,8 +254,8 @@ impl Store for MemStore {
         Ok(())
     }
 
-    async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize> {
-        Ok(self.docs.lock().unwrap().prune_sides(now_ms))
+    async fn prune_sides(&self, now_ms: u64, released_ms: u64) -> StoreResult<usize> {
+        Ok(self.docs.lock().unwrap().prune_sides(now_ms, released_ms))
     }
 }
 

@@ -597,12 +597,20 @@ impl Store for MongoStore {
         Ok(())
     }
 
-    /// One `delete_many` of the side records whose `exp` has passed. It races no write that
-    /// matters: a side record is written once per name and version, and one that expired is
-    /// never read again.
-    async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize> {
-        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-        let res = self.colls.docs.delete_many(doc! { "exp": { "$lte": now } }).await.map_err(StoreError::of)?;
+    /// One `delete_many` of the side records whose `exp` has passed, or is a held record's
+    /// released ([`model::side::prunable`]). It races no write that matters: a side record
+    /// is written once per name and version, one that expired is never read again, and one
+    /// released is never written again.
+    async fn prune_sides(&self, now_ms: u64, released_ms: u64) -> StoreResult<usize> {
+        use model::side::HELD;
+        let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let now = signed(now_ms.min(HELD - 1));
+        let (held, released) = (signed(HELD), signed(HELD + released_ms.min(HELD - 1)));
+        let filter = doc! { "$or": [
+            { "exp": { "$lte": now } },
+            { "exp": { "$gte": held, "$lt": released } },
+        ] };
+        let res = self.colls.docs.delete_many(filter).await.map_err(StoreError::of)?;
         Ok(res.deleted_count as usize)
     }
 }

@@ -700,11 +700,12 @@ impl Store for RedbStore {
     /// undone request record over its original). A checkpoint racing the prune may write an
     /// expired entry back, which the next prune deletes: an expired side record is never
     /// read again, and a write-ahead log replay that brings one back is likewise harmless.
-    async fn prune_sides(&self, now_ms: u64) -> StoreResult<usize> {
+    async fn prune_sides(&self, now_ms: u64, released_ms: u64) -> StoreResult<usize> {
         let expired = move |key: &str, value: &[u8]| {
             model::side::is_side(key)
-                && std::str::from_utf8(value.get(48..).unwrap_or_default())
-                    .is_ok_and(|b| model::side::expired(b, now_ms))
+                && std::str::from_utf8(value.get(48..).unwrap_or_default()).is_ok_and(|b| {
+                    model::side::parse(b).is_some_and(|(exp, _)| model::side::prunable(exp, now_ms, released_ms))
+                })
         };
         let in_overlay: Vec<String> =
             self.overlay.read().unwrap().iter().filter(|(k, v)| expired(k, v)).map(|(k, _)| k.clone()).collect();

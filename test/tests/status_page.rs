@@ -122,10 +122,9 @@ async fn a_person_sees_every_service_up_with_one_root_each() {
     }
     let c = start(REPLICAS).await;
     let api = Api::new(&c.gateway_url());
-    // A little data in every service, written synchronously: no checkout, whose saga goes on
-    // writing after its answer (it tells payment and stock to forget the transaction, which
-    // rewrites the user's and the items' documents and so changes their services' roots
-    // while the page is being opened).
+    // A little data in every service, written synchronously: no checkout, whose saga may
+    // still be finishing at a participant after its answer (a copy of a step retried), which
+    // would change that service's root while the page is being opened.
     let user = api.post_ok("/payment/create_user").await["user_id"].as_str().unwrap().to_string();
     assert_eq!(api.post(&format!("/payment/add_funds/{user}/100")).await.status, 200);
     let mut items = Vec::new();

@@ -55,13 +55,25 @@ pub async fn start_on(replicas: usize, engine: &str) -> TestCluster {
 /// `cluster up` and compose's restart policy do: the nemesis kills and lets them come back).
 #[allow(dead_code)]
 pub async fn start_with(replicas: usize, engine: &str, keep_dead: bool) -> TestCluster {
+    start_spec(replicas, engine, keep_dead, &[]).await
+}
+
+/// [`start`] with settings of every node process given as `APP__*` variables.
+#[allow(dead_code)]
+pub async fn start_tuned(replicas: usize, settings: &[(&str, &str)]) -> TestCluster {
+    start_spec(replicas, "log", true, settings).await
+}
+
+async fn start_spec(replicas: usize, engine: &str, keep_dead: bool, settings: &[(&str, &str)]) -> TestCluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().to_path_buf();
     let engine = engine.to_string();
+    let env: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let cluster = tokio::task::spawn_blocking(move || {
         let mut spec = ClusterSpec::local(replicas, 2, env!("CARGO_BIN_EXE_webshop-node"), path).expect("free ports");
         spec.keep_dead = keep_dead;
         spec.engine = engine;
+        spec.env = env;
         Cluster::start(spec)
     })
     .await
