@@ -2,7 +2,7 @@
 //! `horizon_interval_ms` it asks every order replica for its horizon report, turns a
 //! majority's reports into a watermark ([`decide::horizon::watermark`]), and a grace period
 //! (the request TTL) after learning one lets the `prune` worker drop the transaction records
-//! of the attempts started before it ([`replica::node::Node::release`]).
+//! held from before it ([`replica::node::Node::release`]).
 //!
 //! Each replica asks on its own, primary or not: the records are dropped by each replica from
 //! its own store, with no replicated write, as expired request records are.

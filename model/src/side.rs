@@ -63,10 +63,11 @@ pub fn expired(body: &str, now_ms: u64) -> bool {
 /// ([`held`]); `u64::MAX` is a record that never goes.
 pub const HELD: u64 = 1 << 62;
 
-/// The expiry of a record held until its service releases `start_ms`: a saga transaction's
-/// record (`ledger`), kept until the order service has said that every checkout attempt
-/// started before some time above `start_ms` is finished (docs/design.md §6.4). Its value
-/// is `HELD + start_ms`, so that the engines keep one index of expiries for both kinds.
+/// The expiry of a record held until its service releases a time above `start_ms`: a saga
+/// transaction's record (`ledger`, held from the later of its write and its attempt's
+/// start), kept until the order service has said that every checkout attempt under way at
+/// some time after it has finished (docs/design.md §6.4). Its value is `HELD + start_ms`, so
+/// that the engines keep one index of expiries for both kinds.
 pub fn held(start_ms: u64) -> u64 {
     HELD + start_ms.min(HELD - 1)
 }

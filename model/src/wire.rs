@@ -128,13 +128,12 @@ pub struct Horizon {
     pub replica: u32,
     /// The view it serves by.
     pub view: View,
-    /// Whether it accepted a view newer than `view` that it has not yet seen committed: a
-    /// view change is under way.
+    /// Whether its acceptor has accepted or committed a view newer than `view`: a view change
+    /// is under way.
     pub pending: bool,
     /// The epoch of the last view under which it finished looking for the checkouts in flight
     /// among its orders (0 before the first).
     pub resumed: u64,
-    /// The start of its oldest attempt not yet finished, or the time now if it has none; no
-    /// attempt it starts later starts before this.
+    /// The start of its oldest attempt not yet finished, or the time now if it has none.
     pub oldest_ms: u64,
 }

@@ -43,8 +43,9 @@ pub const NO_EPOCH: u64 = 0;
 
 /// Multi calls in flight at once per replica. Two, as [`crate::client::BATCH_SENDERS`]: a
 /// multi call is answered when its slowest call is, so a second one keeps a slow call (a
-/// write waiting on a peer being evicted) from holding up the calls queued behind it; one sender made about 5 % more first-time checkouts under load,
-/// within the spread of runs (docs/performance.md, "The shorter checkout").
+/// write waiting on a peer being evicted) from holding up the calls queued behind it; one
+/// sender made about 5 % more first-time checkouts under load, within the spread of runs
+/// (docs/performance.md, "The shorter checkout").
 pub const SENDERS: usize = 2;
 
 /// What a replica's answer to a direct call means to the caller.

@@ -129,7 +129,8 @@ pub async fn drive(
         Start::AlreadyPaid => return Ok(Reply::ok_text(ALREADY_PAID)),
         Start::LastOutcome => return Ok(Reply::bad(read.failure())),
         Start::NewAttempt => {
-            let started = unfinished.begin(&key, model::side::now_ms());
+            let started = model::side::now_ms();
+            unfinished.note(&key, started);
             let next = read.start_attempt(&new_nonce(started));
             record(table, guard, &read, &next, Reply::ok_text("in progress"), None).await?;
             (next, true, started)

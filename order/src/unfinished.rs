@@ -4,11 +4,11 @@
 //! attempt must be counted here, by its start, from before any of its steps can reach a
 //! participant until its end is durable.
 //!
-//! - A new attempt is counted when its start is chosen ([`Unfinished::begin`]), before its
+//! - A new attempt is counted ([`Unfinished::note`]) when its start is chosen, before its
 //!   `in_flight` record is written.
 //! - An attempt found in flight (by the resume pass after a view change, or by a driver that
-//!   finishes another's attempt) is counted, by its recorded start, when found
-//!   ([`Unfinished::note`]), before the driver sends any step.
+//!   finishes another's attempt) is counted, by its recorded start, when found, before the
+//!   driver sends any step.
 //! - An attempt is no longer counted once its end record is written ([`Unfinished::end`]), or
 //!   once its order is found not to hold it in flight (a driver that stopped and whose attempt
 //!   another node finished, an order replaced by a batch_init; the `resume` worker's sweep).
@@ -33,13 +33,7 @@ struct Inner {
 }
 
 impl Unfinished {
-    /// Counts a new attempt at order `key` starting at `now_ms`; its start.
-    pub fn begin(&self, key: &str, now_ms: u64) -> u64 {
-        self.inner.lock().unwrap().running.insert((now_ms, key.to_string()));
-        now_ms
-    }
-
-    /// Counts an attempt found in flight at order `key`, started at `start`.
+    /// Counts an attempt at order `key` started at `start`: a new one, or one found in flight.
     pub fn note(&self, key: &str, start: u64) {
         self.inner.lock().unwrap().running.insert((start, key.to_string()));
     }
@@ -86,8 +80,9 @@ mod tests {
     fn the_oldest_attempt_under_way_holds_the_report_back_until_it_ends() {
         let u = Unfinished::default();
         assert_eq!(u.report(1_000), (0, 1_000));
-        let a = u.begin("a", 2_000);
-        let b = u.begin("b", 3_000);
+        let (a, b) = (2_000, 3_000);
+        u.note("a", a);
+        u.note("b", b);
         u.note("c", 500);
         assert_eq!(u.report(4_000), (0, 500));
         u.end("c", 500);
